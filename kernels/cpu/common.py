@@ -1,0 +1,91 @@
+"""What the Numba CPU kernels share: the workspace cap, tiling, bias, threads.
+
+Every kernel processes large problems in tiles so that the memory it
+allocates beyond input and output stays under :data:`WORKSPACE_CAP_BYTES`
+(it reports the exact figure through ``workspace_bytes``). The cap is a
+per-kernel attribute, so a user can trade memory for speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from convbench.problem import ConvProblem
+
+#: Default upper bound on a kernel's workspace (lowered matrices, transformed
+#: tiles, spectra). 256 MiB keeps VGG-16 conv1_2 at batch 32 well inside a
+#: 24 GiB machine while leaving tiles large enough for efficient GEMMs.
+WORKSPACE_CAP_BYTES = 256 * 2**20
+
+CPU_DTYPES = ("float32", "float64")
+
+
+def cpu_dtype_reason(p: ConvProblem) -> str | None:
+    """Reason a CPU kernel cannot run ``p``'s dtype, or ``None``."""
+    if p.dtype not in CPU_DTYPES:
+        return f"CPU kernels run float32 and float64, got {p.dtype} (float16 is GPU-only)"
+    return None
+
+
+def num_threads() -> int:
+    """Threads the kernels use: Numba's setting, which the harness pins."""
+    return numba.get_num_threads()
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A block of work: images ``n0:n0+nb`` and output rows ``p0:p0+rows``."""
+
+    n0: int
+    nb: int
+    p0: int
+    rows: int
+
+
+def plan_tiles(n_images: int, n_rows: int, bytes_per_row: int, cap: int,
+               row_multiple: int = 1) -> tuple[int, int]:
+    """Images and rows per tile so that a tile's workspace stays within ``cap``.
+
+    Whole images are grouped while one image fits; otherwise one image is cut
+    into row blocks (a multiple of ``row_multiple`` rows; at least one block).
+
+    Returns
+    -------
+    images_per_tile, rows_per_tile : int
+    """
+    per_image = max(1, bytes_per_row * n_rows)
+    if per_image <= cap:
+        return max(1, min(n_images, cap // per_image)), n_rows
+    rows = max(row_multiple, (cap // max(1, bytes_per_row)) // row_multiple * row_multiple)
+    return 1, min(rows, n_rows)
+
+
+def iter_tiles(n_images: int, n_rows: int, images_per_tile: int,
+               rows_per_tile: int) -> Iterator[Tile]:
+    """Tiles covering ``n_images x n_rows`` in row-major order."""
+    for n0 in range(0, n_images, images_per_tile):
+        nb = min(images_per_tile, n_images - n0)
+        for p0 in range(0, n_rows, rows_per_tile):
+            yield Tile(n0, nb, p0, min(rows_per_tile, n_rows - p0))
+
+
+@njit(parallel=True, cache=True)
+def add_bias(y: np.ndarray, bias: np.ndarray) -> None:
+    """``y[n, k] += bias[k]`` in place, parallel over (n, k)."""
+    n_images, channels = y.shape[0], y.shape[1]
+    plane = y.shape[2] * y.shape[3]
+    flat = y.reshape(n_images * channels, plane)
+    for nk in prange(n_images * channels):
+        b = bias[nk % channels]
+        for i in range(plane):
+            flat[nk, i] += b
+
+
+def empty_output(p: ConvProblem) -> np.ndarray:
+    """The output buffer a prepared kernel writes into and returns."""
+    return np.empty(p.output_shape, dtype=p.dtype)

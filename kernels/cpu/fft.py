@@ -1,0 +1,243 @@
+"""FFT convolution: real FFTs of input tiles and filters, per-frequency channel
+contraction as a batched complex GEMM, inverse real FFT (overlap-save).
+
+The output is cut into tiles of ``t_h x t_w`` outputs; each reads an input
+tile of ``L_h x L_w`` (the FFT size) from the virtually zero-padded input.
+Circular cross-correlation of a tile with the (dilated) filter is exact on
+the outputs kept, because ``(t-1)*stride + R_eff <= L``: nothing wraps round.
+Strided problems compute the stride-1 correlation and keep every
+``stride``-th value (subsampling); dilation uses a zero-stuffed filter.
+
+Per layer the FFT size is chosen from 5-smooth lengths (fast in pocketfft)
+by a cost model of FFT and GEMM arithmetic, under the workspace cap; small
+images get one tile, large ones many, which also batches the GEMM better.
+
+Spectra (``F = L_h * (L_w//2 + 1)`` frequencies)::
+
+    X[f, g, b, c]  = rfft2(tile_b)[g*C/g + c, f]
+    W*[f, g, c, k] = conj(rfft2(w_dilated))[g*K/g + k, c, f]   (once, in prepare)
+    Y[f, g, b, k]  = sum_c X[f, g, b, c] W*[f, g, c, k]          (one matmul)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from numba import njit, prange
+
+from convbench.problem import ConvProblem, effective_extent
+from kernels.cpu.common import WORKSPACE_CAP_BYTES, cpu_dtype_reason, empty_output, num_threads
+
+_COMPLEX = {"float32": np.complex64, "float64": np.complex128}
+
+
+def smooth_lengths(lo: int, hi: int) -> list[int]:
+    """5-smooth integers (2^a 3^b 5^c) in ``[lo, hi]``: pocketfft's fast sizes."""
+    out = []
+    p2 = 1
+    while p2 <= hi:
+        p3 = p2
+        while p3 <= hi:
+            p5 = p3
+            while p5 <= hi:
+                if p5 >= lo:
+                    out.append(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return sorted(out)
+
+
+def outputs_per_tile(length: int, k_eff: int, stride: int) -> int:
+    """Outputs one FFT tile of ``length`` yields: ``(L - R_eff)//stride + 1``."""
+    return (length - k_eff) // stride + 1
+
+
+@dataclass(frozen=True)
+class FftPlan:
+    """FFT sizes and tiling chosen for one problem."""
+
+    lh: int
+    lw: int
+    th: int  # outputs per tile, vertically
+    tw: int
+    tile_rows: int
+    tile_cols: int
+    batch: int  # tiles transformed together (bounded by the workspace cap)
+
+    @property
+    def freqs(self) -> int:
+        return self.lh * (self.lw // 2 + 1)
+
+    @property
+    def tiles(self) -> int:
+        return self.tile_rows * self.tile_cols
+
+
+def _candidates(k_eff: int, stride: int, out: int) -> list[tuple[int, int, int]]:
+    """(L, outputs per tile, tiles) for every useful FFT length along one axis."""
+    one_tile = (out - 1) * stride + k_eff
+    hi = scipy.fft.next_fast_len(one_tile, real=True)
+    result = []
+    for length in smooth_lengths(k_eff, hi):
+        per_tile = min(out, outputs_per_tile(length, k_eff, stride))
+        result.append((length, per_tile, -(-out // per_tile)))
+    return result
+
+
+def plan_fft(p: ConvProblem, cap: int) -> FftPlan:
+    """Choose FFT sizes minimizing modelled arithmetic under the workspace cap.
+
+    Model per tile: real 2-D FFTs of C inputs and K outputs at
+    ``2.5 L log2 L`` flops each, the complex contraction at 8 flops per
+    multiply-add, and the spectrum transposes as memory traffic.
+    """
+    kh_eff = effective_extent(p.kh, p.dil_h)
+    kw_eff = effective_extent(p.kw, p.dil_w)
+    cg, kg = p.ic // p.g, p.oc // p.g
+    isz = p.itemsize
+    best = None
+    for lh, th, nth in _candidates(kh_eff, p.sh, p.oh):
+        for lw, tw, ntw in _candidates(kw_eff, p.sw, p.ow):
+            area, freqs = lh * lw, lh * (lw // 2 + 1)
+            filter_bytes = p.oc * cg * freqs * 2 * isz
+            per_tile = (p.ic + p.oc) * (area + 4 * freqs) * isz
+            if filter_bytes + per_tile > cap:
+                continue
+            tiles = max(1, p.mb) * nth * ntw
+            cost = tiles * ((p.ic + p.oc) * 2.5 * area * math.log2(max(area, 2))
+                            + freqs * p.g * cg * kg * 8 + (p.ic + p.oc) * freqs * 4)
+            if best is None or cost < best[0]:
+                batch = max(1, min(tiles, (cap - filter_bytes) // per_tile))
+                best = (cost, FftPlan(lh, lw, th, tw, nth, ntw, batch))
+    if best is None:  # even the smallest tile exceeds the cap: take it anyway, one at a time
+        lh, th, nth = _candidates(kh_eff, p.sh, p.oh)[0]
+        lw, tw, ntw = _candidates(kw_eff, p.sw, p.ow)[0]
+        return FftPlan(lh, lw, th, tw, nth, ntw, 1)
+    return best[1]
+
+
+@njit(parallel=True, cache=True)
+def gather_tiles(x, tiles, t0, tile_rows, tile_cols, step_h, step_w, pt, pl):
+    """Copy input tiles ``t0:t0+B`` (zero outside the image) into ``tiles``."""
+    n_batch, channels, lh, lw = tiles.shape
+    height, width = x.shape[2], x.shape[3]
+    for item in prange(n_batch * channels):
+        b = item // channels
+        c = item % channels
+        t = t0 + b
+        n = t // (tile_rows * tile_cols)
+        row0 = ((t // tile_cols) % tile_rows) * step_h - pt
+        col0 = (t % tile_cols) * step_w - pl
+        for a in range(lh):
+            row = row0 + a
+            if row < 0 or row >= height:
+                for e in range(lw):
+                    tiles[b, c, a, e] = 0
+                continue
+            for e in range(lw):
+                col = col0 + e
+                tiles[b, c, a, e] = x[n, c, row, col] if 0 <= col < width else 0
+
+
+@njit(parallel=True, cache=True)
+def scatter_outputs(out, bias, y, t0, tile_rows, tile_cols, th, tw, sh, sw):
+    """Keep every ``stride``-th correlation value of tiles ``t0:t0+B``, add bias."""
+    n_batch, k_total = out.shape[0], out.shape[1]
+    out_h, out_w = y.shape[2], y.shape[3]
+    for item in prange(n_batch * k_total):
+        b = item // k_total
+        k = item % k_total
+        t = t0 + b
+        n = t // (tile_rows * tile_cols)
+        p0 = ((t // tile_cols) % tile_rows) * th
+        q0 = (t % tile_cols) * tw
+        bk = bias[k]
+        for a in range(min(th, out_h - p0)):
+            for e in range(min(tw, out_w - q0)):
+                y[n, k, p0 + a, q0 + e] = out[b, k, a * sh, e * sw] + bk
+
+
+def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan) -> np.ndarray:
+    """``conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``, computed in float64."""
+    kg, cg = p.oc // p.g, p.ic // p.g
+    dilated = np.zeros((p.oc, cg, effective_extent(p.kh, p.dil_h),
+                        effective_extent(p.kw, p.dil_w)), dtype=np.float64)
+    dilated[:, :, ::p.dil_h, ::p.dil_w] = w
+    spec = np.conj(scipy.fft.rfft2(dilated, s=(plan.lh, plan.lw), workers=num_threads()))
+    spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
+    return np.ascontiguousarray(spec, dtype=_COMPLEX[p.dtype])
+
+
+class FftKernel:
+    """FFT (overlap-save) convolution; every parameter combination.
+
+    Parameters
+    ----------
+    workspace_cap : int
+        Upper bound on filter spectra plus one batch of tile spectra.
+    """
+
+    name = "fft"
+    backend = "cpu"
+    kind = "kernel"
+    #: ``prepare`` computes the filter spectra once per weight tensor.
+    pretransforms_weights = True
+
+    def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
+        self.workspace_cap = workspace_cap
+
+    def supports(self, p: ConvProblem) -> str | None:
+        return cpu_dtype_reason(p)
+
+    def plan(self, p: ConvProblem) -> FftPlan:
+        return plan_fft(p, self.workspace_cap)
+
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        plan = self.plan(p)
+        filter_bytes = p.oc * (p.ic // p.g) * plan.freqs * 2 * p.itemsize
+        per_tile = (p.ic + p.oc) * (plan.lh * plan.lw + 4 * plan.freqs) * p.itemsize
+        return filter_bytes + plan.batch * per_tile
+
+    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+        plan = self.plan(p)
+        g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
+        spectra = filter_spectra(w, p, plan)
+        y = empty_output(p)
+        b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
+        total = p.mb * plan.tiles
+        step_h, step_w = plan.th * p.sh, plan.tw * p.sw
+        workers = num_threads()
+        ctype = _COMPLEX[p.dtype]
+        tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
+
+        def run() -> np.ndarray:
+            for t0 in range(0, total, plan.batch):
+                nb = min(plan.batch, total - t0)
+                tiles = tiles_buf[:nb]
+                gather_tiles(x, tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
+                             p.ph, p.pw)
+                spec = scipy.fft.rfft2(tiles, workers=workers)
+                xt = np.ascontiguousarray(
+                    spec.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 0, 2))
+                if cg == 1:  # depthwise-like: a broadcast product, no GEMM to speak of
+                    yt = xt * spectra
+                else:
+                    yt = np.matmul(xt, spectra)
+                ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0), dtype=ctype)
+                out = scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
+                                       s=(plan.lh, plan.lw), workers=workers)
+                scatter_outputs(out, b, y, t0, plan.tile_rows, plan.tile_cols, plan.th,
+                                plan.tw, p.sh, p.sw)
+            return y
+
+        return run
+
+
+KERNEL = FftKernel()
+KERNELS = [KERNEL]
