@@ -69,16 +69,27 @@ def direct_conv2d(x, w, bias, y, sh, sw, pt, pl, dh, dw, groups):
                     for s in range(kw):
                         offset = s * dw - pl
                         lo, hi = _valid_range(offset, sw, width, out_w)
+                        if hi <= lo:
+                            continue
+                        # 1-D slices indexed from 0 by a range() variable: Numba can
+                        # prove the index non-negative, drops the wraparound check
+                        # and LLVM vectorizes the loop.
+                        # A unit-stride slice keeps Numba's contiguous ('C') layout,
+                        # which is what lets LLVM emit packed loads.
                         if sw == 1:
+                            xs = xrow[lo + offset:hi + offset]
                             for kk in range(k_count):
                                 wv = w[k0 + kk, c, r, s]
-                                for q in range(lo, hi):
-                                    acc[kk, q] += wv * xrow[q + offset]
+                                acc_row = acc[kk, lo:hi]
+                                for j in range(hi - lo):
+                                    acc_row[j] += wv * xs[j]
                         else:
+                            xs_strided = xrow[lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
                             for kk in range(k_count):
                                 wv = w[k0 + kk, c, r, s]
-                                for q in range(lo, hi):
-                                    acc[kk, q] += wv * xrow[q * sw + offset]
+                                acc_row = acc[kk, lo:hi]
+                                for j in range(hi - lo):
+                                    acc_row[j] += wv * xs_strided[j]
             for kk in range(k_count):
                 for q in range(out_w):
                     y[n, k0 + kk, p, q] = acc[kk, q]

@@ -48,23 +48,29 @@ def im2col_lower(x, col, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, out_w):
             hi = min(out_w, (width - 1 - offset) // sw + 1)
             hi = max(hi, lo)
             for pp in range(rows):
-                base = pp * out_w
+                dst = crow[pp * out_w:(pp + 1) * out_w]
                 row = (p0 + pp) * sh - pt + r * dh
                 if row < 0 or row >= height:
                     for q in range(out_w):
-                        crow[base + q] = 0
+                        dst[q] = 0
                     continue
-                xrow = x[n0 + b, c, row]
                 for q in range(lo):
-                    crow[base + q] = 0
+                    dst[q] = 0
+                for q in range(out_w - hi):
+                    dst[hi + q] = 0
+                # Explicit loops over 0-based slices: slice *assignment* in Numba
+                # takes a slow generic path, and a 0-based range() index lets LLVM
+                # drop the wraparound check and vectorize the unit-stride copy.
+                xrow = x[n0 + b, c, row]
+                inner = dst[lo:hi]
                 if sw == 1:
-                    for q in range(lo, hi):
-                        crow[base + q] = xrow[q + offset]
-                else:
-                    for q in range(lo, hi):
-                        crow[base + q] = xrow[q * sw + offset]
-                for q in range(hi, out_w):
-                    crow[base + q] = 0
+                    src = xrow[lo + offset:hi + offset]
+                    for q in range(hi - lo):
+                        inner[q] = src[q]
+                elif hi > lo:
+                    src_strided = xrow[lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                    for q in range(hi - lo):
+                        inner[q] = src_strided[q]
 
 
 def is_pointwise_gemm(p: ConvProblem) -> bool:
