@@ -275,6 +275,10 @@ class ConvProblem:
                 v[w] = v[h]
         if "kh" not in v:
             v["kh"] = 1
+        square = all(v.get(h) == v.get(w) for h, w in (("ih", "iw"), ("kh", "kw"),
+                                                        ("sh", "sw"), ("dh", "dw")))
+        if "oh" in v and "ow" not in v and square:
+            v["ow"] = v["oh"]
         sh, sw = v.get("sh", 1), v.get("sw", 1)
         dil_h, dil_w = v.get("dh", 0) + 1, v.get("dw", 0) + 1
         ph, pw = v.get("ph"), v.get("pw")

@@ -94,7 +94,7 @@ def problem_from_arrays(x: Any, w: Any, bias: Any = None, *, stride: Any = 1,
     if w.ndim != 4:
         raise ValueError(f"w must be 4-D (K, C/groups, R, S), got shape {tuple(w.shape)}")
     xdt, wdt = _check_dtype(x, "x"), _check_dtype(w, "w")
-    if xdt != wdt:
+    if xdt.name != wdt.name:  # by name: byte order is normalized below
         raise TypeError(f"x and w must have the same dtype, got x {xdt.name} and w {wdt.name}")
     if _array_module(x) is not _array_module(w):
         raise TypeError("x and w must both be NumPy arrays or both CuPy arrays")
@@ -116,7 +116,7 @@ def problem_from_arrays(x: Any, w: Any, bias: Any = None, *, stride: Any = 1,
         if tuple(bias.shape) != (k,):
             raise ValueError(f"bias must have shape (K,) = ({k},), got {tuple(bias.shape)}")
         bdt = _check_dtype(bias, "bias")
-        if bdt != xdt:
+        if bdt.name != xdt.name:
             raise TypeError(f"bias must have the dtype of x ({xdt.name}), got {bdt.name}")
         if _array_module(bias) is not _array_module(x):
             raise TypeError("bias must live where x does (both NumPy or both CuPy)")

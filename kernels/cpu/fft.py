@@ -225,10 +225,13 @@ class FftKernel:
                 spec = scipy.fft.rfft2(tiles, workers=workers)
                 xt = np.ascontiguousarray(
                     spec.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 0, 2))
-                if cg == 1:  # depthwise-like: a broadcast product, no GEMM to speak of
-                    yt = xt * spectra
-                else:
-                    yt = np.matmul(xt, spectra)
+                # NaN/Inf inputs give NaN spectra by design; the output shows them,
+                # so NumPy's floating-point warnings would only be noise.
+                with np.errstate(invalid="ignore", over="ignore"):
+                    if cg == 1:  # depthwise-like: a broadcast product, no GEMM to speak of
+                        yt = xt * spectra
+                    else:
+                        yt = np.matmul(xt, spectra)
                 ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0), dtype=ctype)
                 out = scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
                                        s=(plan.lh, plan.lw), workers=workers)

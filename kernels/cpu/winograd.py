@@ -160,13 +160,18 @@ class WinogradKernel:
         tile_rows = -(-p.oh // TILE_OUT)
         tile_cols = -(-p.ow // TILE_OUT)
         bytes_per_tile_row = 16 * (p.ic + p.oc) * tile_cols * p.itemsize
-        nb, rows = plan_tiles(p.mb, tile_rows, bytes_per_tile_row, self.workspace_cap)
+        # The transformed filter U is part of the workspace too: tile within what is left.
+        budget = self.workspace_cap - self._filter_bytes(p)
+        nb, rows = plan_tiles(p.mb, tile_rows, bytes_per_tile_row, budget)
         return nb, rows, tile_cols
+
+    @staticmethod
+    def _filter_bytes(p: ConvProblem) -> int:
+        return TILE_IN * TILE_IN * p.oc * (p.ic // p.g) * p.itemsize
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         nb, rows, cols = self._plan(p)
-        transformed_filter = 16 * p.oc * (p.ic // p.g) * p.itemsize
-        return 16 * (p.ic + p.oc) * nb * rows * cols * p.itemsize + transformed_filter
+        return 16 * (p.ic + p.oc) * nb * rows * cols * p.itemsize + self._filter_bytes(p)
 
     def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                 bias: np.ndarray | None) -> Callable[[], np.ndarray]:

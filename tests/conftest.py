@@ -1,0 +1,48 @@
+"""Shared fixtures and test settings."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# CI runs derandomized property tests so a red CI is reproducible; locally they
+# explore new examples each run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+#: rel_l2 bounds against the float64 reference (issue: convbench foundation).
+#: float32: 1e-5 for the exact-arithmetic algorithms, 5e-5 for FFT, whose
+#: transforms add O(u log L) error; float64: 1e-12 for all.
+REL_L2_TOL = {
+    ("float32", "direct"): 1e-5,
+    ("float32", "im2col"): 1e-5,
+    ("float32", "winograd"): 1e-5,
+    ("float32", "fft"): 5e-5,
+    ("float64", "direct"): 1e-12,
+    ("float64", "im2col"): 1e-12,
+    ("float64", "winograd"): 1e-12,
+    ("float64", "fft"): 1e-12,
+}
+
+
+def rel_l2(y, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
+    norm = np.linalg.norm(ref)
+    return diff / norm if norm else diff
+
+
+def random_inputs(p, seed=0):
+    """Uniform [-1, 1] inputs for problem ``p`` in its dtype."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, p.input_shape).astype(p.dtype)
+    w = rng.uniform(-1, 1, p.weight_shape).astype(p.dtype)
+    b = rng.uniform(-1, 1, p.oc).astype(p.dtype) if p.bias else None
+    return x, w, b
+
+
+@pytest.fixture
+def make_inputs():
+    return random_inputs

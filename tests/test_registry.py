@@ -1,0 +1,94 @@
+"""Registry, kernel protocol, plug-ins and algo="auto"."""
+
+import numpy as np
+import pytest
+
+import convbench
+from convbench import ConvProblem, UnsupportedProblem, registry
+
+
+def test_algorithms_lists_the_four_cpu_kernels_first():
+    assert convbench.algorithms("cpu")[:4] == ["direct", "im2col", "fft", "winograd"]
+    for name in ("direct", "im2col", "fft", "winograd"):
+        kernel = convbench.get_kernel(name, "cpu")
+        assert isinstance(kernel, convbench.Kernel)
+        assert (kernel.name, kernel.backend, kernel.kind) == (name, "cpu", "kernel")
+
+
+def test_supports_answers_without_running():
+    p = ConvProblem.parse("mb1ic8ih8oc8kh5ph2")
+    assert convbench.get_kernel("winograd").supports(p) == \
+        "winograd F(2x2,3x3) needs a 3x3 filter, got 5x5"
+    assert convbench.get_kernel("winograd").supports(p.with_(kh=3, kw=3, sh=2)) == \
+        "winograd F(2x2,3x3) needs stride 1, got (2, 1)"
+    assert convbench.get_kernel("winograd").supports(p.with_(kh=3, kw=3, dil_w=2)) == \
+        "winograd F(2x2,3x3) needs dilation 1, got (1, 2)"
+    for name in ("direct", "im2col", "fft"):
+        assert convbench.get_kernel(name).supports(p) is None
+
+
+class _Negating:
+    """A toy third-party kernel: -direct, to prove dispatch reaches it."""
+
+    name = "negated_direct"
+    backend = "cpu"
+    kind = "kernel"
+
+    def supports(self, p):
+        return None if p.g == 1 else "groups unsupported"
+
+    def workspace_bytes(self, p):
+        return 0
+
+    def prepare(self, p, x, w, bias):
+        inner = convbench.get_kernel("direct").prepare(p, x, w, bias)
+        return lambda: -inner()
+
+
+def test_register_a_kernel_and_dispatch_to_it():
+    kernel = convbench.register(_Negating())
+    try:
+        assert "negated_direct" in convbench.algorithms("cpu")
+        x = np.ones((1, 2, 4, 4), np.float32)
+        w = np.ones((2, 2, 3, 3), np.float32)
+        np.testing.assert_array_equal(convbench.conv2d(x, w, algo="negated_direct"),
+                                      -np.full((1, 2, 2, 2), 18.0, np.float32))
+        with pytest.raises(UnsupportedProblem, match="groups unsupported"):
+            convbench.conv2d(x, w[:, :1], groups=2, algo="negated_direct")
+        with pytest.raises(ValueError, match="already registered"):
+            convbench.register(_Negating())
+        convbench.register(kernel, replace=True)
+    finally:
+        registry.unregister("negated_direct", "cpu")
+    assert "negated_direct" not in convbench.algorithms("cpu")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (object(), "does not implement the Kernel protocol"),
+    (type("K", (_Negating,), {"backend": "fpga"})(), "backend must be one of"),
+    (type("K", (_Negating,), {"kind": "library"})(), "kind must be one of"),
+])
+def test_register_rejects_non_kernels(bad, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        convbench.register(bad)
+
+
+@pytest.mark.parametrize("desc, expected", [
+    ("mb1ic64ih56oc64kh3ph1", "winograd"),
+    ("mb1ic256ih56oc64kh1", "im2col"),
+    ("mb1ic3ih224oc64kh7sh2ph3", "im2col"),
+    ("g32mb1ic32ih56oc32kh3ph1", "im2col"),
+    ("mb1ic32ih28oc32kh7ph3", "fft"),
+    ("mb1ic64ih56oc64kh3sh2ph1", "im2col"),
+])
+def test_auto_rule(desc, expected):
+    assert convbench.auto_kernel(ConvProblem.parse(desc)).name == expected
+
+
+def test_auto_runs_and_is_correct():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (1, 16, 10, 10)).astype(np.float32)
+    w = rng.uniform(-1, 1, (16, 16, 3, 3)).astype(np.float32)
+    y = convbench.conv2d(x, w, padding=1, algo="auto")
+    ref = convbench.reference(x, w, padding=1)
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
