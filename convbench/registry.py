@@ -26,6 +26,8 @@ BUILTIN_MODULES = (
     "kernels.cpu.im2col",
     "kernels.cpu.fft",
     "kernels.cpu.winograd",
+    "kernels.baselines.onednn",
+    "kernels.baselines.numpy_im2col",
 )
 ENTRY_POINT_GROUP = "convbench.kernels"
 

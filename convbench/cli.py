@@ -1,0 +1,283 @@
+"""The ``convbench`` command: list, run, compare."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from convbench.problem import DT_TO_DTYPE, ConvProblem, normalize_dtype
+from convbench.registry import BACKENDS, get_kernel, kernels, load_errors
+from convbench.suites import SuiteLayer, list_suites, load_suite, suite_path
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench",
+        description="Benchmark convolution algorithms (direct, im2col, FFT, Winograd) "
+                    "against the libraries you would otherwise use.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lst = sub.add_parser("list", help="list suites or kernels")
+    lst.add_argument("what", choices=["suites", "kernels"])
+    lst.add_argument("--backend", choices=BACKENDS, default=None)
+
+    run = sub.add_parser("run", help="sweep suite layers x kernels, write JSONL, print tables")
+    run.add_argument("descriptors", nargs="*", metavar="DESCRIPTOR",
+                     help="benchdnn descriptors to run instead of (or besides) a suite")
+    run.add_argument("--suite", help="suite name (see 'convbench list suites') or file path")
+    run.add_argument("--backend", choices=BACKENDS, default="cpu")
+    run.add_argument("--algo", default="all",
+                     help="comma list of kernels and baselines, or 'all' (default)")
+    run.add_argument("--batch", type=_positive_int, help="override every layer's mb")
+    run.add_argument("--dtype", help="override dtype: f32, f64, f16 (or float32...)")
+    run.add_argument("--bias", action="store_true", help="give every layer a bias")
+    run.add_argument("--mode", choices=["perf", "accuracy", "both"], default="both")
+    run.add_argument("--match", help="regex on layer names (or descriptors)")
+    run.add_argument("--threads", type=_positive_int, help="Numba/BLAS/torch threads "
+                                                           "(default: all cores)")
+    run.add_argument("--min-time", type=_non_negative_float, default=0.2,
+                     help="timed seconds per measurement, at least (default 0.2)")
+    run.add_argument("--min-reps", type=_positive_int, default=5,
+                     help="timed runs per measurement, at least (default 5)")
+    run.add_argument("--max-time", type=_non_negative_float, default=30.0,
+                     help="stop repeating after this many seconds once min-reps ran")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    run.add_argument("--out", help="JSONL file to append to "
+                                   "(default: convbench-<suite>-<backend>.jsonl)")
+    run.add_argument("--resume", action="store_true",
+                     help="skip (problem, kernel) pairs that --out already holds")
+    run.add_argument("--table", help="also write the printed tables to this Markdown file")
+    run.add_argument("--timeout", type=_non_negative_float, default=600.0,
+                     help="seconds one measurement may take before it is failed (default 600)")
+    run.add_argument("--no-isolate", action="store_true",
+                     help="measure in this process instead of a worker (debugging)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 if any measurement failed")
+
+    cmp_ = sub.add_parser("compare", help="compare two runs; exit 1 on regressions")
+    cmp_.add_argument("old")
+    cmp_.add_argument("new")
+    cmp_.add_argument("--time-tol", type=_non_negative_float, default=0.10,
+                      help="flag new/old time above 1 + TOL (default 0.10)")
+    cmp_.add_argument("--err-tol", type=_non_negative_float, default=2.0,
+                      help="flag new/old rel_l2 above TOL (default 2.0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "run":
+            return cmd_run(args, sys.argv if argv is None else ["convbench", *argv])
+        return cmd_compare(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"convbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# ----------------------------------------------------------------------- list
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "suites":
+        print("| suite | layers | conv layers in network | file |")
+        print("|---|---:|---:|---|")
+        for name in list_suites():
+            layers = load_suite(name)
+            print(f"| {name} | {len(layers)} | {sum(x.repeat for x in layers)} | "
+                  f"{suite_path(name)} |")
+        return EXIT_OK
+    probes = {name: load_suite(name) for name in ("resnet50", "mobilenet_v1", "alexnet")}
+    print("| kernel | backend | kind | resnet50 | mobilenet_v1 | alexnet | status |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for kernel in kernels(args.backend):
+        counts = []
+        notes = set()
+        for layers in probes.values():
+            reasons = [kernel.supports(layer.problem) for layer in layers]
+            counts.append(f"{sum(r is None for r in reasons)}/{len(layers)}")
+            notes.update(r for r in reasons if r and ("install" in r or "GPU" in r))
+        print(f"| {kernel.name} | {kernel.backend} | {kernel.kind} | {' | '.join(counts)} | "
+              f"{'; '.join(sorted(notes)) or 'ready'} |")
+    for name, error in load_errors().items():
+        print(f"plug-in {name} failed to load: {error}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------ run
+def _select_layers(args: argparse.Namespace) -> tuple[str, list[SuiteLayer]]:
+    dtype = None
+    if args.dtype:
+        dtype = normalize_dtype(DT_TO_DTYPE.get(args.dtype, args.dtype))
+    overrides: dict[str, Any] = {"batch": args.batch, "dtype": dtype,
+                                 "bias": True if args.bias else None}
+    layers: list[SuiteLayer] = []
+    label = "custom"
+    if args.suite:
+        layers = load_suite(args.suite, **overrides)
+        label = Path(args.suite).stem
+    for text in args.descriptors:
+        p = ConvProblem.parse(text)
+        changes: dict[str, Any] = {}
+        if args.batch:
+            changes["mb"] = args.batch
+        if dtype:
+            changes["dtype"] = dtype
+        if args.bias:
+            changes["bias"] = True
+        layers.append(SuiteLayer(p.with_(**changes) if changes else p))
+    if not layers:
+        raise ValueError("nothing to run: give --suite NAME or descriptors")
+    if args.match:
+        pattern = re.compile(args.match)
+        layers = [x for x in layers
+                  if pattern.search(x.problem.name) or pattern.search(str(x.problem))]
+        if not layers:
+            raise ValueError(f"--match {args.match!r} selects no layer")
+    return label, layers
+
+
+def _select_kernels(spec: str, backend: str) -> list[str]:
+    if spec == "all":
+        return [k.name for k in kernels(backend)]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        get_kernel(name, backend)  # raises with the list of known names
+    return names
+
+
+def _gpu_missing_reason() -> str | None:
+    from convbench.results import gpu_environment  # noqa: PLC0415
+
+    info = gpu_environment()
+    return None if info.get("available") else info.get("reason", "no GPU")
+
+
+def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
+    from convbench import report, results, runner  # noqa: PLC0415 -- keep 'list' fast
+
+    suite, layers = _select_layers(args)
+    names = _select_kernels(args.algo, args.backend)
+    if args.backend == "gpu":
+        reason = _gpu_missing_reason()
+        if reason is not None:
+            print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
+                  "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
+            return EXIT_USAGE
+    settings = runner.SweepSettings(
+        backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
+        min_time=args.min_time, max_time=args.max_time, threads=args.threads,
+        isolate=not args.no_isolate, timeout=args.timeout or None)
+    out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
+    done: set[tuple[str, str, str]] = set()
+    previous: list[dict[str, Any]] = []
+    if args.resume and out.exists():
+        previous = results.load_run(out).records
+        done = runner.existing_keys(previous)
+    tasks = runner.plan_tasks(layers, names, suite, settings)
+    config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
+              "batch": args.batch, "match": args.match, "resume": args.resume}
+    with results.ResultWriter(out) as writer:
+        writer.write(results.header_record(command, config, results.environment(args.backend)))
+        outcome = _run_with_progress(runner, tasks, settings, writer, done,
+                                     show=not args.no_progress and sys.stderr.isatty())
+    wanted = {(t.problem, t.backend, t.kernel) for t in tasks}
+    shown = {results.record_key(r): r for r in previous if results.record_key(r) in wanted}
+    shown.update({results.record_key(r): r for r in outcome.records})
+    ordered = [shown[(t.problem, t.backend, t.kernel)] for t in tasks
+               if (t.problem, t.backend, t.kernel) in shown]
+    baseline = "onednn" if args.backend == "cpu" else "cudnn"
+    text = _tables(ordered, baseline, suite, settings, outcome, out)
+    print(text)
+    if args.table:
+        Path(args.table).write_text(text + "\n")
+    if outcome.interrupted:
+        print(f"\ninterrupted: {len(outcome.records)} records kept in {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = sum(r.get("status") == "failed" for r in outcome.records)
+    if failed:
+        print(f"{failed} measurement(s) failed; see 'reason' in {out}", file=sys.stderr)
+        if args.strict:
+            return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def _run_with_progress(runner: Any, tasks: list, settings: Any, writer: Any,
+                       done: set, show: bool) -> Any:
+    if not show:
+        return runner.run_sweep(tasks, settings, writer, done=done)
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    todo = sum((t.problem, t.backend, t.kernel) not in done for t in tasks)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=True) as progress:
+        bar = progress.add_task("measuring", total=todo)
+
+        def advance(rec: dict[str, Any]) -> None:
+            progress.update(bar, advance=1,
+                            description=f"{rec.get('name') or rec['problem']} {rec['kernel']}")
+
+        return runner.run_sweep(tasks, settings, writer, done=done, on_record=advance)
+
+
+def _tables(records: list, baseline: str, suite: str, settings: Any, outcome: Any,
+            out: Path) -> str:
+    from convbench import report  # noqa: PLC0415
+
+    threads = (outcome.threads or {}).get("threads")
+    head = (f"## {suite}: {settings.backend}, mode {settings.mode}, threads {threads}, "
+            f"min {settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
+            f"Results: `{out}`")
+    if outcome.skipped_existing:
+        head += f" ({outcome.skipped_existing} measurements reused from the file)"
+    parts = [head, "### Per layer", report.layer_table(records, baseline)]
+    if settings.mode != "accuracy":
+        parts += ["### Whole network (sum of median x repeat)",
+                  report.network_table(records, baseline)]
+    return "\n\n".join(parts)
+
+
+# -------------------------------------------------------------------- compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    from convbench import report, results  # noqa: PLC0415
+
+    old, new = results.load_run(args.old), results.load_run(args.new)
+    rows = results.compare_runs(old, new, time_tol=args.time_tol, err_tol=args.err_tol)
+    if not rows:
+        print("the two runs share no (problem, kernel) measurement", file=sys.stderr)
+        return EXIT_USAGE
+    print(report.comparison_table(rows))
+    flagged = [r for r in rows if r.regressions]
+    print(f"\n{len(rows)} compared, {len(flagged)} regression(s) "
+          f"(time tolerance {args.time_tol:.0%}, error tolerance x{args.err_tol})")
+    return EXIT_REGRESSION if flagged else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
