@@ -174,7 +174,7 @@ def _gpu_missing_reason() -> str | None:
 
 
 def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench import report, results, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench import results, runner  # noqa: PLC0415 -- keep 'list' fast
 
     suite, layers = _select_layers(args)
     names = _select_kernels(args.algo, args.backend)

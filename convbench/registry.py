@@ -9,6 +9,7 @@ kernel object, a list of them, or a module with a ``KERNELS`` list).
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -30,6 +31,10 @@ BUILTIN_MODULES = (
     "kernels.baselines.numpy_im2col",
 )
 ENTRY_POINT_GROUP = "convbench.kernels"
+#: Comma-separated extra modules with a ``KERNELS`` list, registered like
+#: built-ins: a quick way to try a kernel without packaging it. Worker
+#: processes inherit it.
+MODULES_ENV = "CONVBENCH_KERNEL_MODULES"
 
 
 @runtime_checkable
@@ -114,6 +119,13 @@ def _ensure_loaded() -> None:
     _loaded = True
     for module in BUILTIN_MODULES:
         _register_all(importlib.import_module(module), module)
+    for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
+        try:
+            _register_all(importlib.import_module(module), module)
+        except Exception as exc:  # noqa: BLE001 -- report, keep the built-ins usable
+            _load_errors[module] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"convbench: {MODULES_ENV} module {module!r} failed to load: {exc}",
+                          RuntimeWarning, stacklevel=2)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             _register_all(ep.load(), ep.value)

@@ -66,9 +66,8 @@ def environment(backend: str = "cpu") -> dict[str, Any]:
     and the numeric stack, and for ``backend="gpu"`` the GPU, driver, CUDA and
     cuDNN versions where they can be read.
     """
-    from threadpoolctl import threadpool_info  # noqa: PLC0415
-
     import numpy as np  # noqa: PLC0415 -- loads BLAS so threadpoolctl sees it
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
 
     np.dot(np.ones((2, 2)), np.ones((2, 2)))
     env: dict[str, Any] = {

@@ -67,7 +67,8 @@ def test_kernel_matches_reference(shape, kwargs, algo, dtype):
 
 
 def _torch_args(p, kwargs):
-    return {key: kwargs[key] for key in ("stride", "padding", "dilation", "groups") if key in kwargs}
+    keys = ("stride", "padding", "dilation", "groups")
+    return {key: kwargs[key] for key in keys if key in kwargs}
 
 
 def test_grid_covers_what_the_issue_names():

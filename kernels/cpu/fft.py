@@ -206,7 +206,7 @@ class FftKernel:
     def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                 bias: np.ndarray | None) -> Callable[[], np.ndarray]:
         plan = self.plan(p)
-        g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
+        g, cg = p.g, p.ic // p.g
         spectra = filter_spectra(w, p, plan)
         y = empty_output(p)
         b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)

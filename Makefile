@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make bench   -- create .venv, install, run the default sweep, print the table
+#   make test    -- create .venv, install with test extras, run the tests
+# Both create their own virtual environment; nothing relies on what is installed by hand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUITE  ?= resnet50
+BATCH  ?= 1
+OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
+
+.PHONY: test bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check convbench kernels tests benchmarks
+
+bench: $(STAMP)
+	mkdir -p $(dir $(OUT))
+	$(BIN)/convbench run --suite $(SUITE) --batch $(BATCH) --backend cpu --algo all \
+		--mode both --out $(OUT) --table $(OUT:.jsonl=.md)
+
+lint: $(STAMP)
+	$(BIN)/ruff check convbench kernels tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
