@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from convbench.accuracy import ReferenceCache, error_metrics, random_inputs
+from convbench.accuracy import ReferenceCache, error_metrics, make_inputs
 from convbench.errors import UnsupportedProblem
 from convbench.problem import ConvProblem
 from convbench.registry import get_kernel
@@ -44,6 +44,7 @@ class Task:
     min_reps: int
     min_time: float
     max_time: float
+    fill: str = "random"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SweepSettings:
     threads: int | None = None
     isolate: bool = True
     timeout: float | None = 600.0
+    fill: str = "random"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,8 +72,8 @@ def base_record(task: Task) -> dict[str, Any]:
     return {"type": "result", "problem": task.problem, "name": task.name, "suite": task.suite,
             "repeat": task.repeat, "kernel": task.kernel, "backend": task.backend,
             "kind": None, "dtype": p.dtype, "mb": p.mb, "flops": p.flops, "mode": task.mode,
-            "seed": task.seed, "status": None, "reason": None, "gflops": None, "time": None,
-            "error": None, "workspace_bytes": None}
+            "seed": task.seed, "fill": task.fill, "status": None, "reason": None,
+            "gflops": None, "time": None, "error": None, "workspace_bytes": None}
 
 
 def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, Any]:
@@ -91,7 +93,7 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
         return rec
     try:
         rec["workspace_bytes"] = int(kernel.workspace_bytes(p))
-        x, w, b = random_inputs(p, task.seed)
+        x, w, b = make_inputs(p, task.seed, task.fill)
         t0 = time.perf_counter()
         fn = kernel.prepare(p, x, w, b)
         prepare_s = time.perf_counter() - t0
@@ -103,7 +105,7 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
             rec["gflops"] = p.flops / timing.median_s / 1e9
         y = fn()
         if task.mode in ("accuracy", "both"):
-            ref, scale = references.get(p, task.seed, x, w, b)
+            ref, scale = references.get(p, task.seed, x, w, b, task.fill)
             rec["error"] = error_metrics(y, ref, scale, p.dtype)
         rec["status"] = "ok"
     except UnsupportedProblem as exc:
@@ -195,11 +197,11 @@ def plan_tasks(layers: Iterable[SuiteLayer], kernel_names: list[str], suite: str
     """Every (layer, kernel) in problem-major order (the reference is reused)."""
     return [Task(str(layer.problem), layer.problem.name, suite, layer.repeat, name,
                  settings.backend, settings.mode, settings.seed, settings.min_reps,
-                 settings.min_time, settings.max_time)
+                 settings.min_time, settings.max_time, settings.fill)
             for layer in layers for name in kernel_names]
 
 
-def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter, *,
+def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter | None, *,
               done: set[tuple[str, str, str]] | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> SweepOutcome:
     """Measure ``tasks`` and write each record as soon as it exists.
@@ -208,8 +210,9 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter, 
     ----------
     tasks : list of Task
     settings : SweepSettings
-    writer : ResultWriter
+    writer : ResultWriter or None
         Open writer; every record is flushed before the next task starts.
+        ``None`` keeps the records in memory only (``convbench check``).
     done : set, optional
         Keys (problem, backend, kernel) to skip (``--resume``).
     on_record : callable, optional
@@ -245,7 +248,8 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter, 
             else:
                 rec = measure(task, references)
             rec["threads"] = (threads_info or {}).get("threads")
-            writer.write(rec)
+            if writer is not None:
+                writer.write(rec)
             records.append(rec)
             if on_record is not None:
                 on_record(rec)
