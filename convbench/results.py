@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from convbench.numba_threads import active_layer
+
 SCHEMA_VERSION = 1
 RESULT_STATUSES = ("ok", "skipped", "failed")
 _PACKAGES = ("convbench", "numpy", "numba", "llvmlite", "scipy", "threadpoolctl", "torch",
@@ -83,7 +85,7 @@ def environment(backend: str = "cpu") -> dict[str, Any]:
                  for pool in threadpool_info()],
         "versions": {pkg: v for pkg in _PACKAGES if (v := _version(pkg)) is not None},
         "convbench_commit": _git_commit(),
-        "numba_threading_layer": _numba_layer(),
+        "numba_threading_layer": active_layer(),
     }
     if "torch" in sys.modules or _version("torch"):
         try:
@@ -95,16 +97,6 @@ def environment(backend: str = "cpu") -> dict[str, Any]:
     if backend == "gpu":
         env["gpu"] = gpu_environment()
     return env
-
-
-def _numba_layer() -> str | None:
-    """Numba's threading layer: the one in use, else the one configured."""
-    import numba  # noqa: PLC0415
-
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel function has run yet
-        return str(numba.config.THREADING_LAYER)
 
 
 def gpu_environment() -> dict[str, Any]:

@@ -248,6 +248,7 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
             else:
                 rec = measure(task, references)
             rec["threads"] = (threads_info or {}).get("threads")
+            rec["numba_threading_layer"] = (threads_info or {}).get("numba_threading_layer")
             if writer is not None:
                 writer.write(rec)
             records.append(rec)

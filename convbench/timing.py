@@ -133,6 +133,10 @@ def pinned_threads(n: int | None) -> Iterator[dict[str, Any]]:
     import numba  # noqa: PLC0415 -- heavy imports only when timing
     from threadpoolctl import threadpool_info, threadpool_limits  # noqa: PLC0415
 
+    from convbench.numba_threads import active_layer, use_preferred_layer  # noqa: PLC0415
+
+    use_preferred_layer()  # before set_num_threads starts Numba's pool
+
     if n is not None and n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     count = n or numba.config.NUMBA_NUM_THREADS
@@ -145,6 +149,7 @@ def pinned_threads(n: int | None) -> Iterator[dict[str, Any]]:
     try:
         with threadpool_limits(limits=count):
             yield {"threads": count, "numba_threads": numba.get_num_threads(),
+                   "numba_threading_layer": active_layer(),
                    "blas": [{k: pool.get(k) for k in ("internal_api", "version",
                                                       "num_threads", "threading_layer")}
                             for pool in threadpool_info()],

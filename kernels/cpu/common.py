@@ -8,7 +8,6 @@ per-kernel attribute, so a user can trade memory for speed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,15 +15,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from convbench.numba_threads import use_preferred_layer
 from convbench.problem import ConvProblem
 
-# Numba's default OpenMP layer (libgomp) leaves its threads spin-waiting after
-# every parallel region; on a 2-core machine they starve OpenBLAS's threads in
-# the GEMM that follows (im2col on res2a_branch2b: 8.0 ms with omp, 2.1 ms with
-# workqueue). The workqueue layer sleeps between regions. It must be chosen
-# before the first parallel launch; a user's NUMBA_THREADING_LAYER wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# Pick Numba's threading layer before any parallel kernel starts the pool
+# (why: convbench/numba_threads.py).
+use_preferred_layer()
 
 #: Default upper bound on a kernel's workspace (lowered matrices, transformed
 #: tiles, spectra). 256 MiB keeps VGG-16 conv1_2 at batch 32 well inside a
