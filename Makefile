@@ -22,8 +22,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The accuracy check on a fast subset: every convbench kernel on LeNet-5 and AlexNet,
+# float32 and float64, random and exact fills, against results/accuracy/.
+CHECK_SUBSET = --suite lenet5,alexnet --algo direct,im2col,fft,winograd --no-progress
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/convbench check $(CHECK_SUBSET)
+	$(BIN)/convbench check $(CHECK_SUBSET) --fill exact
 	$(BIN)/ruff check convbench kernels tests benchmarks
 
 bench: $(STAMP)

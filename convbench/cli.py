@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=_non_negative_float, default=30.0,
                      help="stop repeating after this many seconds once min-reps ran")
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    run.add_argument("--fill", choices=["random", "exact"], default="random",
+                     help="inputs: uniform [-1, 1] (random) or small integers on which "
+                          "direct convolution is exact (exact)")
     run.add_argument("--out", help="JSONL file to append to "
                                    "(default: convbench-<suite>-<backend>.jsonl)")
     run.add_argument("--resume", action="store_true",
@@ -73,6 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 if any measurement failed")
+
+    chk = sub.add_parser("check", help="re-measure errors and compare with the committed "
+                                       "accuracy baseline; exit 1 on regressions")
+    chk.add_argument("--suite", default="all",
+                     help="comma list of suites or files, or 'all' shipped suites (default)")
+    chk.add_argument("--backend", choices=BACKENDS, default="cpu")
+    chk.add_argument("--algo", default="all", help="comma list of kernels/baselines, or all")
+    chk.add_argument("--dtype", default="f32,f64", help="comma list of dtypes (f32,f64)")
+    chk.add_argument("--fill", choices=["random", "exact"], default="random")
+    chk.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                     help="give every layer a bias (default, like benchdnn's FWD_B), so "
+                          "that bias handling is checked too")
+    chk.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
+    chk.add_argument("--match", help="regex on layer names (or descriptors)")
+    chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--baseline", help="baseline file "
+                                        "(default results/accuracy/<backend>-<fill>.json)")
+    chk.add_argument("--factor", type=_non_negative_float, default=2.0,
+                     help="flag errors above factor x baseline (default 2.0; floors apply)")
+    chk.add_argument("--update", action="store_true",
+                     help="rewrite the baseline entries of what was measured")
+    chk.add_argument("--no-isolate", action="store_true", help="measure in this process")
+    chk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     cmp_ = sub.add_parser("compare", help="compare two runs; exit 1 on regressions")
     cmp_.add_argument("old")
@@ -91,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "run":
             return cmd_run(args, sys.argv if argv is None else ["convbench", *argv])
+        if args.command == "check":
+            return cmd_check(args)
         return cmd_compare(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
@@ -187,7 +215,7 @@ def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     settings = runner.SweepSettings(
         backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
         min_time=args.min_time, max_time=args.max_time, threads=args.threads,
-        isolate=not args.no_isolate, timeout=args.timeout or None)
+        isolate=not args.no_isolate, timeout=args.timeout or None, fill=args.fill)
     out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
     done: set[tuple[str, str, str]] = set()
     previous: list[dict[str, Any]] = []
@@ -261,6 +289,58 @@ def _tables(records: list, baseline: str, suite: str, settings: Any, outcome: An
         parts += ["### Whole network (sum of median x repeat)",
                   report.network_table(records, baseline)]
     return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    from convbench import check, runner  # noqa: PLC0415
+
+    suites = list_suites() if args.suite == "all" else [s for s in args.suite.split(",") if s]
+    dtypes = [normalize_dtype(DT_TO_DTYPE.get(d, d)) for d in args.dtype.split(",") if d]
+    names = _select_kernels(args.algo, args.backend)
+    if args.backend == "gpu" and (reason := _gpu_missing_reason()) is not None:
+        print(f"convbench: no GPU present ({reason})", file=sys.stderr)
+        return EXIT_USAGE
+    settings = runner.SweepSettings(backend=args.backend, mode="accuracy", seed=args.seed,
+                                    isolate=not args.no_isolate, fill=args.fill)
+    pattern = re.compile(args.match) if args.match else None
+    tasks = []
+    for suite in suites:
+        for dtype in dtypes:
+            layers = [x for x in load_suite(suite, batch=args.batch, dtype=dtype, bias=args.bias)
+                      if pattern is None or pattern.search(x.problem.name)
+                      or pattern.search(str(x.problem))]
+            tasks += runner.plan_tasks(layers, names, Path(suite).stem, settings)
+    if not tasks:
+        raise ValueError("nothing to check: no layer matches")
+    path = Path(args.baseline) if args.baseline else check.default_baseline_path(
+        args.backend, args.fill)
+    outcome = _run_with_progress(runner, tasks, settings, None, set(),
+                                 show=not args.no_progress and sys.stderr.isatty())
+    if outcome.interrupted:
+        print("interrupted: nothing was compared or written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.update:
+        from convbench.results import environment  # noqa: PLC0415
+
+        baseline = check.Baseline.load(path) if path.exists() else check.Baseline()
+        count = baseline.update(outcome.records)
+        env = environment(args.backend)
+        baseline.meta = {"backend": args.backend, "fill": args.fill, "seed": args.seed,
+                         "batch": args.batch, "bias": args.bias, "cpu_model": env["cpu_model"],
+                         "versions": env["versions"], "blas": env["blas"]}
+        baseline.save(path)
+        print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all)")
+        return EXIT_OK
+    findings, passed = check.compare_to_baseline(outcome.records,
+                                                 check.Baseline.load(path), args.factor)
+    print(f"checked {len(outcome.records)} measurements against {path}: {passed} passed, "
+          f"{len(findings)} finding(s) (factor {args.factor}, floors "
+          f"{', '.join(f'{m} {v:g}' for m, v in check.FLOOR_UNITS.items())})")
+    if findings:
+        print(check.findings_table(findings))
+        return EXIT_REGRESSION
+    return EXIT_OK
 
 
 # -------------------------------------------------------------------- compare

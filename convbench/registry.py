@@ -104,12 +104,18 @@ def unregister(name: str, backend: str) -> None:
 
 
 def _register_all(obj: Any, origin: str) -> None:
+    """Register a kernel, a list of kernels, or a module's ``KERNELS``.
+
+    A module that sets ``REPLACES_BUILTINS = True`` may take the names of
+    built-in kernels (used to plant faults in tests).
+    """
     if isinstance(obj, Kernel):
         register(obj)
         return
+    replace = bool(getattr(obj, "REPLACES_BUILTINS", False))
     items: Iterable[Any] = getattr(obj, "KERNELS", obj)
     for item in items:
-        register(item)
+        register(item, replace=replace)
 
 
 def _ensure_loaded() -> None:

@@ -89,7 +89,8 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     scale = reference_for(p, x, w, bias, absolute=True)
     finite_y, finite_ref = np.isfinite(y64), np.isfinite(ref)
     if not np.array_equal(finite_y, finite_ref):
-        idx = np.unravel_index(np.argmax(finite_y != finite_ref), y64.shape)
+        idx = tuple(int(i) for i in np.unravel_index(np.argmax(finite_y != finite_ref),
+                                                     y64.shape))
         raise AssertionError(
             f"non-finite values differ from the reference: y{list(idx)} = {y64[idx]!r}, "
             f"reference {ref[idx]!r} ({int(np.sum(finite_y != finite_ref))} elements differ)")
@@ -99,8 +100,8 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     excess = diff - tol
     if np.all(excess <= 0):
         return
-    idx = np.unravel_index(int(np.argmax(excess / np.maximum(tol, np.finfo(float).tiny))),
-                           y64.shape)
+    worst = int(np.argmax(excess / np.maximum(tol, np.finfo(float).tiny)))
+    idx = tuple(int(i) for i in np.unravel_index(worst, y64.shape))
     n_bad = int(np.count_nonzero(excess > 0))
     raise AssertionError(
         f"conv output exceeds the {algo} error model at {n_bad} of {y64.size} elements; "

@@ -45,13 +45,15 @@ A_T = np.array([[1, 1, 1, 0],
                 [0, 1, -1, -1]], dtype=np.float64)
 
 
-def filter_transform(w: np.ndarray, groups: int) -> np.ndarray:
+def filter_transform(w: np.ndarray, groups: int, g_matrix: np.ndarray = G) -> np.ndarray:
     """``U = G g G^T`` for every (k, c): shape ``(16, G, K/g, C/g)``, dtype of ``w``.
 
     Computed in float64 and rounded once, so U is correctly rounded.
+    ``g_matrix`` is the paper's ``G`` (other values only for fault-injection tests).
     """
     k, cg = w.shape[0], w.shape[1]
-    u = np.einsum("ir,kcrs,js->ijkc", G, w.astype(np.float64), G, optimize=True)
+    u = np.einsum("ir,kcrs,js->ijkc", g_matrix, w.astype(np.float64), g_matrix,
+                  optimize=True)
     return np.ascontiguousarray(
         u.reshape(TILE_IN * TILE_IN, groups, k // groups, cg).astype(w.dtype))
 
@@ -143,6 +145,8 @@ class WinogradKernel:
     kind = "kernel"
     #: ``prepare`` computes ``U = G g G^T`` once per weight tensor.
     pretransforms_weights = True
+    #: The filter transform matrix ``G`` (a subclass may plant a fault here).
+    filter_matrix = G
 
     def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
         self.workspace_cap = workspace_cap
@@ -181,7 +185,7 @@ class WinogradKernel:
 
             raise UnsupportedProblem(reason)
         g, cg = p.g, p.ic // p.g
-        u = filter_transform(w, g)
+        u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)
         b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
         nb, rows, cols = self._plan(p)

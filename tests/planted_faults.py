@@ -1,0 +1,73 @@
+"""Real bugs, planted through the kernel protocol, that the accuracy checks must catch.
+
+Each fault is a kernel with the *same name* as the built-in it corrupts, so
+``convbench check`` compares it against the built-in's baseline. Loaded in
+subprocesses through ``CONVBENCH_KERNEL_MODULES=planted_faults`` (which may
+replace built-ins because of ``REPLACES_BUILTINS``) or registered in-process
+with ``convbench.register(..., replace=True)``.
+"""
+
+from dataclasses import replace
+
+from convbench.problem import effective_extent
+from kernels.cpu.direct import DirectKernel
+from kernels.cpu.fft import FftKernel
+from kernels.cpu.im2col import Im2colKernel
+from kernels.cpu.winograd import G, WinogradKernel
+
+REPLACES_BUILTINS = True
+
+
+class WinogradPerturbedCoefficient(WinogradKernel):
+    """G[1, 0] = 1/2 * (1 + 1e-3): one transform coefficient off by 1e-3 relative."""
+
+    fault = "winograd transform coefficient perturbed by 1e-3 relative"
+    filter_matrix = G.copy()
+    filter_matrix[1, 0] *= 1 + 1e-3
+
+
+class Im2colBottomBorderOffByOne(Im2colKernel):
+    """The lowering believes the image is one row shorter: its bottom padding starts a row early."""
+
+    fault = "im2col padding off by one at the bottom border"
+
+    def prepare(self, p, x, w, bias):
+        return super().prepare(p, x[:, :, :-1, :], w, bias)
+
+
+class FftOneTooSmall(FftKernel):
+    """FFT length one less than a tile needs, so the circular correlation wraps round."""
+
+    fault = "FFT size one too small (circular wrap-around)"
+
+    def plan(self, p):
+        plan = super().plan(p)
+        needed = (plan.th - 1) * p.sh + effective_extent(p.kh, p.dil_h)
+        return replace(plan, lh=needed - 1)
+
+
+class Im2colDroppedBias(Im2colKernel):
+    """Forgets to add the bias."""
+
+    fault = "dropped bias"
+
+    def prepare(self, p, x, w, bias):
+        return super().prepare(p, x, w, None)
+
+
+class DirectSkipsLastChannel(DirectKernel):
+    """The channel loop stops one short: the last input channel of each group is skipped."""
+
+    fault = "direct kernel skips the last input channel"
+
+    def prepare(self, p, x, w, bias):
+        skipped = w.copy()
+        skipped[:, -1] = 0  # what a loop over channels 0..C/g-2 computes, for any groups
+        return super().prepare(p, x, skipped, bias)
+
+
+FAULTS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
+          Im2colDroppedBias(), DirectSkipsLastChannel()]
+#: What a subprocess registers: one fault per built-in name (dropped bias has its own run).
+KERNELS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
+           DirectSkipsLastChannel()]

@@ -1,0 +1,219 @@
+"""Exact mode, assert_conv_close, convbench check -- and proof that they catch real bugs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REL_L2_TOL, rel_l2
+
+import convbench
+from convbench import ConvProblem, registry
+from convbench.accuracy import exact_channels, exact_inputs, make_inputs
+from convbench.check import Baseline, compare_to_baseline, threshold
+from convbench.reference import reference_for
+from convbench.runner import Task, measure
+from convbench.suites import load_suite
+from convbench.testing import assert_conv_close
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+import planted_faults  # noqa: E402
+
+# Unpadded on purpose: with zero padding an FFT one point too short only wraps
+# padding zeros round, and is harmless.
+FAULT_PROBLEM = ConvProblem.parse('--dir=FWD_B mb2ic16ih12oc16kh3n"fault_layer"')
+FAULTS = {type(f).__name__: f for f in planted_faults.FAULTS}
+
+
+# ---------------------------------------------------------------- exact mode
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("desc", [
+    "mb2ic16ih12oc16kh3ph1",
+    "g2mb1ic8ih9iw7oc4kh5sh2ph2dh1",
+    "mb1ic2048ih7oc512kh1",         # the longest ResNet-50 reduction
+    "mb1ic832ih7oc128kh5ph2",       # GoogLeNet 5b 5x5: n = 20800
+])
+def test_exact_mode_direct_and_im2col_are_bit_exact(desc, dtype):
+    p = ConvProblem.parse(desc).with_(dtype=dtype, bias=True)
+    x, w, b = exact_inputs(p)
+    assert np.array_equal(x, np.round(x)) and np.array_equal(w, np.round(w))
+    ref = reference_for(p, x, w, b)
+    for algo in ("direct", "im2col"):
+        y = convbench.get_kernel(algo).prepare(p, x, w, b)()
+        np.testing.assert_array_equal(y, ref.astype(dtype), err_msg=algo)
+
+
+def test_exact_fill_reduces_density_only_when_needed():
+    short = ConvProblem.parse("mb1ic64ih8oc8kh3ph1")
+    assert exact_channels(short) == 64
+    # float16 output must hold every sum in 11 bits: values in {-1, 0, 1}, at most
+    # 2047 non-zero terms, so 2047 // 9 = 227 channels keep data.
+    half = ConvProblem.parse("--dt=f16 mb1ic512ih8oc8kh3ph1")
+    assert exact_channels(half) == 227
+    x, _, _ = exact_inputs(half)
+    assert np.all(x[:, 227:] == 0) and np.any(x[:, :227] != 0)
+    assert set(np.unique(x)) <= {-1.0, 0.0, 1.0}
+    with pytest.raises(ValueError, match="fill must be one of"):
+        make_inputs(short, fill="ones")
+
+
+# -------------------------------------------------------- assert_conv_close
+@pytest.mark.parametrize("algo", ["direct", "im2col", "fft", "winograd"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_assert_conv_close_accepts_correct_kernels(algo, dtype):
+    for layer in load_suite("resnet50", batch=1, dtype=dtype, bias=True):
+        p = layer.problem
+        if convbench.get_kernel(algo).supports(p) or p.flops > 3e8:
+            continue
+        x, w, b = make_inputs(p)
+        y = convbench.get_kernel(algo).prepare(p, x, w, b)()
+        assert_conv_close(y, x, w, b, stride=p.stride, padding=(p.ph, p.pw), algo=algo)
+
+
+def test_assert_conv_close_message_names_the_worst_element():
+    p = FAULT_PROBLEM
+    x, w, b = make_inputs(p)
+    y = convbench.conv2d(x, w, b, algo="im2col").copy()
+    y[1, 5, 7, 3] += 0.01
+    with pytest.raises(AssertionError) as info:
+        assert_conv_close(y, x, w, b, algo="im2col")
+    text = str(info.value)
+    assert "worst y[1, 5, 7, 3]" in text and "reference" in text and "bound" in text
+    assert "at 1 of 3200 elements" in text and "n = 144" in text
+    with pytest.raises(AssertionError, match="output shape"):
+        assert_conv_close(y[:1], x, w, b)
+    y[0, 0, 0, 0] = np.nan
+    with pytest.raises(AssertionError, match="non-finite values differ"):
+        assert_conv_close(y, x, w, b)
+
+
+# ---------------------------------------------------------- planted faults
+def _records(problems, names):
+    """Accuracy records measured in-process (so in-process registrations count)."""
+    return [measure(Task(str(p), p.name, "test", 1, name, "cpu", "accuracy", 0, 1, 0.0, 1.0))
+            for p in problems for name in names]
+
+
+@pytest.fixture(scope="module")
+def clean_baseline():
+    """A baseline of the correct kernels on the fault layer and two ResNet-50 layers."""
+    problems = [FAULT_PROBLEM] + [x.problem for x in load_suite("resnet50", batch=1, bias=True)
+                                  if x.problem.name in ("res3_branch2b", "res5_branch2b")]
+    baseline = Baseline()
+    baseline.update(_records(problems, ["direct", "im2col", "fft", "winograd"]))
+    return problems, baseline
+
+
+def test_clean_kernels_pass_all_three_checks(clean_baseline):
+    problems, baseline = clean_baseline
+    records = _records(problems, ["direct", "im2col", "fft", "winograd"])
+    findings, passed = compare_to_baseline(records, baseline)
+    assert findings == [] and passed == len(records) == 12
+    p = FAULT_PROBLEM
+    x, w, b = make_inputs(p)
+    for algo in ("direct", "im2col", "fft", "winograd"):
+        y = convbench.get_kernel(algo).prepare(p, x, w, b)()
+        assert rel_l2(y, reference_for(p, x, w, b)) <= REL_L2_TOL[("float32", algo)]
+        assert_conv_close(y, x, w, b, algo=algo)
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_every_planted_fault_is_caught_by_every_check(fault, clean_baseline):
+    kernel = FAULTS[fault]
+    original = registry.get_kernel(kernel.name)
+    p = FAULT_PROBLEM
+    x, w, b = make_inputs(p)
+    y = kernel.prepare(p, x, w, b)()
+    ref = reference_for(p, x, w, b)
+    # 1. The test suite's tolerance.
+    assert rel_l2(y, ref) > REL_L2_TOL[("float32", kernel.name)], kernel.fault
+    # 2. assert_conv_close.
+    with pytest.raises(AssertionError, match=f"exceeds the {kernel.name} error model"):
+        assert_conv_close(y, x, w, b, algo=kernel.name)
+    # 3. convbench check, with the fault registered under the built-in's name.
+    problems, baseline = clean_baseline
+    registry.register(kernel, replace=True)
+    try:
+        records = _records(problems, [kernel.name])
+    finally:
+        registry.register(original, replace=True)
+    findings, _ = compare_to_baseline(records, baseline)
+    caught = {f.name for f in findings}
+    assert "fault_layer" in caught, kernel.fault
+    assert any(f.what == "rel_l2" for f in findings)
+
+
+def test_threshold_rules():
+    assert threshold("rel_l2", 0.0, "float32", 2.0) == 0.0  # exact must stay exact
+    assert threshold("rel_l2", 1e-6, "float32", 2.0) == 2e-6
+    assert threshold("rel_l2", 1e-9, "float32", 2.0) == 4 * 2.0**-24  # floor
+    assert threshold("bound_ratio", 0.3, "float64", 2.0) == 2.0
+
+
+def test_missing_baseline_and_failures_are_findings():
+    rec = _records([FAULT_PROBLEM], ["im2col"])[0]
+    findings, passed = compare_to_baseline([rec], Baseline())
+    assert passed == 0 and "no baseline" in findings[0].what
+    baseline = Baseline()
+    baseline.update([rec])
+    failed = {**rec, "status": "failed", "reason": "boom"}
+    assert "failed: boom" in compare_to_baseline([failed], baseline)[0][0].what
+    with pytest.raises(ValueError, match="refusing to record a failure"):
+        baseline.update([failed])
+
+
+def _check_cli(*args, modules=None):
+    env = dict(os.environ)
+    if modules:
+        env["CONVBENCH_KERNEL_MODULES"] = modules
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "convbench.cli", "check", "--no-progress",
+                           *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=600)
+
+
+# res3_branch2b: 3x3 stride 1 (Winograd); lenet5 conv2: 5x5 unpadded (where an FFT one
+# point too short wraps data round); res4a_branch1: 1x1 stride 2.
+SUBSET = ("--suite", "resnet50,lenet5", "--match", "res3_branch2b|res4a_branch1|conv2",
+          "--dtype", "f32")
+
+
+@pytest.mark.parametrize("modules, algos", [
+    ("planted_faults", "direct,im2col,fft,winograd"),
+    ("planted_bias_fault", "im2col"),
+])
+def test_convbench_check_cli_flags_planted_faults_against_committed_baseline(modules, algos):
+    committed = ROOT / "results" / "accuracy" / "cpu-random.json"
+    assert committed.exists(), "the committed accuracy baseline is missing"
+    clean = _check_cli(*SUBSET, "--algo", algos)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    faulty = _check_cli(*SUBSET, "--algo", algos, modules=modules)
+    assert faulty.returncode == 1, faulty.stdout + faulty.stderr
+    flagged = {line.split("|")[2].strip() for line in faulty.stdout.splitlines()
+               if line.startswith(("| res", "| conv2"))}
+    expected = set(algos.split(","))
+    if modules == "planted_faults":
+        expected.discard("winograd")  # res4a_branch1 is 1x1: winograd is checked on 3x3 only
+        assert "winograd" in {line.split("|")[2].strip() for line in faulty.stdout.splitlines()
+                              if line.startswith("| res3_branch2b")}
+    assert expected <= flagged
+
+
+def test_committed_baselines_cover_every_kernel_and_suite():
+    for fill in ("random", "exact"):
+        data = json.loads((ROOT / "results" / "accuracy" / f"cpu-{fill}.json").read_text())
+        entries = data["entries"]
+        assert {e["kernel"] for e in entries} >= {"direct", "im2col", "fft", "winograd",
+                                                  "onednn", "numpy_im2col"}
+        assert {e["suite"] for e in entries} == {"alexnet", "deepbench", "googlenet", "lenet5",
+                                                 "mobilenet_v1", "resnet50", "vgg16"}
+        assert {e["dtype"] for e in entries} == {"float32", "float64"}
+        if fill == "exact":
+            for e in entries:
+                if e["kernel"] in ("direct", "im2col"):
+                    assert e["rel_l2"] == 0.0 and e["max_rel"] == 0.0, e
