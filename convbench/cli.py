@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 if any measurement failed")
+    run.add_argument("--roof", action="store_true",
+                     help="measure this machine's roof first (else a cached one is attached)")
+
+    roof = sub.add_parser("roof", help="measure this machine's GEMM and bandwidth limits")
+    roof.add_argument("--threads", type=_positive_int, help="threads (default: all cores)")
+    roof.add_argument("--backend", choices=BACKENDS, default="cpu")
+    roof.add_argument("--into", help="also append the roof as a record to this results file")
+
+    rep = sub.add_parser("report", help="write index.html, README.md and PNG plots of runs")
+    rep.add_argument("runs", nargs="+", metavar="RUN.jsonl")
+    rep.add_argument("-o", "--out", required=True, help="output directory")
+    rep.add_argument("--error-budget", type=_non_negative_float, default=1e-5,
+                     help="rel_l2 budget of the 'fastest within budget' winner (1e-5)")
+    rep.add_argument("--title", default="convbench report")
 
     chk = sub.add_parser("check", help="re-measure errors and compare with the committed "
                                        "accuracy baseline; exit 1 on regressions")
@@ -119,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, sys.argv if argv is None else ["convbench", *argv])
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "roof":
+            return cmd_roof(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_compare(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
@@ -225,8 +243,10 @@ def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     tasks = runner.plan_tasks(layers, names, suite, settings)
     config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
               "batch": args.batch, "match": args.match, "resume": args.resume}
+    env = results.environment(args.backend)
+    env["roof"] = _roof_for_run(args.roof, args.threads, args.backend)
     with results.ResultWriter(out) as writer:
-        writer.write(results.header_record(command, config, results.environment(args.backend)))
+        writer.write(results.header_record(command, config, env))
         outcome = _run_with_progress(runner, tasks, settings, writer, done,
                                      show=not args.no_progress and sys.stderr.isatty())
     wanted = {(t.problem, t.backend, t.kernel) for t in tasks}
@@ -289,6 +309,41 @@ def _tables(records: list, baseline: str, suite: str, settings: Any, outcome: An
         parts += ["### Whole network (sum of median x repeat)",
                   report.network_table(records, baseline)]
     return "\n\n".join(parts)
+
+
+def _roof_for_run(measure: bool, threads: int | None, backend: str) -> dict[str, Any] | None:
+    from convbench import roof  # noqa: PLC0415
+
+    if measure:
+        result = roof.measure_roof(threads, backend)
+        roof.save_cached(result)
+        return result
+    return roof.load_cached()
+
+
+# ----------------------------------------------------------------------- roof
+def cmd_roof(args: argparse.Namespace) -> int:
+    from convbench import roof  # noqa: PLC0415
+    from convbench.results import ResultWriter  # noqa: PLC0415
+
+    result = roof.measure_roof(args.threads, args.backend)
+    path = roof.save_cached(result)
+    print(roof.roof_table(result))
+    print(f"\ncached in {path}; 'convbench run' attaches it to each run's environment")
+    if args.into:
+        with ResultWriter(args.into) as writer:
+            writer.write(result)
+        print(f"appended to {args.into}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from convbench.publish import write_report  # noqa: PLC0415
+
+    files = write_report(args.runs, args.out, budget=args.error_budget, title=args.title)
+    print(f"wrote {len(files)} files to {args.out}: " + ", ".join(f.name for f in files))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- check

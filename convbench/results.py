@@ -206,6 +206,7 @@ class Run:
 
     headers: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    roofs: list[dict[str, Any]] = field(default_factory=list)
 
     def latest(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """The last record of each (problem, backend, kernel): what a resume or compare uses."""
@@ -242,6 +243,8 @@ def load_run(path: str | os.PathLike[str]) -> Run:
             run.headers.append(rec)
         elif kind == "result":
             run.records.append(rec)
+        elif kind == "roof":
+            run.roofs.append(rec)
     if not run.headers and not run.records:
         raise ValueError(f"{path} holds no convbench records")
     return run
