@@ -35,7 +35,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	mkdir -p $(dir $(OUT))
 	$(BIN)/convbench run --suite $(SUITE) --batch $(BATCH) --backend cpu --algo all \
-		--mode both --out $(OUT) --table $(OUT:.jsonl=.md)
+		--mode both --roof --out $(OUT) --table $(OUT:.jsonl=.md)
 
 lint: $(STAMP)
 	$(BIN)/ruff check convbench kernels tests benchmarks

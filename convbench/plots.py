@@ -270,9 +270,13 @@ def plot_network(views: list[RunView], path: Path) -> Path:
         xs, ys = [], []
         for i, k in enumerate(kernels):
             entry = totals.get(k)
+            x = i + (j - (len(views) - 1) / 2) * width
             if entry and entry["complete"]:
-                xs.append(i + (j - (len(views) - 1) / 2) * width)
+                xs.append(x)
                 ys.append(entry["time_s"] * 1e3)
+            elif entry:  # a kernel that skipped layers has no whole-network time: say so
+                ax.text(x, 0.02, f"partial\n{entry['layers']} layers", ha="center",
+                        va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
         ax.bar(xs, ys, width, label=view.label, color=PALETTE[j % len(PALETTE)])
         for x, y in zip(xs, ys, strict=True):
             ax.text(x, y, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
