@@ -53,8 +53,17 @@ class RunView:
     kernels: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run: Run, label: str) -> RunView:
-        records = list(run.latest().values())
+    def from_run(cls, run: Run, label: str) -> list[RunView]:
+        """One view per suite in the run (a run may sweep several)."""
+        suites: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        for rec in run.latest().values():
+            suites.setdefault(rec.get("suite") or "custom", []).append(rec)
+        views = [cls._from_records(run, recs, label if len(suites) == 1 else f"{label} / {s}")
+                 for s, recs in suites.items()]
+        return views
+
+    @classmethod
+    def _from_records(cls, run: Run, records: list[dict[str, Any]], label: str) -> RunView:
         roof = None
         for header in run.headers:
             roof = header.get("environment", {}).get("roof") or roof

@@ -137,7 +137,8 @@ def write_report(paths: list[str], out_dir: str | Path, *,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    views = []
+    views: list[RunView] = []
+    blocks: list[tuple[str, list[Section], str]] = []
     for path in paths:
         run = load_run(path)
         if not run.records:
@@ -146,12 +147,12 @@ def write_report(paths: list[str], out_dir: str | Path, *,
         label = f"{Path(path).stem}"
         if env.get("hostname"):
             label += f" @ {env['hostname']}"
-        views.append(RunView.from_run(run, label))
-    blocks: list[tuple[str, list[Section], str]] = []
-    for i, view in enumerate(views):
-        prefix = f"{i + 1}-{_slug(Path(paths[i]).stem)}-"
-        blocks.append((view.label, run_sections(view, out, prefix, budget),
-                       _environment_line(load_run(paths[i]))))
+        for view in RunView.from_run(run, label):
+            views.append(view)
+            without_host = re.sub(r" @ [^/]+", " ", view.label)
+            prefix = f"{len(views)}-{_slug(without_host)}-"
+            blocks.append((view.label, run_sections(view, out, prefix, budget),
+                           _environment_line(run)))
     plots.plot_network(views, out / "network.png")
     network = Section("Whole network", "network.png", network_table(views),
                       "Sum over the suite's layers of median time x repeat count; "

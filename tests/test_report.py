@@ -125,6 +125,18 @@ def test_tables_carry_exactly_the_records_numbers(report):
     assert rows[1] == ["l1x1", "im2col", "none"]
 
 
+def test_one_section_per_suite_in_a_run(tmp_path):
+    recs = _records()
+    for rec in recs[1:]:
+        rec["suite"] = "s1" if rec["name"] != "l7x7" else "s2"
+    path = tmp_path / "multi.jsonl"
+    write_records(path, recs)
+    files = {f.name for f in write_report([str(path)], tmp_path / "r")}
+    assert {"1-multi-s1-gflops.png", "2-multi-s2-gflops.png"} <= files
+    md = (tmp_path / "r" / "README.md").read_text()
+    assert "## multi @ box / s1" in md and "## multi @ box / s2" in md
+
+
 def test_report_cli_and_bad_input(tmp_path, capsys):
     path = tmp_path / "a.jsonl"
     write_records(path, _records())
