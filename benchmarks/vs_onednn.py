@@ -1,0 +1,223 @@
+"""convbench's CPU kernels against oneDNN (torch) and the textbook NumPy im2col, interleaved.
+
+For each layer, every supporting convbench kernel and the two peers are
+prepared once and warmed up; then the calls are interleaved ``A B C A B C ...``
+for ``--pairs`` rounds, so that the machine's drift (other tenants, clocks)
+hits all of them alike. Each sample times ``reps`` back-to-back calls, with
+``reps`` calibrated so that a sample lasts at least ``--sample-time``.
+
+Thread pools interfere when libraries alternate on 2 cores: OpenBLAS's
+threads spin-wait after a GEMM and torch's OpenMP threads after a
+convolution, taking the cores from whoever runs next (oneDNN on
+res4_branch2c: 1.0 ms alone, 1.7-4.9 ms right after an im2col call). Real
+networks run one library throughout, so before every sample the script
+pauses ``--cooldown`` seconds (the other pools go idle) and makes one untimed
+call (this library's pool wakes up): each is measured in its steady state. The
+ratio of a round is ``t_peer / t_kernel`` (> 1: convbench is faster); a layer's
+ratio is the median over rounds, and the summary is the geometric mean over
+the layers of each target group. Same thread count for everyone.
+
+Usage::
+
+    python benchmarks/vs_onednn.py            # ResNet-50 + VGG-16 at batch 1 and 8, + 5x5 layers
+    python benchmarks/vs_onednn.py --quick    # a subset, under 2 minutes
+    python benchmarks/vs_onednn.py --out results/cpu/vs_onednn   # also .json and .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convbench.accuracy import random_inputs
+from convbench.problem import ConvProblem
+from convbench.registry import get_kernel, kernels
+from convbench.suites import load_suite
+from convbench.timing import pinned_threads
+
+PEERS = ("onednn", "numpy_im2col")
+
+
+@dataclass
+class LayerResult:
+    suite: str
+    name: str
+    problem: str
+    ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> peer -> ratio
+    medians_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _calibrate(fn, sample_time: float) -> int:
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-6)
+    return max(1, math.ceil(sample_time / once))
+
+
+def _sample(fn, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
+                  sample_time: float, cooldown: float) -> LayerResult:
+    x, w, b = random_inputs(p)
+    calls = {}
+    for name in [*names, *PEERS]:
+        kernel = get_kernel(name)
+        if kernel.supports(p) is None:
+            fn = kernel.prepare(p, x, w, b)
+            fn()  # compile / load from cache, first-touch the buffers
+            fn()
+            calls[name] = (fn, _calibrate(fn, sample_time))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(pairs):
+        for name, (fn, reps) in calls.items():
+            time.sleep(cooldown)
+            fn()
+            samples[name].append(_sample(fn, reps))
+    result = LayerResult(suite, p.name, str(p))
+    result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
+    for name in names:
+        if name not in samples:
+            continue
+        result.ratios[name] = {
+            peer: statistics.median(tp / tk for tp, tk in zip(samples[peer], samples[name],
+                                                              strict=True))
+            for peer in PEERS if peer in samples}
+    return result
+
+
+def geomean(values: list[float]) -> float | None:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _is_winograd_target(p: ConvProblem) -> bool:
+    return (p.kh, p.kw, p.sh, p.sw, p.dil_h, p.dil_w) == (3, 3, 1, 1, 1, 1) and \
+        min(p.ic, p.oc) >= 64
+
+
+TARGETS = [
+    # (label, kernel, peer, layer filter, threshold)
+    ("winograd >= 0.9x oneDNN, 3x3 s1 C,K>=64 (ResNet-50, VGG-16)", "winograd", "onednn",
+     lambda r, p: r.suite in ("resnet50", "vgg16") and _is_winograd_target(p), 0.9),
+    ("im2col >= 0.8x oneDNN, all ResNet-50", "im2col", "onednn",
+     lambda r, p: r.suite == "resnet50", 0.8),
+    ("im2col >= 0.9x oneDNN, ResNet-50 1x1", "im2col", "onednn",
+     lambda r, p: r.suite == "resnet50" and (p.kh, p.kw) == (1, 1), 0.9),
+    ("direct >= 0.35x oneDNN, all ResNet-50", "direct", "onednn",
+     lambda r, p: r.suite == "resnet50", 0.35),
+    ("fft >= 0.5x oneDNN, 5x5 of GoogLeNet + AlexNet conv2", "fft", "onednn",
+     lambda r, p: r.suite in ("googlenet", "alexnet") and (p.kh, p.kw) == (5, 5), 0.5),
+]
+
+
+def plan_layers(quick: bool, batches: list[int]) -> list[tuple[str, ConvProblem]]:
+    five = ([x.problem for x in load_suite("googlenet") if x.problem.kh == 5]
+            + [x.problem for x in load_suite("alexnet") if x.problem.name == "conv2"])
+    if quick:
+        pick = {"res2_branch2b", "res3_branch2b", "res4_branch2c", "res5_branch2a",
+                "res4a_branch1", "conv1", "conv4_2"}
+        layers = [("resnet50", x.problem.with_(mb=1)) for x in load_suite("resnet50")
+                  if x.problem.name in pick]
+        layers += [("vgg16", x.problem.with_(mb=1)) for x in load_suite("vgg16")
+                   if x.problem.name in pick]
+        return layers + [("googlenet" if p.name != "conv2" else "alexnet", p.with_(mb=1))
+                         for p in five[2:4] + five[-1:]]
+    layers = []
+    for batch in batches:
+        layers += [("resnet50", x.problem.with_(mb=batch)) for x in load_suite("resnet50")]
+        layers += [("vgg16", x.problem.with_(mb=batch)) for x in load_suite("vgg16")]
+        layers += [("googlenet" if p.name != "conv2" else "alexnet", p.with_(mb=batch))
+                   for p in five]
+    return layers
+
+
+def report(results: list[LayerResult], names: list[str], pairs: int, threads: int) -> str:
+    lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
+             f"rounds, {threads} threads, a cool-down and a warm call before each sample.\n",
+             "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in names)
+             + " | " + " | ".join(f"{n} x numpy_im2col" for n in names) + " |",
+             "|---|---|---:|" + "---:|" * (2 * len(names))]
+    for r in results:
+        p = ConvProblem.parse(r.problem)
+        cells = [f"{r.ratios[n]['onednn']:.2f}" if n in r.ratios else "—" for n in names]
+        cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if n in r.ratios else "—"
+                  for n in names]
+        lines.append(f"| {r.suite} | {r.name} | {p.mb} | " + " | ".join(cells) + " |")
+    lines += ["", "| target | layers | geometric mean | met |", "|---|---:|---:|---|"]
+    for label, kernel, peer, keep, threshold in TARGETS:
+        vals = [r.ratios[kernel][peer] for r in results
+                if kernel in r.ratios and keep(r, ConvProblem.parse(r.problem))]
+        g = geomean(vals)
+        met = "—" if g is None else ("yes" if g >= threshold else "**no**")
+        lines.append(f"| {label} | {len(vals)} | {'—' if g is None else f'{g:.2f}'} | {met} |")
+    worst = {n: min((r.ratios[n]["numpy_im2col"] for r in results if n in r.ratios),
+                    default=None) for n in names}
+    lines.append("| every kernel >= 3x numpy_im2col (worst layer) | | "
+                 + ", ".join(f"{n} {v:.2f}" for n, v in worst.items() if v is not None)
+                 + " | " + ("yes" if all(v is None or v >= 3 for v in worst.values())
+                            else "**no**") + " |")
+    lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
+        f"{n} {geomean([r.ratios[n]['onednn'] for r in results if n in r.ratios]):.2f}x onednn"
+        for n in names if any(n in r.ratios for r in results)))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a subset, under 2 minutes")
+    parser.add_argument("--batch", default="1,8", help="comma list of batch sizes (1,8)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds (>= 5)")
+    parser.add_argument("--sample-time", type=float, default=0.02,
+                        help="seconds per sample, at least (0.02)")
+    parser.add_argument("--cooldown", type=float, default=0.15,
+                        help="pause before each sample so other thread pools go idle (0.15 s)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--algo", default="direct,im2col,fft,winograd")
+    parser.add_argument("--match", help="regex on layer names")
+    parser.add_argument("--out", help="write OUT.json and OUT.md too")
+    args = parser.parse_args()
+    if args.pairs < 5:
+        parser.error("--pairs must be >= 5")
+    names = [n for n in args.algo.split(",") if n]
+    if get_kernel("onednn").supports(ConvProblem.parse("ic1ih3oc1kh1")) is not None:
+        print("torch is not installed: pip install 'convbench[compare]'", file=sys.stderr)
+        return 2
+    layers = plan_layers(args.quick, [int(b) for b in args.batch.split(",")])
+    if args.match:
+        import re  # noqa: PLC0415
+
+        layers = [(s, p) for s, p in layers if re.search(args.match, p.name)]
+    results = []
+    with pinned_threads(args.threads) as pinned:
+        for suite, p in layers:
+            r = measure_layer(suite, p, names, args.pairs, args.sample_time, args.cooldown)
+            results.append(r)
+            print(f"{suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(
+                f"{n} {r.ratios[n]['onednn']:.2f}" for n in names if n in r.ratios), flush=True)
+        text = report(results, names, args.pairs, pinned["threads"])
+    print("\n" + text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(
+            {"threads": pinned["threads"], "pairs": args.pairs, "kernels": names,
+             "registered": [k.name for k in kernels("cpu")],
+             "layers": [r.__dict__ for r in results]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
