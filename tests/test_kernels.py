@@ -41,6 +41,13 @@ def _grid():
     add(n=2, c=8, k=8, hw=(5, 6), rs=(1, 1), stride=2)
     add(n=1, c=4, k=4, hw=(6, 6), rs=(2, 4), padding="same", dilation=(1, 2))
     add(n=2, c=4, k=6, hw=(9, 8), rs=(3, 3), padding=((0, 2), (3, 1)))
+    # Many output channels per group on narrow images: direct's channel-order path,
+    # with partial channel (K/g = 150 > 128) and pixel (Q = 20 > 8) blocks.
+    add(n=2, c=8, k=32, hw=(9, 11), rs=(3, 3), padding=1)
+    add(n=1, c=6, k=40, hw=(13, 7), rs=(5, 3), stride=2, padding=((2, 1), (0, 2)),
+        dilation=(1, 2))
+    add(n=2, c=8, k=64, hw=(7, 9), rs=(1, 1), groups=2)
+    add(n=1, c=4, k=150, hw=(5, 20), rs=(3, 3), padding="same")
     return cases
 
 
@@ -88,7 +95,7 @@ def test_grid_covers_what_the_issue_names():
 def problems(draw):
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     cg = draw(st.integers(1, 4))
-    kg = draw(st.integers(1, 4))
+    kg = draw(st.sampled_from([1, 2, 3, 4, 17, 33]))  # >= 16 reaches direct's channel order
     r, s = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
