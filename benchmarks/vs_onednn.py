@@ -35,8 +35,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from convbench.accuracy import random_inputs
 from convbench.problem import ConvProblem
 from convbench.registry import get_kernel, kernels
