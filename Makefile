@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench lint venv clean
+.PHONY: test bench vs-onednn lint venv clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	mkdir -p $(dir $(OUT))
 	$(BIN)/convbench run --suite $(SUITE) --batch $(BATCH) --backend cpu --algo all \
 		--mode both --roof --out $(OUT) --table $(OUT:.jsonl=.md)
+
+# Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
+vs-onednn: $(STAMP)
+	$(BIN)/python benchmarks/vs_onednn.py $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
 
 lint: $(STAMP)
 	$(BIN)/ruff check convbench kernels tests benchmarks

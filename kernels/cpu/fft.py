@@ -121,6 +121,12 @@ def plan_fft(p: ConvProblem, cap: int) -> FftPlan:
     return best[1]
 
 
+@njit(cache=True, inline="always")
+def tile_position(t, tile_rows, tile_cols):
+    """Image, tile row and tile column of flat tile index ``t``."""
+    return t // (tile_rows * tile_cols), (t // tile_cols) % tile_rows, t % tile_cols
+
+
 @njit(parallel=True, cache=True)
 def gather_tiles(x, tiles, t0, tile_rows, tile_cols, step_h, step_w, pt, pl):
     """Copy input tiles ``t0:t0+B`` (zero outside the image) into ``tiles``."""
@@ -129,10 +135,9 @@ def gather_tiles(x, tiles, t0, tile_rows, tile_cols, step_h, step_w, pt, pl):
     for item in prange(n_batch * channels):
         b = item // channels
         c = item % channels
-        t = t0 + b
-        n = t // (tile_rows * tile_cols)
-        row0 = ((t // tile_cols) % tile_rows) * step_h - pt
-        col0 = (t % tile_cols) * step_w - pl
+        n, ti, tj = tile_position(t0 + b, tile_rows, tile_cols)
+        row0 = ti * step_h - pt
+        col0 = tj * step_w - pl
         for a in range(lh):
             row = row0 + a
             if row < 0 or row >= height:
@@ -152,10 +157,9 @@ def scatter_outputs(out, bias, y, t0, tile_rows, tile_cols, th, tw, sh, sw):
     for item in prange(n_batch * k_total):
         b = item // k_total
         k = item % k_total
-        t = t0 + b
-        n = t // (tile_rows * tile_cols)
-        p0 = ((t // tile_cols) % tile_rows) * th
-        q0 = (t % tile_cols) * tw
+        n, ti, tj = tile_position(t0 + b, tile_rows, tile_cols)
+        p0 = ti * th
+        q0 = tj * tw
         bk = bias[k]
         for a in range(min(th, out_h - p0)):
             for e in range(min(tw, out_w - q0)):
