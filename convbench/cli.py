@@ -205,7 +205,11 @@ def _select_layers(args: argparse.Namespace) -> tuple[str, list[SuiteLayer]]:
 
 def _select_kernels(spec: str, backend: str) -> list[str]:
     if spec == "all":
-        return [k.name for k in kernels(backend)]
+        names = [k.name for k in kernels(backend)]
+        if not names:
+            raise ValueError(f"no {backend} kernels are registered"
+                             + (" (the GPU backend is not built yet)" if backend == "gpu" else ""))
+        return names
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for name in names:
         get_kernel(name, backend)  # raises with the list of known names
@@ -223,13 +227,13 @@ def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     from convbench import results, runner  # noqa: PLC0415 -- keep 'list' fast
 
     suite, layers = _select_layers(args)
-    names = _select_kernels(args.algo, args.backend)
     if args.backend == "gpu":
         reason = _gpu_missing_reason()
         if reason is not None:
             print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
                   "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
             return EXIT_USAGE
+    names = _select_kernels(args.algo, args.backend)
     settings = runner.SweepSettings(
         backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
         min_time=args.min_time, max_time=args.max_time, threads=args.threads,
@@ -352,10 +356,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     suites = list_suites() if args.suite == "all" else [s for s in args.suite.split(",") if s]
     dtypes = [normalize_dtype(DT_TO_DTYPE.get(d, d)) for d in args.dtype.split(",") if d]
-    names = _select_kernels(args.algo, args.backend)
     if args.backend == "gpu" and (reason := _gpu_missing_reason()) is not None:
         print(f"convbench: no GPU present ({reason})", file=sys.stderr)
         return EXIT_USAGE
+    names = _select_kernels(args.algo, args.backend)
     settings = runner.SweepSettings(backend=args.backend, mode="accuracy", seed=args.seed,
                                     isolate=not args.no_isolate, fill=args.fill)
     pattern = re.compile(args.match) if args.match else None
