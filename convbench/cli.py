@@ -249,6 +249,9 @@ def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
               "batch": args.batch, "match": args.match, "resume": args.resume}
     env = results.environment(args.backend)
     env["roof"] = _roof_for_run(args.roof, args.threads, args.backend)
+    import numba  # noqa: PLC0415
+
+    env["threads"] = args.threads or numba.config.NUMBA_NUM_THREADS
     with results.ResultWriter(out) as writer:
         writer.write(results.header_record(command, config, env))
         outcome = _run_with_progress(runner, tasks, settings, writer, done,

@@ -341,6 +341,17 @@ class ConvProblem:
         """Output width with symmetric padding ``pw`` on both sides."""
         return output_extent(self.iw, self.kw, self.sw, self.pw, self.pw, self.dil_w)
 
+    # Paper notation (Lavin & Gray, cuDNN): N C H W -> K P Q with R x S filters.
+    N = property(lambda self: self.mb, doc="Batch size (``mb``).")
+    C = property(lambda self: self.ic, doc="Input channels (``ic``).")
+    H = property(lambda self: self.ih, doc="Input height (``ih``).")
+    W = property(lambda self: self.iw, doc="Input width (``iw``).")
+    K = property(lambda self: self.oc, doc="Output channels (``oc``).")
+    R = property(lambda self: self.kh, doc="Filter height (``kh``).")
+    S = property(lambda self: self.kw, doc="Filter width (``kw``).")
+    P = property(lambda self: self.oh, doc="Output height (``oh``).")
+    Q = property(lambda self: self.ow, doc="Output width (``ow``).")
+
     @property
     def stride(self) -> tuple[int, int]:
         return (self.sh, self.sw)

@@ -141,6 +141,7 @@ def test_run_descriptor_batch_match_and_table(tmp_path):
     assert header["config"]["threads"] == 1
     assert header["command"][1:3] == ["run", "--suite"]
     env = header["environment"]
+    assert env["threads"] == 1
     for key in ("cpu_model", "cpu_count", "blas", "python", "versions"):
         assert env[key]
     assert {"numpy", "numba", "scipy"} <= env["versions"].keys()

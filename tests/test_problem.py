@@ -150,6 +150,13 @@ def test_make_validates(kwargs, error, message):
         ConvProblem.make(1, 4, 8, 8, 4, 3, 3, **kwargs)
 
 
+def test_paper_notation_aliases():
+    p = ConvProblem.parse("g2mb3ic8ih10iw12oc6kh3kw5ph1")
+    # pw copies ph = 1, so Q = 12 + 2 - 5 + 1 = 10.
+    assert (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q) == (3, 8, 10, 12, 6, 3, 5, 10, 10)
+    assert (p.groups, p.stride, p.dilation) == (2, (1, 1), (1, 1))
+
+
 def test_with_recomputes_output_size():
     p = ConvProblem.parse("mb1ic3ih32oc8kh3ph1")
     q = p.with_(ih=16, mb=4)
