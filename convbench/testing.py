@@ -92,8 +92,8 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(finite_y != finite_ref),
                                                      y64.shape))
         raise AssertionError(
-            f"non-finite values differ from the reference: y{list(idx)} = {y64[idx]!r}, "
-            f"reference {ref[idx]!r} ({int(np.sum(finite_y != finite_ref))} elements differ)")
+            f"non-finite values differ from the reference: y{list(idx)} = {float(y64[idx])}, "
+            f"reference {float(ref[idx])} ({int(np.sum(finite_y != finite_ref))} elements differ)")
     tol = conv_tolerance(p, np.where(finite_ref, ref, 0.0), np.where(finite_ref, scale, 0.0),
                          algo, factor)
     diff = np.where(finite_ref, np.abs(y64 - ref), 0.0)
@@ -105,6 +105,7 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     n_bad = int(np.count_nonzero(excess > 0))
     raise AssertionError(
         f"conv output exceeds the {algo} error model at {n_bad} of {y64.size} elements; "
-        f"worst y{list(idx)} = {y64[idx]!r}, reference {ref[idx]!r}, |diff| {diff[idx]:.3e} > "
+        f"worst y{list(idx)} = {float(y64[idx]):.9g}, reference {float(ref[idx]):.9g}, "
+        f"|diff| {diff[idx]:.3e} > "
         f"bound {tol[idx]:.3e} (n = {p.reduction_length}, dtype {p.dtype}, "
         f"|W|*|X| = {scale[idx]:.3e}) for problem {p}")
