@@ -9,12 +9,6 @@ from convbench.problem import ConvProblem
 from convbench.registry import Kernel, get_kernel, kernels
 from convbench.validation import problem_from_arrays
 
-#: Order in which ``algo="auto"`` tries convbench's own kernels when no tuned
-#: plan exists: Winograd where it applies (2.25x fewer multiplies on 3x3),
-#: then im2col (one large BLAS GEMM; 1x1 needs no lowering), then FFT (large
-#: filters), and direct, which runs everything.
-AUTO_ORDER = ("winograd", "im2col", "fft", "direct")
-
 
 def auto_kernel(p: ConvProblem, backend: str = "cpu") -> Kernel:
     """The kernel ``algo="auto"`` picks for ``p`` (documented rule).

@@ -103,7 +103,7 @@ def unregister(name: str, backend: str) -> None:
     _registry.pop((backend, name), None)
 
 
-def _register_all(obj: Any, origin: str) -> None:
+def _register_all(obj: Any) -> None:
     """Register a kernel, a list of kernels, or a module's ``KERNELS``.
 
     A module that sets ``REPLACES_BUILTINS = True`` may take the names of
@@ -124,17 +124,17 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     for module in BUILTIN_MODULES:
-        _register_all(importlib.import_module(module), module)
+        _register_all(importlib.import_module(module))
     for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
         try:
-            _register_all(importlib.import_module(module), module)
+            _register_all(importlib.import_module(module))
         except Exception as exc:  # noqa: BLE001 -- report, keep the built-ins usable
             _load_errors[module] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"convbench: {MODULES_ENV} module {module!r} failed to load: {exc}",
                           RuntimeWarning, stacklevel=2)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            _register_all(ep.load(), ep.value)
+            _register_all(ep.load())
         except Exception as exc:  # noqa: BLE001 -- a broken plug-in must not break convbench
             _load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"convbench: kernel plug-in {ep.name!r} ({ep.value}) failed to "

@@ -52,12 +52,11 @@ class Tile:
     rows: int
 
 
-def plan_tiles(n_images: int, n_rows: int, bytes_per_row: int, cap: int,
-               row_multiple: int = 1) -> tuple[int, int]:
+def plan_tiles(n_images: int, n_rows: int, bytes_per_row: int, cap: int) -> tuple[int, int]:
     """Images and rows per tile so that a tile's workspace stays within ``cap``.
 
     Whole images are grouped while one image fits; otherwise one image is cut
-    into row blocks (a multiple of ``row_multiple`` rows; at least one block).
+    into row blocks (at least one row).
 
     Returns
     -------
@@ -66,7 +65,7 @@ def plan_tiles(n_images: int, n_rows: int, bytes_per_row: int, cap: int,
     per_image = max(1, bytes_per_row * n_rows)
     if per_image <= cap:
         return max(1, min(n_images, cap // per_image)), n_rows
-    rows = max(row_multiple, (cap // max(1, bytes_per_row)) // row_multiple * row_multiple)
+    rows = max(1, cap // max(1, bytes_per_row))
     return 1, min(rows, n_rows)
 
 
