@@ -151,14 +151,19 @@ class WinogradKernel:
     def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
         self.workspace_cap = workspace_cap
 
-    def supports(self, p: ConvProblem) -> str | None:
+    @staticmethod
+    def supports_geometry(p: ConvProblem) -> str | None:
+        """Why F(2x2,3x3) cannot compute ``p`` on any device, or ``None``."""
         if (p.kh, p.kw) != (FILTER, FILTER):
             return f"winograd F(2x2,3x3) needs a 3x3 filter, got {p.kh}x{p.kw}"
         if p.stride != (1, 1):
             return f"winograd F(2x2,3x3) needs stride 1, got {p.stride}"
         if p.dilation != (1, 1):
             return f"winograd F(2x2,3x3) needs dilation 1, got {p.dilation}"
-        return cpu_dtype_reason(p)
+        return None
+
+    def supports(self, p: ConvProblem) -> str | None:
+        return self.supports_geometry(p) or cpu_dtype_reason(p)
 
     def _plan(self, p: ConvProblem) -> tuple[int, int, int]:
         tile_rows = -(-p.oh // TILE_OUT)
