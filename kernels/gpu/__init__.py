@@ -1,0 +1,1 @@
+"""GPU kernels (CuPy + CUDA C). Importable without CuPy or a GPU."""

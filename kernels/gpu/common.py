@@ -1,0 +1,107 @@
+"""What the GPU kernels share: dtypes and math modes, workspace cap, the base class.
+
+Every GPU kernel runs on a :class:`~kernels.gpu.runtime.Runtime`: the
+registered instances use CuPy on the current device; tests build instances on
+the host emulator. ``supports`` reports a missing CuPy or GPU as the reason a
+problem cannot run, so sweeps record a ``skipped`` result instead of crashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from convbench.errors import UnsupportedProblem
+from convbench.problem import ConvProblem
+from kernels.gpu import sources
+from kernels.gpu.runtime import default_runtime
+
+GPU_DTYPES = ("float32", "float16", "float64")
+
+#: Default bound on a GPU kernel's workspace. 1 GiB leaves most of a 16 GiB
+#: card to inputs and outputs and is large enough for batch-32 VGG tiles.
+GPU_WORKSPACE_CAP_BYTES = 2**30
+
+#: How each storage dtype computes (recorded in every result).
+MATH_MODES = {
+    "float32": "fp32 strict (no TF32)",
+    "float16": "fp16 storage, fp32 accumulation",
+    "float64": "fp64",
+}
+
+#: Workspace dtype of transforms, lowered tiles and spectra per storage dtype.
+WORK_DTYPE = {"float32": np.float32, "float16": np.float32, "float64": np.float64}
+
+
+def gpu_dtype_reason(p: ConvProblem) -> str | None:
+    if p.dtype not in GPU_DTYPES:
+        return f"GPU kernels run {', '.join(GPU_DTYPES)}, got {p.dtype}"
+    return None
+
+
+class GpuKernel:
+    """Base of convbench's GPU kernels.
+
+    Parameters
+    ----------
+    runtime : Runtime, optional
+        Where to run (default: CuPy on the current device).
+    workspace_cap : int
+        Upper bound on the bytes the kernel allocates beyond inputs and output.
+    """
+
+    backend = "gpu"
+    kind = "kernel"
+    name = "gpu-kernel"
+    pretransforms_weights = False
+
+    def __init__(self, runtime: Any = None, workspace_cap: int = GPU_WORKSPACE_CAP_BYTES) -> None:
+        self._runtime = runtime
+        self.workspace_cap = workspace_cap
+
+    @property
+    def runtime(self) -> Any:
+        return self._runtime if self._runtime is not None else default_runtime()
+
+    def problem_reason(self, p: ConvProblem) -> str | None:
+        """Why the algorithm cannot run ``p`` on any device (subclasses extend)."""
+        return gpu_dtype_reason(p)
+
+    def supports(self, p: ConvProblem) -> str | None:
+        return self.problem_reason(p) or self.runtime.unavailable_reason()
+
+    def math_mode(self, p: ConvProblem) -> str:
+        return MATH_MODES.get(p.dtype, p.dtype)
+
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        return 0
+
+    def kernel(self, base: str, p: ConvProblem) -> str:
+        return sources.kernel_name(base, p.dtype)
+
+    def _check(self, p: ConvProblem) -> None:
+        reason = self.supports(p)
+        if reason is not None:
+            raise UnsupportedProblem(reason)
+
+    def device_operands(self, p: ConvProblem, x: Any, w: Any,
+                        bias: Any) -> tuple[Any, Any, Any, Any, bool]:
+        """Inputs on the device, the output buffer and a bias operand (never None).
+
+        Host arrays are copied here, in ``prepare``: transfers never fall
+        inside the timed call.
+        """
+        rt = self.runtime
+        xp = rt.xp
+        xd = rt.asarray(x)
+        wd = rt.asarray(w)
+        has_bias = bias is not None
+        bd = rt.asarray(bias) if has_bias else xp.zeros(1, dtype=p.dtype)
+        y = xp.empty(p.output_shape, dtype=p.dtype)
+        return xd, wd, bd, y, has_bias
+
+    def prepare(self, p: ConvProblem, x: Any, w: Any,
+                bias: Any) -> Callable[[], Any]:  # pragma: no cover -- abstract
+        raise NotImplementedError
