@@ -1,0 +1,284 @@
+"""cuDNN, engine by engine, through the cuDNN frontend's Python API (``import cudnn``).
+
+For each problem ``prepare`` builds the ``conv_fprop`` graph (NCHW, strides
+given explicitly), asks cuDNN's heuristics (mode A, then the fallback list)
+for execution plans, builds *every* plan, and classifies each by its
+numerical notes (tensor core, down-converted inputs, reduced-precision
+reduction, FFT, Winograd) through the frontend's note filters. Two baselines
+use that list:
+
+* ``cudnn``: the heuristic choice, i.e. the first plan in heuristic order
+  that respects the problem's math mode;
+* ``cudnn_best``: every admissible plan timed with CUDA events, the fastest
+  kept. Its record carries the whole table (engine tag, workspace, notes,
+  time) under ``details.plans``.
+
+Math modes: float32 is strict, so plans noted TENSOR_CORE or
+DOWN_CONVERT_INPUTS (TF32) are timed and listed but not admissible; float16
+must accumulate in float32, so REDUCED_PRECISION_REDUCTION plans are not.
+Bias, when the problem has one, is a separate CuPy add after the plan (a
+fused conv+bias graph would leave only fusion engines to compare).
+Tensors are CuPy device pointers, on CuPy's current stream. Skipped with the
+install hint when the frontend, CuPy or a GPU is missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from convbench.errors import UnsupportedProblem
+from convbench.problem import ConvProblem
+from kernels.gpu.common import MATH_MODES, gpu_dtype_reason
+from kernels.gpu.runtime import default_runtime
+
+INSTALL_HINT = ("the cuDNN frontend is not installed: pip install nvidia-cudnn-frontend "
+                "nvidia-cudnn-cu12 (or -cu13 to match CUDA)")
+
+#: Numerical notes recorded per plan (names of ``cudnn.numerical_note``).
+NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "FFT",
+         "WINOGRAD", "WINOGRAD_TILE_4x4", "WINOGRAD_TILE_6x6", "WINOGRAD_TILE_13x13",
+         "NONDETERMINISTIC")
+
+#: Timed runs per plan when ``cudnn_best`` autotunes (after 3 warm-up runs).
+TUNE_REPS = 10
+
+
+@dataclass
+class CudnnPlan:
+    """One execution plan of a conv_fprop graph."""
+
+    index: int
+    name: str  # engine tag with knobs, e.g. "eng28_k2=2_k3=0"
+    workspace_bytes: int
+    notes: list[str] = field(default_factory=list)
+    median_s: float | None = None
+    failure: str | None = None
+
+    @property
+    def algorithm(self) -> str:
+        return engine_algorithm(self.notes)
+
+
+def engine_algorithm(notes: Iterable[str]) -> str:
+    """``"fft"``, ``"winograd"`` or ``"gemm/direct"`` from a plan's numerical notes."""
+    notes = set(notes)
+    if "FFT" in notes:
+        return "fft"
+    if any(n.startswith("WINOGRAD") for n in notes):
+        return "winograd"
+    return "gemm/direct"
+
+
+def inadmissible_reason(notes: Iterable[str], dtype: str) -> str | None:
+    """Why a plan with ``notes`` breaks ``dtype``'s math mode, or ``None``."""
+    notes = set(notes)
+    if dtype == "float32" and notes & {"TENSOR_CORE", "DOWN_CONVERT_INPUTS"}:
+        return "tensor-core (TF32) engine: not strict fp32"
+    if dtype == "float16" and "REDUCED_PRECISION_REDUCTION" in notes:
+        return "accumulates in fp16"
+    return None
+
+
+def choose_plan(plans: list[CudnnPlan], dtype: str, select: str) -> CudnnPlan:
+    """The heuristic choice (first admissible) or the fastest admissible timed plan.
+
+    Raises
+    ------
+    UnsupportedProblem
+        If no plan is admissible (or, for ``"best"``, none was timed).
+    """
+    ok = [pl for pl in plans if pl.failure is None and inadmissible_reason(pl.notes, dtype) is None]
+    if select == "best":
+        ok = [pl for pl in ok if pl.median_s is not None]
+        if ok:
+            return min(ok, key=lambda pl: pl.median_s)
+    elif ok:
+        return ok[0]
+    raise UnsupportedProblem(f"cuDNN offers no admissible plan for {dtype} "
+                             f"({MATH_MODES.get(dtype, dtype)}) among {len(plans)}")
+
+
+def _cudnn() -> Any:
+    try:
+        import cudnn  # noqa: PLC0415 -- optional dependency (nvidia-cudnn-frontend)
+    except ImportError:
+        return None
+    except Exception:  # noqa: BLE001 -- present but its library failed to load
+        return None
+    return cudnn
+
+
+def _failed(result: Any) -> bool:
+    """Frontend calls either raise or return a status object with ``is_bad()``."""
+    return bool(getattr(result, "is_bad", lambda: False)())
+
+
+class CudnnFrontendBaseline:
+    """cuDNN's conv_fprop execution plans through the frontend API.
+
+    Parameters
+    ----------
+    select : {"heuristic", "best"}
+    """
+
+    backend = "gpu"
+    kind = "baseline"
+    pretransforms_weights = False
+
+    def __init__(self, select: str) -> None:
+        if select not in ("heuristic", "best"):
+            raise ValueError(f"select must be 'heuristic' or 'best', got {select!r}")
+        self.select = select
+        self.name = "cudnn" if select == "heuristic" else "cudnn_best"
+        self._handle: Any = None
+
+    def supports(self, p: ConvProblem) -> str | None:
+        reason = gpu_dtype_reason(p)
+        if reason:
+            return reason
+        if _cudnn() is None:
+            return INSTALL_HINT
+        return default_runtime().unavailable_reason()
+
+    def math_mode(self, p: ConvProblem) -> str:
+        return MATH_MODES[p.dtype]
+
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        return 0  # per plan; recorded in details.plans
+
+    # ------------------------------------------------------------- graph
+    def _graph(self, cudnn: Any, p: ConvProblem) -> tuple[Any, Any, Any, Any]:
+        types = {"float32": cudnn.data_type.FLOAT, "float16": cudnn.data_type.HALF,
+                 "float64": cudnn.data_type.DOUBLE}
+        io = types[p.dtype]
+        compute = cudnn.data_type.DOUBLE if p.dtype == "float64" else cudnn.data_type.FLOAT
+        if self._handle is None:
+            self._handle = cudnn.create_handle()
+        graph = cudnn.pygraph(io_data_type=io, intermediate_data_type=compute,
+                              compute_data_type=compute, handle=self._handle)
+        n, c, h, w = p.input_shape
+        k, cg, r, s = p.weight_shape
+        x = graph.tensor(name="X", dim=[n, c, h, w], stride=[c * h * w, h * w, w, 1],
+                         data_type=io)
+        wt = graph.tensor(name="W", dim=[k, cg, r, s], stride=[cg * r * s, r * s, s, 1],
+                          data_type=io)
+        (pt, pb), (pl, pr) = p.padding
+        y = graph.conv_fprop(image=x, weight=wt, pre_padding=[pt, pl], post_padding=[pb, pr],
+                             stride=list(p.stride), dilation=list(p.dilation),
+                             compute_data_type=compute)
+        _, kk, oh, ow = p.output_shape
+        y.set_output(True).set_data_type(io).set_dim([n, kk, oh, ow]).set_stride(
+            [kk * oh * ow, oh * ow, ow, 1])
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        return graph, x, wt, y
+
+    def _noted_names(self, cudnn: Any, p: ConvProblem, note: str) -> set[str]:
+        """Names of the plans that carry numerical ``note`` (via the frontend's filter)."""
+        graph, *_ = self._graph(cudnn, p)
+        graph.select_numeric_notes([getattr(cudnn.numerical_note, note)])
+        graph.check_support()
+        names = set()
+        for i in range(graph.get_execution_plan_count()):
+            try:
+                if not _failed(graph.build_plan_at_index(i)):
+                    names.add(graph.get_plan_name_at_index(i))
+            except Exception:  # noqa: BLE001,S112 -- deselected or unsupported: no note
+                continue
+        return names
+
+    def enumerate_plans(self, p: ConvProblem) -> tuple[Any, Any, Any, Any, list[CudnnPlan]]:
+        """Build every plan cuDNN offers for ``p`` and classify it by its notes."""
+        cudnn = _cudnn()
+        graph, x, wt, y = self._graph(cudnn, p)
+        graph.check_support()
+        graph.build_plans(cudnn.build_plan_policy.ALL)
+        plans = []
+        for i in range(graph.get_execution_plan_count()):
+            name = graph.get_plan_name_at_index(i)
+            try:
+                ws = int(graph.get_workspace_size_plan_at_index(i))
+                failure = None
+            except Exception as exc:  # noqa: BLE001 -- a plan that did not build
+                ws, failure = 0, f"{type(exc).__name__}: {exc}"
+            plans.append(CudnnPlan(i, name, ws, failure=failure))
+        for note in NOTES:
+            if not hasattr(cudnn.numerical_note, note):
+                continue  # older frontends lack the newer notes
+            try:
+                noted = self._noted_names(cudnn, p, note)
+            except Exception:  # noqa: BLE001,S112 -- no plan with that note at all
+                continue
+            for plan in plans:
+                if plan.name in noted:
+                    plan.notes.append(note)
+        return graph, x, wt, y, plans
+
+    # ----------------------------------------------------------- prepare
+    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+        reason = self.supports(p)
+        if reason:
+            raise UnsupportedProblem(reason)
+        rt = default_runtime()
+        cupy = rt.xp
+        cudnn = _cudnn()
+        xd, wd = rt.asarray(x), rt.asarray(w)
+        bd = None if bias is None else rt.asarray(bias).reshape(1, p.oc, 1, 1)
+        yd = cupy.empty(p.output_shape, dtype=p.dtype)
+        graph, xt, wt, yt, plans = self.enumerate_plans(p)
+        stream = cupy.cuda.get_current_stream()
+        cudnn.set_stream(handle=self._handle, stream=stream.ptr)
+        pack = {xt: xd.data.ptr, wt: wd.data.ptr, yt: yd.data.ptr}
+        workspace = cupy.empty(max([pl.workspace_bytes for pl in plans] + [1]), dtype=cupy.uint8)
+
+        def execute(index: int) -> None:
+            graph.execute_plan_at_index(pack, workspace.data.ptr, index, handle=self._handle)
+
+        if self.select == "best":
+            self._tune(plans, execute, cupy, p.dtype)
+        chosen = choose_plan(plans, p.dtype, self.select)
+
+        def run() -> Any:
+            execute(chosen.index)
+            if bd is not None:
+                yd[...] += bd
+            return yd
+
+        run.details = {  # type: ignore[attr-defined] -- recorded by the runner
+            "select": self.select, "chosen": chosen.index, "engine": chosen.name,
+            "algorithm": chosen.algorithm, "notes": chosen.notes,
+            "workspace_bytes": chosen.workspace_bytes,
+            "plans": [dict(asdict(pl), algorithm=pl.algorithm,
+                           admissible=inadmissible_reason(pl.notes, p.dtype) is None)
+                      for pl in plans],
+        }
+        return run
+
+    @staticmethod
+    def _tune(plans: list[CudnnPlan], execute: Callable[[int], None], cupy: Any,
+              dtype: str) -> None:
+        """Median time of every built plan (admissible or not), CUDA events."""
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        for plan in plans:
+            if plan.failure is not None:
+                continue
+            try:
+                for _ in range(3):
+                    execute(plan.index)
+                times = []
+                for _ in range(TUNE_REPS):
+                    start.record()
+                    execute(plan.index)
+                    stop.record()
+                    stop.synchronize()
+                    times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+                plan.median_s = statistics.median(times)
+            except Exception as exc:  # noqa: BLE001 -- a plan that fails to run is data
+                plan.failure = f"{type(exc).__name__}: {exc}"
+
+
+KERNELS = [CudnnFrontendBaseline("heuristic"), CudnnFrontendBaseline("best")]
