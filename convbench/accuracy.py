@@ -86,6 +86,17 @@ def make_inputs(p: ConvProblem, seed: int = 0, fill: str = "random") -> tuple[
     raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
 
 
+def to_host(y: Any) -> Any:
+    """A NumPy view or copy of a host, CuPy or torch (CPU or CUDA) array."""
+    if hasattr(y, "detach") and hasattr(y, "cpu"):  # torch.Tensor
+        return y.detach().cpu().numpy()
+    if hasattr(y, "__cuda_array_interface__"):
+        import cupy  # noqa: PLC0415 -- only reached with a device array in hand
+
+        return cupy.asnumpy(y)
+    return y
+
+
 def error_metrics(y: Any, ref: np.ndarray, scale: np.ndarray, dtype: str) -> dict[str, float]:
     """``rel_l2``, ``max_abs``, ``max_rel``, ``bound_ratio`` and ``nonfinite``.
 
@@ -100,10 +111,7 @@ def error_metrics(y: Any, ref: np.ndarray, scale: np.ndarray, dtype: str) -> dic
     dtype : str
         Dtype of the computation, for the unit roundoff.
     """
-    if hasattr(y, "__cuda_array_interface__"):
-        import cupy  # noqa: PLC0415
-
-        y = cupy.asnumpy(y)
+    y = to_host(y)
     y64 = np.asarray(y, dtype=np.float64)
     if y64.shape != ref.shape:
         raise ValueError(f"output shape {y64.shape} != reference shape {ref.shape}")

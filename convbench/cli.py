@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fill", choices=["random", "exact"], default="random",
                      help="inputs: uniform [-1, 1] (random) or small integers on which "
                           "direct convolution is exact (exact)")
+    run.add_argument("--flush-l2", action="store_true",
+                     help="GPU: overwrite the L2 cache before every timed run (cold cache)")
     run.add_argument("--out", help="JSONL file to append to "
                                    "(default: convbench-<suite>-<backend>.jsonl)")
     run.add_argument("--resume", action="store_true",
@@ -211,8 +213,7 @@ def _select_kernels(spec: str, backend: str) -> list[str]:
     if spec == "all":
         names = [k.name for k in kernels(backend)]
         if not names:
-            raise ValueError(f"no {backend} kernels are registered"
-                             + (" (the GPU backend is not built yet)" if backend == "gpu" else ""))
+            raise ValueError(f"no {backend} kernels are registered")
         return names
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for name in names:
@@ -241,7 +242,8 @@ def cmd_run(args: argparse.Namespace, command: list[str]) -> int:
     settings = runner.SweepSettings(
         backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
         min_time=args.min_time, max_time=args.max_time, threads=args.threads,
-        isolate=not args.no_isolate, timeout=args.timeout or None, fill=args.fill)
+        isolate=not args.no_isolate, timeout=args.timeout or None, fill=args.fill,
+        flush_l2=args.flush_l2)
     out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
     done: set[tuple[str, str, str]] = set()
     previous: list[dict[str, Any]] = []

@@ -29,6 +29,12 @@ BUILTIN_MODULES = (
     "kernels.cpu.winograd",
     "kernels.baselines.onednn",
     "kernels.baselines.numpy_im2col",
+    "kernels.gpu.direct",
+    "kernels.gpu.im2col",
+    "kernels.gpu.fft",
+    "kernels.gpu.winograd",
+    "kernels.baselines.cudnn",
+    "kernels.baselines.torch_cudnn",
 )
 ENTRY_POINT_GROUP = "convbench.kernels"
 #: Comma-separated extra modules with a ``KERNELS`` list, registered like

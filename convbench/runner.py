@@ -45,6 +45,7 @@ class Task:
     min_time: float
     max_time: float
     fill: str = "random"
+    flush_l2: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SweepSettings:
     isolate: bool = True
     timeout: float | None = 600.0
     fill: str = "random"
+    flush_l2: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -93,17 +95,25 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
         return rec
     try:
         rec["workspace_bytes"] = int(kernel.workspace_bytes(p))
+        if hasattr(kernel, "math_mode"):
+            rec["math_mode"] = kernel.math_mode(p)
+        # Inputs are made on the host; GPU kernels copy them in prepare (untimed).
         x, w, b = make_inputs(p, task.seed, task.fill)
         t0 = time.perf_counter()
         fn = kernel.prepare(p, x, w, b)
         prepare_s = time.perf_counter() - t0
         if task.mode in ("perf", "both"):
-            timing = time_call(fn, min_reps=task.min_reps, min_time=task.min_time,
-                               max_time=task.max_time)
+            timing = _time(fn, task)
             timing.prepare_s = prepare_s
             rec["time"] = timing.summary()
             rec["gflops"] = p.flops / timing.median_s / 1e9
+            if task.backend == "gpu":
+                rec["time"]["clock"] = "cuda-events"
+                rec["time"]["flush_l2"] = task.flush_l2
         y = fn()
+        details = getattr(fn, "details", None)
+        if details is not None:
+            rec["details"] = details
         if task.mode in ("accuracy", "both"):
             ref, scale = references.get(p, task.seed, x, w, b, task.fill)
             rec["error"] = error_metrics(y, ref, scale, p.dtype)
@@ -113,9 +123,41 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
     except MemoryError:
         rec.update(status="skipped", reason="out of memory")
     except Exception as exc:  # noqa: BLE001 -- a faulty kernel is a result, not a crash
-        tb = traceback.format_exc(limit=-3)
-        rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=tb)
+        if is_device_oom(exc):
+            rec.update(status="skipped", reason=f"out of GPU memory: {exc}")
+        else:
+            tb = traceback.format_exc(limit=-3)
+            rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=tb)
+    finally:
+        if task.backend == "gpu":
+            _release_device_memory()
     return rec
+
+
+def is_device_oom(exc: BaseException) -> bool:
+    """CuPy's ``OutOfMemoryError``, torch's ``OutOfMemoryError`` and friends."""
+    return type(exc).__name__ in ("OutOfMemoryError", "CUDARuntimeError") and (
+        "memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError")
+
+
+def _time(fn: Callable[[], Any], task: Task) -> Any:
+    if task.backend != "gpu":
+        return time_call(fn, min_reps=task.min_reps, min_time=task.min_time,
+                         max_time=task.max_time)
+    from convbench.gpu_timing import CudaEventClock, time_device_call  # noqa: PLC0415
+
+    return time_device_call(fn, CudaEventClock(), min_reps=task.min_reps,
+                            min_time=task.min_time, max_time=task.max_time,
+                            flush_l2=task.flush_l2)
+
+
+def _release_device_memory() -> None:
+    try:
+        from kernels.gpu.runtime import release_memory  # noqa: PLC0415
+
+        release_memory()
+    except Exception:  # noqa: BLE001,S110 -- best effort between problems
+        pass
 
 
 # --------------------------------------------------------------------- worker
@@ -197,7 +239,7 @@ def plan_tasks(layers: Iterable[SuiteLayer], kernel_names: list[str], suite: str
     """Every (layer, kernel) in problem-major order (the reference is reused)."""
     return [Task(str(layer.problem), layer.problem.name, suite, layer.repeat, name,
                  settings.backend, settings.mode, settings.seed, settings.min_reps,
-                 settings.min_time, settings.max_time, settings.fill)
+                 settings.min_time, settings.max_time, settings.fill, settings.flush_l2)
             for layer in layers for name in kernel_names]
 
 

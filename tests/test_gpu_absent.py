@@ -1,0 +1,231 @@
+"""Without a GPU (and here without CuPy): GPU code imports, lists, skips with reasons."""
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import convbench
+from convbench import ConvProblem, UnsupportedProblem
+from convbench.gpu_timing import time_device_call
+from convbench.registry import register, unregister
+from convbench.runner import Task, is_device_oom, measure
+from kernels.baselines.cudnn import (
+    CudnnPlan,
+    choose_plan,
+    inadmissible_reason,
+)
+from kernels.gpu import runtime
+
+GPU_NAMES = ["direct", "im2col", "fft", "winograd", "cudnn", "cudnn_best", "torch_cudnn"]
+SMALL = "mb1ic4ih9oc4kh3ph1"
+no_gpu = pytest.mark.skipif(runtime.cupy_unavailable_reason() is None, reason="a GPU is present")
+
+
+def test_gpu_algorithms_are_listed_without_a_gpu():
+    assert convbench.algorithms("gpu") == GPU_NAMES
+
+
+@no_gpu
+@pytest.mark.parametrize("name", GPU_NAMES)
+def test_gpu_kernels_skip_with_what_is_missing(name):
+    rec = measure(Task(SMALL, "small", "test", 1, name, "gpu", "both", 0, 1, 0.0, 1.0))
+    assert rec["status"] == "skipped"
+    assert any(word in rec["reason"] for word in ("CuPy", "GPU", "CUDA", "install")), rec
+
+
+@no_gpu
+def test_conv2d_on_gpu_says_why_it_cannot():
+    p = ConvProblem.parse(SMALL)
+    x = np.zeros(p.input_shape, np.float32)
+    w = np.zeros(p.weight_shape, np.float32)
+    with pytest.raises(UnsupportedProblem, match="gpu im2col cannot run"):
+        convbench.conv2d(x, w, padding=1, algo="im2col", backend="gpu")
+
+
+def test_gpu_modules_import_without_touching_cupy():
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "cupy" or name.startswith("cupy.") or name == "cudnn":
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+import convbench
+names = convbench.algorithms("gpu")
+from convbench.registry import get_kernel
+reason = get_kernel("winograd", "gpu").supports(convbench.ConvProblem.parse("mb1ic4ih9oc4kh3"))
+assert "cupy" not in sys.modules, "a GPU module imported CuPy"
+print(names, reason)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "CuPy" in done.stdout and "'torch_cudnn'" in done.stdout
+
+
+@pytest.fixture
+def fresh_reason():
+    runtime.cupy_unavailable_reason.cache_clear()
+    yield
+    runtime.cupy_unavailable_reason.cache_clear()
+
+
+def test_cupy_without_a_driver_means_no_gpu(monkeypatch, fresh_reason):
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver is insufficient")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    reason = runtime.cupy_unavailable_reason()
+    assert reason.startswith("no GPU present") and "insufficient" in reason
+
+
+def test_cupy_with_zero_devices_means_no_gpu(monkeypatch, fresh_reason):
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert runtime.cupy_unavailable_reason() == "no GPU present (CUDA reports 0 devices)"
+
+
+def test_tf32_is_refused_for_strict_fp32(monkeypatch):
+    monkeypatch.setattr(runtime, "cupy_unavailable_reason", lambda: None)
+    monkeypatch.setenv("CUPY_TF32", "1")
+    assert "TF32" in runtime.CupyRuntime().unavailable_reason()
+    monkeypatch.setenv("CUPY_TF32", "0")
+    assert runtime.CupyRuntime().unavailable_reason() is None
+
+
+# ------------------------------------------------------------ cuDNN plan choice
+PLANS = [
+    CudnnPlan(0, "eng0", 0, ["TENSOR_CORE", "DOWN_CONVERT_INPUTS"], median_s=1e-4),
+    CudnnPlan(1, "eng1", 1024, ["WINOGRAD", "WINOGRAD_TILE_4x4"], median_s=3e-4),
+    CudnnPlan(2, "eng2", 0, [], median_s=2e-4),
+    CudnnPlan(3, "eng3", 4096, ["FFT"], failure="CUDNN_STATUS_NOT_SUPPORTED"),
+    CudnnPlan(4, "eng4", 0, ["TENSOR_CORE", "REDUCED_PRECISION_REDUCTION"], median_s=5e-5),
+]
+
+
+def test_engines_are_classified_by_their_notes():
+    assert [pl.algorithm for pl in PLANS] == ["gemm/direct", "winograd", "gemm/direct", "fft",
+                                              "gemm/direct"]
+
+
+def test_strict_fp32_excludes_tf32_engines():
+    assert inadmissible_reason(PLANS[0].notes, "float32") is not None
+    assert inadmissible_reason(PLANS[0].notes, "float16") is None
+    assert choose_plan(PLANS, "float32", "heuristic").index == 1  # first admissible
+    assert choose_plan(PLANS, "float32", "best").index == 2       # fastest admissible
+
+
+def test_fp16_excludes_fp16_accumulation():
+    assert choose_plan(PLANS, "float16", "best").index == 0  # eng4 is faster but fp16-accumulating
+    assert choose_plan(PLANS, "float64", "heuristic").index == 0
+
+
+def test_no_admissible_plan_is_unsupported():
+    with pytest.raises(UnsupportedProblem, match="no admissible plan"):
+        choose_plan(PLANS[:1], "float32", "heuristic")
+
+
+# ------------------------------------------------------------------ GPU timing
+class FakeClock:
+    """Device clock whose runs take 1 ms of 'device time'; logs the call order."""
+
+    def __init__(self):
+        self.log = []
+
+    def start(self):
+        self.log.append("start")
+
+    def stop(self):
+        self.log.append("stop")
+        return 1e-3
+
+    def synchronize(self):
+        self.log.append("sync")
+
+    def flush_l2(self):
+        self.log.append("flush")
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_device_timing_protocol(flush):
+    clock = FakeClock()
+    calls = []
+    timing = time_device_call(lambda: calls.append(clock.log.count("start")), clock,
+                              min_reps=3, min_time=0.01, warmup=2, flush_l2=flush)
+    assert timing.reps == 10 and timing.times_s == [1e-3] * 10  # 10 x 1 ms >= min_time
+    assert len(calls) == 1 + 2 + 10  # first call and warm-up are not timed
+    assert calls[:3] == [0, 0, 0]
+    timed = [e for e in clock.log if e != "sync"]
+    unit = ["flush", "start", "stop"] if flush else ["start", "stop"]
+    assert timed == unit * 10  # the flush is outside the events, before every run
+
+
+def test_device_timing_rejects_bad_settings():
+    with pytest.raises(ValueError, match="min_reps must be >= 1"):
+        time_device_call(lambda: None, FakeClock(), min_reps=0)
+
+
+# ------------------------------------------------------------- runner records
+class OomError(Exception):
+    pass
+
+
+OomError.__name__ = "OutOfMemoryError"
+
+
+class FakeGpuKernel:
+    backend = "gpu"
+    kind = "kernel"
+
+    def __init__(self, name, fail=False):
+        self.name = name
+        self.fail = fail
+
+    def supports(self, p):
+        return None
+
+    def workspace_bytes(self, p):
+        return 0
+
+    def math_mode(self, p):
+        return "fp32 strict (no TF32)"
+
+    def prepare(self, p, x, w, b):
+        if self.fail:
+            raise OomError("out of memory allocating 81,604,378,624 bytes")
+        from convbench.reference import reference_for
+
+        def run():
+            return reference_for(p, x, w, b).astype(np.float32)
+
+        run.details = {"engine": "fake"}
+        return run
+
+
+@pytest.fixture
+def fake_gpu_kernels():
+    kernels = [FakeGpuKernel("fake_ok"), FakeGpuKernel("fake_oom", fail=True)]
+    for k in kernels:
+        register(k)
+    yield
+    for k in kernels:
+        unregister(k.name, "gpu")
+
+
+def test_out_of_device_memory_is_a_skip_and_details_are_recorded(fake_gpu_kernels):
+    oom = measure(Task(SMALL, "s", "t", 1, "fake_oom", "gpu", "accuracy", 0, 1, 0.0, 1.0))
+    assert oom["status"] == "skipped" and oom["reason"].startswith("out of GPU memory")
+    ok = measure(Task(SMALL, "s", "t", 1, "fake_ok", "gpu", "accuracy", 0, 1, 0.0, 1.0))
+    assert ok["status"] == "ok" and ok["details"] == {"engine": "fake"}
+    assert ok["math_mode"] == "fp32 strict (no TF32)" and ok["error"]["rel_l2"] < 1e-6
+
+
+def test_oom_detection_is_specific():
+    assert is_device_oom(OomError("x"))
+    assert not is_device_oom(RuntimeError("out of memory"))  # only device OOM types

@@ -1,0 +1,98 @@
+"""On a CUDA device: the GPU kernels and baselines against the float64 reference.
+
+Marked ``gpu``: skipped, with the reason, where no device is usable (CI). Same
+problem grid and tolerances as the CPU kernels for float32 and float64;
+float16 (fp32 accumulation) within rel_l2 <= 2e-3.
+"""
+
+import numpy as np
+import pytest
+from conftest import gpu_tolerance, random_inputs, rel_l2
+from problem_grid import GRID
+
+from convbench import ConvProblem
+from convbench.accuracy import to_host
+from convbench.reference import reference_for
+from convbench.registry import get_kernel
+from convbench.runner import Task, measure
+
+pytestmark = pytest.mark.gpu
+
+KERNELS = ["direct", "im2col", "fft", "winograd"]
+BASELINES = ["cudnn", "cudnn_best", "torch_cudnn"]
+
+
+def _inputs(p):
+    if p.dtype == "float16":
+        return [None if a is None else a.astype(np.float16)
+                for a in random_inputs(p.with_(dtype="float32"))]
+    return random_inputs(p)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("algo", KERNELS)
+@pytest.mark.parametrize("shape, kwargs", GRID)
+def test_gpu_kernel_matches_reference(shape, kwargs, algo, dtype):
+    import cupy
+
+    p = ConvProblem.make(*shape, dtype=dtype, **kwargs)
+    kernel = get_kernel(algo, "gpu")
+    reason = kernel.supports(p)
+    if reason is not None:
+        assert algo == "winograd" and "winograd F(2x2,3x3) needs" in reason, reason
+        return
+    x, w, b = _inputs(p)
+    y = kernel.prepare(p, cupy.asarray(x), cupy.asarray(w), None if b is None else
+                       cupy.asarray(b))()
+    assert isinstance(y, cupy.ndarray) and y.shape == p.output_shape
+    assert y.dtype == np.dtype(dtype)
+    err = rel_l2(cupy.asnumpy(y), reference_for(p, x, w, b))
+    assert err <= gpu_tolerance(dtype, algo), f"{algo} {dtype} {p}: rel_l2 {err:.3g}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("desc", ["mb2ic16ih14oc32kh3ph1", "mb1ic32ih7oc64kh1",
+                                  "g4mb1ic16ih9oc16kh3sh2ph1", "mb1ic3ih31oc8kh5ph2_bias"])
+def test_gpu_baselines_match_reference(desc, name, dtype):
+    p = ConvProblem.parse(desc.replace("_bias", "")).with_(dtype=dtype,
+                                                           bias=desc.endswith("_bias"))
+    kernel = get_kernel(name, "gpu")
+    reason = kernel.supports(p)
+    if reason is not None:
+        pytest.skip(reason)
+    x, w, b = _inputs(p)
+    fn = kernel.prepare(p, x, w, b)
+    err = rel_l2(to_host(fn()), reference_for(p, x, w, b))
+    assert err <= gpu_tolerance(dtype, "im2col"), f"{name} {dtype}: rel_l2 {err:.3g}"
+    if name == "cudnn_best":
+        plans = fn.details["plans"]
+        assert plans and all("name" in pl and "workspace_bytes" in pl for pl in plans)
+        timed = [pl for pl in plans if pl["admissible"] and pl["median_s"] is not None]
+        assert fn.details["chosen"] == min(timed, key=lambda pl: pl["median_s"])["index"]
+
+
+def test_sweep_record_on_gpu_has_events_and_math_mode():
+    rec = measure(Task("mb1ic16ih14oc16kh3ph1", "t", "test", 1, "winograd", "gpu", "both", 0,
+                       3, 0.01, 5.0, "random", True))
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["time"]["clock"] == "cuda-events" and rec["time"]["flush_l2"] is True
+    assert rec["math_mode"] == "fp32 strict (no TF32)"
+    assert rec["error"]["rel_l2"] <= 1e-5
+
+
+def test_out_of_device_memory_is_a_skipped_record():
+    """A lowered matrix of ~129 GB (inputs of 134 MB): more than any current GPU holds."""
+    from convbench.registry import register, unregister
+    from kernels.gpu.im2col import GpuIm2colKernel
+
+    uncapped = GpuIm2colKernel(workspace_cap=2**50)
+    uncapped.name = "im2col_uncapped"
+    register(uncapped)
+    try:
+        rec = measure(Task("mb8ic256ih128oc8kh31ph15", "huge", "test", 1, "im2col_uncapped",
+                           "gpu", "perf", 0, 1, 0.0, 1.0))
+    finally:
+        unregister("im2col_uncapped", "gpu")
+    assert rec["status"] == "skipped", rec
+    assert rec["reason"].startswith("out of GPU memory")

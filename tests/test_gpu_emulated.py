@@ -1,0 +1,200 @@
+"""The GPU kernels, CUDA sources included, run on the CPU through the host emulator.
+
+CI has no GPU. These tests run each GPU kernel's complete host pipeline
+(tiling, layouts, GEMM shapes, FFT plans) with NumPy standing in for CuPy and
+the very CUDA C of ``kernels/gpu/cuda`` compiled for the host, and hold it to
+the CPU tolerances. The CUDA transform kernels are also compared bit for bit
+with the CPU kernels' Numba functions they mirror.
+"""
+
+import numpy as np
+import pytest
+from conftest import gpu_tolerance, random_inputs, rel_l2
+from problem_grid import GRID
+
+from convbench import ConvProblem, UnsupportedProblem
+from convbench.accuracy import exact_inputs
+from convbench.reference import reference_for
+from kernels.cpu import fft as cpu_fft
+from kernels.cpu import im2col as cpu_im2col
+from kernels.cpu import winograd as cpu_winograd
+from kernels.gpu.direct import GpuDirectKernel
+from kernels.gpu.fft import GpuFftKernel
+from kernels.gpu.im2col import GpuIm2colKernel
+from kernels.gpu.runtime import HostRuntime, Int64, elementwise_grid
+from kernels.gpu.winograd import GpuWinogradKernel
+
+RUNTIME = HostRuntime()
+CLASSES = {"direct": GpuDirectKernel, "im2col": GpuIm2colKernel, "fft": GpuFftKernel,
+           "winograd": GpuWinogradKernel}
+
+pytestmark = pytest.mark.skipif(RUNTIME.unavailable_reason() is not None,
+                                reason=str(RUNTIME.unavailable_reason()))
+
+
+def emulated(algo, **kw):
+    return CLASSES[algo](RUNTIME, **kw)
+
+
+def fp16_inputs(p, seed=0):
+    """Inputs rounded to float16 (the reference sees the rounded values)."""
+    return [None if a is None else a.astype(np.float16) for a in random_inputs(
+        p.with_(dtype="float32"), seed)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("algo", sorted(CLASSES))
+@pytest.mark.parametrize("shape, kwargs", GRID)
+def test_emulated_gpu_kernel_matches_reference(shape, kwargs, algo, dtype):
+    p = ConvProblem.make(*shape, dtype=dtype, **kwargs)
+    kernel = emulated(algo)
+    reason = kernel.supports(p)
+    if reason is not None:
+        assert algo == "winograd" and "winograd F(2x2,3x3) needs" in reason, reason
+        return
+    x, w, b = fp16_inputs(p) if dtype == "float16" else random_inputs(p)
+    y = kernel.prepare(p, x, w, b)()
+    assert y.shape == p.output_shape and y.dtype == np.dtype(dtype)
+    err = rel_l2(y, reference_for(p, x, w, b))
+    assert err <= gpu_tolerance(dtype, algo), f"{algo} {dtype} {p}: rel_l2 {err:.3g}"
+
+
+# A cap small enough to force image and row tiling on a 2-image problem.
+TILING = [
+    ("im2col", "mb3ic5ih11iw9oc7kh3ph1", 2000),
+    ("im2col", "mb2ic3ih9oc4kh3sh2ph1", 300),
+    ("winograd", "mb3ic5ih11iw9oc7kh3ph1", 6000),
+    ("fft", "mb3ic5ih17iw9oc7kh5ph2", 30000),
+]
+
+
+@pytest.mark.parametrize("algo, desc, cap", TILING)
+def test_tiled_runs_match_untiled(algo, desc, cap):
+    p = ConvProblem.parse(desc).with_(bias=True)
+    x, w, b = random_inputs(p)
+    whole = emulated(algo).prepare(p, x, w, b)()
+    kernel = emulated(algo, workspace_cap=cap)
+    if algo == "fft":
+        assert kernel.plan(p).batch < p.mb * kernel.plan(p).tiles, "cap did not tile"
+    else:
+        whole_rows = p.oh if algo == "im2col" else -(-p.oh // 2)
+        assert kernel.plan(p)[:2] != (p.mb, whole_rows), "cap did not tile"
+    tiled = kernel.prepare(p, x, w, b)()
+    err = rel_l2(tiled, reference_for(p, x, w, b))
+    assert err <= gpu_tolerance("float32", algo)
+    # Different GEMM widths may round differently in the BLAS, nothing more.
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+@pytest.mark.parametrize("desc", ["mb2ic16ih9oc8kh3ph1", "g4mb1ic8ih7oc8kh5sh2ph2",
+                                  "mb1ic3ih19oc4kh11sh4"])
+def test_exact_fill_is_bit_exact(algo, desc):
+    """Integer data the dtype holds exactly: any summation order gives the reference."""
+    p = ConvProblem.parse(desc).with_(bias=True)
+    x, w, b = exact_inputs(p)
+    y = emulated(algo).prepare(p, x, w, b)()
+    np.testing.assert_array_equal(y, reference_for(p, x, w, b).astype(np.float32))
+
+
+# ------------------------------------------------ CUDA vs the CPU's Numba functions
+def test_cuda_im2col_lowering_equals_cpu_lowering():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 9, 11)).astype(np.float32)
+    kh, kw, sh, sw, pt, pl, dh, dw = 3, 2, 2, 1, 1, 0, 1, 2
+    q = (11 - ((kw - 1) * dw + 1)) // sw + 1
+    n0, p0, rows, nb = 1, 1, 3, 2
+    expected = np.full((nb, 4 * kh * kw, rows * q), 7, np.float32)
+    cpu_im2col.im2col_lower(x, expected, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q)
+    got = np.full_like(expected, 7)
+    RUNTIME.launch("im2col", "im2col_lower_f32", *elementwise_grid(got.size),
+                   [x, got, nb, 4, 9, 11, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q])
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cuda_winograd_transforms_equal_cpu_transforms(dtype):
+    rng = np.random.default_rng(2)
+    n, c, k, h, w_, pt, pl = 3, 5, 4, 9, 8, 1, 0
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    p_out, q_out = h + 2 * pt - 2, w_ + 2 * pl - 2
+    n0, nb, tr0, rows, cols = 1, 2, 1, 2, -(-q_out // 2)
+    tiles = nb * rows * cols
+    v_cpu = np.zeros((16, c, tiles), dtype)
+    cpu_winograd.input_transform(x, v_cpu, n0, nb, tr0, rows, cols, pt, pl)
+    v_gpu = np.zeros_like(v_cpu)
+    RUNTIME.launch("winograd", f"winograd_input_{dtype[5:] and 'f' + dtype[5:]}",
+                   *elementwise_grid(c * tiles),
+                   [x, v_gpu, c, h, w_, n0, nb, tr0, rows, cols, pt, pl])
+    np.testing.assert_array_equal(v_gpu, v_cpu)
+
+    m = rng.standard_normal((16, k, tiles)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    y_cpu = np.full((n, k, p_out, q_out), 9, dtype)
+    cpu_winograd.output_transform(m, bias, y_cpu, n0, nb, tr0, rows, cols)
+    y_gpu = np.full_like(y_cpu, 9)
+    RUNTIME.launch("winograd", f"winograd_output_f{dtype[5:]}", *elementwise_grid(k * tiles),
+                   [m, bias, y_gpu, k, p_out, q_out, n0, nb, tr0, rows, cols, 1])
+    np.testing.assert_array_equal(y_gpu, y_cpu)
+
+
+def test_cuda_fft_gather_and_scatter_equal_cpu():
+    p = ConvProblem.parse("mb2ic3ih64iw61oc4kh3kw5sh2sw1ph1pw2")
+    plan = cpu_fft.plan_fft(p, 10**6)
+    assert plan.tile_rows > 1 and plan.tile_cols > 1 and plan.batch > 1, plan
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(p.input_shape).astype(np.float32)
+    t0, nb = 5, plan.batch - 5  # a batch starting inside an image, crossing into the next
+    step_h, step_w = plan.th * p.sh, plan.tw * p.sw
+    cpu_tiles = np.zeros((nb, p.ic, plan.lh, plan.lw), np.float32)
+    cpu_fft.gather_tiles(x, cpu_tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
+                         p.ph, p.pw)
+    gpu_tiles = np.zeros_like(cpu_tiles)
+    RUNTIME.launch("fft", "fft_gather_tiles_f32", *elementwise_grid(gpu_tiles.size),
+                   [x, gpu_tiles, nb, p.ic, p.ih, p.iw, Int64(t0), plan.tile_rows,
+                    plan.tile_cols, plan.lh, plan.lw, step_h, step_w, p.ph, p.pw])
+    np.testing.assert_array_equal(gpu_tiles, cpu_tiles)
+
+    out = rng.standard_normal((nb, p.oc, plan.lh, plan.lw)).astype(np.float32)
+    bias = rng.standard_normal(p.oc).astype(np.float32)
+    y_cpu = np.full(p.output_shape, 5, np.float32)
+    cpu_fft.scatter_outputs(out, bias, y_cpu, t0, plan.tile_rows, plan.tile_cols, plan.th,
+                            plan.tw, p.sh, p.sw)
+    y_gpu = np.full_like(y_cpu, 5)
+    RUNTIME.launch("fft", "fft_scatter_outputs_f32",
+                   *elementwise_grid(nb * p.oc * plan.th * plan.tw),
+                   [out, bias, y_gpu, nb, p.oc, p.oh, p.ow, Int64(t0), plan.tile_rows,
+                    plan.tile_cols, plan.lh, plan.lw, plan.th, plan.tw, p.sh, p.sw, 1])
+    np.testing.assert_array_equal(y_gpu, y_cpu)
+
+
+def test_float16_outputs_round_to_nearest_even():
+    """float32 sums stored as float16 by the CUDA source: round to nearest even, as NumPy."""
+    a = np.array([1, 1, 1, 2048, 65504, -65504, 0.5, 1e-4], np.float16)
+    b = np.array([2**-11, 3 * 2**-11, 2**-12, 1, 16, -8, 2**-13, 1e-4], np.float16)
+    p = ConvProblem.parse(f"mb1ic2ih1iw{a.size}oc1kh1").with_(dtype="float16")
+    x = np.stack([a, b]).reshape(p.input_shape)
+    w = np.ones(p.weight_shape, np.float16)
+    with np.errstate(over="ignore"):  # 65504 + 16 is a tie that rounds to inf
+        expected = (a.astype(np.float32) + b.astype(np.float32)).astype(np.float16)
+    for algo in ("direct", "im2col"):
+        with np.errstate(over="ignore"):
+            got = emulated(algo).prepare(p, x, w, None)().ravel()
+        np.testing.assert_array_equal(got, expected, err_msg=algo)
+    assert np.isinf(expected[4]) and expected[0] == 1 and expected[1] == 1 + 2**-9
+
+
+def test_emulator_refuses_barrier_in_a_barrier_free_launch(monkeypatch):
+    from kernels.gpu import sources
+
+    monkeypatch.setattr(sources, "SYNCHRONIZING", set())
+    p = ConvProblem.parse("mb1ic2ih5oc2kh3")
+    x, w, _ = random_inputs(p)
+    with pytest.raises(RuntimeError, match="__syncthreads"):
+        emulated("direct").prepare(p, x, w, None)()
+
+
+def test_unsupported_problem_raises_with_reason():
+    p = ConvProblem.parse("mb1ic2ih9oc2kh5")
+    with pytest.raises(UnsupportedProblem, match="needs a 3x3 filter"):
+        emulated("winograd").prepare(p, *random_inputs(p))

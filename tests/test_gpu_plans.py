@@ -1,0 +1,83 @@
+"""GPU launch and tiling arithmetic on every suite layer (no GPU needed)."""
+
+import pytest
+
+from convbench import ConvProblem
+from convbench.suites import list_suites, load_suite
+from kernels.gpu.common import GPU_WORKSPACE_CAP_BYTES
+from kernels.gpu.direct import (
+    GRID_YZ_LIMIT,
+    K_BLOCK,
+    SHARED_LIMIT_BYTES,
+    TILE_P,
+    TILE_Q,
+    DirectLaunch,
+    halo_shape,
+    plan_direct,
+)
+from kernels.gpu.fft import GpuFftKernel
+from kernels.gpu.im2col import GpuIm2colKernel
+from kernels.gpu.runtime import ELEMENTWISE_BLOCK, MAX_GRID_BLOCKS, HostRuntime, elementwise_grid
+from kernels.gpu.winograd import GpuWinogradKernel
+
+LAYERS = [pytest.param(layer.problem.with_(mb=mb, dtype=dt), id=f"{suite}-{layer.problem.name}"
+                       f"-mb{mb}-{dt}")
+          for suite in list_suites() for layer in load_suite(suite)
+          for mb, dt in ((1, "float32"), (32, "float64"))]
+
+
+@pytest.mark.parametrize("p", LAYERS)
+def test_direct_launch_fits_cuda_limits(p):
+    plan = plan_direct(p)
+    assert isinstance(plan, DirectLaunch), plan
+    assert plan.block == (TILE_Q, TILE_P, 1)
+    assert 1 <= plan.chunk <= p.ic // p.g
+    assert plan.shared_bytes <= SHARED_LIMIT_BYTES
+    hh, hw = halo_shape(p)
+    acc = 8 if p.dtype == "float64" else 4
+    assert plan.shared_bytes == plan.chunk * (hh * hw + p.kh * p.kw * K_BLOCK) * acc
+    gx, gy, gz = plan.grid
+    # Every output pixel and channel is covered by exactly one (block, thread, k slot).
+    assert gx == -(-p.oh // TILE_P) * -(-p.ow // TILE_Q)
+    assert gy * K_BLOCK >= p.oc and gy == p.g * -(-(p.oc // p.g) // K_BLOCK)
+    assert gz == p.mb and max(gy, gz) <= GRID_YZ_LIMIT
+
+
+def test_direct_refuses_a_halo_that_cannot_fit():
+    p = ConvProblem.parse("mb1ic1ih400iw400oc1kh41kw41sh8sw8")
+    reason = plan_direct(p)
+    assert isinstance(reason, str) and "shared memory" in reason
+    kernel_reason = __import__("kernels.gpu.direct", fromlist=["x"]).GpuDirectKernel(
+        HostRuntime()).supports(p)
+    assert kernel_reason == reason
+
+
+@pytest.mark.parametrize("p", LAYERS)
+def test_gpu_workspaces_stay_under_the_cap(p):
+    for cls in (GpuIm2colKernel, GpuWinogradKernel):
+        kernel = cls(HostRuntime())
+        if kernel.supports(p) is None:
+            assert kernel.workspace_bytes(p) <= GPU_WORKSPACE_CAP_BYTES, cls.__name__
+    fft = GpuFftKernel(HostRuntime())
+    if fft.workspace_bytes(p) > GPU_WORKSPACE_CAP_BYTES:  # only when one tile exceeds it
+        assert fft.plan(p).batch == 1
+
+
+@pytest.mark.parametrize("total", [1, 255, 256, 257, 10**6, 10**9])
+def test_elementwise_grid_covers_every_item(total):
+    (blocks, gy, gz), (threads, by, bz) = elementwise_grid(total)
+    assert (gy, gz, by, bz) == (1, 1, 1, 1) and threads == ELEMENTWISE_BLOCK
+    assert 1 <= blocks <= MAX_GRID_BLOCKS
+    # grid-stride loop: every item is visited when blocks * threads >= 1 (always),
+    # and no block is launched without work.
+    assert (blocks - 1) * threads < total
+
+
+def test_float16_math_modes_are_recorded():
+    p = ConvProblem.parse("mb1ic8ih9oc8kh3ph1").with_(dtype="float16")
+    modes = {cls.__name__: cls(HostRuntime()).math_mode(p)
+             for cls in (GpuIm2colKernel, GpuWinogradKernel, GpuFftKernel)}
+    assert modes["GpuIm2colKernel"] == "fp16 storage, fp32 accumulation"
+    assert "fp32" in modes["GpuWinogradKernel"] and "fp32" in modes["GpuFftKernel"]
+    assert GpuIm2colKernel(HostRuntime()).math_mode(p.with_(dtype="float32")) == \
+        "fp32 strict (no TF32)"
