@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn lint venv clean
+.PHONY: test bench vs-onednn gpu lint venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,20 @@ bench: $(STAMP)
 # Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
 vs-onednn: $(STAMP)
 	$(BIN)/python benchmarks/vs_onednn.py $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
+
+# On a machine with a GPU whose Python already has CuPy, numba, scipy and pytest (the lent
+# H100 image plus carried wheels; no venv, the image's CuPy is the one built for its CUDA):
+# the GPU tests, then ResNet-50 at batch 1 and 32 in fp32 and fp16, every kernel and cuDNN plan.
+GPU_PYTHON ?= python3
+GPU_RUN = PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m convbench run --backend gpu --suite resnet50 \
+	--algo all --mode both --no-progress
+gpu:
+	mkdir -p results/gpu
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -p no:cacheprovider \
+		tests/test_gpu_device.py tests/test_gpu_sources.py
+	for dt in f32 f16; do for mb in 1 32; do \
+		$(GPU_RUN) --batch $$mb --dtype $$dt --out results/gpu/resnet50-mb$$mb-$$dt.jsonl \
+			--table results/gpu/resnet50-mb$$mb-$$dt.md || exit 1; done; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check convbench kernels tests benchmarks

@@ -63,11 +63,19 @@ def layer_table(records: list[dict[str, Any]], baseline: str = "onednn") -> str:
             err = rec.get("error") or {}
             mark = "★" if rec is fastest else ("☆" if rec is best_ours else "")
             lines.append(
-                f"| {label} | {rec['kernel']} | {_fmt(t * 1e3 if t else None, '.3f')} | "
+                f"| {label} | {kernel_label(rec)} | {_fmt(t * 1e3 if t else None, '.3f')} | "
                 f"{_fmt(number(rec.get('gflops')), '.1f')} | {_fmt(speedup, '.2f')} | "
                 f"{_fmt(number(err.get('rel_l2')), '.1e')} | "
                 f"{_fmt(number(err.get('bound_ratio')), '.2f')} | {mark} |")
     return "\n".join(lines)
+
+
+def kernel_label(rec: dict[str, Any]) -> str:
+    """Kernel name, with the cuDNN engine and its algorithm class when recorded."""
+    details = rec.get("details") or {}
+    if details.get("engine"):
+        return f"{rec['kernel']} `{details['engine']}` ({details.get('algorithm', '?')})"
+    return rec["kernel"]
 
 
 def network_totals(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

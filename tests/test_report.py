@@ -161,3 +161,20 @@ def test_roof_measures_positive_limits_and_caches(tmp_path, monkeypatch):
     assert roof.load_cached("box") == record and roof.load_cached("other") is None
     table = roof.roof_table(record)
     assert f"{record['peak_gflops']:.1f} GFLOP/s" in table and "ridge point" in table
+
+
+def test_gpu_tables_compare_with_cudnn_and_name_its_engine():
+    from convbench.report import layer_table
+
+    base = {"problem": "mb1ic64ih56oc64kh3ph1", "name": "res2", "backend": "gpu",
+            "status": "ok", "repeat": 1, "error": {"rel_l2": 1e-7, "bound_ratio": 0.1}}
+    records = [
+        dict(base, kernel="winograd", kind="kernel", gflops=2000.0,
+             time={"median_s": 2e-4}),
+        dict(base, kernel="cudnn", kind="baseline", gflops=4000.0, time={"median_s": 1e-4},
+             details={"engine": "eng28_k2=1", "algorithm": "winograd"}),
+    ]
+    table = layer_table(records, "cudnn")
+    assert "x cudnn" in table.splitlines()[0]
+    assert "| cudnn `eng28_k2=1` (winograd) | 0.100 |" in table
+    assert "| winograd | 0.200 | 2000.0 | 0.50 |" in table
