@@ -78,6 +78,12 @@ def is_pointwise_gemm(p: ConvProblem) -> bool:
     return (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.oh, p.ow) == (1, 1, 1, 1, 0, 0, p.ih, p.iw)
 
 
+def plan_lowering(p: ConvProblem, cap: int) -> tuple[int, int]:
+    """Images and output rows per tile whose lowered matrix fits ``cap`` (CPU and GPU)."""
+    bytes_per_row = p.ic * p.kh * p.kw * p.ow * p.itemsize
+    return plan_tiles(p.mb, p.oh, bytes_per_row, cap)
+
+
 class Im2colKernel:
     """im2col lowering + one batched BLAS GEMM per tile; every parameter combination.
 
@@ -99,8 +105,7 @@ class Im2colKernel:
         return cpu_dtype_reason(p)
 
     def _plan(self, p: ConvProblem) -> tuple[int, int]:
-        bytes_per_row = p.ic * p.kh * p.kw * p.ow * p.itemsize
-        return plan_tiles(p.mb, p.oh, bytes_per_row, self.workspace_cap)
+        return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if is_pointwise_gemm(p):

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from convbench.problem import ConvProblem
-from kernels.cpu.im2col import is_pointwise_gemm
+from kernels.cpu.im2col import is_pointwise_gemm, plan_lowering
 from kernels.gpu.common import GpuKernel
 from kernels.gpu.runtime import Int64, elementwise_grid
-from kernels.tiling import iter_tiles, plan_tiles
+from kernels.tiling import iter_tiles
 
 
 class GpuIm2colKernel(GpuKernel):
@@ -27,9 +27,8 @@ class GpuIm2colKernel(GpuKernel):
     name = "im2col"
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
-        """Images and output rows per tile (shared with the CPU kernel's rule)."""
-        bytes_per_row = p.ic * p.kh * p.kw * p.ow * p.itemsize
-        return plan_tiles(p.mb, p.oh, bytes_per_row, self.workspace_cap)
+        """Images and output rows per tile: the CPU kernel's rule."""
+        return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if is_pointwise_gemm(p):

@@ -62,6 +62,19 @@ __device__ __forceinline__ double cb_fma(double a, double b, double c) { return 
 
 __device__ __forceinline__ int cb_imin(int a, int b) { return a < b ? a : b; }
 
+// Image, tile row and tile column of flat tile index t (tiles numbered
+// image-major, then row, then column), as kernels/cpu/fft.py's tile_position.
+struct TilePos {
+    int n, ti, tj;
+};
+__device__ __forceinline__ TilePos cb_tile_position(long long t, int tile_rows, int tile_cols) {
+    TilePos pos;
+    pos.n = (int)(t / ((long long)tile_rows * tile_cols));
+    pos.ti = (int)((t / tile_cols) % tile_rows);
+    pos.tj = (int)(t % tile_cols);
+    return pos;
+}
+
 // Grid-stride loop over [0, total): launches may use fewer blocks than items.
 #define CB_GRID_STRIDE_LOOP(i, total)                                                   \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \

@@ -18,11 +18,9 @@ __device__ void fft_gather_tiles(const T* __restrict__ x, Wt* __restrict__ tiles
         const int a = (int)(rest % lh);
         rest /= lh;
         const int c = (int)(rest % C);
-        const long long tile = t0 + rest / C;  // flat tile index: (image, tile row, tile col)
-        const int n = (int)(tile / ((long long)tile_rows * tile_cols));
-        const int ti = (int)((tile / tile_cols) % tile_rows);
-        const int tj = (int)(tile % tile_cols);
-        const int row = ti * step_h - pt + a, col = tj * step_w - pl + e;
+        const TilePos tp = cb_tile_position(t0 + rest / C, tile_rows, tile_cols);
+        const int n = tp.n;
+        const int row = tp.ti * step_h - pt + a, col = tp.tj * step_w - pl + e;
         Wt v = Wt(0);
         if (row >= 0 && row < H && col >= 0 && col < W)
             v = (Wt)cb_load(x, (((long long)n * C + c) * H + row) * W + col);
@@ -43,10 +41,8 @@ __device__ void fft_scatter_outputs(const Wt* __restrict__ out, const T* __restr
         rest /= th;
         const int k = (int)(rest % K);
         const long long bt = rest / K;  // tile within this batch
-        const long long tile = t0 + bt;
-        const int n = (int)(tile / ((long long)tile_rows * tile_cols));
-        const int ti = (int)((tile / tile_cols) % tile_rows);
-        const int tj = (int)(tile % tile_cols);
+        const TilePos tp = cb_tile_position(t0 + bt, tile_rows, tile_cols);
+        const int n = tp.n, ti = tp.ti, tj = tp.tj;
         const int p = ti * th + a, q = tj * tw + e;
         if (p >= P || q >= Q) continue;
         Wt v = out[((bt * K + k) * lh + (long long)a * sh) * lw + (long long)e * sw];

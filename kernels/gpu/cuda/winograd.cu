@@ -18,9 +18,8 @@ __device__ void winograd_input(const T* __restrict__ x, Wt* __restrict__ v, int 
     CB_GRID_STRIDE_LOOP(i, total) {
         const int c = (int)(i / tiles);
         const long long t = i - (long long)c * tiles;
-        const int tj = (int)(t % tile_cols);
-        const int ti = (int)((t / tile_cols) % tile_rows);
-        const int b = (int)(t / ((long long)tile_cols * tile_rows));
+        const TilePos tp = cb_tile_position(t, tile_rows, tile_cols);
+        const int b = tp.n, ti = tp.ti, tj = tp.tj;
         const int row0 = (tr0 + ti) * 2 - pt, col0 = tj * 2 - pl;
         const long long plane = ((long long)(n0 + b) * C + c) * H;
         Wt d[4][4];
@@ -64,9 +63,8 @@ __device__ void winograd_output(const Wt* __restrict__ m, const T* __restrict__ 
     CB_GRID_STRIDE_LOOP(i, total) {
         const int k = (int)(i / tiles);
         const long long t = i - (long long)k * tiles;
-        const int tj = (int)(t % tile_cols);
-        const int ti = (int)((t / tile_cols) % tile_rows);
-        const int b = (int)(t / ((long long)tile_cols * tile_rows));
+        const TilePos tp = cb_tile_position(t, tile_rows, tile_cols);
+        const int b = tp.n, ti = tp.ti, tj = tp.tj;
         Wt mm[16];
         for (int xn = 0; xn < 16; ++xn) mm[xn] = m[xn * stride + (long long)k * tiles + t];
         // A^T m: 4 rows -> 2 rows, per column
