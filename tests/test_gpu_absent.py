@@ -229,3 +229,9 @@ def test_out_of_device_memory_is_a_skip_and_details_are_recorded(fake_gpu_kernel
 def test_oom_detection_is_specific():
     assert is_device_oom(OomError("x"))
     assert not is_device_oom(RuntimeError("out of memory"))  # only device OOM types
+
+
+def test_cupy_fp16_gemms_accumulate_in_fp32_when_cupy_is_installed():
+    """CuPy's compute-type switch works without a device (checked where CuPy is installed)."""
+    pytest.importorskip("cupy", reason="CuPy not installed")
+    assert runtime.set_fp16_gemm_accumulation_fp32() == "COMPUTE_TYPE_FP32"

@@ -78,6 +78,18 @@ def _cupy_argument(a: Any) -> Any:
     return a
 
 
+def set_fp16_gemm_accumulation_fp32() -> str:
+    """Make CuPy's float16 GEMMs accumulate in float32; return the compute type now set.
+
+    CuPy's default for half is ``COMPUTE_TYPE_DEFAULT`` (cuBLAS's choice); this
+    pins ``CUBLAS_COMPUTE_32F`` so "fp16 storage, fp32 accumulation" holds.
+    """
+    from cupy._core import _routines_linalg as linalg  # noqa: PLC0415 -- CuPy's own switch
+
+    linalg.set_compute_type(np.float16, linalg.COMPUTE_TYPE_FP32)
+    return linalg.compute_type_to_str(linalg.get_compute_type(np.dtype(np.float16)))
+
+
 class CupyRuntime:
     """Kernels launched through CuPy (``RawModule``), cuBLAS GEMMs, cuFFT FFTs.
 
@@ -104,12 +116,7 @@ class CupyRuntime:
         if self._configured:
             return
         self._configured = True
-        try:  # fp16 GEMMs: fp32 accumulation (cublasGemmEx with CUBLAS_COMPUTE_32F)
-            from cupy import _core  # noqa: PLC0415
-
-            _core.set_compute_type(np.float16, _core.COMPUTE_TYPE_FP32)
-        except (ImportError, AttributeError):  # pragma: no cover -- CuPy API moved
-            pass
+        set_fp16_gemm_accumulation_fp32()
 
     def unavailable_reason(self) -> str | None:
         reason = cupy_unavailable_reason()
