@@ -39,6 +39,8 @@ class DeviceClock(Protocol):
 class CudaEventClock:
     """:class:`DeviceClock` with CuPy events on the current stream."""
 
+    name = "cuda-events"
+
     def __init__(self) -> None:
         import cupy  # noqa: PLC0415 -- only built when a GPU is present
 
@@ -64,6 +66,27 @@ class CudaEventClock:
             l2 = int(props.get("l2CacheSize", 50 * 2**20))
             self._flush = self._cupy.empty(2 * l2, dtype=self._cupy.uint8)
         self._flush.fill(0)
+
+
+class HostClock:
+    """:class:`DeviceClock` for work that runs synchronously on the host (the emulator)."""
+
+    name = "host-perf-counter"
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def synchronize(self) -> None:
+        pass
+
+    def flush_l2(self) -> None:
+        pass  # no device cache to flush
 
 
 def time_device_call(fn: Callable[[], Any], clock: DeviceClock, *, min_reps: int = 5,

@@ -103,12 +103,12 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
         fn = kernel.prepare(p, x, w, b)
         prepare_s = time.perf_counter() - t0
         if task.mode in ("perf", "both"):
-            timing = _time(fn, task)
+            timing, clock = _time(fn, task, kernel)
             timing.prepare_s = prepare_s
             rec["time"] = timing.summary()
             rec["gflops"] = p.flops / timing.median_s / 1e9
-            if task.backend == "gpu":
-                rec["time"]["clock"] = "cuda-events"
+            if clock is not None:
+                rec["time"]["clock"] = clock
                 rec["time"]["flush_l2"] = task.flush_l2
         y = fn()
         details = getattr(fn, "details", None)
@@ -140,15 +140,20 @@ def is_device_oom(exc: BaseException) -> bool:
         "memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError")
 
 
-def _time(fn: Callable[[], Any], task: Task) -> Any:
+def _time(fn: Callable[[], Any], task: Task, kernel: Any) -> tuple[Any, str | None]:
+    """Timing of ``fn`` and the device clock's name (``None``: the CPU's timer)."""
     if task.backend != "gpu":
         return time_call(fn, min_reps=task.min_reps, min_time=task.min_time,
-                         max_time=task.max_time)
+                         max_time=task.max_time), None
     from convbench.gpu_timing import CudaEventClock, time_device_call  # noqa: PLC0415
 
-    return time_device_call(fn, CudaEventClock(), min_reps=task.min_reps,
-                            min_time=task.min_time, max_time=task.max_time,
-                            flush_l2=task.flush_l2)
+    # A GPU kernel times on its runtime's clock (CUDA events; the host clock on the
+    # emulator); baselines without a runtime run on CuPy's current stream.
+    runtime = getattr(kernel, "runtime", None)
+    clock = runtime.clock() if hasattr(runtime, "clock") else CudaEventClock()
+    timing = time_device_call(fn, clock, min_reps=task.min_reps, min_time=task.min_time,
+                              max_time=task.max_time, flush_l2=task.flush_l2)
+    return timing, clock.name
 
 
 def _release_device_memory() -> None:

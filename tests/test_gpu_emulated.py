@@ -198,3 +198,42 @@ def test_unsupported_problem_raises_with_reason():
     p = ConvProblem.parse("mb1ic2ih9oc2kh5")
     with pytest.raises(UnsupportedProblem, match="needs a 3x3 filter"):
         emulated("winograd").prepare(p, *random_inputs(p))
+
+
+@pytest.fixture
+def emulated_kernels():
+    from convbench.registry import register, unregister
+
+    names = []
+    for algo in CLASSES:
+        kernel = emulated(algo)
+        kernel.name = f"{algo}_emulated"
+        register(kernel)
+        names.append(kernel.name)
+    yield names
+    for name in names:
+        unregister(name, "gpu")
+
+
+def test_gpu_sweep_records_on_the_emulator(emulated_kernels, tmp_path):
+    """The runner's GPU path end to end: device clock, L2-flush flag, math mode, errors."""
+    from convbench.runner import SweepSettings, plan_tasks, run_sweep
+    from convbench.suites import SuiteLayer
+
+    layers = [SuiteLayer(ConvProblem.parse(d).with_(dtype=dt)) for d in
+              ("mb2ic8ih10oc8kh3ph1", "mb1ic6ih9oc4kh1") for dt in ("float32", "float16")]
+    settings = SweepSettings(backend="gpu", mode="both", min_reps=2, min_time=0.0,
+                             isolate=False, flush_l2=True)
+    records = run_sweep(plan_tasks(layers, emulated_kernels, "t", settings), settings,
+                        None).records
+    assert len(records) == 16
+    for rec in records:
+        if rec["kernel"] == "winograd_emulated" and "kh1" in rec["problem"]:
+            assert rec["status"] == "skipped" and "3x3" in rec["reason"]
+            continue
+        assert rec["status"] == "ok", rec.get("reason")
+        assert rec["time"]["clock"] == "host-perf-counter" and rec["time"]["flush_l2"]
+        assert rec["time"]["reps"] >= 2 and rec["gflops"] > 0
+        assert rec["math_mode"].startswith("fp16 storage" if rec["dtype"] == "float16" else "fp32")
+        tol = 2e-3 if rec["dtype"] == "float16" else 5e-5
+        assert rec["error"]["rel_l2"] <= tol, rec

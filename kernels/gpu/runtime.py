@@ -163,6 +163,12 @@ class CupyRuntime:
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
+    def clock(self) -> Any:
+        """CUDA events on the current stream (:class:`convbench.gpu_timing.CudaEventClock`)."""
+        from convbench.gpu_timing import CudaEventClock  # noqa: PLC0415
+
+        return CudaEventClock()
+
 
 # --------------------------------------------------------------- host side
 def _cache_dir() -> Path:
@@ -252,6 +258,12 @@ class HostRuntime:
 
     def synchronize(self) -> None:
         pass
+
+    def clock(self) -> Any:
+        """The host clock: emulated kernels run synchronously on the CPU."""
+        from convbench.gpu_timing import HostClock  # noqa: PLC0415
+
+        return HostClock()
 
 
 @functools.lru_cache(maxsize=1)
