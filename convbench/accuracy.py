@@ -15,6 +15,7 @@ import numpy as np
 
 from convbench.problem import ConvProblem
 from convbench.reference import reference_for
+from convbench.validation import to_host
 
 #: Unit roundoff ``u = 2^-t`` (half an ulp of 1) per dtype.
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24, "float64": 2.0**-53}
@@ -84,17 +85,6 @@ def make_inputs(p: ConvProblem, seed: int = 0, fill: str = "random") -> tuple[
     if fill == "exact":
         return exact_inputs(p, seed)
     raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-
-
-def to_host(y: Any) -> Any:
-    """A NumPy view or copy of a host, CuPy or torch (CPU or CUDA) array."""
-    if hasattr(y, "detach") and hasattr(y, "cpu"):  # torch.Tensor
-        return y.detach().cpu().numpy()
-    if hasattr(y, "__cuda_array_interface__"):
-        import cupy  # noqa: PLC0415 -- only reached with a device array in hand
-
-        return cupy.asnumpy(y)
-    return y
 
 
 def error_metrics(y: Any, ref: np.ndarray, scale: np.ndarray, dtype: str) -> dict[str, float]:

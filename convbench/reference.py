@@ -14,15 +14,11 @@ from typing import Any
 import numpy as np
 
 from convbench.problem import ConvProblem
-from convbench.validation import problem_from_arrays
+from convbench.validation import problem_from_arrays, to_host
 
 
 def _to_host_float64(a: Any) -> np.ndarray:
-    if hasattr(a, "__cuda_array_interface__"):
-        import cupy  # noqa: PLC0415 -- only reached with a CuPy array in hand
-
-        a = cupy.asnumpy(a)
-    return np.asarray(a, dtype=np.float64)
+    return np.asarray(to_host(a), dtype=np.float64)
 
 
 def zero_pad(p: ConvProblem, x: np.ndarray) -> np.ndarray:

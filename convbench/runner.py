@@ -136,8 +136,9 @@ def measure(task: Task, references: ReferenceCache | None = None) -> dict[str, A
 
 def is_device_oom(exc: BaseException) -> bool:
     """CuPy's ``OutOfMemoryError``, torch's ``OutOfMemoryError`` and friends."""
-    return type(exc).__name__ in ("OutOfMemoryError", "CUDARuntimeError") and (
-        "memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError")
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (name == "CUDARuntimeError"
+                                           and "memory" in str(exc).lower())
 
 
 def _time(fn: Callable[[], Any], task: Task, kernel: Any) -> tuple[Any, str | None]:

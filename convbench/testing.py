@@ -28,7 +28,7 @@ import numpy as np
 
 from convbench.accuracy import UNIT_ROUNDOFF
 from convbench.reference import reference_for
-from convbench.validation import problem_from_arrays
+from convbench.validation import problem_from_arrays, to_host
 
 #: ``C_algo`` of the error model. Winograd's transforms add terms (its
 #: transformed operands can be ~16x larger than the direct products); FFT's
@@ -78,11 +78,7 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     """
     p, x, w, bias = problem_from_arrays(x, w, bias, stride=stride, padding=padding,
                                         dilation=dilation, groups=groups)
-    if hasattr(y, "__cuda_array_interface__"):
-        import cupy  # noqa: PLC0415
-
-        y = cupy.asnumpy(y)
-    y64 = np.asarray(y, dtype=np.float64)
+    y64 = np.asarray(to_host(y), dtype=np.float64)
     if y64.shape != p.output_shape:
         raise AssertionError(f"output shape {y64.shape} != expected {p.output_shape} for {p}")
     ref = reference_for(p, x, w, bias)

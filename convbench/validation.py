@@ -125,3 +125,14 @@ def problem_from_arrays(x: Any, w: Any, bias: Any = None, *, stride: Any = 1,
                                dilation=dilation, groups=int(groups), bias=bias is not None,
                                dtype=xdt.name, name=name)
     return problem, _native_contiguous(x), _native_contiguous(w), bias
+
+
+def to_host(y: Any) -> Any:
+    """A NumPy view or copy of a host, CuPy or torch (CPU or CUDA) array."""
+    if hasattr(y, "detach") and hasattr(y, "cpu"):  # torch.Tensor
+        return y.detach().cpu().numpy()
+    if hasattr(y, "__cuda_array_interface__"):
+        import cupy  # noqa: PLC0415 -- only reached with a device array in hand
+
+        return cupy.asnumpy(y)
+    return y

@@ -18,6 +18,7 @@ from convbench.reference import reference_for
 from kernels.cpu import fft as cpu_fft
 from kernels.cpu import im2col as cpu_im2col
 from kernels.cpu import winograd as cpu_winograd
+from kernels.gpu import sources
 from kernels.gpu.direct import GpuDirectKernel
 from kernels.gpu.fft import GpuFftKernel
 from kernels.gpu.im2col import GpuIm2colKernel
@@ -123,7 +124,7 @@ def test_cuda_winograd_transforms_equal_cpu_transforms(dtype):
     v_cpu = np.zeros((16, c, tiles), dtype)
     cpu_winograd.input_transform(x, v_cpu, n0, nb, tr0, rows, cols, pt, pl)
     v_gpu = np.zeros_like(v_cpu)
-    RUNTIME.launch("winograd", f"winograd_input_{dtype[5:] and 'f' + dtype[5:]}",
+    RUNTIME.launch("winograd", sources.kernel_name("winograd_input", dtype),
                    *elementwise_grid(c * tiles),
                    [x, v_gpu, c, h, w_, n0, nb, tr0, rows, cols, pt, pl])
     np.testing.assert_array_equal(v_gpu, v_cpu)
@@ -133,7 +134,8 @@ def test_cuda_winograd_transforms_equal_cpu_transforms(dtype):
     y_cpu = np.full((n, k, p_out, q_out), 9, dtype)
     cpu_winograd.output_transform(m, bias, y_cpu, n0, nb, tr0, rows, cols)
     y_gpu = np.full_like(y_cpu, 9)
-    RUNTIME.launch("winograd", f"winograd_output_f{dtype[5:]}", *elementwise_grid(k * tiles),
+    RUNTIME.launch("winograd", sources.kernel_name("winograd_output", dtype),
+                   *elementwise_grid(k * tiles),
                    [m, bias, y_gpu, k, p_out, q_out, n0, nb, tr0, rows, cols, 1])
     np.testing.assert_array_equal(y_gpu, y_cpu)
 
@@ -185,8 +187,6 @@ def test_float16_outputs_round_to_nearest_even():
 
 
 def test_emulator_refuses_barrier_in_a_barrier_free_launch(monkeypatch):
-    from kernels.gpu import sources
-
     monkeypatch.setattr(sources, "SYNCHRONIZING", set())
     p = ConvProblem.parse("mb1ic2ih5oc2kh3")
     x, w, _ = random_inputs(p)

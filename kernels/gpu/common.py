@@ -91,12 +91,13 @@ class GpuKernel:
         """Inputs on the device, the output buffer and a bias operand (never None).
 
         Host arrays are copied here, in ``prepare``: transfers never fall
-        inside the timed call.
+        inside the timed call. ``w=None`` (kernels that only use transformed
+        weights) copies no weights and returns ``None`` for them.
         """
         rt = self.runtime
         xp = rt.xp
         xd = rt.asarray(x)
-        wd = rt.asarray(w)
+        wd = None if w is None else rt.asarray(w)
         has_bias = bias is not None
         bd = rt.asarray(bias) if has_bias else xp.zeros(1, dtype=p.dtype)
         y = xp.empty(p.output_shape, dtype=p.dtype)

@@ -61,7 +61,7 @@ class GpuFftKernel(GpuKernel):
         wp = self._work_problem(p)
         w_host = w.get() if hasattr(w, "get") else np.asarray(w)
         spectra = rt.asarray(filter_spectra(w_host.astype(work), wp, plan).astype(ctype))
-        xd, _, bd, y, has_bias = self.device_operands(p, x, w_host, bias)
+        xd, _, bd, y, has_bias = self.device_operands(p, x, None, bias)
         g, cg = p.g, p.ic // p.g
         total = p.mb * plan.tiles
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw

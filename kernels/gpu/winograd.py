@@ -63,7 +63,7 @@ class GpuWinogradKernel(GpuKernel):
         work = WORK_DTYPE[p.dtype]
         w_host = w.get() if hasattr(w, "get") else np.asarray(w)
         u = rt.asarray(filter_transform(w_host.astype(work), p.g))
-        xd, _, bd, y, has_bias = self.device_operands(p, x, w_host, bias)
+        xd, _, bd, y, has_bias = self.device_operands(p, x, None, bias)
         g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
         nb, rows, cols = self.plan(p)
         tile_rows = -(-p.oh // TILE_OUT)
