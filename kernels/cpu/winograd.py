@@ -58,77 +58,146 @@ def filter_transform(w: np.ndarray, groups: int, g_matrix: np.ndarray = G) -> np
         u.reshape(TILE_IN * TILE_IN, groups, k // groups, cg).astype(w.dtype))
 
 
+# The transforms below are written for LLVM's loop vectorizer, which Numba
+# relies on: every inner loop runs over unit-stride 1-D views with a loop
+# index >= 0 (a signed offset inside an index, like ``v[q, c, t0 + tj]``, makes
+# Numba emit a negative-index wraparound select that defeats vectorization,
+# and stride-2 loads are not vectorized either). So tile columns are split
+# into even and odd input columns once, and every other loop is contiguous.
+
+
+@njit(cache=True, inline="always")
+def load_padded_row(x, n, c, row, col0, out):
+    """``out[j] = x[n, c, row, col0 + j]``, zero outside the image."""
+    height, width = x.shape[2], x.shape[3]
+    span = out.shape[0]
+    if row < 0 or row >= height:
+        for j in range(span):
+            out[j] = 0
+        return
+    lo = min(max(0, -col0), span)
+    hi = max(lo, min(span, width - col0))
+    src = x[n, c, row]
+    # Element loops, not slice assignment: Numba's array-to-array setitem
+    # allocates a temporary in case the two overlap.
+    for j in range(lo):
+        out[j] = 0
+    shifted = src[col0 + lo:col0 + hi]
+    dst = out[lo:hi]
+    for j in range(hi - lo):
+        dst[j] = shifted[j]
+    for j in range(hi, span):
+        out[j] = 0
+
+
 @njit(parallel=True, cache=True)
 def input_transform(x, v, n0, nb, tr0, n_tile_rows, n_tile_cols, pt, pl):
     """``V = B^T d B`` for the tiles of images ``n0:n0+nb``, tile rows ``tr0:+n``.
 
     ``v`` has shape ``(16, C, T)`` with tile index ``t = (b*rows + i)*cols + j``.
+    A tile row at a time: its four input rows are copied (zero-padded) and
+    ``B^T d`` is applied to whole rows; each resulting row is split into even
+    and odd columns (tile ``tj`` covers columns ``2tj .. 2tj+3`` = even[tj],
+    odd[tj], even[tj+1], odd[tj+1]), and ``(B^T d) B`` becomes four
+    contiguous vector operations writing four runs of ``v``.
     """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    d = np.empty((nb * channels, 4, 4), dtype=x.dtype)
+    channels = x.shape[1]
+    span = 2 * n_tile_cols + 2  # input columns under one row of tiles
+    half = n_tile_cols + 1
     for item in prange(nb * channels):
         b = item // channels
         c = item % channels
-        dt = d[item]
+        d = np.empty((4, span), dtype=x.dtype)
+        bt_d = np.empty(span, dtype=x.dtype)
+        even = np.empty(half, dtype=x.dtype)
+        odd = np.empty(half, dtype=x.dtype)
+        d0, d1, d2, d3 = d[0], d[1], d[2], d[3]
         for ti in range(n_tile_rows):
             row0 = (tr0 + ti) * 2 - pt
-            for tj in range(n_tile_cols):
-                col0 = tj * 2 - pl
-                for i in range(4):
-                    row = row0 + i
-                    for j in range(4):
-                        col = col0 + j
-                        if 0 <= row < height and 0 <= col < width:
-                            dt[i, j] = x[n0 + b, c, row, col]
-                        else:
-                            dt[i, j] = 0
-                # B^T d: rows
-                for j in range(4):
-                    d0, d1, d2, d3 = dt[0, j], dt[1, j], dt[2, j], dt[3, j]
-                    dt[0, j] = d0 - d2
-                    dt[1, j] = d1 + d2
-                    dt[2, j] = d2 - d1
-                    dt[3, j] = d1 - d3
-                # (B^T d) B: columns
-                t = (b * n_tile_rows + ti) * n_tile_cols + tj
-                for i in range(4):
-                    e0, e1, e2, e3 = dt[i, 0], dt[i, 1], dt[i, 2], dt[i, 3]
-                    v[i * 4 + 0, c, t] = e0 - e2
-                    v[i * 4 + 1, c, t] = e1 + e2
-                    v[i * 4 + 2, c, t] = e2 - e1
-                    v[i * 4 + 3, c, t] = e1 - e3
+            for i in range(4):
+                load_padded_row(x, n0 + b, c, row0 + i, -pl, d[i])
+            t0 = (b * n_tile_rows + ti) * n_tile_cols
+            for i in range(4):
+                # row i of B^T d, for every column of the tile row at once
+                if i == 0:
+                    for j in range(span):
+                        bt_d[j] = d0[j] - d2[j]
+                elif i == 1:
+                    for j in range(span):
+                        bt_d[j] = d1[j] + d2[j]
+                elif i == 2:
+                    for j in range(span):
+                        bt_d[j] = d2[j] - d1[j]
+                else:
+                    for j in range(span):
+                        bt_d[j] = d1[j] - d3[j]
+                for j in range(half):
+                    even[j] = bt_d[2 * j]
+                    odd[j] = bt_d[2 * j + 1]
+                even1 = even[1:]
+                odd1 = odd[1:]
+                # (B^T d) B: e0 - e2, e1 + e2, e2 - e1, e1 - e3 of every tile
+                v0 = v[i * 4 + 0, c, t0:t0 + n_tile_cols]
+                v1 = v[i * 4 + 1, c, t0:t0 + n_tile_cols]
+                v2 = v[i * 4 + 2, c, t0:t0 + n_tile_cols]
+                v3 = v[i * 4 + 3, c, t0:t0 + n_tile_cols]
+                for tj in range(n_tile_cols):
+                    v0[tj] = even[tj] - even1[tj]
+                for tj in range(n_tile_cols):
+                    v1[tj] = odd[tj] + even1[tj]
+                for tj in range(n_tile_cols):
+                    v2[tj] = even1[tj] - odd[tj]
+                for tj in range(n_tile_cols):
+                    v3[tj] = odd[tj] - odd1[tj]
 
 
 @njit(parallel=True, cache=True)
 def output_transform(m, bias, y, n0, nb, tr0, n_tile_rows, n_tile_cols):
-    """``Y = A^T m A`` (+ bias) for each tile, writing only outputs that exist."""
+    """``Y = A^T m A`` (+ bias) for each tile, writing only outputs that exist.
+
+    A tile row at a time, vectorized over its tiles: ``A^T m`` gives two rows
+    of four values per tile (``s0q``, ``s1q``), ``(A^T m) A`` the even and odd
+    output columns of each output row, which are then interleaved into ``y``.
+    """
     k_total, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    full_pairs = out_w // 2
     for item in prange(nb * k_total):
         b = item // k_total
         k = item % k_total
         bk = bias[k]
+        s = np.empty((4, n_tile_cols), dtype=y.dtype)
+        even = np.empty(n_tile_cols, dtype=y.dtype)
+        odd = np.empty(n_tile_cols, dtype=y.dtype)
+        s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
         for ti in range(n_tile_rows):
             p = (tr0 + ti) * 2
-            for tj in range(n_tile_cols):
-                q = tj * 2
-                t = (b * n_tile_rows + ti) * n_tile_cols + tj
-                # A^T m: rows 0..3 -> 2 rows, per column j
-                s00 = m[0, k, t] + m[4, k, t] + m[8, k, t]
-                s01 = m[1, k, t] + m[5, k, t] + m[9, k, t]
-                s02 = m[2, k, t] + m[6, k, t] + m[10, k, t]
-                s03 = m[3, k, t] + m[7, k, t] + m[11, k, t]
-                s10 = m[4, k, t] - m[8, k, t] - m[12, k, t]
-                s11 = m[5, k, t] - m[9, k, t] - m[13, k, t]
-                s12 = m[6, k, t] - m[10, k, t] - m[14, k, t]
-                s13 = m[7, k, t] - m[11, k, t] - m[15, k, t]
-                # (A^T m) A
-                y[n0 + b, k, p, q] = s00 + s01 + s02 + bk
-                if q + 1 < out_w:
-                    y[n0 + b, k, p, q + 1] = s01 - s02 - s03 + bk
-                if p + 1 < out_h:
-                    y[n0 + b, k, p + 1, q] = s10 + s11 + s12 + bk
-                    if q + 1 < out_w:
-                        y[n0 + b, k, p + 1, q + 1] = s11 - s12 - s13 + bk
+            t0 = (b * n_tile_rows + ti) * n_tile_cols
+            for r in range(2):
+                if p + r >= out_h:
+                    break
+                # row r of A^T m: m[q] + m[4+q] + m[8+q], or m[4+q] - m[8+q] - m[12+q]
+                for q in range(4):
+                    sq = s[q]
+                    ma = m[q + 4 * r, k, t0:t0 + n_tile_cols]
+                    mb_ = m[q + 4 + 4 * r, k, t0:t0 + n_tile_cols]
+                    mc = m[q + 8 + 4 * r, k, t0:t0 + n_tile_cols]
+                    if r == 0:
+                        for tj in range(n_tile_cols):
+                            sq[tj] = ma[tj] + mb_[tj] + mc[tj]
+                    else:
+                        for tj in range(n_tile_cols):
+                            sq[tj] = ma[tj] - mb_[tj] - mc[tj]
+                # (A^T m) A (+ bias): the even and the odd output column of each tile
+                for tj in range(n_tile_cols):
+                    even[tj] = s0[tj] + s1[tj] + s2[tj] + bk
+                for tj in range(n_tile_cols):
+                    odd[tj] = s1[tj] - s2[tj] - s3[tj] + bk
+                out = y[n0 + b, k, p + r]
+                for tj in range(full_pairs):
+                    out[2 * tj] = even[tj]
+                    out[2 * tj + 1] = odd[tj]
+                if out_w % 2:
+                    out[out_w - 1] = even[full_pairs]
 
 
 class WinogradKernel:
