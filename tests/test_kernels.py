@@ -128,3 +128,23 @@ def test_vgg16_conv1_2_batch32_workspace_is_capped(algo):
     kernel = convbench.get_kernel(algo)
     assert kernel.supports(p) is None
     assert kernel.workspace_bytes(p) <= WORKSPACE_CAP_BYTES
+
+
+def test_fft_whole_image_path_only_where_the_padding_wraps_onto_zeros():
+    """No-gather FFT: used when one tile covers the image and L >= H + pad, exact both ways."""
+    from kernels.cpu.fft import FftKernel, FftPlan, whole_image_path
+
+    p = ConvProblem.make(2, 3, 9, 9, 4, 3, 3, stride=2, padding=((1, 0), (1, 0)), bias=True)
+    one_tile = FftPlan(lh=10, lw=10, th=p.oh, tw=p.ow, tile_rows=1, tile_cols=1, batch=2)
+    assert whole_image_path(p, one_tile)
+    # L = 9 holds every window (3*2 + 3) but the wrapped padding row 8 is image data.
+    assert not whole_image_path(p, FftPlan(9, 9, p.oh, p.ow, 1, 1, 2))
+    assert not whole_image_path(p, FftPlan(10, 10, 2, p.ow, 2, 1, 2))  # two tile rows
+
+    x, w, b = random_inputs(p)
+    ref = reference_for(p, x, w, b)
+    for plan in (one_tile, FftPlan(9, 9, p.oh, p.ow, 1, 1, 1)):  # no-gather / gather
+        kernel = FftKernel()
+        kernel.plan = lambda _p, plan=plan: plan
+        y = kernel.prepare(p, x, w, b)()
+        assert rel_l2(y, ref) <= REL_L2_TOL[("float32", "fft")], plan
