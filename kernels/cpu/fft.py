@@ -192,6 +192,24 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan,
     return np.ascontiguousarray(spec, dtype=_COMPLEX[p.dtype])
 
 
+def correlate_spectra(spec: np.ndarray, spectra: np.ndarray, p: ConvProblem, plan: FftPlan,
+                      workers: int) -> np.ndarray:
+    """Tile spectra ``(B, C, L_h, L_w/2+1)`` times filter spectra, back to ``(B, K, L_h, L_w)``.
+
+    The channel contraction per (frequency, group) is one batched complex GEMM
+    (a broadcast product when each group has one channel).
+    """
+    nb, g, cg = spec.shape[0], p.g, p.ic // p.g
+    xt = np.ascontiguousarray(spec.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 0, 2))
+    # NaN/Inf inputs give NaN spectra by design; the output shows them,
+    # so NumPy's floating-point warnings would only be noise.
+    with np.errstate(invalid="ignore", over="ignore"):
+        yt = xt * spectra if cg == 1 else np.matmul(xt, spectra)
+    ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0), dtype=_COMPLEX[p.dtype])
+    return scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
+                            s=(plan.lh, plan.lw), workers=workers)
+
+
 def whole_image_path(p: ConvProblem, plan: FftPlan) -> bool:
     """Whether ``plan`` can transform whole images, with no tile gather.
 
@@ -254,13 +272,11 @@ class FftKernel:
         b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
         if whole_image_path(p, plan):
             return self._prepare_whole_images(p, plan, x, w, b, y)
-        g, cg = p.g, p.ic // p.g
         spectra = filter_spectra(w, p, plan)
         total = p.mb * plan.tiles
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw
         forward_workers = fft_workers(plan.batch * p.ic * plan.lh * plan.lw)
         inverse_workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
-        ctype = _COMPLEX[p.dtype]
         tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
 
         def run() -> np.ndarray:
@@ -270,18 +286,7 @@ class FftKernel:
                 gather_tiles(x, tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
                              p.ph, p.pw)
                 spec = scipy.fft.rfft2(tiles, workers=forward_workers)
-                xt = np.ascontiguousarray(
-                    spec.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 0, 2))
-                # NaN/Inf inputs give NaN spectra by design; the output shows them,
-                # so NumPy's floating-point warnings would only be noise.
-                with np.errstate(invalid="ignore", over="ignore"):
-                    if cg == 1:  # depthwise-like: a broadcast product, no GEMM to speak of
-                        yt = xt * spectra
-                    else:
-                        yt = np.matmul(xt, spectra)
-                ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0), dtype=ctype)
-                out = scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
-                                       s=(plan.lh, plan.lw), workers=inverse_workers)
+                out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
                 scatter_outputs(out, b, y, t0, plan.tile_rows, plan.tile_cols, plan.th,
                                 plan.tw, p.sh, p.sw)
             return y
@@ -292,7 +297,6 @@ class FftKernel:
     def _prepare_whole_images(p: ConvProblem, plan: FftPlan, x: np.ndarray, w: np.ndarray,
                               b: np.ndarray, y: np.ndarray) -> Callable[[], np.ndarray]:
         """The no-gather path (:func:`whole_image_path`): images in batches of ``plan.batch``."""
-        g, cg = p.g, p.ic // p.g
         spectra = filter_spectra(w, p, plan, shift=(p.ph, p.pw))
         forward_workers = fft_workers(plan.batch * p.ic * plan.lh * plan.lw)
         inverse_workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
@@ -303,13 +307,7 @@ class FftKernel:
                 nb = min(plan.batch, p.mb - n0)
                 spec = scipy.fft.rfft2(x[n0:n0 + nb], s=(plan.lh, plan.lw),
                                        workers=forward_workers)
-                xt = np.ascontiguousarray(
-                    spec.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 0, 2))
-                with np.errstate(invalid="ignore", over="ignore"):  # NaN in, NaN out
-                    yt = xt * spectra if cg == 1 else np.matmul(xt, spectra)
-                ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0))
-                out = scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
-                                       s=(plan.lh, plan.lw), workers=inverse_workers)
+                out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
                 with np.errstate(invalid="ignore", over="ignore"):
                     np.add(out[:, :, :p.oh * p.sh:p.sh, :p.ow * p.sw:p.sw], bias,
                            out=y[n0:n0 + nb])
