@@ -32,12 +32,13 @@ def _grid():
     add(n=1, c=4, k=4, hw=(6, 6), rs=(2, 4), padding="same", dilation=(1, 2))
     add(n=2, c=4, k=6, hw=(9, 8), rs=(3, 3), padding=((0, 2), (3, 1)))
     # Many output channels per group on narrow images: direct's channel-order path,
-    # with partial channel (K/g = 150 > 128) and pixel (Q = 20 > 8) blocks.
+    # with partial channel (K/g = 300 > 256) and pixel (Q = 21 > 8, odd) blocks,
+    # and C/g = 6 (four channels at once, then two one at a time).
     add(n=2, c=8, k=32, hw=(9, 11), rs=(3, 3), padding=1)
     add(n=1, c=6, k=40, hw=(13, 7), rs=(5, 3), stride=2, padding=((2, 1), (0, 2)),
         dilation=(1, 2))
     add(n=2, c=8, k=64, hw=(7, 9), rs=(1, 1), groups=2)
-    add(n=1, c=4, k=150, hw=(5, 20), rs=(3, 3), padding="same")
+    add(n=1, c=6, k=300, hw=(5, 21), rs=(3, 3), padding="same")
     return cases
 
 
