@@ -38,6 +38,7 @@ from pathlib import Path
 from convbench.accuracy import random_inputs
 from convbench.problem import ConvProblem
 from convbench.registry import get_kernel, kernels
+from convbench.roof import gemm_gflops
 from convbench.suites import load_suite
 from convbench.timing import pinned_threads
 
@@ -51,6 +52,7 @@ class LayerResult:
     problem: str
     ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> peer -> ratio
     medians_ms: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # kernel -> why it was left out
 
 
 def _calibrate(fn, sample_time: float) -> int:
@@ -71,12 +73,17 @@ def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
                   sample_time: float, cooldown: float) -> LayerResult:
     x, w, b = random_inputs(p)
     calls = {}
+    errors = {}
     for name in [*names, *PEERS]:
         kernel = get_kernel(name)
         if kernel.supports(p) is None:
-            fn = kernel.prepare(p, x, w, b)
-            fn()  # compile / load from cache, first-touch the buffers
-            fn()
+            try:
+                fn = kernel.prepare(p, x, w, b)
+                fn()  # compile / load from cache, first-touch the buffers
+                fn()
+            except Exception as exc:  # noqa: BLE001 - one failing kernel must not end the run
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
             calls[name] = (fn, _calibrate(fn, sample_time))
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(pairs):
@@ -84,7 +91,7 @@ def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
             time.sleep(cooldown)
             fn()
             samples[name].append(_sample(fn, reps))
-    result = LayerResult(suite, p.name, str(p))
+    result = LayerResult(suite, p.name, str(p), errors=errors)
     result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
     for name in names:
         if name not in samples:
@@ -141,7 +148,42 @@ def plan_layers(quick: bool, batches: list[int]) -> list[tuple[str, ConvProblem]
     return layers
 
 
-def report(results: list[LayerResult], names: list[str], pairs: int, threads: int) -> str:
+def three_times_textbook(results: list[LayerResult], names: list[str],
+                         roof_gflops: float | None) -> list[str]:
+    """The "every kernel >= 3x numpy_im2col" row, and where that is beyond the machine.
+
+    A kernel that does the direct convolution's multiply-adds (direct, im2col)
+    cannot run faster than ``flops / roof``, so where the textbook code already
+    runs above a third of the GEMM roof, 3x is out of reach for it.
+    """
+    worst = {n: min((r.ratios[n]["numpy_im2col"] for r in results
+                     if "numpy_im2col" in r.ratios.get(n, {})), default=None) for n in names}
+    counts = {n: (sum(r.ratios[n]["numpy_im2col"] >= 3 for r in results
+                      if "numpy_im2col" in r.ratios.get(n, {})),
+                  sum("numpy_im2col" in r.ratios.get(n, {}) for r in results)) for n in names}
+    lines = ["| every kernel >= 3x numpy_im2col: worst layer (layers >= 3x) | | "
+             + ", ".join(f"{n} {v:.2f} ({counts[n][0]}/{counts[n][1]})"
+                         for n, v in worst.items() if v is not None)
+             + " | " + ("yes" if all(v is None or v >= 3 for v in worst.values())
+                        else "**no**") + " |"]
+    if roof_gflops:
+        textbook = {(r.suite, r.name, r.problem): ConvProblem.parse(r.problem).flops
+                    / (r.medians_ms["numpy_im2col"] * 1e-3) / 1e9
+                    for r in results if "numpy_im2col" in r.medians_ms}
+        beyond = [k for k, gf in textbook.items() if 3 * gf > roof_gflops]
+        lines.append(
+            f"\nnumpy_im2col ran at {min(textbook.values(), default=0):.0f}-"
+            f"{max(textbook.values(), default=0):.0f} GFLOP/s; this machine's fp32 GEMM roof, "
+            f"measured before the run, is {roof_gflops:.0f} GFLOP/s. On {len(beyond)} of "
+            f"{len(textbook)} layers 3x numpy_im2col is above that roof, out of reach for "
+            "any kernel that does the direct convolution's multiply-adds"
+            + (": " + ", ".join(f"{name} mb{ConvProblem.parse(d).mb}"
+                                for _, name, d in beyond) if beyond else "") + ".")
+    return lines
+
+
+def report(results: list[LayerResult], names: list[str], pairs: int, threads: int,
+           roof_gflops: float | None = None) -> str:
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
              f"rounds, {threads} threads, a cool-down and a warm call before each sample.\n",
              "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in names)
@@ -149,26 +191,26 @@ def report(results: list[LayerResult], names: list[str], pairs: int, threads: in
              "|---|---|---:|" + "---:|" * (2 * len(names))]
     for r in results:
         p = ConvProblem.parse(r.problem)
-        cells = [f"{r.ratios[n]['onednn']:.2f}" if n in r.ratios else "—" for n in names]
-        cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if n in r.ratios else "—"
-                  for n in names]
+        cells = [f"{r.ratios[n]['onednn']:.2f}" if "onednn" in r.ratios.get(n, {})
+                 else "—" for n in names]
+        cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if "numpy_im2col" in r.ratios.get(n, {})
+                  else "—" for n in names]
         lines.append(f"| {r.suite} | {r.name} | {p.mb} | " + " | ".join(cells) + " |")
     lines += ["", "| target | layers | geometric mean | met |", "|---|---:|---:|---|"]
     for label, kernel, peer, keep, threshold in TARGETS:
         vals = [r.ratios[kernel][peer] for r in results
-                if kernel in r.ratios and keep(r, ConvProblem.parse(r.problem))]
+                if peer in r.ratios.get(kernel, {}) and keep(r, ConvProblem.parse(r.problem))]
         g = geomean(vals)
         met = "—" if g is None else ("yes" if g >= threshold else "**no**")
         lines.append(f"| {label} | {len(vals)} | {'—' if g is None else f'{g:.2f}'} | {met} |")
-    worst = {n: min((r.ratios[n]["numpy_im2col"] for r in results if n in r.ratios),
-                    default=None) for n in names}
-    lines.append("| every kernel >= 3x numpy_im2col (worst layer) | | "
-                 + ", ".join(f"{n} {v:.2f}" for n, v in worst.items() if v is not None)
-                 + " | " + ("yes" if all(v is None or v >= 3 for v in worst.values())
-                            else "**no**") + " |")
+    lines += three_times_textbook(results, names, roof_gflops)
     lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
-        f"{n} {geomean([r.ratios[n]['onednn'] for r in results if n in r.ratios]):.2f}x onednn"
-        for n in names if any(n in r.ratios for r in results)))
+        f"{n} {geomean(ran):.2f}x onednn" for n in names
+        if (ran := [r.ratios[n]["onednn"] for r in results if "onednn" in r.ratios.get(n, {})])))
+    failed = [f"{r.name} mb{ConvProblem.parse(r.problem).mb} {n}: {e}"
+              for r in results for n, e in r.errors.items()]
+    if failed:
+        lines.append("\nLeft out after an error: " + "; ".join(failed))
     return "\n".join(lines)
 
 
@@ -197,23 +239,41 @@ def main() -> int:
         import re  # noqa: PLC0415
 
         layers = [(s, p) for s, p in layers if re.search(args.match, p.name)]
-    results = []
+    results: list[LayerResult] = []
+    interrupted = False
     with pinned_threads(args.threads) as pinned:
-        for suite, p in layers:
-            r = measure_layer(suite, p, names, args.pairs, args.sample_time, args.cooldown)
-            results.append(r)
-            print(f"{suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(
-                f"{n} {r.ratios[n]['onednn']:.2f}" for n in names if n in r.ratios), flush=True)
-        text = report(results, names, args.pairs, pinned["threads"])
+        roof_gflops = max(gemm_gflops(repeats=3).values())
+        try:
+            for suite, p in layers:
+                r = measure_layer(suite, p, names, args.pairs, args.sample_time, args.cooldown)
+                results.append(r)
+                print(f"{suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(
+                    f"{n} {r.ratios[n]['onednn']:.2f}" for n in names if n in r.ratios),
+                    flush=True)
+                if args.out:  # after every layer: an interrupted run keeps what it measured
+                    save(args.out, results, names, args.pairs, pinned["threads"], roof_gflops)
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\ninterrupted: reporting the {len(results)} of {len(layers)} layers "
+                  "measured", file=sys.stderr)
+    text = report(results, names, args.pairs, pinned["threads"], roof_gflops)
     print("\n" + text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps(
-            {"threads": pinned["threads"], "pairs": args.pairs, "kernels": names,
-             "registered": [k.name for k in kernels("cpu")],
-             "layers": [r.__dict__ for r in results]}, indent=1))
+        save(args.out, results, names, args.pairs, pinned["threads"], roof_gflops)
+    return 130 if interrupted else 0
+
+
+def save(out: str, results: list[LayerResult], names: list[str], pairs: int, threads: int,
+         roof_gflops: float) -> None:
+    """Write ``OUT.md`` (the report) and ``OUT.json`` (every measurement)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".md").write_text(
+        report(results, names, pairs, threads, roof_gflops) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(
+        {"threads": threads, "pairs": pairs, "kernels": names,
+         "registered": [k.name for k in kernels("cpu")], "gemm_roof_gflops": roof_gflops,
+         "layers": [r.__dict__ for r in results]}, indent=1))
     return 0
 
 

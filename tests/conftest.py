@@ -1,6 +1,7 @@
 """Shared fixtures and test settings."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+TESTS = Path(__file__).parent
 
 #: rel_l2 bounds against the float64 reference (issue: convbench foundation).
 #: float32: 1e-5 for the exact-arithmetic algorithms, 5e-5 for FFT, whose
@@ -68,3 +71,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def faulty_env(monkeypatch):
+    """Register tests/faulty_kernels.py in this process and in spawned workers."""
+    monkeypatch.setenv("CONVBENCH_KERNEL_MODULES", "faulty_kernels")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(TESTS), os.environ.get("PYTHONPATH", "")])))
+    monkeypatch.syspath_prepend(str(TESTS))
+    from convbench import registry
+
+    registry._ensure_loaded()
+    import faulty_kernels
+
+    for kernel in faulty_kernels.KERNELS:
+        registry.register(kernel, replace=True)
+    yield
+    for kernel in faulty_kernels.KERNELS:
+        registry.unregister(kernel.name, "cpu")

@@ -1,7 +1,6 @@
 """The sweep and the ``convbench`` command, end to end (subprocesses where it matters)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,25 +17,6 @@ from convbench.suites import load_suite
 TESTS = Path(__file__).parent
 SMALL = 'mb1ic8ih12oc8kh3ph1n"small3x3"'
 SMALL_1X1 = 'mb1ic8ih12oc16kh1n"small1x1"'
-
-
-@pytest.fixture
-def faulty_env(monkeypatch):
-    """Register tests/faulty_kernels.py in this process and in spawned workers."""
-    monkeypatch.setenv("CONVBENCH_KERNEL_MODULES", "faulty_kernels")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
-        str(TESTS), os.environ.get("PYTHONPATH", "")])))
-    monkeypatch.syspath_prepend(str(TESTS))
-    from convbench import registry
-
-    registry._ensure_loaded()
-    import faulty_kernels
-
-    for kernel in faulty_kernels.KERNELS:
-        registry.register(kernel, replace=True)
-    yield
-    for kernel in faulty_kernels.KERNELS:
-        registry.unregister(kernel.name, "cpu")
 
 
 def _convbench(*args, **kwargs):

@@ -1,0 +1,93 @@
+"""benchmarks/vs_onednn.py: what it reports, and that a run keeps what it measured."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from convbench.problem import ConvProblem
+from convbench.registry import get_kernel
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "vs_onednn.py"
+
+
+@pytest.fixture(scope="module")
+def vs_onednn():
+    spec = importlib.util.spec_from_file_location("vs_onednn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vs_onednn"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["vs_onednn"]
+
+
+def _layer(vs_onednn, name, descriptor, medians_ms, ratios):
+    return vs_onednn.LayerResult("resnet50", name, descriptor, ratios=ratios,
+                                 medians_ms=medians_ms)
+
+
+def test_three_times_textbook_counts_layers_and_names_those_beyond_the_roof(vs_onednn):
+    # 1x1 layer: 2*64*64*56*56 = 25.7 MFLOP; numpy_im2col in 0.5 ms is 51 GFLOP/s,
+    # and 3x that (154) is above a 100 GFLOP/s roof. The 3x3 layer's textbook time
+    # (10 ms, 23 GFLOP/s) leaves 3x (69) below it.
+    one = _layer(vs_onednn, "one", 'mb1ic64ih56oc64kh1n"one"', {"numpy_im2col": 0.5},
+                 {"direct": {"onednn": 0.5, "numpy_im2col": 1.5}})
+    three = _layer(vs_onednn, "three", 'mb1ic64ih56oc64kh3ph1n"three"',
+                   {"numpy_im2col": 10.0},
+                   {"direct": {"onednn": 0.7, "numpy_im2col": 3.5}})
+    lines = vs_onednn.three_times_textbook([one, three], ["direct"], roof_gflops=100.0)
+    assert "direct 1.50 (1/2)" in lines[0] and lines[0].endswith("**no** |")
+    assert "On 1 of 2 layers" in lines[1] and "one mb1" in lines[1]
+    assert "three mb1" not in lines[1]
+
+
+def test_target_met_only_when_every_kernel_is_three_times_faster(vs_onednn):
+    fast = _layer(vs_onednn, "one", 'mb1ic64ih56oc64kh1n"one"', {"numpy_im2col": 5.0},
+                  {"direct": {"onednn": 0.5, "numpy_im2col": 3.2}})
+    lines = vs_onednn.three_times_textbook([fast], ["direct", "fft"], roof_gflops=None)
+    assert lines == ["| every kernel >= 3x numpy_im2col: worst layer (layers >= 3x) | | "
+                     "direct 3.20 (1/1) | yes |"]
+
+
+needs_torch = pytest.mark.skipif(
+    get_kernel("onednn").supports(ConvProblem.parse("ic1ih3oc1kh1")) is not None,
+    reason="torch (oneDNN) is not installed: pip install 'convbench[compare]'")
+
+
+@needs_torch
+def test_a_raising_kernel_is_left_out_and_named(vs_onednn, faulty_env):
+    p = ConvProblem.parse('mb1ic8ih12oc16kh3ph1n"small"')
+    r = vs_onednn.measure_layer("resnet50", p, ["test_raising", "im2col"], pairs=5,
+                                sample_time=0.001, cooldown=0.0)
+    assert "planted failure" in r.errors["test_raising"]
+    assert "test_raising" not in r.ratios and r.ratios["im2col"]["onednn"] > 0
+    text = vs_onednn.report([r], ["test_raising", "im2col"], pairs=5, threads=1)
+    assert "Left out after an error: small mb1 test_raising: RuntimeError" in text
+
+
+def test_ctrl_c_keeps_the_layers_measured(vs_onednn, monkeypatch, tmp_path):
+    done = []
+
+    def measure(suite, p, names, pairs, sample_time, cooldown):
+        if done:
+            raise KeyboardInterrupt
+        done.append(p.name)
+        return vs_onednn.LayerResult(suite, p.name, str(p),
+                                     ratios={"im2col": {"onednn": 1.0, "numpy_im2col": 2.0}},
+                                     medians_ms={"im2col": 1.0, "onednn": 1.0,
+                                                 "numpy_im2col": 2.0})
+
+    monkeypatch.setattr(vs_onednn, "measure_layer", measure)
+    monkeypatch.setattr(vs_onednn, "gemm_gflops", lambda repeats: {"numpy_matmul": 100.0})
+    monkeypatch.setattr(vs_onednn.sys, "argv", [
+        "vs_onednn.py", "--quick", "--algo", "im2col", "--threads", "1",
+        "--out", str(tmp_path / "run")])
+    if get_kernel("onednn").supports(ConvProblem.parse("ic1ih3oc1kh1")) is not None:
+        pytest.skip("torch (oneDNN) is not installed: the script stops before measuring")
+    assert vs_onednn.main() == 130
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert [layer["name"] for layer in saved["layers"]] == done
+    assert saved["gemm_roof_gflops"] == 100.0
+    assert f"| resnet50 | {done[0]} |" in (tmp_path / "run.md").read_text()
