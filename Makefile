@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn gpu lint venv clean
+.PHONY: test bench vs-onednn jit-cost gpu lint venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: $(STAMP)
 # Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
 vs-onednn: $(STAMP)
 	$(BIN)/python benchmarks/vs_onednn.py $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
+
+# Numba compile time on an empty cache against load time on a full one, per kernel.
+jit-cost: $(STAMP)
+	$(BIN)/python benchmarks/jit_cost.py --out results/cpu/jit_cost
 
 # On a machine with a GPU whose Python already has CuPy, numba, scipy and pytest (the lent
 # H100 image plus carried wheels; no venv, the image's CuPy is the one built for its CUDA):
