@@ -148,3 +148,30 @@ def test_fft_whole_image_path_only_where_the_padding_wraps_onto_zeros():
         kernel.plan = lambda _p, plan=plan: plan
         y = kernel.prepare(p, x, w, b)()
         assert rel_l2(y, ref) <= REL_L2_TOL[("float32", "fft")], plan
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_winograd_filter_transform_is_g_g_gt_rounded_once(dtype):
+    """U = G g G^T per (k, c), from the definition in float64, any G.
+
+    Weights span 2^-40..2^40 so that sums of their scaled terms are not all
+    exact. float32: within one rounding of the float64 result. float64: within
+    the error bound of a 9-term float64 sum (the order of the terms may differ).
+    """
+    from kernels.cpu.winograd import G, filter_transform
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((12, 5, 3, 3)) * 2.0 ** rng.integers(-40, 40, (12, 5, 3, 3)))
+    w = w.astype(dtype)
+    other_g = G + rng.uniform(-0.1, 0.1, G.shape)  # as the fault-injection tests use
+    for g_matrix in (G, other_g):
+        exact = np.einsum("ir,kcrs,js->ijkc", g_matrix, w.astype(np.float64), g_matrix)
+        scale = np.einsum("ir,kcrs,js->ijkc", abs(g_matrix), abs(w.astype(np.float64)),
+                          abs(g_matrix))
+        got = filter_transform(w, 3, g_matrix)
+        assert got.dtype == w.dtype and got.shape == (16, 3, 4, 5)
+        err = abs(got.reshape(4, 4, 12, 5) - exact)
+        bound = np.finfo(dtype).eps * abs(exact) + 16 * np.finfo(np.float64).eps * scale
+        assert (err <= bound).all(), float((err / bound).max())
+    with pytest.raises(ValueError, match="G must be 4x3"):
+        filter_transform(w, 3, G[:3])
