@@ -17,6 +17,11 @@ ratio of a round is ``t_peer / t_kernel`` (> 1: convbench is faster); a layer's
 ratio is the median over rounds, and the summary is the geometric mean over
 the layers of each target group. Same thread count for everyone.
 
+Kernels that transform their weights once per weight tensor (Winograd's
+``U = G g G^T``, FFT's filter spectra: ``pretransforms_weights``) are also
+timed as ``NAME+prepare``, with ``prepare`` in every call, which is what a
+framework that does not cache per weight tensor would pay.
+
 Usage::
 
     python benchmarks/vs_onednn.py            # ResNet-50 + VGG-16 at batch 1 and 8, + 5x5 layers
@@ -43,6 +48,10 @@ from convbench.suites import load_suite
 from convbench.timing import pinned_threads
 
 PEERS = ("onednn", "numpy_im2col")
+#: Suffix of a kernel that caches a weight transform (``pretransforms_weights``)
+#: timed with its ``prepare`` in every call: transform (and allocation) included,
+#: as a framework that does not cache per weight tensor would pay it.
+PER_CALL = "+prepare"
 
 
 @dataclass
@@ -85,6 +94,10 @@ def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             calls[name] = (fn, _calibrate(fn, sample_time))
+            if getattr(kernel, "pretransforms_weights", False):
+                def uncached(kernel=kernel):
+                    return kernel.prepare(p, x, w, b)()
+                calls[name + PER_CALL] = (uncached, _calibrate(uncached, sample_time))
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(pairs):
         for name, (fn, reps) in calls.items():
@@ -93,8 +106,8 @@ def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
             samples[name].append(_sample(fn, reps))
     result = LayerResult(suite, p.name, str(p), errors=errors)
     result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
-    for name in names:
-        if name not in samples:
+    for name in samples:
+        if name in PEERS:
             continue
         result.ratios[name] = {
             peer: statistics.median(tp / tk for tp, tk in zip(samples[peer], samples[name],
@@ -124,7 +137,19 @@ TARGETS = [
      lambda r, p: r.suite == "resnet50", 0.35),
     ("fft >= 0.5x oneDNN, 5x5 of GoogLeNet + AlexNet conv2", "fft", "onednn",
      lambda r, p: r.suite in ("googlenet", "alexnet") and (p.kh, p.kw) == (5, 5), 0.5),
+    # For reference (no threshold): the same layers with the weight transform in every call.
+    ("winograd+prepare: filter transform in every call, winograd's layers above",
+     "winograd" + PER_CALL, "onednn",
+     lambda r, p: r.suite in ("resnet50", "vgg16") and _is_winograd_target(p), None),
+    ("fft+prepare: filter spectra in every call, fft's layers above", "fft" + PER_CALL, "onednn",
+     lambda r, p: r.suite in ("googlenet", "alexnet") and (p.kh, p.kw) == (5, 5), None),
 ]
+
+
+def with_per_call(results: list[LayerResult], names: list[str]) -> list[str]:
+    """``names`` plus the ``+prepare`` variants that were measured, each after its kernel."""
+    measured = {n for r in results for n in r.ratios}
+    return [v for n in names for v in (n, n + PER_CALL) if v == n or v in measured]
 
 
 def plan_layers(quick: bool, batches: list[int]) -> list[tuple[str, ConvProblem]]:
@@ -184,26 +209,33 @@ def three_times_textbook(results: list[LayerResult], names: list[str],
 
 def report(results: list[LayerResult], names: list[str], pairs: int, threads: int,
            roof_gflops: float | None = None) -> str:
+    kernel_names = names
+    names = with_per_call(results, names)
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
-             f"rounds, {threads} threads, a cool-down and a warm call before each sample.\n",
+             f"rounds, {threads} threads, a cool-down and a warm call before each sample. "
+             f"`NAME{PER_CALL}`: the kernel with its `prepare` (weight transform, buffers) in "
+             "every call instead of once per weight tensor.\n",
              "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in names)
-             + " | " + " | ".join(f"{n} x numpy_im2col" for n in names) + " |",
-             "|---|---|---:|" + "---:|" * (2 * len(names))]
+             + " | " + " | ".join(f"{n} x numpy_im2col" for n in kernel_names) + " |",
+             "|---|---|---:|" + "---:|" * (len(names) + len(kernel_names))]
     for r in results:
         p = ConvProblem.parse(r.problem)
         cells = [f"{r.ratios[n]['onednn']:.2f}" if "onednn" in r.ratios.get(n, {})
                  else "—" for n in names]
         cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if "numpy_im2col" in r.ratios.get(n, {})
-                  else "—" for n in names]
+                  else "—" for n in kernel_names]
         lines.append(f"| {r.suite} | {r.name} | {p.mb} | " + " | ".join(cells) + " |")
     lines += ["", "| target | layers | geometric mean | met |", "|---|---:|---:|---|"]
     for label, kernel, peer, keep, threshold in TARGETS:
         vals = [r.ratios[kernel][peer] for r in results
                 if peer in r.ratios.get(kernel, {}) and keep(r, ConvProblem.parse(r.problem))]
         g = geomean(vals)
-        met = "—" if g is None else ("yes" if g >= threshold else "**no**")
+        if threshold is None:
+            met = "(reference)"
+        else:
+            met = "—" if g is None else ("yes" if g >= threshold else "**no**")
         lines.append(f"| {label} | {len(vals)} | {'—' if g is None else f'{g:.2f}'} | {met} |")
-    lines += three_times_textbook(results, names, roof_gflops)
+    lines += three_times_textbook(results, kernel_names, roof_gflops)
     lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
         f"{n} {geomean(ran):.2f}x onednn" for n in names
         if (ran := [r.ratios[n]["onednn"] for r in results if "onednn" in r.ratios.get(n, {})])))

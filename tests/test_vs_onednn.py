@@ -67,6 +67,22 @@ def test_a_raising_kernel_is_left_out_and_named(vs_onednn, faulty_env):
     assert "Left out after an error: small mb1 test_raising: RuntimeError" in text
 
 
+@needs_torch
+def test_a_kernel_that_caches_its_weight_transform_is_also_timed_without_the_cache(vs_onednn):
+    p = ConvProblem.parse('mb1ic256ih4oc256kh3ph1n"small3x3"')
+    r = vs_onednn.measure_layer("vgg16", p, ["direct", "winograd"], pairs=5,
+                                sample_time=0.001, cooldown=0.0)
+    assert set(r.ratios) == {"direct", "winograd", "winograd+prepare"}
+    # prepare (U = G g G^T, buffers) in every call can only add time.
+    assert r.medians_ms["winograd+prepare"] > r.medians_ms["winograd"]
+    text = vs_onednn.report([r], ["direct", "winograd"], pairs=5, threads=1)
+    assert "| direct x onednn | winograd x onednn | winograd+prepare x onednn | direct x " \
+        "numpy_im2col | winograd x numpy_im2col |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| winograd+prepare:"))
+    assert row.startswith("| winograd+prepare: filter transform in every call") and \
+        row.endswith("| 1 | " + f"{r.ratios['winograd+prepare']['onednn']:.2f} | (reference) |")
+
+
 def test_ctrl_c_keeps_the_layers_measured(vs_onednn, monkeypatch, tmp_path):
     done = []
 
