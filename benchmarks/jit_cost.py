@@ -2,8 +2,8 @@
 
 Two fresh interpreters share a new, empty ``NUMBA_CACHE_DIR``: the first
 compiles every kernel's code paths and writes them to the cache, the second
-loads them. Each prints, per kernel, its first call and a steady call (median
-of the next five) summed
+loads them. Each prints, per kernel, its first ``prepare`` + call and a steady
+one (median of the next five) summed
 over the problems of :data:`convbench.jitcost.PROBLEMS` (one per compiled
 code path); the difference is the compile or the load time. The first
 compiled call of a process also starts Numba's code generator and threading
@@ -28,7 +28,7 @@ from convbench.jitcost import PROBLEMS, STEADY_CALLS, measure_in_fresh_process
 
 def table(cold: dict, warm: dict) -> str:
     lines = ["| kernel | compile: first call − steady (s) | load: first call − steady (s) "
-             "| steady call (ms) |", "|---|---:|---:|---:|"]
+             "| steady prepare + call (ms) |", "|---|---:|---:|---:|"]
     for name, c in cold["kernels"].items():
         w = warm["kernels"][name]
         lines.append(f"| {name} | {c['jit_s']:.2f} | {w['jit_s']:.3f} "
@@ -42,8 +42,8 @@ def table(cold: dict, warm: dict) -> str:
         f"Second process: {sum(c['hits'] for c in warm['cache'].values())} cache loads over "
         f"{len(warm['cache'])} compiled functions, "
         + ("no recompilation." if not misses else f"**recompiled**: {misses}."),
-        f"Problems: {', '.join(PROBLEMS)} (float32); steady call: median of "
-        f"{STEADY_CALLS} calls after the first.",
+        f"Problems: {', '.join(PROBLEMS)} (float32); each timing is `prepare` and one call; "
+        f"steady: the median of the {STEADY_CALLS} after the first.",
     ]
     return "\n".join(lines)
 
