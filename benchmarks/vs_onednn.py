@@ -209,21 +209,20 @@ def three_times_textbook(results: list[LayerResult], names: list[str],
 
 def report(results: list[LayerResult], names: list[str], pairs: int, threads: int,
            roof_gflops: float | None = None) -> str:
-    kernel_names = names
-    names = with_per_call(results, names)
+    columns = with_per_call(results, names)  # each kernel, then its +prepare timing
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
              f"rounds, {threads} threads, a cool-down and a warm call before each sample. "
              f"`NAME{PER_CALL}`: the kernel with its `prepare` (weight transform, buffers) in "
              "every call instead of once per weight tensor.\n",
-             "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in names)
-             + " | " + " | ".join(f"{n} x numpy_im2col" for n in kernel_names) + " |",
-             "|---|---|---:|" + "---:|" * (len(names) + len(kernel_names))]
+             "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in columns)
+             + " | " + " | ".join(f"{n} x numpy_im2col" for n in names) + " |",
+             "|---|---|---:|" + "---:|" * (len(columns) + len(names))]
     for r in results:
         p = ConvProblem.parse(r.problem)
         cells = [f"{r.ratios[n]['onednn']:.2f}" if "onednn" in r.ratios.get(n, {})
-                 else "—" for n in names]
+                 else "—" for n in columns]
         cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if "numpy_im2col" in r.ratios.get(n, {})
-                  else "—" for n in kernel_names]
+                  else "—" for n in names]
         lines.append(f"| {r.suite} | {r.name} | {p.mb} | " + " | ".join(cells) + " |")
     lines += ["", "| target | layers | geometric mean | met |", "|---|---:|---:|---|"]
     for label, kernel, peer, keep, threshold in TARGETS:
@@ -235,9 +234,9 @@ def report(results: list[LayerResult], names: list[str], pairs: int, threads: in
         else:
             met = "—" if g is None else ("yes" if g >= threshold else "**no**")
         lines.append(f"| {label} | {len(vals)} | {'—' if g is None else f'{g:.2f}'} | {met} |")
-    lines += three_times_textbook(results, kernel_names, roof_gflops)
+    lines += three_times_textbook(results, names, roof_gflops)
     lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
-        f"{n} {geomean(ran):.2f}x onednn" for n in names
+        f"{n} {geomean(ran):.2f}x onednn" for n in columns
         if (ran := [r.ratios[n]["onednn"] for r in results if "onednn" in r.ratios.get(n, {})])))
     failed = [f"{r.name} mb{ConvProblem.parse(r.problem).mb} {n}: {e}"
               for r in results for n, e in r.errors.items()]
