@@ -7,8 +7,8 @@
 
 import pytest
 
+from convbench.problem.suites import load_suite
 from convbench.registry import kernels
-from convbench.suites import load_suite
 
 
 def pytest_addoption(parser):

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from convbench import ConvProblem, get_kernel
-from convbench.accuracy import UNIT_ROUNDOFF, error_metrics, random_inputs
-from convbench.reference import reference_for
-from convbench.suites import load_suite
+from convbench.measure.inputs import random_inputs
+from convbench.measure.metrics import UNIT_ROUNDOFF, error_metrics
+from convbench.problem.reference import reference_for
+from convbench.problem.suites import load_suite
 
 ALGOS = ("direct", "im2col", "fft", "winograd")
 

@@ -4,7 +4,7 @@ Two fresh interpreters share a new, empty ``NUMBA_CACHE_DIR``: the first
 compiles every kernel's code paths and writes them to the cache, the second
 loads them. Each prints, per kernel, its first ``prepare`` + call and a steady
 one (median of the next five) summed
-over the problems of :data:`convbench.jitcost.PROBLEMS` (one per compiled
+over the problems of :data:`convbench.measure.jitcost.PROBLEMS` (one per compiled
 code path); the difference is the compile or the load time. The first
 compiled call of a process also starts Numba's code generator and threading
 layer; a tiny parallel function takes that cost first ("numba start-up").
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from convbench.jitcost import PROBLEMS, STEADY_CALLS, measure_in_fresh_process
+from convbench.measure.jitcost import PROBLEMS, STEADY_CALLS, measure_in_fresh_process
 
 
 def table(cold: dict, warm: dict) -> str:

@@ -4,8 +4,9 @@ GFLOP/s (direct-convolution count), rel_l2 against the float64 reference and
 the descriptor go into ``extra_info``, so ``--benchmark-json`` keeps them.
 """
 
-from convbench.accuracy import error_metrics, random_inputs
-from convbench.reference import reference_for
+from convbench.measure.inputs import random_inputs
+from convbench.measure.metrics import error_metrics
+from convbench.problem.reference import reference_for
 from convbench.registry import get_kernel
 
 

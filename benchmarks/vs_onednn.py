@@ -1,26 +1,13 @@
 """convbench's CPU kernels against oneDNN (torch) and the textbook NumPy im2col, interleaved.
 
-For each layer, every supporting convbench kernel and the two peers are
-prepared once and warmed up; then the calls are interleaved ``A B C A B C ...``
-for ``--pairs`` rounds, so that the machine's drift (other tenants, clocks)
-hits all of them alike. Each sample times ``reps`` back-to-back calls, with
-``reps`` calibrated so that a sample lasts at least ``--sample-time``.
-
-Thread pools interfere when libraries alternate on 2 cores: OpenBLAS's
-threads spin-wait after a GEMM and torch's OpenMP threads after a
-convolution, taking the cores from whoever runs next (oneDNN on
-res4_branch2c: 1.0 ms alone, 1.7-4.9 ms right after an im2col call). Real
-networks run one library throughout, so before every sample the script
-pauses ``--cooldown`` seconds (the other pools go idle) and makes one untimed
-call (this library's pool wakes up): each is measured in its steady state. The
-ratio of a round is ``t_peer / t_kernel`` (> 1: convbench is faster); a layer's
-ratio is the median over rounds, and the summary is the geometric mean over
-the layers of each target group. Same thread count for everyone.
-
-Kernels that transform their weights once per weight tensor (Winograd's
-``U = G g G^T``, FFT's filter spectra: ``pretransforms_weights``) are also
-timed as ``NAME+prepare``, with ``prepare`` in every call, which is what a
-framework that does not cache per weight tensor would pay.
+Every layer goes through :func:`convbench.measure.peers.compare_layer`: all
+supporting convbench kernels and the two peers are prepared once, warmed
+up, then interleaved ``A B C A B C ...`` for ``--pairs`` rounds in this
+process, same thread count, each sample after a cool-down and one untimed
+call (see that module for why). Kernels that cache a weight transform are
+also timed as ``NAME+prepare``. A layer's ratio is the median over rounds of
+``t_peer / t_kernel`` (> 1: convbench is faster); the summary is the
+geometric mean over the layers of each target group.
 
 Usage::
 
@@ -33,91 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from convbench.accuracy import random_inputs
+from convbench.measure.peers import PER_CALL, LayerComparison, compare_layer, geomean
+from convbench.measure.roof import gemm_gflops
+from convbench.measure.threads import pinned_threads
 from convbench.problem import ConvProblem
+from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel, kernels
-from convbench.roof import gemm_gflops
-from convbench.suites import load_suite
-from convbench.timing import pinned_threads
 
 PEERS = ("onednn", "numpy_im2col")
-#: Suffix of a kernel that caches a weight transform (``pretransforms_weights``)
-#: timed with its ``prepare`` in every call: transform (and allocation) included,
-#: as a framework that does not cache per weight tensor would pay it.
-PER_CALL = "+prepare"
-
-
-@dataclass
-class LayerResult:
-    suite: str
-    name: str
-    problem: str
-    ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> peer -> ratio
-    medians_ms: dict[str, float] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # kernel -> why it was left out
-
-
-def _calibrate(fn, sample_time: float) -> int:
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-6)
-    return max(1, math.ceil(sample_time / once))
-
-
-def _sample(fn, reps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
 
 
 def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
-                  sample_time: float, cooldown: float) -> LayerResult:
-    x, w, b = random_inputs(p)
-    calls = {}
-    errors = {}
-    for name in [*names, *PEERS]:
-        kernel = get_kernel(name)
-        if kernel.supports(p) is None:
-            try:
-                fn = kernel.prepare(p, x, w, b)
-                fn()  # compile / load from cache, first-touch the buffers
-                fn()
-            except Exception as exc:  # noqa: BLE001 - one failing kernel must not end the run
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            calls[name] = (fn, _calibrate(fn, sample_time))
-            if getattr(kernel, "pretransforms_weights", False):
-                def uncached(kernel=kernel):
-                    return kernel.prepare(p, x, w, b)()
-                calls[name + PER_CALL] = (uncached, _calibrate(uncached, sample_time))
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(pairs):
-        for name, (fn, reps) in calls.items():
-            time.sleep(cooldown)
-            fn()
-            samples[name].append(_sample(fn, reps))
-    result = LayerResult(suite, p.name, str(p), errors=errors)
-    result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
-    for name in samples:
-        if name in PEERS:
-            continue
-        result.ratios[name] = {
-            peer: statistics.median(tp / tk for tp, tk in zip(samples[peer], samples[name],
-                                                              strict=True))
-            for peer in PEERS if peer in samples}
-    return result
-
-
-def geomean(values: list[float]) -> float | None:
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+                  sample_time: float, cooldown: float) -> LayerComparison:
+    """One layer, every kernel against both peers (see the module docstring)."""
+    return compare_layer(suite, p, names, PEERS, rounds=pairs, sample_time=sample_time,
+                         cooldown=cooldown)
 
 
 def _is_winograd_target(p: ConvProblem) -> bool:
@@ -146,7 +66,7 @@ TARGETS = [
 ]
 
 
-def with_per_call(results: list[LayerResult], names: list[str]) -> list[str]:
+def with_per_call(results: list[LayerComparison], names: list[str]) -> list[str]:
     """``names`` plus the ``+prepare`` variants that were measured, each after its kernel."""
     measured = {n for r in results for n in r.ratios}
     return [v for n in names for v in (n, n + PER_CALL) if v == n or v in measured]
@@ -173,7 +93,7 @@ def plan_layers(quick: bool, batches: list[int]) -> list[tuple[str, ConvProblem]
     return layers
 
 
-def three_times_textbook(results: list[LayerResult], names: list[str],
+def three_times_textbook(results: list[LayerComparison], names: list[str],
                          roof_gflops: float | None) -> list[str]:
     """The "every kernel >= 3x numpy_im2col" row, and where that is beyond the machine.
 
@@ -207,7 +127,7 @@ def three_times_textbook(results: list[LayerResult], names: list[str],
     return lines
 
 
-def report(results: list[LayerResult], names: list[str], pairs: int, threads: int,
+def report(results: list[LayerComparison], names: list[str], pairs: int, threads: int,
            roof_gflops: float | None = None) -> str:
     columns = with_per_call(results, names)  # each kernel, then its +prepare timing
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
@@ -270,7 +190,7 @@ def main() -> int:
         import re  # noqa: PLC0415
 
         layers = [(s, p) for s, p in layers if re.search(args.match, p.name)]
-    results: list[LayerResult] = []
+    results: list[LayerComparison] = []
     interrupted = False
     with pinned_threads(args.threads) as pinned:
         roof_gflops = max(gemm_gflops(repeats=3).values())
@@ -294,7 +214,7 @@ def main() -> int:
     return 130 if interrupted else 0
 
 
-def save(out: str, results: list[LayerResult], names: list[str], pairs: int, threads: int,
+def save(out: str, results: list[LayerComparison], names: list[str], pairs: int, threads: int,
          roof_gflops: float) -> None:
     """Write ``OUT.md`` (the report) and ``OUT.json`` (every measurement)."""
     path = Path(out)

@@ -7,23 +7,32 @@ Public API::
     convbench.algorithms("cpu")
     convbench.ConvProblem.parse('mb8ic64ih56oc64kh3ph1n"res2a_branch2b"')
     convbench.reference(x, w, bias, stride=..., padding=..., dilation=..., groups=...)
+
+The package is laid out by job: ``problem`` (what a convolution is),
+``measure`` (how numbers are taken), ``store`` (what is kept), ``present``
+(how it is shown), ``cli`` (the command); ``contract`` and ``registry`` are
+what kernels and the harness share. The kernels themselves are the
+subpackage ``convbench.kernels``; :func:`convbench.registry.kernels` lists the
+registered ones.
 """
 
 from convbench.api import auto_kernel, conv2d
+from convbench.contract import Kernel, KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
 from convbench.problem import ConvProblem
-from convbench.reference import reference
-from convbench.registry import Kernel, algorithms, get_kernel, kernels, register
+from convbench.problem.reference import reference
+from convbench.registry import algorithms, get_kernel, register
 
 __all__ = [
     "ConvProblem",
     "Kernel",
+    "KernelBase",
+    "Prepared",
     "UnsupportedProblem",
     "algorithms",
     "auto_kernel",
     "conv2d",
     "get_kernel",
-    "kernels",
     "reference",
     "register",
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from convbench.contract import Kernel
 from convbench.errors import UnsupportedProblem
-from convbench.problem import ConvProblem
-from convbench.registry import Kernel, get_kernel, kernels
-from convbench.validation import problem_from_arrays
+from convbench.problem import ConvProblem, problem_from_arrays
+from convbench.problem.arguments import array_module
+from convbench.registry import get_kernel, kernels
 
 
 def auto_kernel(p: ConvProblem, backend: str = "cpu") -> Kernel:
@@ -76,7 +77,5 @@ def conv2d(x: Any, w: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
     if reason is not None:
         raise UnsupportedProblem(f"{backend} {kernel.name} cannot run {p}: {reason}")
     if p.mb == 0:
-        import numpy as np  # noqa: PLC0415
-
-        return np.empty(p.output_shape, dtype=p.dtype)
+        return array_module(x).empty(p.output_shape, dtype=p.dtype)
     return kernel.prepare(p, x, w, bias)()

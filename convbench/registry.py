@@ -1,9 +1,12 @@
-"""The kernel protocol, registration and lookup.
+"""Registration and lookup of kernels and baselines.
 
-Built-in kernels live in the ``kernels`` package and are imported lazily the
-first time the registry is asked anything; third-party kernels register
-through the ``convbench.kernels`` entry-point group (each entry point names a
-kernel object, a list of them, or a module with a ``KERNELS`` list).
+Built-in kernels live in ``convbench.kernels`` (the repository's ``kernels/``
+folder) and are loaded the first time the registry is asked anything, from
+the one list :data:`BUILTIN_CATALOG` names: the harness imports no kernel
+module itself. Third-party kernels register through the ``convbench.kernels``
+entry-point group (each entry point names a kernel object, a list of them,
+or a module with a ``KERNELS`` list), through ``CONVBENCH_KERNEL_MODULES``,
+or with :func:`register`.
 """
 
 from __future__ import annotations
@@ -11,65 +14,21 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from convbench.problem import ConvProblem
+from convbench.contract import BACKENDS, KINDS, Kernel
 
-BACKENDS = ("cpu", "gpu")
-KINDS = ("kernel", "baseline")
-
-#: Modules whose ``KERNELS`` list is registered on first use. GPU modules
-#: import without CuPy; they say what is missing when a kernel is prepared.
-BUILTIN_MODULES = (
-    "kernels.cpu.direct",
-    "kernels.cpu.im2col",
-    "kernels.cpu.fft",
-    "kernels.cpu.winograd",
-    "kernels.baselines.onednn",
-    "kernels.baselines.numpy_im2col",
-    "kernels.gpu.direct",
-    "kernels.gpu.im2col",
-    "kernels.gpu.fft",
-    "kernels.gpu.winograd",
-    "kernels.baselines.cudnn",
-    "kernels.baselines.torch_cudnn",
-)
+#: Module whose ``builtin_kernels()`` lists convbench's own kernels and baselines.
+BUILTIN_CATALOG = "convbench.kernels.catalog"
 ENTRY_POINT_GROUP = "convbench.kernels"
 #: Comma-separated extra modules with a ``KERNELS`` list, registered like
 #: built-ins: a quick way to try a kernel without packaging it. Worker
 #: processes inherit it.
 MODULES_ENV = "CONVBENCH_KERNEL_MODULES"
-
-
-@runtime_checkable
-class Kernel(Protocol):
-    """What every kernel and baseline provides.
-
-    Attributes
-    ----------
-    name : str
-        Algorithm name, e.g. ``"winograd"``; unique per backend.
-    backend : str
-        ``"cpu"`` or ``"gpu"``.
-    kind : str
-        ``"kernel"`` (convbench's own) or ``"baseline"`` (a peer library).
-    """
-
-    name: str
-    backend: str
-    kind: str
-
-    def supports(self, p: ConvProblem) -> str | None:
-        """``None`` if the kernel can run ``p``, else the reason it cannot."""
-
-    def workspace_bytes(self, p: ConvProblem) -> int:
-        """Extra memory the kernel allocates for ``p`` beyond inputs and output."""
-
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        """Do the once-per-layer work; return the call that computes the output."""
-
+#: The peer each backend's speedups are relative to.
+SPEEDUP_PEER = {"cpu": "onednn", "gpu": "cudnn"}
 
 _registry: dict[tuple[str, str], Kernel] = {}
 _load_errors: dict[str, str] = {}
@@ -84,18 +43,26 @@ def register(kernel: Kernel, *, replace: bool = False) -> Kernel:
     TypeError
         If ``kernel`` does not implement the protocol.
     ValueError
-        If its backend or kind is unknown, or the name is taken and
+        If its backend, kind or clock is unknown, or the name is taken and
         ``replace`` is false.
     """
     if not isinstance(kernel, Kernel):
-        raise TypeError(f"{kernel!r} does not implement the Kernel protocol (name, backend, "
-                        "kind, supports, workspace_bytes, prepare)")
+        missing = [m for m in ("name", "backend", "kind", "clock", "caches_weights", "supports",
+                               "math_mode", "workspace_bytes", "prepare")
+                   if not hasattr(kernel, m)]
+        raise TypeError(f"{kernel!r} does not implement the Kernel protocol: missing "
+                        f"{', '.join(missing)} (subclass convbench.KernelBase for the defaults)")
     if kernel.backend not in BACKENDS:
         raise ValueError(f"kernel {kernel.name!r}: backend must be one of {BACKENDS}, "
                          f"got {kernel.backend!r}")
     if kernel.kind not in KINDS:
         raise ValueError(f"kernel {kernel.name!r}: kind must be one of {KINDS}, "
                          f"got {kernel.kind!r}")
+    from convbench.measure.clocks import CLOCKS  # noqa: PLC0415 -- light; avoids a cycle
+
+    if kernel.clock not in CLOCKS:
+        raise ValueError(f"kernel {kernel.name!r}: clock must be one of {CLOCKS}, "
+                         f"got {kernel.clock!r}")
     key = (kernel.backend, kernel.name)
     if key in _registry and not replace and _registry[key] is not kernel:
         raise ValueError(f"a {kernel.backend} kernel named {kernel.name!r} is already "
@@ -129,8 +96,8 @@ def _ensure_loaded() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_MODULES:
-        _register_all(importlib.import_module(module))
+    for kernel in importlib.import_module(BUILTIN_CATALOG).builtin_kernels():
+        register(kernel)
     for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
         try:
             _register_all(importlib.import_module(module))
@@ -190,6 +157,25 @@ def get_kernel(name: str, backend: str = "cpu") -> Kernel:
         known = ", ".join(algorithms(backend)) or "none"
         raise ValueError(f"unknown {backend} algorithm {name!r}; registered: {known}, "
                          "or 'auto'") from None
+
+
+def select_kernels(spec: str, backend: str) -> list[str]:
+    """Kernel names from a command line's ``--algo`` (a comma list, or ``all``).
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the registered ones), or none registered.
+    """
+    if spec == "all":
+        names = algorithms(backend)
+        if not names:
+            raise ValueError(f"no {backend} kernels are registered")
+        return names
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        get_kernel(name, backend)
+    return names
 
 
 def load_errors() -> dict[str, str]:

@@ -21,35 +21,13 @@ tolerance from the error model of the algorithm that produced the output::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from convbench.accuracy import UNIT_ROUNDOFF
-from convbench.reference import reference_for
-from convbench.validation import problem_from_arrays, to_host
-
-#: ``C_algo`` of the error model. Winograd's transforms add terms (its
-#: transformed operands can be ~16x larger than the direct products); FFT's
-#: error grows with log2 of the transform size (multiplied in below).
-ALGO_CONSTANTS = {"direct": 8.0, "im2col": 8.0, "winograd": 32.0, "fft": 8.0}
-DEFAULT_CONSTANT = 8.0
-
-
-def conv_tolerance(p: Any, ref: np.ndarray, scale: np.ndarray, algo: str,
-                   factor: float = 1.0) -> np.ndarray:
-    """Element-wise absolute tolerance for ``algo`` on problem ``p`` (see module docstring)."""
-    acc_dtype = "float32" if p.dtype == "float16" else p.dtype
-    u, u_out = UNIT_ROUNDOFF[acc_dtype], UNIT_ROUNDOFF[p.dtype]
-    n = p.reduction_length + (1 if p.bias else 0)
-    constant = ALGO_CONSTANTS.get(algo, DEFAULT_CONSTANT) * factor
-    local = scale
-    if algo == "fft":
-        fft_points = p.padded_height * p.padded_width
-        constant *= max(1.0, math.log2(max(fft_points, 2)))
-        local = np.maximum(scale, scale.mean() if scale.size else 0.0)
-    return constant * u * math.sqrt(n) * local + u_out * np.abs(ref)
+from convbench.measure.compare import conv_tolerance
+from convbench.problem.arguments import problem_from_arrays, to_host
+from convbench.problem.reference import reference_for
 
 
 def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any = 1,

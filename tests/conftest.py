@@ -51,6 +51,21 @@ def make_inputs():
     return random_inputs
 
 
+def make_task(problem, kernel, *, backend="cpu", mode="accuracy", suite="test", name=None,
+              min_reps=1, min_time=0.0, max_time=1.0, **settings):
+    """A one-measurement Task from a descriptor or ConvProblem (quick timing by default)."""
+    from convbench import ConvProblem
+    from convbench.measure.runner import SweepSettings, Task
+    from convbench.problem.suites import SuiteLayer
+
+    p = ConvProblem.parse(problem) if isinstance(problem, str) else problem
+    if name is not None:
+        p = p.with_(name=name)
+    return Task(SuiteLayer(p), kernel, SweepSettings(backend=backend, mode=mode,
+                                                     min_reps=min_reps, min_time=min_time,
+                                                     max_time=max_time, **settings), suite)
+
+
 #: rel_l2 bound for float16 storage with float32 accumulation (issue: GPU backend).
 FP16_REL_L2_TOL = 2e-3
 
@@ -62,7 +77,7 @@ def gpu_tolerance(dtype, algo):
 
 def pytest_collection_modifyitems(config, items):
     """Skip ``gpu``-marked tests, with the reason, where no CUDA device is usable."""
-    from kernels.gpu.runtime import cupy_unavailable_reason
+    from convbench.kernels.gpu.runtime import cupy_unavailable_reason
 
     reason = cupy_unavailable_reason()
     if reason is None:

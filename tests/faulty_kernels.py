@@ -6,22 +6,17 @@ import time
 
 import numpy as np
 
+from convbench import KernelBase
 
-class _Base:
-    backend = "cpu"
-    kind = "kernel"
 
-    def supports(self, p):
-        return None
-
-    def workspace_bytes(self, p):
-        return 0
+class _Base(KernelBase):
+    """CPU kernels that run every problem; each subclass misbehaves in ``prepare_call``."""
 
 
 class Raising(_Base):
     name = "test_raising"
 
-    def prepare(self, p, x, w, bias):
+    def prepare_call(self, p, x, w, bias):
         def run():
             raise RuntimeError("planted failure")
         return run
@@ -32,7 +27,7 @@ class Crashing(_Base):
 
     name = "test_crashing"
 
-    def prepare(self, p, x, w, bias):
+    def prepare_call(self, p, x, w, bias):
         def run():
             os.kill(os.getpid(), signal.SIGSEGV)
         return run
@@ -43,7 +38,7 @@ class Sleeping(_Base):
 
     name = "test_sleeping"
 
-    def prepare(self, p, x, w, bias):
+    def prepare_call(self, p, x, w, bias):
         y = np.zeros(p.output_shape, dtype=p.dtype)
 
         def run():

@@ -9,11 +9,12 @@ with ``convbench.register(..., replace=True)``.
 
 from dataclasses import replace
 
+from convbench.kernels.algorithms.winograd import G
+from convbench.kernels.cpu.direct import DirectKernel
+from convbench.kernels.cpu.fft import FftKernel
+from convbench.kernels.cpu.im2col import Im2colKernel
+from convbench.kernels.cpu.winograd import WinogradKernel
 from convbench.problem import effective_extent
-from kernels.cpu.direct import DirectKernel
-from kernels.cpu.fft import FftKernel
-from kernels.cpu.im2col import Im2colKernel
-from kernels.cpu.winograd import G, WinogradKernel
 
 REPLACES_BUILTINS = True
 
@@ -31,8 +32,8 @@ class Im2colBottomBorderOffByOne(Im2colKernel):
 
     fault = "im2col padding off by one at the bottom border"
 
-    def prepare(self, p, x, w, bias):
-        return super().prepare(p, x[:, :, :-1, :], w, bias)
+    def prepare_call(self, p, x, w, bias):
+        return super().prepare_call(p, x[:, :, :-1, :], w, bias)
 
 
 class FftOneTooSmall(FftKernel):
@@ -51,8 +52,8 @@ class Im2colDroppedBias(Im2colKernel):
 
     fault = "dropped bias"
 
-    def prepare(self, p, x, w, bias):
-        return super().prepare(p, x, w, None)
+    def prepare_call(self, p, x, w, bias):
+        return super().prepare_call(p, x, w, None)
 
 
 class DirectSkipsLastChannel(DirectKernel):
@@ -60,10 +61,10 @@ class DirectSkipsLastChannel(DirectKernel):
 
     fault = "direct kernel skips the last input channel"
 
-    def prepare(self, p, x, w, bias):
+    def prepare_call(self, p, x, w, bias):
         skipped = w.copy()
         skipped[:, -1] = 0  # what a loop over channels 0..C/g-2 computes, for any groups
-        return super().prepare(p, x, skipped, bias)
+        return super().prepare_call(p, x, skipped, bias)
 
 
 FAULTS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),

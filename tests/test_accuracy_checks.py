@@ -8,15 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REL_L2_TOL, rel_l2
+from conftest import REL_L2_TOL, make_task, rel_l2
 
 import convbench
 from convbench import ConvProblem, registry
-from convbench.accuracy import exact_channels, exact_inputs, make_inputs
-from convbench.check import Baseline, compare_to_baseline, threshold
-from convbench.reference import reference_for
-from convbench.runner import Task, measure
-from convbench.suites import load_suite
+from convbench.measure.compare import compare_to_baseline, threshold
+from convbench.measure.inputs import exact_channels, exact_inputs, make_inputs
+from convbench.measure.runner import measure
+from convbench.problem.reference import reference_for
+from convbench.problem.suites import load_suite
+from convbench.store.baselines import Baseline
 from convbench.testing import assert_conv_close
 
 TESTS = Path(__file__).parent
@@ -95,8 +96,7 @@ def test_assert_conv_close_message_names_the_worst_element():
 # ---------------------------------------------------------- planted faults
 def _records(problems, names):
     """Accuracy records measured in-process (so in-process registrations count)."""
-    return [measure(Task(str(p), p.name, "test", 1, name, "cpu", "accuracy", 0, 1, 0.0, 1.0))
-            for p in problems for name in names]
+    return [measure(make_task(p, name)) for p in problems for name in names]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def clean_baseline():
 def test_clean_kernels_pass_all_three_checks(clean_baseline):
     problems, baseline = clean_baseline
     records = _records(problems, ["direct", "im2col", "fft", "winograd"])
-    findings, passed = compare_to_baseline(records, baseline)
+    findings, passed = compare_to_baseline(records, baseline.entries)
     assert findings == [] and passed == len(records) == 12
     p = FAULT_PROBLEM
     x, w, b = make_inputs(p)
@@ -142,7 +142,7 @@ def test_every_planted_fault_is_caught_by_every_check(fault, clean_baseline):
         records = _records(problems, [kernel.name])
     finally:
         registry.register(original, replace=True)
-    findings, _ = compare_to_baseline(records, baseline)
+    findings, _ = compare_to_baseline(records, baseline.entries)
     caught = {f.name for f in findings}
     assert "fault_layer" in caught, kernel.fault
     assert any(f.what == "rel_l2" for f in findings)
@@ -157,12 +157,12 @@ def test_threshold_rules():
 
 def test_missing_baseline_and_failures_are_findings():
     rec = _records([FAULT_PROBLEM], ["im2col"])[0]
-    findings, passed = compare_to_baseline([rec], Baseline())
+    findings, passed = compare_to_baseline([rec], Baseline().entries)
     assert passed == 0 and "no baseline" in findings[0].what
     baseline = Baseline()
     baseline.update([rec])
     failed = {**rec, "status": "failed", "reason": "boom"}
-    assert "failed: boom" in compare_to_baseline([failed], baseline)[0][0].what
+    assert "failed: boom" in compare_to_baseline([failed], baseline.entries)[0][0].what
     with pytest.raises(ValueError, match="refusing to record a failure"):
         baseline.update([failed])
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from convbench import cli
-from convbench.results import load_run, record_key, write_records
-from convbench.runner import SweepSettings, plan_tasks, run_sweep
-from convbench.suites import load_suite
+from convbench import cli, registry
+from convbench.measure.runner import SweepSettings, plan_tasks, run_sweep
+from convbench.problem.suites import load_suite
+from convbench.store.jsonl import load_run, write_records
+from convbench.store.records import Record
 
 TESTS = Path(__file__).parent
 SMALL = 'mb1ic8ih12oc8kh3ph1n"small3x3"'
@@ -51,11 +52,11 @@ def test_failing_and_crashing_kernels_become_records_and_the_sweep_completes(
 
 
 def test_in_process_sweep_records_failures(faulty_env, tmp_path):
-    from convbench.results import ResultWriter
+    from convbench.store.jsonl import ResultWriter
 
     settings = SweepSettings(min_reps=1, min_time=0, isolate=False)
-    tasks = plan_tasks(load_suite("lenet5", batch=1), ["test_raising", "im2col"], "lenet5",
-                       settings)
+    tasks = plan_tasks([("lenet5", x) for x in load_suite("lenet5", batch=1)],
+                       ["test_raising", "im2col"], settings)
     with ResultWriter(tmp_path / "r.jsonl") as writer:
         outcome = run_sweep(tasks, settings, writer)
     assert [r["status"] for r in outcome.records] == ["failed", "ok"] * 3
@@ -147,7 +148,7 @@ def test_compare_command_exit_status(tmp_path):
     assert cli.main(["compare", str(old), str(same)]) == 0
     assert cli.main(["compare", str(old), str(worse)]) == 1
     assert cli.main(["compare", str(old), str(worse), "--time-tol", "0.6"]) == 0
-    assert record_key(rec) == (SMALL, "cpu", "direct")
+    assert Record(rec).key == (SMALL, "cpu", "direct")
 
 
 def test_list_suites_and_kernels(capsys):
@@ -174,16 +175,34 @@ def test_usage_errors_exit_2_with_a_message(args, message, capsys):
 
 
 def test_backend_without_kernels_says_so(monkeypatch):
-    monkeypatch.setattr(cli, "kernels", lambda backend=None, kind=None: [])
+    monkeypatch.setattr(registry, "algorithms", lambda backend="cpu": [])
     with pytest.raises(ValueError, match="no gpu kernels are registered"):
-        cli._select_kernels("all", "gpu")
+        registry.select_kernels("all", "gpu")
 
 
 def test_gpu_backend_without_gpu_says_so(tmp_path):
-    from convbench.results import gpu_environment
+    from convbench.store.environment import gpu_environment
 
     if gpu_environment().get("available"):
         pytest.skip("a GPU is present")
     proc = _convbench("run", SMALL, "--backend", "gpu", "--out", str(tmp_path / "g.jsonl"))
     assert proc.returncode == 2
     assert "no GPU present" in proc.stderr
+
+
+def test_a_suite_file_runs_what_it_can_and_skips_3d_lines(tmp_path):
+    suite, out = tmp_path / "mixed.txt", tmp_path / "run.jsonl"
+    suite.write_text('mb1ic4ih8oc4kh3n"two_d"\nmb1ic4id6ih6oc4kd3kh3n"three_d"\n')
+    proc = _convbench("run", "--suite", str(suite), "--algo", "im2col", "--out", str(out),
+                      *_quick())
+    assert proc.returncode == 0, proc.stderr
+    by_name = {r["name"]: r for r in load_run(out).records}
+    assert by_name["two_d"]["status"] == "ok"
+    assert by_name["three_d"]["status"] == "skipped"
+    assert "3-D convolution is not supported" in by_name["three_d"]["reason"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text('mb1ic4ih8oc4kh3\nmb1ic4ih8oc4kh3zz\n')
+    proc = _convbench("run", "--suite", str(bad), "--out", str(tmp_path / "bad.jsonl"),
+                      *_quick())
+    assert proc.returncode == 2 and "bad.txt:2: cannot parse" in proc.stderr
+    assert not (tmp_path / "bad.jsonl").exists()  # nothing measured

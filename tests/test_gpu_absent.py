@@ -6,18 +6,19 @@ import types
 
 import numpy as np
 import pytest
+from conftest import make_task
 
 import convbench
-from convbench import ConvProblem, UnsupportedProblem
-from convbench.gpu_timing import time_device_call
-from convbench.registry import register, unregister
-from convbench.runner import Task, is_device_oom, measure
-from kernels.baselines.cudnn import (
+from convbench import ConvProblem, KernelBase, Prepared, UnsupportedProblem
+from convbench.kernels.baselines.cudnn import (
     CudnnPlan,
     choose_plan,
     inadmissible_reason,
 )
-from kernels.gpu import runtime
+from convbench.kernels.gpu import runtime
+from convbench.measure.runner import OUT_OF_GPU_MEMORY, is_device_oom, measure
+from convbench.measure.timing import bench
+from convbench.registry import register, unregister
 
 GPU_NAMES = ["direct", "im2col", "fft", "winograd", "cudnn", "cudnn_best", "torch_cudnn"]
 SMALL = "mb1ic4ih9oc4kh3ph1"
@@ -31,7 +32,7 @@ def test_gpu_algorithms_are_listed_without_a_gpu():
 @no_gpu
 @pytest.mark.parametrize("name", GPU_NAMES)
 def test_gpu_kernels_skip_with_what_is_missing(name):
-    rec = measure(Task(SMALL, "small", "test", 1, name, "gpu", "both", 0, 1, 0.0, 1.0))
+    rec = measure(make_task(SMALL, name, backend="gpu", mode="both"))
     assert rec["status"] == "skipped"
     assert any(word in rec["reason"] for word in ("CuPy", "GPU", "CUDA", "install")), rec
 
@@ -115,20 +116,25 @@ def test_engines_are_classified_by_their_notes():
 
 
 def test_strict_fp32_excludes_tf32_engines():
-    assert inadmissible_reason(PLANS[0].notes, "float32") is not None
-    assert inadmissible_reason(PLANS[0].notes, "float16") is None
-    assert choose_plan(PLANS, "float32", "heuristic").index == 1  # first admissible
-    assert choose_plan(PLANS, "float32", "best").index == 2       # fastest admissible
+    assert inadmissible_reason(PLANS[0].notes, "fp32") is not None
+    assert inadmissible_reason(PLANS[0].notes, "fp16") is None
+    assert choose_plan(PLANS, "fp32", "heuristic").index == 1  # first admissible
+    assert choose_plan(PLANS, "fp32", "best").index == 2       # fastest admissible
+
+
+def test_tf32_admits_tensor_core_engines():
+    assert inadmissible_reason(PLANS[0].notes, "tf32") is None
+    assert choose_plan(PLANS, "tf32", "best").index == 4  # the fastest: TF32 tensor cores
 
 
 def test_fp16_excludes_fp16_accumulation():
-    assert choose_plan(PLANS, "float16", "best").index == 0  # eng4 is faster but fp16-accumulating
-    assert choose_plan(PLANS, "float64", "heuristic").index == 0
+    assert choose_plan(PLANS, "fp16", "best").index == 0  # eng4 is faster but fp16-accumulating
+    assert choose_plan(PLANS, "fp64", "heuristic").index == 0
 
 
 def test_no_admissible_plan_is_unsupported():
     with pytest.raises(UnsupportedProblem, match="no admissible plan"):
-        choose_plan(PLANS[:1], "float32", "heuristic")
+        choose_plan(PLANS[:1], "fp32", "heuristic")
 
 
 # ------------------------------------------------------------------ GPU timing
@@ -156,8 +162,8 @@ class FakeClock:
 def test_device_timing_protocol(flush):
     clock = FakeClock()
     calls = []
-    timing = time_device_call(lambda: calls.append(clock.log.count("start")), clock,
-                              min_reps=3, min_time=0.01, warmup=2, flush_l2=flush)
+    timing = bench(lambda: calls.append(clock.log.count("start")), clock=clock,
+                   min_reps=3, min_time=0.01, warmup=2, flush_l2=flush)
     assert timing.reps == 10 and timing.times_s == [1e-3] * 10  # 10 x 1 ms >= min_time
     assert len(calls) == 1 + 2 + 10  # first call and warm-up are not timed
     assert calls[:3] == [0, 0, 0]
@@ -168,44 +174,33 @@ def test_device_timing_protocol(flush):
 
 def test_device_timing_rejects_bad_settings():
     with pytest.raises(ValueError, match="min_reps must be >= 1"):
-        time_device_call(lambda: None, FakeClock(), min_reps=0)
+        bench(lambda: None, clock=FakeClock(), min_reps=0)
 
 
 # ------------------------------------------------------------- runner records
-class OomError(Exception):
-    pass
+class OomError(MemoryError):
+    """Like CuPy's ``cupy.cuda.memory.OutOfMemoryError``, a ``MemoryError`` subclass."""
 
 
 OomError.__name__ = "OutOfMemoryError"
 
 
-class FakeGpuKernel:
+class FakeGpuKernel(KernelBase):
     backend = "gpu"
-    kind = "kernel"
 
     def __init__(self, name, fail=False):
         self.name = name
         self.fail = fail
 
-    def supports(self, p):
-        return None
-
-    def workspace_bytes(self, p):
-        return 0
-
-    def math_mode(self, p):
-        return "fp32 strict (no TF32)"
-
-    def prepare(self, p, x, w, b):
+    def prepare_call(self, p, x, w, b):
         if self.fail:
             raise OomError("out of memory allocating 81,604,378,624 bytes")
-        from convbench.reference import reference_for
+        from convbench.problem.reference import reference_for
 
         def run():
             return reference_for(p, x, w, b).astype(np.float32)
 
-        run.details = {"engine": "fake"}
-        return run
+        return Prepared(run, {"engine": "fake"})
 
 
 @pytest.fixture
@@ -219,9 +214,10 @@ def fake_gpu_kernels():
 
 
 def test_out_of_device_memory_is_a_skip_and_details_are_recorded(fake_gpu_kernels):
-    oom = measure(Task(SMALL, "s", "t", 1, "fake_oom", "gpu", "accuracy", 0, 1, 0.0, 1.0))
-    assert oom["status"] == "skipped" and oom["reason"].startswith("out of GPU memory")
-    ok = measure(Task(SMALL, "s", "t", 1, "fake_ok", "gpu", "accuracy", 0, 1, 0.0, 1.0))
+    oom = measure(make_task(SMALL, "fake_oom", backend="gpu"))
+    assert oom["status"] == "skipped" and oom["reason"].startswith(OUT_OF_GPU_MEMORY)
+    assert OUT_OF_GPU_MEMORY == "out of GPU memory"  # what README and the device test say
+    ok = measure(make_task(SMALL, "fake_ok", backend="gpu"))
     assert ok["status"] == "ok" and ok["details"] == {"engine": "fake"}
     assert ok["math_mode"] == "fp32 strict (no TF32)" and ok["error"]["rel_l2"] < 1e-6
 

@@ -7,14 +7,14 @@ float16 (fp32 accumulation) within rel_l2 <= 2e-3.
 
 import numpy as np
 import pytest
-from conftest import gpu_tolerance, random_inputs, rel_l2
+from conftest import gpu_tolerance, make_task, random_inputs, rel_l2
 from problem_grid import GRID
 
 from convbench import ConvProblem
-from convbench.accuracy import to_host
-from convbench.reference import reference_for
+from convbench.measure.runner import measure
+from convbench.problem import to_host
+from convbench.problem.reference import reference_for
 from convbench.registry import get_kernel
-from convbench.runner import Task, measure
 
 pytestmark = pytest.mark.gpu
 
@@ -73,8 +73,8 @@ def test_gpu_baselines_match_reference(desc, name, dtype):
 
 
 def test_sweep_record_on_gpu_has_events_and_math_mode():
-    rec = measure(Task("mb1ic16ih14oc16kh3ph1", "t", "test", 1, "winograd", "gpu", "both", 0,
-                       3, 0.01, 5.0, "random", True))
+    rec = measure(make_task("mb1ic16ih14oc16kh3ph1", "winograd", backend="gpu", mode="both",
+                            min_reps=3, min_time=0.01, max_time=5.0, flush_l2=True))
     assert rec["status"] == "ok", rec.get("reason")
     assert rec["time"]["clock"] == "cuda-events" and rec["time"]["flush_l2"] is True
     assert rec["math_mode"] == "fp32 strict (no TF32)"
@@ -83,15 +83,15 @@ def test_sweep_record_on_gpu_has_events_and_math_mode():
 
 def test_out_of_device_memory_is_a_skipped_record():
     """A lowered matrix of ~129 GB (inputs of 134 MB): more than any current GPU holds."""
+    from convbench.kernels.gpu.im2col import GpuIm2colKernel
     from convbench.registry import register, unregister
-    from kernels.gpu.im2col import GpuIm2colKernel
 
     uncapped = GpuIm2colKernel(workspace_cap=2**50)
     uncapped.name = "im2col_uncapped"
     register(uncapped)
     try:
-        rec = measure(Task("mb8ic256ih128oc8kh31ph15", "huge", "test", 1, "im2col_uncapped",
-                           "gpu", "perf", 0, 1, 0.0, 1.0))
+        rec = measure(make_task("mb8ic256ih128oc8kh31ph15", "im2col_uncapped", backend="gpu",
+                                mode="perf"))
     finally:
         unregister("im2col_uncapped", "gpu")
     assert rec["status"] == "skipped", rec

@@ -7,27 +7,32 @@ the CPU tolerances. The CUDA transform kernels are also compared bit for bit
 with the CPU kernels' Numba functions they mirror.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import gpu_tolerance, random_inputs, rel_l2
 from problem_grid import GRID
 
 from convbench import ConvProblem, UnsupportedProblem
-from convbench.accuracy import exact_inputs
-from convbench.reference import reference_for
-from kernels.cpu import fft as cpu_fft
-from kernels.cpu import im2col as cpu_im2col
-from kernels.cpu import winograd as cpu_winograd
-from kernels.gpu import sources
-from kernels.gpu.direct import GpuDirectKernel
-from kernels.gpu.fft import GpuFftKernel
-from kernels.gpu.im2col import GpuIm2colKernel
-from kernels.gpu.runtime import HostRuntime, Int64, elementwise_grid
-from kernels.gpu.winograd import GpuWinogradKernel
+from convbench.kernels.algorithms import fft as fft_algorithm
+from convbench.kernels.algorithms import winograd as winograd_algorithm
+from convbench.kernels.catalog import builtin_kernels
+from convbench.kernels.cpu import fft as cpu_fft
+from convbench.kernels.cpu import im2col as cpu_im2col
+from convbench.kernels.cpu import winograd as cpu_winograd
+from convbench.kernels.gpu import direct as gpu_direct
+from convbench.kernels.gpu import fft as gpu_fft
+from convbench.kernels.gpu import im2col as gpu_im2col
+from convbench.kernels.gpu import sources
+from convbench.kernels.gpu import winograd as gpu_winograd
+from convbench.kernels.gpu.runtime import HostRuntime, Int64, elementwise_grid
+from convbench.measure.inputs import exact_inputs
+from convbench.problem.reference import reference_for
 
 RUNTIME = HostRuntime()
-CLASSES = {"direct": GpuDirectKernel, "im2col": GpuIm2colKernel, "fft": GpuFftKernel,
-           "winograd": GpuWinogradKernel}
+#: Every GPU kernel convbench ships, by name: a new one is emulated without editing this file.
+CLASSES = {k.name: type(k) for k in builtin_kernels() if k.backend == "gpu" and k.kind == "kernel"}
 
 pytestmark = pytest.mark.skipif(RUNTIME.unavailable_reason() is not None,
                                 reason=str(RUNTIME.unavailable_reason()))
@@ -108,7 +113,7 @@ def test_cuda_im2col_lowering_equals_cpu_lowering():
     expected = np.full((nb, 4 * kh * kw, rows * q), 7, np.float32)
     cpu_im2col.im2col_lower(x, expected, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q)
     got = np.full_like(expected, 7)
-    RUNTIME.launch("im2col", "im2col_lower_f32", *elementwise_grid(got.size),
+    RUNTIME.launch(gpu_im2col.SOURCE, "im2col_lower_f32", *elementwise_grid(got.size),
                    [x, got, nb, 4, 9, 11, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q])
     np.testing.assert_array_equal(got, expected)
 
@@ -124,7 +129,7 @@ def test_cuda_winograd_transforms_equal_cpu_transforms(dtype):
     v_cpu = np.zeros((16, c, tiles), dtype)
     cpu_winograd.input_transform(x, v_cpu, n0, nb, tr0, rows, cols, pt, pl)
     v_gpu = np.zeros_like(v_cpu)
-    RUNTIME.launch("winograd", sources.kernel_name("winograd_input", dtype),
+    RUNTIME.launch(gpu_winograd.SOURCE, sources.kernel_name("winograd_input", dtype),
                    *elementwise_grid(c * tiles),
                    [x, v_gpu, c, h, w_, n0, nb, tr0, rows, cols, pt, pl])
     np.testing.assert_array_equal(v_gpu, v_cpu)
@@ -134,15 +139,68 @@ def test_cuda_winograd_transforms_equal_cpu_transforms(dtype):
     y_cpu = np.full((n, k, p_out, q_out), 9, dtype)
     cpu_winograd.output_transform(m, bias, y_cpu, n0, nb, tr0, rows, cols)
     y_gpu = np.full_like(y_cpu, 9)
-    RUNTIME.launch("winograd", sources.kernel_name("winograd_output", dtype),
+    RUNTIME.launch(gpu_winograd.SOURCE, sources.kernel_name("winograd_output", dtype),
                    *elementwise_grid(k * tiles),
                    [m, bias, y_gpu, k, p_out, q_out, n0, nb, tr0, rows, cols, 1])
     np.testing.assert_array_equal(y_gpu, y_cpu)
 
 
+def _input_tiles(x, n0, nb, tr0, rows, cols, pt, pl):
+    """The 4x4 input tiles d of Winograd's tile layout, (C, T, 4, 4), zero off the image."""
+    n, c, h, w = x.shape
+    padded = np.zeros((n, c, h + 2 * (pt + 4), w + 2 * (pl + 4)), x.dtype)
+    padded[:, :, pt + 4:pt + 4 + h, pl + 4:pl + 4 + w] = x
+    tiles = [padded[n0 + b, :, 4 + (tr0 + i) * 2:8 + (tr0 + i) * 2, 4 + j * 2:8 + j * 2]
+             for b in range(nb) for i in range(rows) for j in range(cols)]
+    return np.stack(tiles, axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_both_winograd_transforms_compute_the_papers_definitions(dtype):
+    """Numba's and CUDA's V = B^T d B and Y = A^T m A equal the matrices' products.
+
+    Each value is a sum of at most 4 (V) or 9 (Y) terms: the kernels' additions
+    differ from the float64 definition by a few roundings at most.
+    """
+    rng = np.random.default_rng(5)
+    n, c, k, h, w_, pt, pl = 2, 3, 2, 7, 9, 1, 1
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    p_out, q_out = h + 2 * pt - 2, w_ + 2 * pl - 2
+    rows, cols = -(-p_out // 2), -(-q_out // 2)
+    tiles = n * rows * cols
+    d = _input_tiles(x.astype(np.float64), 0, n, 0, rows, cols, pt, pl)
+    expected_v = winograd_algorithm.input_transform(d).reshape(c, tiles, 16).transpose(2, 0, 1)
+    eps = np.finfo(dtype).eps
+    v_cpu = np.zeros((16, c, tiles), dtype)
+    cpu_winograd.input_transform(x, v_cpu, 0, n, 0, rows, cols, pt, pl)
+    v_gpu = np.zeros_like(v_cpu)
+    RUNTIME.launch(gpu_winograd.SOURCE, sources.kernel_name("winograd_input", dtype),
+                   *elementwise_grid(c * tiles),
+                   [x, v_gpu, c, h, w_, 0, n, 0, rows, cols, pt, pl])
+    for got in (v_cpu, v_gpu):
+        np.testing.assert_allclose(got, expected_v, rtol=0, atol=4 * eps * np.abs(d).max())
+
+    m = rng.standard_normal((16, k, tiles)).astype(dtype)
+    per_tile = winograd_algorithm.output_transform(
+        m.astype(np.float64).transpose(1, 2, 0).reshape(k, tiles, 4, 4))
+    expected_y = np.zeros((n, k, 2 * rows, 2 * cols))
+    for t in range(tiles):
+        b, i, j = t // (rows * cols), (t // cols) % rows, t % cols
+        expected_y[b, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] = per_tile[:, t]
+    expected_y = expected_y[:, :, :p_out, :q_out]
+    y_cpu = np.zeros((n, k, p_out, q_out), dtype)
+    cpu_winograd.output_transform(m, np.zeros(k, dtype), y_cpu, 0, n, 0, rows, cols)
+    y_gpu = np.zeros_like(y_cpu)
+    RUNTIME.launch(gpu_winograd.SOURCE, sources.kernel_name("winograd_output", dtype),
+                   *elementwise_grid(k * tiles),
+                   [m, np.zeros(k, dtype), y_gpu, k, p_out, q_out, 0, n, 0, rows, cols, 0])
+    for got in (y_cpu, y_gpu):
+        np.testing.assert_allclose(got, expected_y, rtol=0, atol=16 * eps * np.abs(m).max())
+
+
 def test_cuda_fft_gather_and_scatter_equal_cpu():
     p = ConvProblem.parse("mb2ic3ih64iw61oc4kh3kw5sh2sw1ph1pw2")
-    plan = cpu_fft.plan_fft(p, 10**6)
+    plan = fft_algorithm.plan_fft(p, 10**6)
     assert plan.tile_rows > 1 and plan.tile_cols > 1 and plan.batch > 1, plan
     rng = np.random.default_rng(3)
     x = rng.standard_normal(p.input_shape).astype(np.float32)
@@ -152,7 +210,7 @@ def test_cuda_fft_gather_and_scatter_equal_cpu():
     cpu_fft.gather_tiles(x, cpu_tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
                          p.ph, p.pw)
     gpu_tiles = np.zeros_like(cpu_tiles)
-    RUNTIME.launch("fft", "fft_gather_tiles_f32", *elementwise_grid(gpu_tiles.size),
+    RUNTIME.launch(gpu_fft.SOURCE, "fft_gather_tiles_f32", *elementwise_grid(gpu_tiles.size),
                    [x, gpu_tiles, nb, p.ic, p.ih, p.iw, Int64(t0), plan.tile_rows,
                     plan.tile_cols, plan.lh, plan.lw, step_h, step_w, p.ph, p.pw])
     np.testing.assert_array_equal(gpu_tiles, cpu_tiles)
@@ -163,7 +221,7 @@ def test_cuda_fft_gather_and_scatter_equal_cpu():
     cpu_fft.scatter_outputs(out, bias, y_cpu, t0, plan.tile_rows, plan.tile_cols, plan.th,
                             plan.tw, p.sh, p.sw)
     y_gpu = np.full_like(y_cpu, 5)
-    RUNTIME.launch("fft", "fft_scatter_outputs_f32",
+    RUNTIME.launch(gpu_fft.SOURCE, "fft_scatter_outputs_f32",
                    *elementwise_grid(nb * p.oc * plan.th * plan.tw),
                    [out, bias, y_gpu, nb, p.oc, p.oh, p.ow, Int64(t0), plan.tile_rows,
                     plan.tile_cols, plan.lh, plan.lw, plan.th, plan.tw, p.sh, p.sw, 1])
@@ -187,7 +245,8 @@ def test_float16_outputs_round_to_nearest_even():
 
 
 def test_emulator_refuses_barrier_in_a_barrier_free_launch(monkeypatch):
-    monkeypatch.setattr(sources, "SYNCHRONIZING", set())
+    unsynchronized = dataclasses.replace(gpu_direct.SOURCE, synchronizing=frozenset())
+    monkeypatch.setattr(gpu_direct, "SOURCE", unsynchronized)
     p = ConvProblem.parse("mb1ic2ih5oc2kh3")
     x, w, _ = random_inputs(p)
     with pytest.raises(RuntimeError, match="__syncthreads"):
@@ -217,22 +276,22 @@ def emulated_kernels():
 
 def test_gpu_sweep_records_on_the_emulator(emulated_kernels, tmp_path):
     """The runner's GPU path end to end: device clock, L2-flush flag, math mode, errors."""
-    from convbench.runner import SweepSettings, plan_tasks, run_sweep
-    from convbench.suites import SuiteLayer
+    from convbench.measure.runner import SweepSettings, plan_tasks, run_sweep
+    from convbench.problem.suites import SuiteLayer
 
     layers = [SuiteLayer(ConvProblem.parse(d).with_(dtype=dt)) for d in
               ("mb2ic8ih10oc8kh3ph1", "mb1ic6ih9oc4kh1") for dt in ("float32", "float16")]
     settings = SweepSettings(backend="gpu", mode="both", min_reps=2, min_time=0.0,
                              isolate=False, flush_l2=True)
-    records = run_sweep(plan_tasks(layers, emulated_kernels, "t", settings), settings,
-                        None).records
+    tasks = plan_tasks([("t", layer) for layer in layers], emulated_kernels, settings)
+    records = run_sweep(tasks, settings, None).records
     assert len(records) == 16
     for rec in records:
         if rec["kernel"] == "winograd_emulated" and "kh1" in rec["problem"]:
             assert rec["status"] == "skipped" and "3x3" in rec["reason"]
             continue
         assert rec["status"] == "ok", rec.get("reason")
-        assert rec["time"]["clock"] == "host-perf-counter" and rec["time"]["flush_l2"]
+        assert rec["time"]["clock"] == "host" and rec["time"]["flush_l2"]
         assert rec["time"]["reps"] >= 2 and rec["gflops"] > 0
         assert rec["math_mode"].startswith("fp16 storage" if rec["dtype"] == "float16" else "fp32")
         tol = 2e-3 if rec["dtype"] == "float16" else 5e-5

@@ -3,22 +3,28 @@
 import pytest
 
 from convbench import ConvProblem
-from convbench.suites import list_suites, load_suite
-from kernels.gpu.common import GPU_WORKSPACE_CAP_BYTES
-from kernels.gpu.direct import (
+from convbench.kernels.gpu.base import GPU_WORKSPACE_CAP_BYTES
+from convbench.kernels.gpu.direct import (
     GRID_YZ_LIMIT,
     K_BLOCK,
     SHARED_LIMIT_BYTES,
     TILE_P,
     TILE_Q,
     DirectLaunch,
+    GpuDirectKernel,
     halo_shape,
     plan_direct,
 )
-from kernels.gpu.fft import GpuFftKernel
-from kernels.gpu.im2col import GpuIm2colKernel
-from kernels.gpu.runtime import ELEMENTWISE_BLOCK, MAX_GRID_BLOCKS, HostRuntime, elementwise_grid
-from kernels.gpu.winograd import GpuWinogradKernel
+from convbench.kernels.gpu.fft import GpuFftKernel
+from convbench.kernels.gpu.im2col import GpuIm2colKernel
+from convbench.kernels.gpu.runtime import (
+    ELEMENTWISE_BLOCK,
+    MAX_GRID_BLOCKS,
+    HostRuntime,
+    elementwise_grid,
+)
+from convbench.kernels.gpu.winograd import GpuWinogradKernel
+from convbench.problem.suites import list_suites, load_suite
 
 LAYERS = [pytest.param(layer.problem.with_(mb=mb, dtype=dt), id=f"{suite}-{layer.problem.name}"
                        f"-mb{mb}-{dt}")
@@ -47,8 +53,7 @@ def test_direct_refuses_a_halo_that_cannot_fit():
     p = ConvProblem.parse("mb1ic1ih400iw400oc1kh41kw41sh8sw8")
     reason = plan_direct(p)
     assert isinstance(reason, str) and "shared memory" in reason
-    kernel_reason = __import__("kernels.gpu.direct", fromlist=["x"]).GpuDirectKernel(
-        HostRuntime()).supports(p)
+    kernel_reason = GpuDirectKernel(HostRuntime()).supports(p)
     assert kernel_reason == reason
 
 

@@ -1,6 +1,6 @@
 """Compiled kernels are cached on disk: a new process loads them and does not recompile."""
 
-from convbench.jitcost import ALGORITHMS, measure_in_fresh_process
+from convbench.measure.jitcost import ALGORITHMS, measure_in_fresh_process
 
 
 def _misses(result):
@@ -12,7 +12,7 @@ def test_a_new_process_loads_every_kernel_without_compiling():
     warm = measure_in_fresh_process()
     assert _misses(warm) == {}
     called_modules = {name.rsplit(".", 1)[0] for name in warm["cache"]}
-    assert {f"kernels.cpu.{a}" for a in ALGORITHMS} <= called_modules
+    assert {f"convbench.kernels.cpu.{a}" for a in ALGORITHMS} <= called_modules
     assert all(c["hits"] > 0 for c in warm["cache"].values())
 
 

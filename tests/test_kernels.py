@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from problem_grid import GRID
 
 import convbench
-from convbench import ConvProblem, UnsupportedProblem
-from convbench.reference import reference_for
+from convbench import ConvProblem, UnsupportedProblem, registry
+from convbench.problem.reference import reference_for
 
 CPU_KERNELS = ["direct", "im2col", "fft", "winograd"]
 
@@ -80,7 +80,7 @@ def test_property_every_supporting_kernel_matches_reference(p, seed):
     ref = reference_for(p, x, w, b)
     (pt, pb), (pl, pr) = p.padding
     ran = 0
-    for kernel in convbench.kernels("cpu", kind="kernel"):
+    for kernel in registry.kernels("cpu", kind="kernel"):
         if kernel.supports(p) is not None:
             continue
         y = kernel.prepare(p, x, w, b)()
@@ -92,9 +92,9 @@ def test_property_every_supporting_kernel_matches_reference(p, seed):
 
 def test_workspace_tiling_paths_are_exact():
     """Tiny caps force several images per tile with a remainder, and row bands."""
-    from kernels.cpu.fft import FftKernel
-    from kernels.cpu.im2col import Im2colKernel
-    from kernels.cpu.winograd import WinogradKernel
+    from convbench.kernels.cpu.fft import FftKernel
+    from convbench.kernels.cpu.im2col import Im2colKernel
+    from convbench.kernels.cpu.winograd import WinogradKernel
 
     p = ConvProblem.make(5, 6, 17, 19, 8, 3, 3, padding=1, bias=True)
     x, w, b = random_inputs(p)
@@ -122,7 +122,7 @@ def test_vgg16_conv1_2_batch32_workspace_is_capped(algo):
     so the layer fits a 24 GiB machine. (Running it is a benchmark: see
     benchmarks/test_memory.py.)
     """
-    from kernels.cpu.common import WORKSPACE_CAP_BYTES
+    from convbench.kernels.cpu.base import WORKSPACE_CAP_BYTES
 
     p = ConvProblem.parse('mb32ic64ih224oc64kh3ph1n"conv1_2"')
     kernel = convbench.get_kernel(algo)
@@ -132,7 +132,8 @@ def test_vgg16_conv1_2_batch32_workspace_is_capped(algo):
 
 def test_fft_whole_image_path_only_where_the_padding_wraps_onto_zeros():
     """No-gather FFT: used when one tile covers the image and L >= H + pad, exact both ways."""
-    from kernels.cpu.fft import FftKernel, FftPlan, whole_image_path
+    from convbench.kernels.algorithms.fft import FftPlan, whole_image_path
+    from convbench.kernels.cpu.fft import FftKernel
 
     p = ConvProblem.make(2, 3, 9, 9, 4, 3, 3, stride=2, padding=((1, 0), (1, 0)), bias=True)
     one_tile = FftPlan(lh=10, lw=10, th=p.oh, tw=p.ow, tile_rows=1, tile_cols=1, batch=2)
@@ -158,20 +159,24 @@ def test_winograd_filter_transform_is_g_g_gt_rounded_once(dtype):
     exact. float32: within one rounding of the float64 result. float64: within
     the error bound of a 9-term float64 sum (the order of the terms may differ).
     """
-    from kernels.cpu.winograd import G, filter_transform
+    from convbench.kernels.algorithms import winograd as algorithm
+    from convbench.kernels.algorithms.winograd import G
+    from convbench.kernels.cpu.winograd import filter_transform
 
     rng = np.random.default_rng(3)
     w = (rng.standard_normal((12, 5, 3, 3)) * 2.0 ** rng.integers(-40, 40, (12, 5, 3, 3)))
     w = w.astype(dtype)
     other_g = G + rng.uniform(-0.1, 0.1, G.shape)  # as the fault-injection tests use
-    for g_matrix in (G, other_g):
-        exact = np.einsum("ir,kcrs,js->ijkc", g_matrix, w.astype(np.float64), g_matrix)
-        scale = np.einsum("ir,kcrs,js->ijkc", abs(g_matrix), abs(w.astype(np.float64)),
-                          abs(g_matrix))
-        got = filter_transform(w, 3, g_matrix)
-        assert got.dtype == w.dtype and got.shape == (16, 3, 4, 5)
-        err = abs(got.reshape(4, 4, 12, 5) - exact)
-        bound = np.finfo(dtype).eps * abs(exact) + 16 * np.finfo(np.float64).eps * scale
-        assert (err <= bound).all(), float((err / bound).max())
-    with pytest.raises(ValueError, match="G must be 4x3"):
-        filter_transform(w, 3, G[:3])
+    # The CPU kernel's Numba loop nest and the GPU kernels' einsum (here on NumPy).
+    for transform in (filter_transform, algorithm.filter_transform):
+        for g_matrix in (G, other_g):
+            exact = np.einsum("ir,kcrs,js->ijkc", g_matrix, w.astype(np.float64), g_matrix)
+            scale = np.einsum("ir,kcrs,js->ijkc", abs(g_matrix), abs(w.astype(np.float64)),
+                              abs(g_matrix))
+            got = transform(w, 3, g_matrix)
+            assert got.dtype == w.dtype and got.shape == (16, 3, 4, 5)
+            err = abs(got.reshape(4, 4, 12, 5) - exact)
+            bound = np.finfo(dtype).eps * abs(exact) + 16 * np.finfo(np.float64).eps * scale
+            assert (err <= bound).all(), float((err / bound).max())
+        with pytest.raises(ValueError, match="G must be 4x3"):
+            transform(w, 3, G[:3])

@@ -7,15 +7,11 @@ import numba
 import numpy as np
 import pytest
 
-from convbench.accuracy import UNIT_ROUNDOFF, error_metrics
-from convbench.results import (
-    ResultWriter,
-    compare_runs,
-    iter_jsonl,
-    load_run,
-    write_records,
-)
-from convbench.timing import Timing, pinned_threads, time_call
+from convbench.measure.compare import compare_runs
+from convbench.measure.metrics import UNIT_ROUNDOFF, error_metrics
+from convbench.measure.threads import pinned_threads
+from convbench.measure.timing import Timing, bench
+from convbench.store.jsonl import ResultWriter, iter_jsonl, load_run, write_records
 
 
 def _fake_clock(step):
@@ -23,25 +19,57 @@ def _fake_clock(step):
     return lambda: next(ticks) * step
 
 
-def test_time_call_reaches_min_reps_and_min_time():
+class StepClock:
+    """A clock on which every timed run takes ``step`` seconds."""
+
+    name = "step"
+
+    def __init__(self, step):
+        self.step = step
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return self.step
+
+    def synchronize(self):
+        pass
+
+    def flush_l2(self):
+        pass
+
+
+def test_bench_reaches_min_reps_and_min_time():
     calls = []
-    timing = time_call(lambda: calls.append(1), min_reps=3, min_time=10.0, warmup=2,
-                       timer=_fake_clock(1.0))
-    # Each timed run reads the fake clock 3 times (start, stop, elapsed) at 1 s a
-    # read, so 3 runs give 9 s < min_time and the 4th reaches 12 s: it stops there.
-    assert timing.reps == 4 and all(t == 1.0 for t in timing.times_s)
+    timing = bench(lambda: calls.append(1), clock=StepClock(1.0), min_reps=3, min_time=10.0,
+                   warmup=2)
+    # 1 s a run: min_reps alone would stop at 3, min_time needs 10 runs.
+    assert timing.reps == 10 and all(t == 1.0 for t in timing.times_s)
     assert len(calls) == 1 + 2 + timing.reps  # first call and warm-up are not timed
 
 
-def test_time_call_min_reps_dominates_for_slow_calls():
-    timing = time_call(lambda: None, min_reps=7, min_time=0.0, timer=_fake_clock(5.0))
+def test_bench_min_reps_dominates_for_slow_calls():
+    timing = bench(lambda: None, clock=StepClock(5.0), min_reps=7, min_time=0.0)
     assert timing.reps == 7
 
 
-def test_time_call_max_time_stops_after_min_reps():
-    timing = time_call(lambda: None, min_reps=2, min_time=1e9, max_time=10.0,
-                       timer=_fake_clock(1.0))
-    assert 2 <= timing.reps <= 6
+def test_bench_max_time_stops_after_min_reps():
+    # The wall clock advances 1 s a read. It is read before and after the first call,
+    # at the start of the timed runs, and after each run from the min_reps-th on, so
+    # the elapsed time after run k is k - 1 s: past 10 s after 12 runs.
+    timing = bench(lambda: None, clock=StepClock(1.0), min_reps=2, min_time=1e9,
+                   max_time=10.0, wall=_fake_clock(1.0))
+    assert timing.reps == 12
+
+
+def test_bench_batches_short_calls_and_divides_their_time():
+    calls = []
+    timing = bench(lambda: calls.append(1), clock=StepClock(4.0), min_reps=3, min_time=0.0,
+                   warmup=0, batch=4)
+    assert timing.times_s == [1.0, 1.0, 1.0] and len(calls) == 1 + 3 * 4
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        bench(lambda: None, batch=0)
 
 
 def test_timing_statistics():
@@ -54,9 +82,9 @@ def test_timing_statistics():
 
 
 @pytest.mark.parametrize("bad", [dict(min_reps=0), dict(min_time=-1)])
-def test_time_call_rejects_bad_settings(bad):
+def test_bench_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
-        time_call(lambda: None, **bad)
+        bench(lambda: None, **bad)
 
 
 def test_pinned_threads_sets_and_restores():

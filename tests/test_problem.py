@@ -79,7 +79,6 @@ def test_dtype_and_direction_knobs():
     ("mb1ic3ih5oc3", "must give kh"),
     ("mb1ic3id5ih5oc3kh3", "3-D"),
     ("mb1ic3ih5oc3kh3zz4", "cannot parse"),
-    ("mb1ic3ih5ih6oc3kh3", "given twice"),
     ("mb1ic3ih2oc3kh5", "output size must be positive"),
     ("g2mb1ic3ih5oc4kh3", "must divide"),
     ("--dt=bf16 mb1ic3ih5oc3kh3", "unsupported data type"),
@@ -89,6 +88,35 @@ def test_dtype_and_direction_knobs():
 def test_bad_descriptors_say_what_is_wrong(text, message):
     with pytest.raises(ValueError, match=message):
         ConvProblem.parse(text)
+
+
+def test_a_repeated_token_takes_its_last_value_as_in_benchdnn():
+    # From benchdnn's inputs/conv/shapes_regression_padding.
+    p = ConvProblem.parse("mb1ic16oc16_ih10kh5_kh5ph7sh1")
+    assert (p.kh, p.kw, p.ph, p.oh) == (5, 5, 7, 20)
+    assert ConvProblem.parse("mb1ic3ih5ih6oc3kh3").ih == 6
+    assert ConvProblem.parse("mb1ic3ih9oc3kh3kh5").kh == 5
+
+
+@pytest.mark.parametrize("text", ["mb1ic3id5ih5oc3kh3", "mb1ic3ih5oc3kd3kh3",
+                                  "g2mb2_ic16oc32_id4ih10iw10_kd2kh3kw3_n\"3d_conv\""])
+def test_3d_descriptors_are_unsupported_not_malformed(text):
+    from convbench.problem import UnsupportedDescriptor
+
+    with pytest.raises(UnsupportedDescriptor, match="3-D convolution is not supported"):
+        ConvProblem.parse(text)
+
+
+def test_math_modes_in_descriptors():
+    p = ConvProblem.parse("--attr-fpmath=tf32 mb1ic3ih5oc3kh3")
+    assert p.fpmath == "tf32" and p.math == "tf32"
+    assert str(p) == "--attr-fpmath=tf32 mb1ic3ih5oc3kh3" and ConvProblem.parse(str(p)) == p
+    assert ConvProblem.parse("--dt=f16 mb1ic3ih5oc3kh3").math == "fp16"
+    assert ConvProblem.parse("mb1ic3ih5oc3kh3").math == "fp32"
+    with pytest.raises(ValueError, match="fpmath 'tf32' applies to float32"):
+        ConvProblem.parse("--dt=f64 --attr-fpmath=tf32 mb1ic3ih5oc3kh3")
+    with pytest.raises(ValueError, match="fpmath must be one of"):
+        ConvProblem.parse("--attr-fpmath=bf16 mb1ic3ih5oc3kh3")
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -5,7 +5,7 @@ import pytest
 
 import convbench
 from convbench.problem import ConvProblem
-from convbench.reference import reference_for
+from convbench.problem.reference import reference_for
 
 
 def test_hand_computed_tiny_case():

@@ -27,22 +27,35 @@ def test_supports_answers_without_running():
         assert convbench.get_kernel(name).supports(p) is None
 
 
-class _Negating:
+class _Negating(convbench.KernelBase):
     """A toy third-party kernel: -direct, to prove dispatch reaches it."""
 
     name = "negated_direct"
-    backend = "cpu"
-    kind = "kernel"
 
     def supports(self, p):
         return None if p.g == 1 else "groups unsupported"
+
+    def prepare_call(self, p, x, w, bias):
+        inner = convbench.get_kernel("direct").prepare(p, x, w, bias)
+        return lambda: -inner()
+
+
+class _Bare:
+    """The contract written out by hand, without the base class."""
+
+    name, backend, kind, clock, caches_weights = "bare", "cpu", "kernel", "host", False
+
+    def supports(self, p):
+        return None
+
+    def math_mode(self, p):
+        return "fp32 strict"
 
     def workspace_bytes(self, p):
         return 0
 
     def prepare(self, p, x, w, bias):
-        inner = convbench.get_kernel("direct").prepare(p, x, w, bias)
-        return lambda: -inner()
+        return lambda: convbench.reference(x, w, bias).astype(x.dtype)
 
 
 def test_register_a_kernel_and_dispatch_to_it():
@@ -67,6 +80,8 @@ def test_register_a_kernel_and_dispatch_to_it():
     (object(), "does not implement the Kernel protocol"),
     (type("K", (_Negating,), {"backend": "fpga"})(), "backend must be one of"),
     (type("K", (_Negating,), {"kind": "library"})(), "kind must be one of"),
+    (type("K", (_Negating,), {"clock": "sundial"})(), "clock must be one of"),
+    (type("K", (_Bare,), {"clock": property(lambda self: None)})(), "clock must be one of"),
 ])
 def test_register_rejects_non_kernels(bad, message):
     with pytest.raises((TypeError, ValueError), match=message):
@@ -92,3 +107,30 @@ def test_auto_runs_and_is_correct():
     y = convbench.conv2d(x, w, padding=1, algo="auto")
     ref = convbench.reference(x, w, padding=1)
     assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
+
+
+def test_a_hand_written_kernel_registers_and_runs():
+    kernel = convbench.register(_Bare())
+    try:
+        x = np.ones((1, 2, 4, 4), np.float32)
+        w = np.ones((2, 2, 3, 3), np.float32)
+        np.testing.assert_array_equal(convbench.conv2d(x, w, algo="bare"),
+                                      np.full((1, 2, 2, 2), 18.0, np.float32))
+        assert kernel.math_mode(ConvProblem.parse("ic2ih4oc2kh3")) == "fp32 strict"
+    finally:
+        registry.unregister("bare", "cpu")
+
+
+def test_missing_members_are_named():
+    class Half:
+        name, backend, kind = "half", "cpu", "kernel"
+
+    with pytest.raises(TypeError, match="missing clock, caches_weights, supports, math_mode"):
+        convbench.register(Half())
+
+
+def test_kernel_base_refuses_what_supports_refuses():
+    p = ConvProblem.parse("g2mb1ic4ih4oc2kh3")
+    x, w = np.ones(p.input_shape, np.float32), np.ones(p.weight_shape, np.float32)
+    with pytest.raises(UnsupportedProblem, match="groups unsupported"):
+        _Negating().prepare(p, x, w, None)

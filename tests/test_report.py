@@ -5,10 +5,11 @@ import re
 import numpy as np
 import pytest
 
-from convbench import cli, roof
+from convbench import cli
+from convbench.measure import roof
+from convbench.present.report import write_report
 from convbench.problem import ConvProblem
-from convbench.publish import write_report
-from convbench.results import write_records
+from convbench.store.jsonl import write_records
 
 pytest.importorskip("matplotlib", reason="reports need the 'plot' extra")
 from matplotlib.image import imread  # noqa: E402
@@ -164,7 +165,7 @@ def test_roof_measures_positive_limits_and_caches(tmp_path, monkeypatch):
 
 
 def test_gpu_tables_compare_with_cudnn_and_name_its_engine():
-    from convbench.report import layer_table
+    from convbench.present.tables import layer_table
 
     base = {"problem": "mb1ic64ih56oc64kh3ph1", "name": "res2", "backend": "gpu",
             "status": "ok", "repeat": 1, "error": {"rel_l2": 1e-7, "bound_ratio": 0.1}}

@@ -3,7 +3,7 @@
 import pytest
 
 from convbench import ConvProblem
-from convbench.suites import list_suites, load_suite, parse_suite, suite_path
+from convbench.problem.suites import list_suites, load_suite, parse_suite, suite_path
 
 SHIPPED = ["alexnet", "deepbench", "googlenet", "lenet5", "mobilenet_v1", "resnet50", "vgg16"]
 
@@ -73,3 +73,17 @@ def test_errors_name_file_and_line(tmp_path):
         load_suite("nope")
     with pytest.raises(ValueError, match="<suite>:1: .*output size"):
         parse_suite("mb1ic3ih2oc3kh5")
+
+
+def test_a_3d_line_is_kept_as_unsupported_and_a_bad_line_still_stops(tmp_path):
+    good = 'mb1ic3ih8oc4kh3n"two_d"'
+    three_d = 'mb1ic3id8ih8oc4kd3kh3n"three_d"'
+    layers = parse_suite(f"{good}\n{three_d}  # repeat=2\n", "f.txt")
+    assert [x.name for x in layers] == ["two_d", "three_d"]
+    assert layers[0].unsupported is None and layers[0].problem is not None
+    assert layers[1].problem is None and layers[1].repeat == 2
+    assert "3-D convolution is not supported" in layers[1].unsupported
+    assert layers[1].descriptor == three_d
+    assert layers[1].with_(mb=4) is layers[1]  # overrides leave it as written
+    with pytest.raises(ValueError, match=r"f.txt:3: cannot parse"):
+        parse_suite(f"{good}\n{three_d}\nmb1ic3ih8oc4kh3zz\n", "f.txt")

@@ -24,15 +24,18 @@ install hint when the frontend, CuPy or a GPU is missing.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from convbench.contract import KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
+from convbench.measure.clocks import CudaEventClock
+from convbench.measure.timing import bench
 from convbench.problem import ConvProblem
-from kernels.gpu.common import MATH_MODES, gpu_dtype_reason
-from kernels.gpu.runtime import default_runtime
+
+from ..gpu.base import GPU_DTYPES
+from ..gpu.runtime import default_runtime
 
 INSTALL_HINT = ("the cuDNN frontend is not installed: pip install nvidia-cudnn-frontend "
                 "nvidia-cudnn-cu12 (or -cu13 to match CUDA)")
@@ -42,7 +45,7 @@ NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "F
          "WINOGRAD", "WINOGRAD_TILE_4x4", "WINOGRAD_TILE_6x6", "WINOGRAD_TILE_13x13",
          "NONDETERMINISTIC")
 
-#: Timed runs per plan when ``cudnn_best`` autotunes (after 3 warm-up runs).
+#: Timed runs per plan when ``cudnn_best`` autotunes (after the first and 3 warm-up runs).
 TUNE_REPS = 10
 
 
@@ -72,17 +75,17 @@ def engine_algorithm(notes: Iterable[str]) -> str:
     return "gemm/direct"
 
 
-def inadmissible_reason(notes: Iterable[str], dtype: str) -> str | None:
-    """Why a plan with ``notes`` breaks ``dtype``'s math mode, or ``None``."""
+def inadmissible_reason(notes: Iterable[str], math: str) -> str | None:
+    """Why a plan with ``notes`` breaks math mode ``math`` (fp32, tf32, fp16, fp64), or ``None``."""
     notes = set(notes)
-    if dtype == "float32" and notes & {"TENSOR_CORE", "DOWN_CONVERT_INPUTS"}:
+    if math == "fp32" and notes & {"TENSOR_CORE", "DOWN_CONVERT_INPUTS"}:
         return "tensor-core (TF32) engine: not strict fp32"
-    if dtype == "float16" and "REDUCED_PRECISION_REDUCTION" in notes:
+    if math == "fp16" and "REDUCED_PRECISION_REDUCTION" in notes:
         return "accumulates in fp16"
     return None
 
 
-def choose_plan(plans: list[CudnnPlan], dtype: str, select: str) -> CudnnPlan:
+def choose_plan(plans: list[CudnnPlan], math: str, select: str) -> CudnnPlan:
     """The heuristic choice (first admissible) or the fastest admissible timed plan.
 
     Raises
@@ -90,15 +93,15 @@ def choose_plan(plans: list[CudnnPlan], dtype: str, select: str) -> CudnnPlan:
     UnsupportedProblem
         If no plan is admissible (or, for ``"best"``, none was timed).
     """
-    ok = [pl for pl in plans if pl.failure is None and inadmissible_reason(pl.notes, dtype) is None]
+    ok = [pl for pl in plans if pl.failure is None and inadmissible_reason(pl.notes, math) is None]
     if select == "best":
         ok = [pl for pl in ok if pl.median_s is not None]
         if ok:
             return min(ok, key=lambda pl: pl.median_s)
     elif ok:
         return ok[0]
-    raise UnsupportedProblem(f"cuDNN offers no admissible plan for {dtype} "
-                             f"({MATH_MODES.get(dtype, dtype)}) among {len(plans)}")
+    raise UnsupportedProblem(f"cuDNN offers no admissible plan for math mode {math} "
+                             f"among {len(plans)}")
 
 
 def _cudnn() -> Any:
@@ -116,8 +119,10 @@ def _failed(result: Any) -> bool:
     return bool(getattr(result, "is_bad", lambda: False)())
 
 
-class CudnnFrontendBaseline:
+class CudnnFrontendBaseline(KernelBase):
     """cuDNN's conv_fprop execution plans through the frontend API.
+
+    ``workspace_bytes`` is 0: each plan's workspace is in ``details.plans``.
 
     Parameters
     ----------
@@ -126,7 +131,9 @@ class CudnnFrontendBaseline:
 
     backend = "gpu"
     kind = "baseline"
-    pretransforms_weights = False
+    clock = "cuda-events"
+    dtypes = GPU_DTYPES
+    uses_tf32 = True  # tensor-core engines are admissible where fpmath allows TF32
 
     def __init__(self, select: str) -> None:
         if select not in ("heuristic", "best"):
@@ -136,18 +143,12 @@ class CudnnFrontendBaseline:
         self._handle: Any = None
 
     def supports(self, p: ConvProblem) -> str | None:
-        reason = gpu_dtype_reason(p)
+        reason = super().supports(p)
         if reason:
             return reason
         if _cudnn() is None:
             return INSTALL_HINT
         return default_runtime().unavailable_reason()
-
-    def math_mode(self, p: ConvProblem) -> str:
-        return MATH_MODES[p.dtype]
-
-    def workspace_bytes(self, p: ConvProblem) -> int:
-        return 0  # per plan; recorded in details.plans
 
     # ------------------------------------------------------------- graph
     def _graph(self, cudnn: Any, p: ConvProblem) -> tuple[Any, Any, Any, Any]:
@@ -219,10 +220,7 @@ class CudnnFrontendBaseline:
         return graph, x, wt, y, plans
 
     # ----------------------------------------------------------- prepare
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        reason = self.supports(p)
-        if reason:
-            raise UnsupportedProblem(reason)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = default_runtime()
         cupy = rt.xp
         cudnn = _cudnn()
@@ -239,8 +237,8 @@ class CudnnFrontendBaseline:
             graph.execute_plan_at_index(pack, workspace.data.ptr, index, handle=self._handle)
 
         if self.select == "best":
-            self._tune(plans, execute, cupy, p.dtype)
-        chosen = choose_plan(plans, p.dtype, self.select)
+            tune(plans, execute)
+        chosen = choose_plan(plans, p.math, self.select)
 
         def run() -> Any:
             execute(chosen.index)
@@ -248,37 +246,28 @@ class CudnnFrontendBaseline:
                 yd[...] += bd
             return yd
 
-        run.details = {  # type: ignore[attr-defined] -- recorded by the runner
+        return Prepared(run, {
             "select": self.select, "chosen": chosen.index, "engine": chosen.name,
             "algorithm": chosen.algorithm, "notes": chosen.notes,
             "workspace_bytes": chosen.workspace_bytes,
             "plans": [dict(asdict(pl), algorithm=pl.algorithm,
-                           admissible=inadmissible_reason(pl.notes, p.dtype) is None)
+                           admissible=inadmissible_reason(pl.notes, p.math) is None)
                       for pl in plans],
-        }
-        return run
+        })
 
-    @staticmethod
-    def _tune(plans: list[CudnnPlan], execute: Callable[[int], None], cupy: Any,
-              dtype: str) -> None:
-        """Median time of every built plan (admissible or not), CUDA events."""
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        for plan in plans:
-            if plan.failure is not None:
-                continue
-            try:
-                for _ in range(3):
-                    execute(plan.index)
-                times = []
-                for _ in range(TUNE_REPS):
-                    start.record()
-                    execute(plan.index)
-                    stop.record()
-                    stop.synchronize()
-                    times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-                plan.median_s = statistics.median(times)
-            except Exception as exc:  # noqa: BLE001 -- a plan that fails to run is data
-                plan.failure = f"{type(exc).__name__}: {exc}"
+
+def tune(plans: list[CudnnPlan], execute: Callable[[int], None]) -> None:
+    """Median time of every built plan (admissible or not), on CUDA events."""
+    clock = CudaEventClock()
+    for plan in plans:
+        if plan.failure is not None:
+            continue
+        try:
+            timing = bench(lambda index=plan.index: execute(index), clock=clock,
+                           min_reps=TUNE_REPS, min_time=0.0, warmup=3)
+            plan.median_s = timing.median_s
+        except Exception as exc:  # noqa: BLE001 -- a plan that fails to run is data
+            plan.failure = f"{type(exc).__name__}: {exc}"
 
 
 KERNELS = [CudnnFrontendBaseline("heuristic"), CudnnFrontendBaseline("best")]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
 
 
@@ -28,25 +29,20 @@ def im2col_indices(p: ConvProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.broadcast_to(cols, (p.ic, p.kh * p.kw, p.oh * p.ow)).reshape(shape))
 
 
-class NumpyIm2colBaseline:
+class NumpyIm2colBaseline(KernelBase):
     """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination."""
 
     name = "numpy_im2col"
-    backend = "cpu"
     kind = "baseline"
-    pretransforms_weights = False
 
-    def supports(self, p: ConvProblem) -> str | None:
-        if p.dtype not in ("float32", "float64"):
-            return f"CPU baseline runs float32 and float64, got {p.dtype}"
-        return None
+    dtypes = ("float32", "float64")
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         padded = p.mb * p.ic * p.padded_height * p.padded_width
         return (padded + p.mb * p.ic * p.kh * p.kw * p.oh * p.ow) * p.itemsize
 
-    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+    def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
         (pt, pb), (pl, pr) = p.padding
         k, i, j = im2col_indices(p)
         g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
@@ -72,5 +68,4 @@ class NumpyIm2colBaseline:
         return run
 
 
-KERNEL = NumpyIm2colBaseline()
-KERNELS = [KERNEL]
+KERNELS = [NumpyIm2colBaseline()]

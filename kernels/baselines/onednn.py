@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
 
 INSTALL_HINT = "torch is not installed: pip install 'convbench[compare]' (torch==2.13.0, CPU)"
@@ -40,29 +41,23 @@ def torch_padding(p: ConvProblem) -> tuple[Any, tuple[int, int, int, int] | None
     return 0, (pl, pr, pt, pb)
 
 
-class OneDnnBaseline:
-    """``torch.nn.functional.conv2d`` on the CPU (oneDNN)."""
+class OneDnnBaseline(KernelBase):
+    """``torch.nn.functional.conv2d`` on the CPU (oneDNN), strict float32 or float64.
+
+    ``workspace_bytes`` is 0: oneDNN's scratchpad is not observable from Python.
+    """
 
     name = "onednn"
-    backend = "cpu"
     kind = "baseline"
-    pretransforms_weights = False
+
+    dtypes = ("float32", "float64")
 
     def supports(self, p: ConvProblem) -> str | None:
-        if _torch() is None:
-            return INSTALL_HINT
-        if p.dtype not in ("float32", "float64"):
-            return f"CPU baseline runs float32 and float64, got {p.dtype}"
-        return None
+        return INSTALL_HINT if _torch() is None else super().supports(p)
 
-    def workspace_bytes(self, p: ConvProblem) -> int:
-        return 0  # internal to oneDNN; not observable from Python
-
-    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                bias: np.ndarray | None) -> Callable[[], Any]:
+    def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> Callable[[], Any]:
         torch = _torch()
-        if torch is None:
-            raise RuntimeError(INSTALL_HINT)
         f = torch.nn.functional
         padding, pre_pad = torch_padding(p)
         xt = torch.from_numpy(x)
@@ -80,5 +75,4 @@ class OneDnnBaseline:
         return run
 
 
-KERNEL = OneDnnBaseline()
-KERNELS = [KERNEL]
+KERNELS = [OneDnnBaseline()]

@@ -2,8 +2,9 @@
 
 ``torch.backends.cudnn.benchmark = True`` makes PyTorch time cuDNN's
 algorithms on the first call for each shape and keep the fastest (that first
-call is the harness's untimed first call). TF32 is switched off for float32
-(strict fp32, as convbench's kernels). Inputs arrive as CuPy arrays and are
+call is the harness's untimed first call). TF32 is switched on only for
+problems that allow it (``fpmath="tf32"``); float32 is otherwise strict.
+Inputs arrive as CuPy arrays and are
 shared with torch through DLPack, without copies. Skipped with the reason
 when torch, its CUDA build or a GPU is missing.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from convbench.errors import UnsupportedProblem
+from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
-from kernels.baselines.onednn import torch_padding
-from kernels.gpu.common import MATH_MODES, gpu_dtype_reason
-from kernels.gpu.runtime import default_runtime
+
+from ..gpu.base import GPU_DTYPES
+from ..gpu.runtime import default_runtime
+from .onednn import torch_padding
 
 INSTALL_HINT = ("torch with CUDA is not installed: pip install torch (a CUDA build; "
                 "convbench's test extra pins the CPU build 2.13.0)")
@@ -31,16 +33,21 @@ def _torch() -> Any:
     return torch
 
 
-class TorchCudnnBaseline:
-    """``torch.nn.functional.conv2d`` on CUDA with ``cudnn.benchmark=True``."""
+class TorchCudnnBaseline(KernelBase):
+    """``torch.nn.functional.conv2d`` on CUDA with ``cudnn.benchmark=True``.
+
+    ``workspace_bytes`` is 0: cuDNN's workspace inside torch is not observable.
+    """
 
     name = "torch_cudnn"
     backend = "gpu"
     kind = "baseline"
-    pretransforms_weights = False
+    clock = "cuda-events"
+    dtypes = GPU_DTYPES
+    uses_tf32 = True  # torch's allow_tf32 follows the problem's fpmath
 
     def supports(self, p: ConvProblem) -> str | None:
-        reason = gpu_dtype_reason(p)
+        reason = super().supports(p)
         if reason:
             return reason
         torch = _torch()
@@ -52,21 +59,12 @@ class TorchCudnnBaseline:
             return f"torch {torch.__version__} was built without cuDNN"
         return default_runtime().unavailable_reason()
 
-    def math_mode(self, p: ConvProblem) -> str:
-        return MATH_MODES[p.dtype]
-
-    def workspace_bytes(self, p: ConvProblem) -> int:
-        return 0  # chosen by cuDNN inside torch; not observable from Python
-
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        reason = self.supports(p)
-        if reason:
-            raise UnsupportedProblem(reason)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         torch = _torch()
         rt = default_runtime()
         torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = p.math == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = p.math == "tf32"
         f = torch.nn.functional
 
         def to_torch(a: Any) -> Any:
@@ -89,5 +87,4 @@ class TorchCudnnBaseline:
         return run
 
 
-KERNEL = TorchCudnnBaseline()
-KERNELS = [KERNEL]
+KERNELS = [TorchCudnnBaseline()]

@@ -1,27 +1,25 @@
 """Direct (sliding-window) convolution, compiled with Numba.
 
-The loop nest is the definition of convolution, blocked for the CPU in one of
-two orders, chosen per layer by :func:`vectorize_over_channels`:
+The loop nest is the definition of convolution (:mod:`kernels.algorithms.direct`),
+blocked for the CPU in one of two orders, chosen per layer by
+:func:`vectorize_over_channels`:
 
-* **row-vectorized** (few output channels per group, e.g. depthwise): parallel over (image, group,
-  block of ``K_BLOCK`` output channels); ``K_BLOCK`` rows of accumulators stay
-  in L1 while the loop runs over input channels and taps; the innermost loop
-  runs along the output row, contiguous when the stride is 1.
-* **channel-vectorized** (16 or more output channels per group: every layer of
-  the dense networks): the weights are transposed once in ``prepare`` to
-  ``(G, C/g, R, S, K/g)``, and the innermost loop runs over a block of
-  ``KC_BLOCK`` output channels for each of ``Q_BLOCK`` output pixels, so it is
-  long and contiguous whatever the image width or stride. Measured against the
-  row order: 1x1 14x14 layers ~4x, res2 3x3 56x56 17.5 -> 41.9 GFLOP/s, conv1
-  (7x7 stride 2, where the row order's strided gather does not vectorize)
-  11.3 -> 38.3 GFLOP/s. Its loop body takes four input channels and two
-  output pixels at once (register blocking as far as Numba allows: the
-  accumulators live in an L1 block, so the body amortizes each load and
-  store of one over four FMAs). Against one channel and one pixel per body,
-  with the same 8 x 128 blocks, geometric mean over ResNet-50 at batch 1
-  (one interleaved run each): 0.42x -> 0.69x oneDNN. Other shapes measured:
-  2 channels x 4 pixels 0.58x, 6 x 2 0.63x, 4 x 3 0.53x (their broadcast
-  input values and accumulators outgrow AVX2's 16 vector registers).
+* **row order** (few output channels per group, e.g. depthwise): parallel
+  over (image, group, block of ``K_BLOCK`` output channels); ``K_BLOCK`` rows
+  of accumulators stay in L1 while the loop runs over input channels and
+  taps; the innermost loop runs along the output row, contiguous when the
+  stride is 1.
+* **channel order** (``CHANNEL_ORDER_MIN_K`` or more output channels per
+  group: every layer of the dense networks): the weights are transposed once
+  in ``prepare`` to ``(G, C/g, R, S, K/g)``, and the innermost loop runs over
+  a block of ``KC_BLOCK`` output channels for each of ``Q_BLOCK`` output
+  pixels, so it is long and contiguous whatever the image width or stride.
+  Each loop body takes four input channels and two output pixels: the
+  accumulators live in an L1 block (Numba cannot keep an array in
+  registers), so every accumulator load and store is amortized over four
+  fused multiply-adds, and each weight vector serves both pixels. Wider
+  bodies need more broadcast inputs and accumulators than AVX2's 16 vector
+  registers hold.
 
 In both, the innermost loop indexes 0-based 1-D slices with a ``range()``
 variable: Numba can then prove the index non-negative and drop its
@@ -39,15 +37,15 @@ import numpy as np
 from numba import njit, prange
 
 from convbench.problem import ConvProblem
-from kernels.cpu.common import cpu_dtype_reason, empty_output
+
+from .base import CpuKernel, bias_or_zeros, empty_output
 
 #: Row order: output channels accumulated together (each input row loaded from
 #: cache is reused K_BLOCK times).
 K_BLOCK = 8
 #: Channel order: output pixels x output channels of one accumulator block
-#: (8 x 256 float32 = 8 KiB, in L1 with the four weight rows it streams).
-#: 256 over 128: geometric mean over ResNet-50 at batch 1 0.75x oneDNN against
-#: 0.69x (64: 0.43x, 512: 0.73x; one interleaved run each).
+#: (8 x 256 float32 = 8 KiB, in L1 with the four weight rows it streams;
+#: the block size that measured fastest over ResNet-50, README "direct").
 Q_BLOCK = 8
 KC_BLOCK = 256
 #: Channel order pays off from this many output channels per group (its inner
@@ -145,8 +143,7 @@ def direct_conv2d_channel_order(x, wt, bias, y, sh, sw, pt, pl, dh, dw):
     ``wt`` is the weight transposed to ``(G, C/g, R, S, K/g)``. One loop body
     updates two output pixels from four input channels: each accumulator
     vector loaded from L1 takes four fused multiply-adds before it is stored
-    back, and each weight vector serves both pixels (the old body did one FMA
-    per accumulator load and store). ``contract`` lets LLVM fuse
+    back, and each weight vector serves both pixels. ``contract`` lets LLVM fuse
     multiply-adds (one rounding instead of two; no reordering).
     """
     n_images, _, height, width = x.shape
@@ -231,16 +228,10 @@ def vectorize_over_channels(p: ConvProblem) -> bool:
     return p.oc // p.g >= CHANNEL_ORDER_MIN_K
 
 
-class DirectKernel:
+class DirectKernel(CpuKernel):
     """Direct convolution on the CPU; every parameter combination."""
 
     name = "direct"
-    backend = "cpu"
-    kind = "kernel"
-    pretransforms_weights = False
-
-    def supports(self, p: ConvProblem) -> str | None:
-        return cpu_dtype_reason(p)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if vectorize_over_channels(p):
@@ -249,10 +240,10 @@ class DirectKernel:
         # One K_BLOCK x Q accumulator block per parallel work item in flight.
         return K_BLOCK * p.ow * p.itemsize
 
-    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+    def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
         y = empty_output(p)
-        b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
+        b = bias_or_zeros(p, bias)
         if vectorize_over_channels(p):
             kg = p.oc // p.g
             wt = np.ascontiguousarray(
@@ -273,5 +264,4 @@ class DirectKernel:
         return run
 
 
-KERNEL = DirectKernel()
-KERNELS = [KERNEL]
+KERNELS = [DirectKernel()]

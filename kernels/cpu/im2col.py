@@ -1,17 +1,10 @@
-"""im2col + GEMM convolution: lower the input to a matrix, then one BLAS GEMM.
+"""im2col + GEMM on the CPU: a Numba lowering kernel, then one batched BLAS GEMM per tile.
 
-For each tile of images (or of output rows, when one image's lowered matrix
-would exceed the workspace cap) a Numba kernel writes the lowered matrix
-straight in the layout the GEMM consumes::
-
-    col[b, (c*R + r)*S + s, p*Q + q] = x_padded[n0+b, c, p*sh + r*dh, q*sw + s*dw]
-
-Because input channel ``c = g*C/g + c'``, rows of one group are contiguous, so
-``col`` viewed as ``(nb, G, C/g*R*S, rows*Q)`` feeds one batched
-``numpy.matmul`` with the weights ``(G, K/g, C/g*R*S)`` whose output *is* the
-NCHW output block ``y[n0:n0+nb].reshape(nb, G, K/g, P*Q)[..., p0*Q:(p0+rows)*Q]``:
-no transpose afterwards. A 1x1, stride-1, unpadded convolution is already a
-GEMM and skips the lowering.
+The lowered layout and the tiling are :mod:`kernels.algorithms.im2col`'s:
+for each tile of images (or of output rows, when one image's lowered matrix
+would exceed the workspace cap) :func:`im2col_lower` writes the lowered
+matrix straight in the layout ``numpy.matmul`` consumes, and the GEMM's
+output is the NCHW output block: no transpose afterwards.
 """
 
 from __future__ import annotations
@@ -22,14 +15,10 @@ import numpy as np
 from numba import njit, prange
 
 from convbench.problem import ConvProblem
-from kernels.cpu.common import (
-    WORKSPACE_CAP_BYTES,
-    add_bias,
-    cpu_dtype_reason,
-    empty_output,
-    iter_tiles,
-    plan_tiles,
-)
+
+from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
+from ..algorithms.tiling import iter_tiles
+from .base import CpuKernel, add_bias, empty_output
 
 
 @njit(parallel=True, cache=True)
@@ -73,18 +62,7 @@ def im2col_lower(x, col, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, out_w):
                         inner[q] = src_strided[q]
 
 
-def is_pointwise_gemm(p: ConvProblem) -> bool:
-    """1x1, stride 1, no padding: the input already is the GEMM operand."""
-    return (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.oh, p.ow) == (1, 1, 1, 1, 0, 0, p.ih, p.iw)
-
-
-def plan_lowering(p: ConvProblem, cap: int) -> tuple[int, int]:
-    """Images and output rows per tile whose lowered matrix fits ``cap`` (CPU and GPU)."""
-    bytes_per_row = p.ic * p.kh * p.kw * p.ow * p.itemsize
-    return plan_tiles(p.mb, p.oh, bytes_per_row, cap)
-
-
-class Im2colKernel:
+class Im2colKernel(CpuKernel):
     """im2col lowering + one batched BLAS GEMM per tile; every parameter combination.
 
     Parameters
@@ -94,27 +72,16 @@ class Im2colKernel:
     """
 
     name = "im2col"
-    backend = "cpu"
-    kind = "kernel"
-    pretransforms_weights = False
 
-    def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
-        self.workspace_cap = workspace_cap
-
-    def supports(self, p: ConvProblem) -> str | None:
-        return cpu_dtype_reason(p)
-
-    def _plan(self, p: ConvProblem) -> tuple[int, int]:
+    def plan(self, p: ConvProblem) -> tuple[int, int]:
+        """Images and output rows per tile."""
         return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        if is_pointwise_gemm(p):
-            return 0
-        nb, rows = self._plan(p)
-        return nb * p.ic * p.kh * p.kw * rows * p.ow * p.itemsize
+        return 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
 
-    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+    def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
         g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
         y = empty_output(p)
         y_blocks = y.reshape(p.mb, g, kg, p.oh * p.ow)
@@ -131,7 +98,7 @@ class Im2colKernel:
 
             return run_pointwise
 
-        nb, rows = self._plan(p)
+        nb, rows = self.plan(p)
         tiles = list(iter_tiles(p.mb, p.oh, nb, rows))
         crs = p.ic * p.kh * p.kw
         # Flat buffer: its prefix viewed as (nb', CRS, rows'*Q) is contiguous for
@@ -153,5 +120,4 @@ class Im2colKernel:
         return run
 
 
-KERNEL = Im2colKernel()
-KERNELS = [KERNEL]
+KERNELS = [Im2colKernel()]

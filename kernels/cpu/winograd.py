@@ -1,20 +1,10 @@
-"""Winograd F(2x2,3x3) convolution (Lavin & Gray, 2016), compiled with Numba.
+"""Winograd F(2x2,3x3) on the CPU: Numba transforms and one batched BLAS GEMM per block.
 
-Each 2x2 output tile is computed from a 4x4 input tile ``d`` as::
-
-    Y = A^T [ (G g G^T) (.) (B^T d B) ] A
-
-with the 16 element-wise products summed over input channels, i.e. done as
-16 GEMMs ``M[xi,nu] = U[xi,nu] @ V[xi,nu]`` (``U = G g G^T`` per (k, c),
-``V = B^T d B`` per (c, tile)). The transforms are written out as the
+The transforms are :mod:`kernels.algorithms.winograd`'s, written out as the
 additions they are (no multiplications by 0 or 1), so a NaN or Inf reaches
-exactly the outputs whose window contains it, as in the reference.
-
-Layout: ``V`` is ``(16, C, T)`` and ``M`` is ``(16, K, T)`` for ``T`` tiles, so
-``U (16, G, K/g, C/g) @ V (16, G, C/g, T)`` is one batched ``numpy.matmul``
-with no copies. Tiles cover whole images when they fit the workspace cap,
-else bands of tile rows. Border tiles read zeros outside the image and write
-only the outputs that exist (odd P or Q).
+exactly the outputs whose window contains it, as in the reference. Border
+tiles read zeros outside the image and write only the outputs that exist
+(odd P or Q).
 """
 
 from __future__ import annotations
@@ -25,28 +15,14 @@ import numpy as np
 from numba import njit, prange
 
 from convbench.problem import ConvProblem
-from kernels.cpu.common import WORKSPACE_CAP_BYTES, cpu_dtype_reason, empty_output, plan_tiles
 
-#: F(m x m, r x r): output tile m, filter r, input tile alpha = m + r - 1.
-TILE_OUT = 2
-FILTER = 3
-TILE_IN = TILE_OUT + FILTER - 1
-
-#: The paper's transform matrices, for F(2, 3).
-B_T = np.array([[1, 0, -1, 0],
-                [0, 1, 1, 0],
-                [0, -1, 1, 0],
-                [0, 1, 0, -1]], dtype=np.float64)
-G = np.array([[1, 0, 0],
-              [0.5, 0.5, 0.5],
-              [0.5, -0.5, 0.5],
-              [0, 0, 1]], dtype=np.float64)
-A_T = np.array([[1, 1, 1, 0],
-                [0, 1, -1, -1]], dtype=np.float64)
+from ..algorithms import winograd as algorithm
+from ..algorithms.winograd import FILTER, TILE_IN, TILE_OUT, G
+from .base import CpuKernel, bias_or_zeros, empty_output
 
 
 def filter_transform(w: np.ndarray, groups: int, g_matrix: np.ndarray = G) -> np.ndarray:
-    """``U = G g G^T`` for every (k, c): shape ``(16, G, K/g, C/g)``, dtype of ``w``.
+    """``U = G g G^T`` as :func:`kernels.algorithms.winograd.filter_transform`, in Numba.
 
     Computed in float64 and rounded once, so U is correctly rounded.
     ``g_matrix`` is the paper's ``G`` (other values only for fault-injection tests).
@@ -65,9 +41,9 @@ def sandwich_product(w, g_matrix, u):
     """``u[i, j, k, c] = sum_r sum_s G[i, r] w[k, c, r, s] G[j, s]``, in float64.
 
     Each result is rounded once, when it is stored into ``u`` (the dtype of
-    ``w``). For 512 x 512 filters NumPy's ``einsum`` took 108 ms (two
-    ``tensordot`` 63 ms), this loop nest 8.2 ms, bit-identical; a
-    ``winograd+prepare`` timing pays it in every call.
+    ``w``). A loop nest rather than ``einsum``: a framework that does not
+    cache ``U`` pays this in every call, and the nest is an order of
+    magnitude faster on large filters (results/cpu/vs_onednn.md).
     """
     n_k, n_c = w.shape[0], w.shape[1]
     # Trip counts are the module's constants, so LLVM unrolls the loops fully.
@@ -230,70 +206,38 @@ def output_transform(m, bias, y, n0, nb, tr0, n_tile_rows, n_tile_cols):
                     out[out_w - 1] = even[full_pairs]
 
 
-class WinogradKernel:
+class WinogradKernel(CpuKernel):
     """Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1; any padding and groups.
 
     Parameters
     ----------
     workspace_cap : int
-        Upper bound on the bytes of ``V`` and ``M`` for one block of tiles.
+        Upper bound on the bytes of ``U``, ``V`` and ``M`` for one block of tiles.
     """
 
     name = "winograd"
-    backend = "cpu"
-    kind = "kernel"
-    #: ``prepare`` computes ``U = G g G^T`` once per weight tensor.
-    pretransforms_weights = True
+    caches_weights = True  # U = G g G^T, once per weight tensor
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G
 
-    def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
-        self.workspace_cap = workspace_cap
+    def problem_reason(self, p: ConvProblem) -> str | None:
+        return algorithm.supports_geometry(p)
 
-    @staticmethod
-    def supports_geometry(p: ConvProblem) -> str | None:
-        """Why F(2x2,3x3) cannot compute ``p`` on any device, or ``None``."""
-        if (p.kh, p.kw) != (FILTER, FILTER):
-            return f"winograd F(2x2,3x3) needs a 3x3 filter, got {p.kh}x{p.kw}"
-        if p.stride != (1, 1):
-            return f"winograd F(2x2,3x3) needs stride 1, got {p.stride}"
-        if p.dilation != (1, 1):
-            return f"winograd F(2x2,3x3) needs dilation 1, got {p.dilation}"
-        return None
-
-    def supports(self, p: ConvProblem) -> str | None:
-        return self.supports_geometry(p) or cpu_dtype_reason(p)
-
-    def _plan(self, p: ConvProblem) -> tuple[int, int, int]:
-        tile_rows = -(-p.oh // TILE_OUT)
-        tile_cols = -(-p.ow // TILE_OUT)
-        bytes_per_tile_row = 16 * (p.ic + p.oc) * tile_cols * p.itemsize
-        # The transformed filter U is part of the workspace too: tile within what is left.
-        budget = self.workspace_cap - self._filter_bytes(p)
-        nb, rows = plan_tiles(p.mb, tile_rows, bytes_per_tile_row, budget)
-        return nb, rows, tile_cols
-
-    @staticmethod
-    def _filter_bytes(p: ConvProblem) -> int:
-        return TILE_IN * TILE_IN * p.oc * (p.ic // p.g) * p.itemsize
+    def plan(self, p: ConvProblem) -> tuple[int, int, int]:
+        """(images, tile rows, tile columns) per block of tiles."""
+        return algorithm.plan_blocks(p, self.workspace_cap, p.itemsize)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        nb, rows, cols = self._plan(p)
-        return 16 * (p.ic + p.oc) * nb * rows * cols * p.itemsize + self._filter_bytes(p)
+        return algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
 
-    def prepare(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                bias: np.ndarray | None) -> Callable[[], np.ndarray]:
-        reason = self.supports(p)
-        if reason:
-            from convbench.errors import UnsupportedProblem  # noqa: PLC0415
-
-            raise UnsupportedProblem(reason)
+    def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
         g, cg = p.g, p.ic // p.g
         u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)
-        b = bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
-        nb, rows, cols = self._plan(p)
-        tile_rows = -(-p.oh // TILE_OUT)
+        b = bias_or_zeros(p, bias)
+        nb, rows, cols = self.plan(p)
+        tile_rows, _ = algorithm.tile_grid(p)
         # Flat buffers: a prefix viewed as (16, C, tiles) is contiguous for any
         # block size, so short last blocks need no copies.
         v_flat = np.empty(16 * p.ic * nb * rows * cols, dtype=p.dtype)
@@ -314,5 +258,5 @@ class WinogradKernel:
         return run
 
 
-KERNEL = WinogradKernel()
-KERNELS = [KERNEL]
+assert (TILE_OUT, FILTER) == (2, 3), "the transforms above are written for F(2x2,3x3)"
+KERNELS = [WinogradKernel()]

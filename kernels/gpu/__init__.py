@@ -1,1 +1,1 @@
-"""GPU kernels (CuPy + CUDA C). Importable without CuPy or a GPU."""
+"""GPU kernels (CuPy + CUDA C). Importable without CuPy, a driver or a GPU, and without Numba."""

@@ -12,13 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from convbench.problem import ConvProblem, effective_extent
-from kernels.gpu.common import GpuKernel
-from kernels.gpu.sources import DEFINES
+from convbench.problem import ConvProblem
 
-TILE_P = DEFINES["direct"]["DIRECT_TILE_P"]
-TILE_Q = DEFINES["direct"]["DIRECT_TILE_Q"]
-K_BLOCK = DEFINES["direct"]["DIRECT_K_BLOCK"]
+from ..algorithms.direct import input_window
+from .base import GpuKernel
+from .sources import CudaSource
+
+#: Output tile of one thread block (rows x columns) and output channels per thread.
+TILE_P = 8
+TILE_Q = 16
+K_BLOCK = 8
+SOURCE = CudaSource("direct", ("direct_conv2d",),
+                    defines={"DIRECT_TILE_P": TILE_P, "DIRECT_TILE_Q": TILE_Q,
+                             "DIRECT_K_BLOCK": K_BLOCK},
+                    synchronizing=frozenset({"direct_conv2d"}))
 #: Shared memory a block may use without opting in to more (all CUDA GPUs).
 SHARED_LIMIT_BYTES = 48 * 1024
 #: Preferred shared memory per block: small enough for several resident blocks per SM.
@@ -39,8 +46,7 @@ class DirectLaunch:
 
 def halo_shape(p: ConvProblem) -> tuple[int, int]:
     """Rows and columns of input one output tile reads."""
-    return ((TILE_P - 1) * p.sh + effective_extent(p.kh, p.dil_h),
-            (TILE_Q - 1) * p.sw + effective_extent(p.kw, p.dil_w))
+    return input_window(p, TILE_P, TILE_Q)
 
 
 def plan_direct(p: ConvProblem) -> DirectLaunch | str:
@@ -66,6 +72,7 @@ class GpuDirectKernel(GpuKernel):
     """Direct convolution in CUDA C; every parameter combination."""
 
     name = "direct"
+    sources = (SOURCE,)
 
     def problem_reason(self, p: ConvProblem) -> str | None:
         reason = super().problem_reason(p)
@@ -74,8 +81,7 @@ class GpuDirectKernel(GpuKernel):
             reason = plan if isinstance(plan, str) else None
         return reason
 
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        self._check(p)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         plan = plan_direct(p)
         assert isinstance(plan, DirectLaunch)
         rt = self.runtime
@@ -85,11 +91,10 @@ class GpuDirectKernel(GpuKernel):
         name = self.kernel("direct_conv2d", p)
 
         def run() -> Any:
-            rt.launch("direct", name, plan.grid, plan.block, args, plan.shared_bytes)
+            rt.launch(SOURCE, name, plan.grid, plan.block, args, plan.shared_bytes)
             return y
 
         return run
 
 
-KERNEL = GpuDirectKernel()
-KERNELS = [KERNEL]
+KERNELS = [GpuDirectKernel()]

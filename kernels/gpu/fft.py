@@ -1,9 +1,9 @@
 """FFT convolution on the GPU: overlap-save tiles, cuFFT, batched complex GEMM.
 
 The plan (FFT lengths with small prime factors, outputs per tile, tiles per
-batch under the workspace cap) is the CPU kernel's :func:`plan_fft`; so are
-the filter spectra ``conj(rfft2(dilated w))`` (computed once per weight
-tensor, in float64, rounded once) and the tile layouts. Per batch of tiles:
+batch under the workspace cap), the filter spectra ``conj(rfft2(dilated w))``
+(computed once per weight tensor, in float64, rounded once) and the tile
+layouts are :mod:`kernels.algorithms.fft`'s. Per batch of tiles:
 ``fft_gather_tiles`` (CUDA) copies zero-padded input tiles, cuFFT takes their
 real 2-D FFTs (plans cached per shape), one batched complex GEMM per
 (frequency, group) contracts input channels, the inverse real FFT returns to
@@ -19,48 +19,41 @@ from typing import Any
 import numpy as np
 
 from convbench.problem import ConvProblem
-from kernels.cpu.fft import FftPlan, filter_spectra, plan_fft
-from kernels.gpu.common import WORK_DTYPE, GpuKernel
-from kernels.gpu.runtime import Int64, elementwise_grid
 
-_COMPLEX = {np.float32: np.complex64, np.float64: np.complex128}
+from ..algorithms import fft as algorithm
+from ..algorithms.fft import FftPlan, filter_spectra, plan_fft
+from .base import WORK_DTYPE, GpuKernel
+from .runtime import Int64, elementwise_grid
+from .sources import CudaSource
+
+SOURCE = CudaSource("fft", ("fft_gather_tiles", "fft_scatter_outputs"))
 
 
 class GpuFftKernel(GpuKernel):
     """FFT (overlap-save) convolution with cuFFT; every parameter combination."""
 
     name = "fft"
-    pretransforms_weights = True
+    sources = (SOURCE,)
+    caches_weights = True  # filter spectra, once per weight tensor
 
     def math_mode(self, p: ConvProblem) -> str:
         if p.dtype == "float16":
             return "fp16 storage, FFTs and GEMMs in fp32"
         return super().math_mode(p)
 
-    def _work_problem(self, p: ConvProblem) -> ConvProblem:
-        """``p`` with the dtype the transforms run in (sizes the plan's buffers)."""
-        return p.with_(dtype=np.dtype(WORK_DTYPE[p.dtype]).name)
-
     def plan(self, p: ConvProblem) -> FftPlan:
-        return plan_fft(self._work_problem(p), self.workspace_cap)
+        return plan_fft(p, self.workspace_cap, self.work_itemsize(p))
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        plan = self.plan(p)
-        isz = np.dtype(WORK_DTYPE[p.dtype]).itemsize
-        filter_bytes = p.oc * (p.ic // p.g) * plan.freqs * 2 * isz
-        per_tile = (p.ic + p.oc) * (plan.lh * plan.lw + 4 * plan.freqs) * isz
-        return filter_bytes + plan.batch * per_tile
+        return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        self._check(p)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime
         xp = rt.xp
         work = WORK_DTYPE[p.dtype]
-        ctype = _COMPLEX[work]
         plan = self.plan(p)
-        wp = self._work_problem(p)
         w_host = w.get() if hasattr(w, "get") else np.asarray(w)
-        spectra = rt.asarray(filter_spectra(w_host.astype(work), wp, plan).astype(ctype))
+        spectra = rt.asarray(filter_spectra(w_host, p, plan, work))
         xd, _, bd, y, has_bias = self.device_operands(p, x, None, bias)
         g, cg = p.g, p.ic // p.g
         total = p.mb * plan.tiles
@@ -80,7 +73,7 @@ class GpuFftKernel(GpuKernel):
 
         def run() -> Any:
             for nb, tiles, args_gather, grid_gather, t0, grid_scatter in steps:
-                rt.launch("fft", gather, *grid_gather, args_gather)
+                rt.launch(SOURCE, gather, *grid_gather, args_gather)
                 spec = rt.rfft2(tiles)
                 # (nb, G, C/g, F) -> (F, G, nb, C/g): each (frequency, group) is one GEMM
                 xt = xp.ascontiguousarray(
@@ -89,7 +82,7 @@ class GpuFftKernel(GpuKernel):
                 ys = xp.ascontiguousarray(yt.transpose(2, 1, 3, 0))  # (nb, G, K/g, F)
                 out = rt.irfft2(ys.reshape(nb, p.oc, plan.lh, half), (plan.lh, plan.lw))
                 out = xp.ascontiguousarray(out, dtype=work)
-                rt.launch("fft", scatter, *grid_scatter,
+                rt.launch(SOURCE, scatter, *grid_scatter,
                           [out, bd, y, nb, p.oc, p.oh, p.ow, t0, plan.tile_rows,
                            plan.tile_cols, plan.lh, plan.lw, plan.th, plan.tw, p.sh, p.sw,
                            int(has_bias)])
@@ -98,5 +91,4 @@ class GpuFftKernel(GpuKernel):
         return run
 
 
-KERNEL = GpuFftKernel()
-KERNELS = [KERNEL]
+KERNELS = [GpuFftKernel()]

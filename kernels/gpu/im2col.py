@@ -1,6 +1,6 @@
 """im2col + GEMM on the GPU: a CUDA lowering kernel and cuBLAS (``xp.matmul``).
 
-Same lowered layout and tiling as the CPU kernel (``kernels/cpu/im2col.py``):
+The lowered layout and the tiling are :mod:`kernels.algorithms.im2col`'s:
 ``col`` viewed as ``(nb, G, C/g*R*S, rows*Q)`` times the weights
 ``(G, K/g, C/g*R*S)`` is one batched GEMM whose output is the NCHW output
 block. Tiles of images (or of output rows, when one image's lowered matrix
@@ -15,32 +15,36 @@ from collections.abc import Callable
 from typing import Any
 
 from convbench.problem import ConvProblem
-from kernels.cpu.im2col import is_pointwise_gemm, plan_lowering
-from kernels.gpu.common import GpuKernel
-from kernels.gpu.runtime import Int64, elementwise_grid
-from kernels.tiling import iter_tiles
+
+from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
+from ..algorithms.tiling import iter_tiles
+from .base import GpuKernel
+from .runtime import Int64, elementwise_grid
+from .sources import CudaSource
+
+SOURCE = CudaSource("im2col", ("im2col_lower", "add_bias"))
 
 
 class GpuIm2colKernel(GpuKernel):
     """im2col lowering in CUDA C + cuBLAS GEMM; every parameter combination."""
 
     name = "im2col"
+    sources = (SOURCE,)
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
-        """Images and output rows per tile: the CPU kernel's rule."""
+        """Images and output rows per tile."""
         return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if is_pointwise_gemm(p):
             return 0
         nb, rows = self.plan(p)
-        col = nb * p.ic * p.kh * p.kw * rows * p.ow * p.itemsize
+        col = lowered_bytes(p, nb, rows)
         # Row tiles multiply into a temporary before landing in the strided output.
         out = nb * p.oc * rows * p.ow * p.itemsize if rows < p.oh else 0
         return col + out
 
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        self._check(p)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime
         xp = rt.xp
         xd, wd, bd, y, has_bias = self.device_operands(p, x, w, bias)
@@ -53,7 +57,7 @@ class GpuIm2colKernel(GpuKernel):
 
         def finish() -> Any:
             if has_bias:
-                rt.launch("im2col", bias_name, *bias_grid, bias_args)
+                rt.launch(SOURCE, bias_name, *bias_grid, bias_args)
             return y
 
         if is_pointwise_gemm(p):
@@ -80,7 +84,7 @@ class GpuIm2colKernel(GpuKernel):
 
         def run() -> Any:
             for t, col, args, launch in steps:
-                rt.launch("im2col", lower, *launch, args)
+                rt.launch(SOURCE, lower, *launch, args)
                 if out_flat is None:  # whole images: the GEMM writes y directly
                     xp.matmul(w_mat, col, out=y_blocks[t.n0:t.n0 + t.nb])
                 else:
@@ -93,5 +97,4 @@ class GpuIm2colKernel(GpuKernel):
         return run
 
 
-KERNEL = GpuIm2colKernel()
-KERNELS = [KERNEL]
+KERNELS = [GpuIm2colKernel()]

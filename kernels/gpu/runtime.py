@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from kernels.gpu import sources
+from .sources import CudaSource, digest
 
-INSTALL_HINT = "CuPy is not installed: pip install 'convbench[gpu]' (cupy-cuda12x)"
+INSTALL_HINT = "CuPy is not installed: pip install 'convbench[gpu]' (cupy-cuda13x)"
 
 #: Threads per block of the element-wise kernels (lowering, transforms, bias).
 ELEMENTWISE_BLOCK = 256
@@ -99,6 +99,8 @@ class CupyRuntime:
     """
 
     name = "cupy"
+    #: Work is queued on the current stream: timed with CUDA events.
+    clock = "cuda-events"
 
     def __init__(self) -> None:
         self._modules: dict[str, Any] = {}
@@ -128,13 +130,13 @@ class CupyRuntime:
     def asarray(self, a: Any) -> Any:
         return self.xp.asarray(a)
 
-    def launch(self, source: str, kernel: str, grid: tuple[int, int, int],
+    def launch(self, source: CudaSource, kernel: str, grid: tuple[int, int, int],
                block: tuple[int, int, int], args: list[Any], shared_mem: int = 0) -> None:
         cupy = self.xp
-        module = self._modules.get(source)
+        module = self._modules.get(source.name)
         if module is None:
-            module = cupy.RawModule(code=sources.cuda_source(source), options=("-std=c++17",))
-            self._modules[source] = module
+            module = cupy.RawModule(code=source.text(), options=("-std=c++17",))
+            self._modules[source.name] = module
         fn = module.get_function(kernel)
         packed = tuple(_cupy_argument(a) for a in args)
         fn(grid, block, packed, shared_mem=shared_mem)
@@ -163,12 +165,6 @@ class CupyRuntime:
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
-    def clock(self) -> Any:
-        """CUDA events on the current stream (:class:`convbench.gpu_timing.CudaEventClock`)."""
-        from convbench.gpu_timing import CudaEventClock  # noqa: PLC0415
-
-        return CudaEventClock()
-
 
 # --------------------------------------------------------------- host side
 def _cache_dir() -> Path:
@@ -179,23 +175,23 @@ def _cache_dir() -> Path:
 
 
 @functools.cache
-def emulator_library(source: str) -> ctypes.CDLL:
+def emulator_library(source: CudaSource) -> ctypes.CDLL:
     """Build (once per source text) and load the host emulation of ``source``."""
-    text = sources.emulator_source(source)
-    lib = _cache_dir() / f"{source}-{sources.source_digest(text)}.so"
+    text = source.emulator_text()
+    lib = _cache_dir() / f"{source.name}-{digest(text)}.so"
     if not lib.exists():
         compiler = shutil.which("g++") or shutil.which("c++")
         if compiler is None:
             raise FileNotFoundError("the host emulator needs a C++20 compiler (g++)")
         with tempfile.TemporaryDirectory(prefix="convbench-emu-") as tmp:
-            src = Path(tmp) / f"{source}.cpp"
+            src = Path(tmp) / f"{source.name}.cpp"
             src.write_text(text)
             built = Path(tmp) / lib.name
             cmd = [compiler, "-std=c++20", "-O1", "-g0", "-fPIC", "-shared", "-pthread",
                    "-Wall", "-Wno-unused-function", "-o", str(built), str(src)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
-                raise RuntimeError(f"building the host emulation of {source}.cu failed:\n"
+                raise RuntimeError(f"building the host emulation of {source.name}.cu failed:\n"
                                    f"{done.stderr}")
             os.replace(built, lib)  # atomic: parallel test workers may race here
     dll = ctypes.CDLL(str(lib))
@@ -211,6 +207,8 @@ class HostRuntime:
 
     name = "host-emulator"
     xp = np
+    #: Emulated kernels run synchronously on the CPU.
+    clock = "host"
 
     def unavailable_reason(self) -> str | None:
         if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -220,7 +218,7 @@ class HostRuntime:
     def asarray(self, a: Any) -> Any:
         return np.ascontiguousarray(a)
 
-    def launch(self, source: str, kernel: str, grid: tuple[int, int, int],
+    def launch(self, source: CudaSource, kernel: str, grid: tuple[int, int, int],
                block: tuple[int, int, int], args: list[Any], shared_mem: int = 0) -> None:
         dll = emulator_library(source)
         keep: list[Any] = []
@@ -240,9 +238,8 @@ class HostRuntime:
             pointers.append(ctypes.cast(ctypes.pointer(obj), ctypes.c_void_p))
         argv = (ctypes.c_void_p * len(pointers))(*pointers)
         error = ctypes.create_string_buffer(512)
-        base = kernel.rsplit("_", 1)[0]
         status = dll.cb_launch(kernel.encode(), *grid, *block, shared_mem,
-                               int(base in sources.SYNCHRONIZING), argv, error, len(error))
+                               int(source.synchronizes(kernel)), argv, error, len(error))
         if status != 0:
             raise RuntimeError(f"emulated launch of {kernel} failed: {error.value.decode()}")
 
@@ -259,23 +256,8 @@ class HostRuntime:
     def synchronize(self) -> None:
         pass
 
-    def clock(self) -> Any:
-        """The host clock: emulated kernels run synchronously on the CPU."""
-        from convbench.gpu_timing import HostClock  # noqa: PLC0415
-
-        return HostClock()
-
 
 @functools.lru_cache(maxsize=1)
 def default_runtime() -> CupyRuntime:
     """The runtime registered GPU kernels use."""
     return CupyRuntime()
-
-
-def release_memory() -> None:
-    """Return CuPy's pooled device memory (between sweep problems); no-op without CuPy."""
-    if cupy_unavailable_reason() is not None:
-        return
-    import cupy  # noqa: PLC0415
-
-    cupy.get_default_memory_pool().free_all_blocks()

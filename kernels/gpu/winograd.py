@@ -1,12 +1,13 @@
 """Winograd F(2x2,3x3) on the GPU: CUDA transforms + one batched cuBLAS GEMM.
 
-``U = G g G^T`` is computed once per weight tensor in ``prepare`` (on the host,
-in float64, rounded once: the CPU kernel's :func:`filter_transform`). Per
-block of tiles, ``winograd_input`` writes ``V (16, C, T)``, one batched GEMM
+``U = G g G^T`` is computed once per weight tensor in ``prepare``, on the
+device, in float64 and rounded once
+(:func:`kernels.algorithms.winograd.filter_transform`). Per block of tiles,
+``winograd_input`` writes ``V (16, C, T)``, one batched GEMM
 ``U (16, G, K/g, C/g) @ V (16, G, C/g, T)`` writes ``M (16, K, T)``, and
-``winograd_output`` applies ``A^T M A`` + bias. Layouts, tiling rule and
-arithmetic are the CPU kernel's; float16 data is transformed and multiplied
-in float32.
+``winograd_output`` applies ``A^T M A`` + bias. Layouts, tiling and transforms
+are :mod:`kernels.algorithms.winograd`'s, operation for operation the CPU
+kernel's; float16 data is transformed and multiplied in float32.
 """
 
 from __future__ import annotations
@@ -14,59 +15,48 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from convbench.problem import ConvProblem
-from kernels.cpu.winograd import FILTER, TILE_IN, TILE_OUT, WinogradKernel, filter_transform
-from kernels.gpu.common import WORK_DTYPE, GpuKernel
-from kernels.gpu.runtime import elementwise_grid
-from kernels.tiling import plan_tiles
+
+from ..algorithms import winograd as algorithm
+from ..algorithms.winograd import FILTER, TILE_OUT, filter_transform
+from .base import WORK_DTYPE, GpuKernel
+from .runtime import elementwise_grid
+from .sources import CudaSource
+
+SOURCE = CudaSource("winograd", ("winograd_input", "winograd_output"))
 
 
 class GpuWinogradKernel(GpuKernel):
     """Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1; any padding and groups."""
 
     name = "winograd"
-    pretransforms_weights = True
+    sources = (SOURCE,)
+    caches_weights = True  # U = G g G^T, once per weight tensor
 
     def problem_reason(self, p: ConvProblem) -> str | None:
-        return super().problem_reason(p) or WinogradKernel.supports_geometry(p)
+        return super().problem_reason(p) or algorithm.supports_geometry(p)
 
     def math_mode(self, p: ConvProblem) -> str:
         if p.dtype == "float16":
             return "fp16 storage, transforms and GEMMs in fp32"
         return super().math_mode(p)
 
-    @staticmethod
-    def _work_itemsize(p: ConvProblem) -> int:
-        return np.dtype(WORK_DTYPE[p.dtype]).itemsize
-
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
-        tile_rows, tile_cols = -(-p.oh // TILE_OUT), -(-p.ow // TILE_OUT)
-        isz = self._work_itemsize(p)
-        filter_bytes = TILE_IN * TILE_IN * p.oc * (p.ic // p.g) * isz
-        per_tile_row = 16 * (p.ic + p.oc) * tile_cols * isz
-        nb, rows = plan_tiles(p.mb, tile_rows, per_tile_row, self.workspace_cap - filter_bytes)
-        return nb, rows, tile_cols
+        return algorithm.plan_blocks(p, self.workspace_cap, self.work_itemsize(p))
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        nb, rows, cols = self.plan(p)
-        isz = self._work_itemsize(p)
-        return (16 * (p.ic + p.oc) * nb * rows * cols
-                + TILE_IN * TILE_IN * p.oc * (p.ic // p.g)) * isz
+        return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
-    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
-        self._check(p)
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime
         xp = rt.xp
         work = WORK_DTYPE[p.dtype]
-        w_host = w.get() if hasattr(w, "get") else np.asarray(w)
-        u = rt.asarray(filter_transform(w_host.astype(work), p.g))
+        u = filter_transform(rt.asarray(w).astype(work), p.g, xp=xp)
         xd, _, bd, y, has_bias = self.device_operands(p, x, None, bias)
         g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
         nb, rows, cols = self.plan(p)
-        tile_rows = -(-p.oh // TILE_OUT)
+        tile_rows, _ = algorithm.tile_grid(p)
         v_flat = xp.empty(16 * p.ic * nb * rows * cols, dtype=work)
         m_flat = xp.empty(16 * p.oc * nb * rows * cols, dtype=work)
         name_in = self.kernel("winograd_input", p)
@@ -87,14 +77,13 @@ class GpuWinogradKernel(GpuKernel):
 
         def run() -> Any:
             for v, m, args_in, grid_in, args_out, grid_out in steps:
-                rt.launch("winograd", name_in, *grid_in, args_in)
+                rt.launch(SOURCE, name_in, *grid_in, args_in)
                 xp.matmul(u, v, out=m)
-                rt.launch("winograd", name_out, *grid_out, args_out)
+                rt.launch(SOURCE, name_out, *grid_out, args_out)
             return y
 
         return run
 
 
 assert (TILE_OUT, FILTER) == (2, 3), "the CUDA transforms are written for F(2x2,3x3)"
-KERNEL = GpuWinogradKernel()
-KERNELS = [KERNEL]
+KERNELS = [GpuWinogradKernel()]

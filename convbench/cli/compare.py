@@ -1,0 +1,36 @@
+"""``convbench compare OLD NEW``: time and error ratios of two runs; exit 1 on regressions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from convbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, non_negative_float
+
+
+def add_parser(sub: Any, name: str) -> None:
+    cmp_ = sub.add_parser(name, help="compare two runs; exit 1 on regressions")
+    cmp_.add_argument("old")
+    cmp_.add_argument("new")
+    cmp_.add_argument("--time-tol", type=non_negative_float, default=0.10,
+                      help="flag new/old time above 1 + TOL (default 0.10)")
+    cmp_.add_argument("--err-tol", type=non_negative_float, default=2.0,
+                      help="flag new/old rel_l2 above TOL (default 2.0)")
+
+
+def main(args: argparse.Namespace, command: list[str]) -> int:
+    from convbench.measure.compare import compare_runs  # noqa: PLC0415
+    from convbench.present.tables import comparison_table  # noqa: PLC0415
+    from convbench.store.jsonl import load_run  # noqa: PLC0415
+
+    rows = compare_runs(load_run(args.old), load_run(args.new), time_tol=args.time_tol,
+                        err_tol=args.err_tol)
+    if not rows:
+        print("the two runs share no (problem, kernel) measurement", file=sys.stderr)
+        return EXIT_USAGE
+    print(comparison_table(rows))
+    flagged = [r for r in rows if r.regressions]
+    print(f"\n{len(rows)} compared, {len(flagged)} regression(s) "
+          f"(time tolerance {args.time_tol:.0%}, error tolerance x{args.err_tol})")
+    return EXIT_REGRESSION if flagged else EXIT_OK

@@ -1,0 +1,162 @@
+"""``convbench run``: sweep layers x kernels, write JSONL as it goes, print the tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from convbench.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    gpu_missing_reason,
+    non_negative_float,
+    positive_int,
+    sweep_with_progress,
+)
+from convbench.contract import BACKENDS
+from convbench.problem import DT_TO_DTYPE, MATH_MODES, normalize_dtype
+
+
+def add_parser(sub: Any, name: str) -> None:
+    run = sub.add_parser(name, help="sweep suite layers x kernels, write JSONL, print tables")
+    run.add_argument("descriptors", nargs="*", metavar="DESCRIPTOR",
+                     help="benchdnn descriptors to run instead of (or besides) a suite")
+    run.add_argument("--suite", help="suite name (see 'convbench list suites') or file path")
+    run.add_argument("--backend", choices=BACKENDS, default="cpu")
+    run.add_argument("--algo", default="all",
+                     help="comma list of kernels and baselines, or 'all' (default)")
+    add_layer_options(run)
+    run.add_argument("--mode", choices=["perf", "accuracy", "both"], default="both")
+    run.add_argument("--threads", type=positive_int, help="Numba/BLAS/torch threads "
+                                                          "(default: all cores)")
+    run.add_argument("--min-time", type=non_negative_float, default=0.2,
+                     help="timed seconds per measurement, at least (default 0.2)")
+    run.add_argument("--min-reps", type=positive_int, default=5,
+                     help="timed runs per measurement, at least (default 5)")
+    run.add_argument("--max-time", type=non_negative_float, default=30.0,
+                     help="stop repeating after this many seconds once min-reps ran")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    run.add_argument("--fill", choices=["random", "exact"], default="random",
+                     help="inputs: uniform [-1, 1] (random) or small integers on which "
+                          "direct convolution is exact (exact)")
+    run.add_argument("--flush-l2", action="store_true",
+                     help="GPU: overwrite the L2 cache before every timed run (cold cache)")
+    run.add_argument("--out", help="JSONL file to append to "
+                                   "(default: convbench-<suite>-<backend>.jsonl)")
+    run.add_argument("--resume", action="store_true",
+                     help="skip (problem, kernel) pairs that --out already holds")
+    run.add_argument("--table", help="also write the printed tables to this Markdown file")
+    run.add_argument("--timeout", type=non_negative_float, default=600.0,
+                     help="seconds one measurement may take before it is failed (default 600)")
+    run.add_argument("--no-isolate", action="store_true",
+                     help="measure in this process instead of a worker (debugging)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 if any measurement failed")
+    run.add_argument("--roof", action="store_true",
+                     help="measure this machine's roof first (else a cached one is attached)")
+
+
+def add_layer_options(parser: argparse.ArgumentParser) -> None:
+    """``--batch``, ``--dtype``, ``--math``, ``--bias``, ``--match`` (run, tune)."""
+    parser.add_argument("--batch", type=positive_int, help="override every layer's mb")
+    parser.add_argument("--dtype", help="override dtype: f32, f64, f16 (or float32...)")
+    parser.add_argument("--math", choices=list(MATH_MODES),
+                        help="math mode: fp32 (strict), tf32 (float32 data, TF32 operands "
+                             "allowed), fp16 (float16 data, fp32 accumulation), fp64; "
+                             "sets the dtype")
+    parser.add_argument("--bias", action="store_true", help="give every layer a bias")
+    parser.add_argument("--match", help="regex on layer names (or descriptors)")
+
+
+def layer_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``batch``, ``dtype``, ``bias`` and ``fpmath`` overrides from ``add_layer_options``."""
+    dtype = normalize_dtype(DT_TO_DTYPE.get(args.dtype, args.dtype)) if args.dtype else None
+    fpmath = None
+    if args.math:
+        math_dtype, fpmath = MATH_MODES[args.math]
+        if dtype is not None and dtype != math_dtype:
+            raise ValueError(f"--math {args.math} computes {math_dtype} data, but --dtype "
+                             f"asks for {dtype}")
+        dtype = math_dtype
+    return {"batch": args.batch, "dtype": dtype, "bias": True if args.bias else None,
+            "fpmath": fpmath}
+
+
+def main(args: argparse.Namespace, command: list[str]) -> int:
+    from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench.measure.threads import default_threads  # noqa: PLC0415
+    from convbench.problem.suites import select_layers  # noqa: PLC0415
+    from convbench.registry import SPEEDUP_PEER, select_kernels  # noqa: PLC0415
+    from convbench.store import environment, jsonl  # noqa: PLC0415
+
+    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
+                           match=args.match, **layer_overrides(args))
+    suite = Path(args.suite).stem if args.suite else "custom"
+    if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
+        print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
+              "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
+        return EXIT_USAGE
+    names = select_kernels(args.algo, args.backend)
+    settings = runner.SweepSettings(
+        backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
+        min_time=args.min_time, max_time=args.max_time, threads=args.threads,
+        isolate=not args.no_isolate, timeout=args.timeout or None, fill=args.fill,
+        flush_l2=args.flush_l2)
+    out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
+    done: set[tuple[str, str, str]] = set()
+    previous: list[Any] = []
+    if args.resume and out.exists():
+        previous = jsonl.load_run(out).records
+        done = runner.existing_keys(previous)
+    tasks = runner.plan_tasks(layers, names, settings)
+    config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
+              "batch": args.batch, "match": args.match, "resume": args.resume,
+              "math": args.math}
+    env = environment.environment(args.backend)
+    env["roof"] = roof.measure_and_cache(args.threads, args.backend) if args.roof \
+        else roof.load_cached()
+    env["threads"] = args.threads or default_threads()
+    with jsonl.ResultWriter(out) as writer:
+        writer.write(jsonl.header_record(command, config, env))
+        outcome = sweep_with_progress(tasks, settings, writer, done,
+                                      show=False if args.no_progress else None)
+    wanted = {t.key for t in tasks}
+    shown = {r.key: r for r in previous if r.key in wanted}
+    shown.update({r.key: r for r in outcome.records})
+    ordered = [shown[t.key] for t in tasks if t.key in shown]
+    text = tables_text(ordered, SPEEDUP_PEER[args.backend], suite, settings, outcome, out)
+    print(text)
+    if args.table:
+        Path(args.table).write_text(text + "\n")
+    if outcome.interrupted:
+        print(f"\ninterrupted: {len(outcome.records)} records kept in {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = sum(r.status == "failed" for r in outcome.records)
+    if failed:
+        print(f"{failed} measurement(s) failed; see 'reason' in {out}", file=sys.stderr)
+        if args.strict:
+            return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: Any,
+                out: Path) -> str:
+    """The per-layer and whole-network tables a sweep prints."""
+    from convbench.present.tables import layer_table, network_table  # noqa: PLC0415
+
+    threads = (outcome.threads or {}).get("threads")
+    head = (f"## {suite}: {settings.backend}, mode {settings.mode}, threads {threads}, "
+            f"min {settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
+            f"Results: `{out}`")
+    if outcome.skipped_existing:
+        head += f" ({outcome.skipped_existing} measurements reused from the file)"
+    parts = [head, "### Per layer", layer_table(records, peer)]
+    if settings.mode != "accuracy":
+        parts += ["### Whole network (sum of median x repeat)",
+                  network_table(records, peer).to_markdown()]
+    return "\n\n".join(parts)

@@ -1,0 +1,146 @@
+"""The kernel contract: everything the harness asks of a kernel, and nothing more.
+
+A kernel (convbench's own) or a baseline (a peer library) is an object with
+
+* ``name``, ``backend`` (``"cpu"``/``"gpu"``), ``kind`` (``"kernel"``/``"baseline"``);
+* ``clock``: how a prepared call is timed, ``"host"`` (the work is done when
+  the call returns) or ``"cuda-events"`` (the work is queued on the current
+  CUDA stream);
+* ``caches_weights``: whether ``prepare`` transforms the weights once, as a
+  framework's inference does (Winograd's ``U = G g G^T``, FFT's filter
+  spectra), so that a call does not repeat it;
+* ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
+* ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
+* ``workspace_bytes(p) -> int``: memory it allocates beyond inputs and output;
+* ``prepare(p, x, w, bias) -> PreparedCall``: the once-per-layer work; returns
+  the call that is timed. Raises :class:`~convbench.errors.UnsupportedProblem`
+  where ``supports`` gives a reason. The call may carry ``details`` (a dict:
+  the cuDNN engine it chose, the precision of each stage), which the
+  harness records.
+
+:class:`KernelBase` implements the defaults and the refusal; subclasses
+write :meth:`KernelBase.prepare_call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from convbench.errors import UnsupportedProblem
+from convbench.problem.conv_problem import ConvProblem
+
+BACKENDS = ("cpu", "gpu")
+KINDS = ("kernel", "baseline")
+
+#: How each math mode computes, unless a kernel says more.
+MATH_MODE_LABELS = {
+    "fp32": "fp32 strict (no TF32)",
+    "tf32": "tf32 operands, fp32 accumulation",
+    "fp16": "fp16 storage, fp32 accumulation",
+    "fp64": "fp64",
+}
+
+
+@runtime_checkable
+class PreparedCall(Protocol):
+    """The timed call of a prepared kernel, with what it chose."""
+
+    details: Mapping[str, Any]
+
+    def __call__(self) -> Any:
+        """Compute the output (into the kernel's own buffer) and return it."""
+
+
+class Prepared:
+    """A :class:`PreparedCall` made of a function and its details."""
+
+    __slots__ = ("details", "fn")
+
+    def __init__(self, fn: Callable[[], Any], details: Mapping[str, Any] | None = None) -> None:
+        self.fn = fn
+        self.details = dict(details or {})
+
+    def __call__(self) -> Any:
+        return self.fn()
+
+
+def as_prepared(call: Callable[[], Any]) -> PreparedCall:
+    """``call`` as a :class:`PreparedCall` (plain callables get empty details)."""
+    return call if isinstance(call, PreparedCall) else Prepared(call)
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    """What every kernel and baseline provides (see the module docstring)."""
+
+    name: str
+    backend: str
+    kind: str
+    clock: str
+    caches_weights: bool
+
+    def supports(self, p: ConvProblem) -> str | None:
+        """``None`` if the kernel can run ``p``, else the reason it cannot."""
+
+    def math_mode(self, p: ConvProblem) -> str:
+        """How the kernel computes ``p``: storage, operand and accumulation precision."""
+
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        """Extra memory the kernel allocates for ``p`` beyond inputs and output."""
+
+    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> PreparedCall:
+        """Do the once-per-layer work; return the call that computes the output."""
+
+
+class KernelBase:
+    """Defaults of the contract: host clock, no weight cache, no workspace, every problem
+    of :attr:`dtypes`.
+
+    Subclasses set ``name`` (and ``backend``, ``kind`` where they differ),
+    narrow :meth:`supports` and write :meth:`prepare_call`, which only ever
+    sees problems that :meth:`supports` accepted.
+    """
+
+    name: str = ""
+    backend: str = "cpu"
+    kind: str = "kernel"
+    clock: str = "host"
+    caches_weights: bool = False
+    #: Storage dtypes the kernel computes.
+    dtypes: tuple[str, ...] = ("float16", "float32", "float64")
+    #: Whether the kernel rounds float32 operands to TF32 where the problem allows it
+    #: (``fpmath="tf32"``); a kernel that does not computes such problems strictly.
+    uses_tf32: bool = False
+
+    def supports(self, p: ConvProblem) -> str | None:
+        if p.dtype not in self.dtypes:
+            return f"{self.backend} {self.name} runs {', '.join(self.dtypes)}, got {p.dtype}"
+        return None
+
+    def math_mode(self, p: ConvProblem) -> str:
+        mode = p.math
+        if mode == "tf32" and not self.uses_tf32:
+            mode = "fp32"
+        return MATH_MODE_LABELS[mode]
+
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        return 0
+
+    def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> PreparedCall:
+        """Refuse what :meth:`supports` refuses, else :meth:`prepare_call`.
+
+        Raises
+        ------
+        UnsupportedProblem
+            With the reason :meth:`supports` gave.
+        """
+        reason = self.supports(p)
+        if reason is not None:
+            raise UnsupportedProblem(reason)
+        return as_prepared(self.prepare_call(p, x, w, bias))
+
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any,
+                     bias: Any) -> Callable[[], Any]:  # pragma: no cover -- abstract
+        """The once-per-layer work for a supported problem; returns the timed call."""
+        raise NotImplementedError(f"{type(self).__name__} must implement prepare_call")

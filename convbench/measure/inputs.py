@@ -1,0 +1,72 @@
+"""Seeded inputs of a problem: uniform random data, or integers on which direct is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convbench.problem.conv_problem import ConvProblem
+
+FILLS = ("random", "exact")
+
+#: Significand bits (with the implicit one) of each dtype: integers up to
+#: 2**bits are exact, and so is every partial sum that stays below it.
+SIGNIFICAND_BITS = {"float16": 11, "float32": 24, "float64": 53}
+
+Inputs = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def random_inputs(p: ConvProblem, seed: int = 0) -> Inputs:
+    """Seeded inputs, uniform in [-1, 1], in the problem's dtype (host arrays)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, p.input_shape).astype(p.dtype)
+    w = rng.uniform(-1, 1, p.weight_shape).astype(p.dtype)
+    b = rng.uniform(-1, 1, p.oc).astype(p.dtype) if p.bias else None
+    return x, w, b
+
+
+def exact_magnitude(p: ConvProblem) -> int:
+    """Largest |value| the exact fill draws: 2, or 1 for float16 (its 11 bits hold less)."""
+    return 1 if p.dtype == "float16" else 2
+
+
+def exact_channels(p: ConvProblem) -> int:
+    """Input channels per group left non-zero by the exact fill.
+
+    Values are integers in [-m, m] (see :func:`exact_magnitude`) and every
+    product is at most m^2. If ``(n * m^2 + m) < 2**bits`` for the reduction
+    length ``n`` each partial sum of any summation order is an integer the dtype
+    holds exactly (float16 data is accumulated in float32 but *stored* in
+    float16, so its output must fit 11 bits). Longer reductions keep only the
+    first channels of each group non-zero: benchdnn's density reduction, made
+    deterministic so that the guarantee holds for every output.
+    """
+    m = exact_magnitude(p)
+    budget = (2 ** SIGNIFICAND_BITS[p.dtype] - m) // (m * m)
+    return max(1, min(p.ic // p.g, budget // (p.kh * p.kw)))
+
+
+def exact_inputs(p: ConvProblem, seed: int = 0) -> Inputs:
+    """Integer-valued inputs on which direct convolution is exact in the problem's dtype.
+
+    See :func:`exact_channels` for the argument; the direct algorithm and
+    im2col + GEMM must then match the float64 reference bit for bit.
+    """
+    m = exact_magnitude(p)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-m, m + 1, p.input_shape).astype(p.dtype)
+    w = rng.integers(-m, m + 1, p.weight_shape).astype(p.dtype)
+    keep = exact_channels(p)
+    cg = p.ic // p.g
+    if keep < cg:
+        x.reshape(p.mb, p.g, cg, p.ih, p.iw)[:, :, keep:] = 0
+    b = rng.integers(-m, m + 1, p.oc).astype(p.dtype) if p.bias else None
+    return x, w, b
+
+
+def make_inputs(p: ConvProblem, seed: int = 0, fill: str = "random") -> Inputs:
+    """Inputs for ``fill`` = ``"random"`` (uniform [-1, 1]) or ``"exact"`` (small integers)."""
+    if fill == "random":
+        return random_inputs(p, seed)
+    if fill == "exact":
+        return exact_inputs(p, seed)
+    raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")

@@ -1,0 +1,136 @@
+"""Kernels against their peers, interleaved in one process: ``A B C A B C ...``.
+
+For each layer, every kernel and peer is prepared once and warmed up; then
+the calls are interleaved for ``rounds`` rounds, so that the machine's drift
+(other tenants, clocks) hits all of them alike. Each sample times ``reps``
+back-to-back calls on the kernels' clock, with ``reps`` calibrated so that a
+sample lasts at least ``sample_time``; before every sample the comparison
+pauses ``cooldown`` seconds and makes one untimed call, so that every
+library is measured in its steady state (on 2 cores, OpenBLAS's and torch's
+thread pools spin after their calls and take the cores from whoever runs
+next). The ratio of a round is ``t_peer / t_kernel`` (> 1: the kernel is
+faster); a layer's ratio is the median over rounds.
+
+Kernels that transform their weights once per weight tensor
+(``caches_weights``) are also timed as ``NAME+prepare``, with ``prepare`` in
+every call: what a framework that does not cache per weight tensor pays.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from convbench.measure.clocks import Clock, make_clock
+from convbench.measure.inputs import random_inputs
+from convbench.measure.timing import bench
+from convbench.problem import ConvProblem
+from convbench.registry import get_kernel
+
+#: Suffix of a weight-caching kernel timed with its ``prepare`` in every call.
+PER_CALL = "+prepare"
+
+
+@dataclass
+class LayerComparison:
+    """One layer's interleaved samples, reduced to medians and ratios.
+
+    Attributes
+    ----------
+    ratios : dict
+        kernel -> peer -> median over rounds of ``t_peer / t_kernel``.
+    medians_ms : dict
+        Every kernel and peer -> median sample time (ms).
+    errors : dict
+        Kernel -> why it was left out (it raised while being prepared).
+    """
+
+    suite: str
+    name: str
+    problem: str
+    ratios: dict[str, dict[str, float]] = field(default_factory=dict)
+    medians_ms: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def geomean(values: list[float]) -> float | None:
+    """Geometric mean, or None for no values."""
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, sample_time: float,
+                     cooldown: float, clock: Clock) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls``, one sample per round, interleaved."""
+    reps = {}
+    for name, fn in calls.items():
+        once = bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0).times_s[0]
+        reps[name] = max(1, math.ceil(sample_time / max(once, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            time.sleep(cooldown)
+            samples[name] += bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0,
+                                   batch=reps[name]).times_s
+    return samples
+
+
+def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str, ...], *,
+                  backend: str = "cpu", rounds: int = 5, sample_time: float = 0.02,
+                  cooldown: float = 0.15) -> LayerComparison:
+    """Interleave ``names`` and ``peers`` on ``p``; a kernel that raises is left out and named.
+
+    Parameters
+    ----------
+    suite : str
+        Label of the layer's suite (reported).
+    p : ConvProblem
+    names : list of str
+        convbench kernels (``+prepare`` variants are added for weight-caching ones).
+    peers : tuple of str
+        Baselines every kernel is compared with.
+    backend : {"cpu", "gpu"}
+        On a GPU the inputs live on the device and samples are CUDA-event times.
+    rounds, sample_time, cooldown
+        See the module docstring.
+    """
+    x, w, b = random_inputs(p)
+    if backend == "gpu":
+        import cupy  # noqa: PLC0415 -- only with a GPU
+
+        x, w, b = (None if a is None else cupy.asarray(a) for a in (x, w, b))
+    calls: dict[str, Callable[[], Any]] = {}
+    errors = {}
+    clock_name = None
+    for name in [*names, *peers]:
+        kernel = get_kernel(name, backend)
+        if kernel.supports(p) is not None:
+            continue
+        try:
+            fn = kernel.prepare(p, x, w, b)
+            fn()  # compile / load from cache, first-touch the buffers
+            fn()
+        except Exception as exc:  # noqa: BLE001 -- one failing kernel must not end the run
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        clock_name = clock_name or kernel.clock
+        calls[name] = fn
+        if kernel.caches_weights and name not in peers:
+            calls[name + PER_CALL] = lambda kernel=kernel: kernel.prepare(p, x, w, b)()
+    result = LayerComparison(suite, p.name, str(p), errors=errors)
+    if not calls:
+        return result
+    samples = time_interleaved(calls, rounds=rounds, sample_time=sample_time,
+                               cooldown=cooldown, clock=make_clock(clock_name or "host"))
+    result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
+    for name in samples:
+        if name in peers:
+            continue
+        result.ratios[name] = {
+            peer: statistics.median(tp / tk for tp, tk in zip(samples[peer], samples[name],
+                                                              strict=True))
+            for peer in peers if peer in samples}
+    return result

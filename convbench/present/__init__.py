@@ -1,0 +1,1 @@
+"""How results are shown: Markdown tables, plots, the HTML/Markdown report."""

@@ -1,0 +1,2 @@
+"""What is kept: result records, the JSONL results file, the environment and platform
+fingerprint, accuracy baselines."""

@@ -1,0 +1,82 @@
+"""The result record: one (problem, kernel) measurement, as stored and as read back.
+
+A record is the JSON object written to a results file; :class:`Record` is
+that dict with accessors, so tables, plots, checks and comparisons read a
+measurement one way (``rec.median_s``, ``rec.error("rel_l2")``) whatever
+fields an older file left out. Non-finite numbers are stored as the strings
+``"inf"``/``"nan"`` (strict JSON) and read back as floats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Metrics of ``record["error"]``, in the order tables show them.
+ERROR_METRICS = ("rel_l2", "max_abs", "max_rel", "bound_ratio")
+
+
+def number(value: Any) -> float | None:
+    """A record's numeric field as float ("inf"/"nan" strings included), else None."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Record(dict):
+    """A result record (a ``dict``) with typed accessors."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity of a measurement: (descriptor, backend, kernel)."""
+        return (self["problem"], self["backend"], self["kernel"])
+
+    @property
+    def kernel(self) -> str:
+        return self["kernel"]
+
+    @property
+    def status(self) -> str | None:
+        return self.get("status")
+
+    @property
+    def ok(self) -> bool:
+        return self.get("status") == "ok"
+
+    @property
+    def label(self) -> str:
+        """The layer's name, or its descriptor when it has none."""
+        return self.get("name") or self["problem"]
+
+    @property
+    def repeat(self) -> int:
+        return int(self.get("repeat") or 1)
+
+    @property
+    def median_s(self) -> float | None:
+        """Median time of an ``ok`` record with timings, else None."""
+        value = number((self.get("time") or {}).get("median_s"))
+        return value if value and self.ok else None
+
+    @property
+    def gflops(self) -> float | None:
+        return number(self.get("gflops")) if self.ok else None
+
+    def error(self, metric: str) -> float | None:
+        """``rel_l2``, ``max_abs``, ``max_rel``, ``bound_ratio``... of an ``ok`` record."""
+        return number((self.get("error") or {}).get(metric)) if self.ok else None
+
+    @property
+    def rel_l2(self) -> float | None:
+        return self.error("rel_l2")
+
+    @property
+    def bound_ratio(self) -> float | None:
+        return self.error("bound_ratio")
+
+
+def as_record(data: dict[str, Any]) -> Record:
+    """``data`` as a :class:`Record` (itself if it already is one)."""
+    return data if isinstance(data, Record) else Record(data)

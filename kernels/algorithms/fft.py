@@ -1,0 +1,186 @@
+"""FFT convolution by overlap-save: real FFTs of input tiles and filters, a per-frequency
+channel contraction, an inverse real FFT.
+
+The output is cut into tiles of ``t_h x t_w`` outputs; each reads an input
+tile of ``L_h x L_w`` (the FFT size) from the virtually zero-padded input.
+Circular cross-correlation of a tile with the (dilated) filter is exact on
+the outputs kept, because ``(t-1)*stride + R_eff <= L``: nothing wraps round.
+Strided problems compute the stride-1 correlation and keep every
+``stride``-th value (subsampling); dilation uses a zero-stuffed filter.
+
+Spectra (``F = L_h * (L_w//2 + 1)`` frequencies)::
+
+    X[f, g, b, c]  = rfft2(tile_b)[g*C/g + c, f]
+    W*[f, g, c, k] = conj(rfft2(w_dilated))[g*K/g + k, c, f]   (once per weight tensor)
+    Y[f, g, b, k]  = sum_c X[f, g, b, c] W*[f, g, c, k]          (one batched GEMM)
+
+Per layer the FFT size is chosen from 5-smooth lengths (fast in pocketfft
+and cuFFT) by a cost model of FFT and GEMM arithmetic, under a workspace cap.
+
+When one tile covers a whole image and ``L >= H + pad`` on both axes, there
+is nothing to gather: ``rfft2(x, s=(L_h, L_w))`` zero-pads at the end, and the
+leading padding moves into the filter, placed circularly at ``-pad``. Output
+``p`` is then at index ``p * stride`` of the circular correlation (the window
+of output 0 starts ``pad`` rows "before" row 0, i.e. at ``L - pad``, where the
+zeros of the padding are), so the output is a strided crop plus bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+
+from convbench.problem import ConvProblem, effective_extent
+
+#: Complex dtype of the spectra per real work dtype.
+COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64),
+           np.dtype(np.float64): np.dtype(np.complex128)}
+
+
+def smooth_lengths(lo: int, hi: int) -> list[int]:
+    """5-smooth integers (2^a 3^b 5^c) in ``[lo, hi]``: the FFT libraries' fast sizes."""
+    out = []
+    p2 = 1
+    while p2 <= hi:
+        p3 = p2
+        while p3 <= hi:
+            p5 = p3
+            while p5 <= hi:
+                if p5 >= lo:
+                    out.append(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return sorted(out)
+
+
+def outputs_per_tile(length: int, k_eff: int, stride: int) -> int:
+    """Outputs one FFT tile of ``length`` yields: ``(L - R_eff)//stride + 1``."""
+    return (length - k_eff) // stride + 1
+
+
+@dataclass(frozen=True)
+class FftPlan:
+    """FFT sizes and tiling chosen for one problem."""
+
+    lh: int
+    lw: int
+    th: int  # outputs per tile, vertically
+    tw: int
+    tile_rows: int
+    tile_cols: int
+    batch: int  # tiles transformed together (bounded by the workspace cap)
+
+    @property
+    def freqs(self) -> int:
+        return self.lh * (self.lw // 2 + 1)
+
+    @property
+    def tiles(self) -> int:
+        return self.tile_rows * self.tile_cols
+
+
+def _candidates(k_eff: int, stride: int, out: int) -> list[tuple[int, int, int]]:
+    """(L, outputs per tile, tiles) for every useful FFT length along one axis."""
+    one_tile = (out - 1) * stride + k_eff
+    hi = scipy.fft.next_fast_len(one_tile, real=True)
+    result = []
+    for length in smooth_lengths(k_eff, hi):
+        per_tile = min(out, outputs_per_tile(length, k_eff, stride))
+        result.append((length, per_tile, -(-out // per_tile)))
+    return result
+
+
+def filter_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int) -> int:
+    """Bytes of the filter spectra: ``K * C/g * F`` complex values."""
+    return p.oc * (p.ic // p.g) * lh * (lw // 2 + 1) * 2 * itemsize
+
+
+def tile_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int) -> int:
+    """Workspace of one tile: its C inputs and K outputs in space and as spectra (x2 for copies)."""
+    return (p.ic + p.oc) * (lh * lw + 4 * lh * (lw // 2 + 1)) * itemsize
+
+
+def workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None) -> int:
+    """Filter spectra plus one batch of tiles."""
+    isz = itemsize or p.itemsize
+    return filter_bytes(p, plan.lh, plan.lw, isz) + plan.batch * tile_bytes(p, plan.lh, plan.lw,
+                                                                            isz)
+
+
+def plan_fft(p: ConvProblem, cap: int, itemsize: int | None = None) -> FftPlan:
+    """Choose FFT sizes minimizing modelled arithmetic under the workspace cap.
+
+    Model per tile: real 2-D FFTs of C inputs and K outputs at
+    ``2.5 L log2 L`` flops each, the complex contraction at 8 flops per
+    multiply-add, and the spectrum transposes as memory traffic. ``itemsize``
+    is that of the real work dtype (default: the problem's).
+    """
+    kh_eff = effective_extent(p.kh, p.dil_h)
+    kw_eff = effective_extent(p.kw, p.dil_w)
+    cg, kg = p.ic // p.g, p.oc // p.g
+    isz = itemsize or p.itemsize
+    best = None
+    for lh, th, nth in _candidates(kh_eff, p.sh, p.oh):
+        for lw, tw, ntw in _candidates(kw_eff, p.sw, p.ow):
+            area, freqs = lh * lw, lh * (lw // 2 + 1)
+            spectra = filter_bytes(p, lh, lw, isz)
+            per_tile = tile_bytes(p, lh, lw, isz)
+            if spectra + per_tile > cap:
+                continue
+            tiles = max(1, p.mb) * nth * ntw
+            cost = tiles * ((p.ic + p.oc) * 2.5 * area * math.log2(max(area, 2))
+                            + freqs * p.g * cg * kg * 8 + (p.ic + p.oc) * freqs * 4)
+            if best is None or cost < best[0]:
+                batch = max(1, min(tiles, (cap - spectra) // per_tile))
+                best = (cost, FftPlan(lh, lw, th, tw, nth, ntw, batch))
+    if best is None:  # even the smallest tile exceeds the cap: take it anyway, one at a time
+        lh, th, nth = _candidates(kh_eff, p.sh, p.oh)[0]
+        lw, tw, ntw = _candidates(kw_eff, p.sw, p.ow)[0]
+        return FftPlan(lh, lw, th, tw, nth, ntw, 1)
+    return best[1]
+
+
+def whole_image_path(p: ConvProblem, plan: FftPlan) -> bool:
+    """Whether ``plan`` can transform whole images, with no tile gather.
+
+    One tile must cover the image, and the circular wrap of the leading
+    padding must land on zeros: rows ``L - pad .. L-1`` lie past the image
+    (``L >= H + pad``; rows of the image past ``L`` are never read).
+    """
+    return plan.tiles == 1 and plan.lh >= p.ih + p.ph and plan.lw >= p.iw + p.pw
+
+
+def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
+                   shift: tuple[int, int] = (0, 0), workers: int = 1) -> np.ndarray:
+    """``conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: computed in float64, rounded once.
+
+    Parameters
+    ----------
+    w : ndarray, shape (K, C/g, R, S)
+        Host weights.
+    dtype : numpy dtype
+        Real work dtype; the result is its complex counterpart.
+    shift : (int, int)
+        Places filter tap ``(0, 0)`` at ``(-shift) mod L`` (circularly): how
+        the whole-image path absorbs the input's leading padding.
+    workers : int
+        pocketfft threads.
+    """
+    kg, cg = p.oc // p.g, p.ic // p.g
+    dilated = np.zeros((p.oc, cg, plan.lh, plan.lw), dtype=np.float64)
+    kh_eff, kw_eff = effective_extent(p.kh, p.dil_h), effective_extent(p.kw, p.dil_w)
+    dilated[:, :, :kh_eff:p.dil_h, :kw_eff:p.dil_w] = w
+    if shift != (0, 0):
+        dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
+    spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
+    spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
+    return np.ascontiguousarray(spec, dtype=COMPLEX[np.dtype(dtype)])
+
+
+def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int]:
+    """Image, tile row and tile column of flat tile index ``t`` (image-major, then row)."""
+    return t // (tile_rows * tile_cols), (t // tile_cols) % tile_rows, t % tile_cols

@@ -1,0 +1,84 @@
+"""What the Numba CPU kernels share: the base class, the workspace cap, bias, threads.
+
+Every kernel processes large problems in tiles so that the memory it
+allocates beyond input and output stays under :data:`WORKSPACE_CAP_BYTES`
+(it reports the exact figure through ``workspace_bytes``). The cap is a
+per-kernel attribute, so a user can trade memory for speed.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from convbench.contract import KernelBase
+from convbench.measure.threads import use_preferred_layer
+from convbench.problem import ConvProblem
+
+# Pick Numba's threading layer before any parallel kernel starts the pool
+# (why: convbench/measure/threads.py).
+use_preferred_layer()
+
+#: Default upper bound on a kernel's workspace (lowered matrices, transformed
+#: tiles, spectra). 256 MiB keeps VGG-16 conv1_2 at batch 32 well inside a
+#: 24 GiB machine while leaving tiles large enough for efficient GEMMs.
+WORKSPACE_CAP_BYTES = 256 * 2**20
+
+CPU_DTYPES = ("float32", "float64")
+
+
+class CpuKernel(KernelBase):
+    """Base of convbench's CPU kernels: float32 and float64, host clock, a workspace cap.
+
+    A float32 problem that allows TF32 (``fpmath="tf32"``) runs in strict
+    float32: TF32 permits rounding the operands, it does not require it.
+
+    Parameters
+    ----------
+    workspace_cap : int
+        Upper bound on the bytes the kernel allocates beyond inputs and output.
+    """
+
+    backend = "cpu"
+    clock = "host"
+    dtypes = CPU_DTYPES
+
+    def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
+        self.workspace_cap = workspace_cap
+
+    def problem_reason(self, p: ConvProblem) -> str | None:
+        """Why the algorithm cannot compute ``p`` at all (subclasses narrow it)."""
+        return None
+
+    def supports(self, p: ConvProblem) -> str | None:
+        if p.dtype not in CPU_DTYPES:
+            return f"CPU kernels run float32 and float64, got {p.dtype} (float16 is GPU-only)"
+        return self.problem_reason(p)
+
+
+def num_threads() -> int:
+    """Threads the kernels use: Numba's setting, which the harness pins."""
+    return numba.get_num_threads()
+
+
+@njit(parallel=True, cache=True)
+def add_bias(y: np.ndarray, bias: np.ndarray) -> None:
+    """``y[n, k] += bias[k]`` in place, parallel over (n, k)."""
+    n_images, channels = y.shape[0], y.shape[1]
+    plane = y.shape[2] * y.shape[3]
+    flat = y.reshape(n_images * channels, plane)
+    for nk in prange(n_images * channels):
+        b = bias[nk % channels]
+        for i in range(plane):
+            flat[nk, i] += b
+
+
+def empty_output(p: ConvProblem) -> np.ndarray:
+    """The output buffer a prepared kernel writes into and returns."""
+    return np.empty(p.output_shape, dtype=p.dtype)
+
+
+def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:
+    """The bias, or zeros: one compiled specialization serves layers with and without."""
+    return bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
