@@ -17,7 +17,7 @@ registered ones.
 """
 
 from convbench.api import auto_kernel, conv2d
-from convbench.contract import Kernel, KernelBase, Prepared
+from convbench.contract import ErrorModel, Kernel, KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
 from convbench.problem import ConvProblem
 from convbench.problem.reference import reference
@@ -25,6 +25,7 @@ from convbench.registry import algorithms, get_kernel, register
 
 __all__ = [
     "ConvProblem",
+    "ErrorModel",
     "Kernel",
     "KernelBase",
     "Prepared",

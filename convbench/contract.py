@@ -11,12 +11,17 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
   spectra), so that a call does not repeat it;
 * ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
 * ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
+* ``error_model(p) -> ErrorModel``: which error envelope its results are held
+  to (the algorithm family, and how much its operands are rounded before they
+  are multiplied; see :mod:`convbench.measure.compare`);
 * ``workspace_bytes(p) -> int``: memory it allocates beyond inputs and output;
 * ``prepare(p, x, w, bias) -> PreparedCall``: the once-per-layer work; returns
   the call that is timed. Raises :class:`~convbench.errors.UnsupportedProblem`
   where ``supports`` gives a reason. The call may carry ``details`` (a dict:
   the cuDNN engine it chose, the precision of each stage), which the
-  harness records.
+  harness records; an ``error_model`` entry there (an :class:`ErrorModel`)
+  overrides ``error_model(p)`` for what the call really computes (cuDNN's
+  engine is only known once a plan is chosen).
 
 :class:`KernelBase` implements the defaults and the refusal; subclasses
 write :meth:`KernelBase.prepare_call`.
@@ -25,6 +30,7 @@ write :meth:`KernelBase.prepare_call`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from convbench.errors import UnsupportedProblem
@@ -32,6 +38,41 @@ from convbench.problem.conv_problem import ConvProblem
 
 BACKENDS = ("cpu", "gpu")
 KINDS = ("kernel", "baseline")
+
+#: Algorithm families with an error model: ``"direct"`` covers every algorithm whose
+#: outputs are dot products of the inputs (direct, im2col + GEMM, implicit GEMM) in
+#: any summation order; ``"any"`` is the loosest of the three, for unknown algorithms.
+FAMILIES = ("direct", "winograd", "fft", "any")
+#: Unit roundoff of a TF32 operand (10 explicit mantissa bits, rounded to nearest).
+TF32_UNIT_ROUNDOFF = 2.0**-11
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Which error envelope a kernel's output is held to.
+
+    Attributes
+    ----------
+    family : str
+        One of :data:`FAMILIES`.
+    operand_roundoff : float
+        Relative rounding applied to the operands before they are multiplied
+        (TF32 operands, fp16-stored transformed tiles); 0 when they are used
+        as stored.
+    transform_size : int or None
+        Points of the FFT (``L_h * L_w``), where the family is ``"fft"``;
+        None: an upper bound from the problem.
+    """
+
+    family: str = "any"
+    operand_roundoff: float = 0.0
+    transform_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"error model family must be one of {FAMILIES}, "
+                             f"got {self.family!r}")
+
 
 #: How each math mode computes, unless a kernel says more.
 MATH_MODE_LABELS = {
@@ -86,6 +127,9 @@ class Kernel(Protocol):
     def math_mode(self, p: ConvProblem) -> str:
         """How the kernel computes ``p``: storage, operand and accumulation precision."""
 
+    def error_model(self, p: ConvProblem) -> ErrorModel:
+        """The error envelope the kernel's output on ``p`` is held to."""
+
     def workspace_bytes(self, p: ConvProblem) -> int:
         """Extra memory the kernel allocates for ``p`` beyond inputs and output."""
 
@@ -112,6 +156,8 @@ class KernelBase:
     #: Whether the kernel rounds float32 operands to TF32 where the problem allows it
     #: (``fpmath="tf32"``); a kernel that does not computes such problems strictly.
     uses_tf32: bool = False
+    #: The algorithm family whose error model applies (see :data:`FAMILIES`).
+    family: str = "any"
 
     def supports(self, p: ConvProblem) -> str | None:
         if p.dtype not in self.dtypes:
@@ -119,10 +165,15 @@ class KernelBase:
         return None
 
     def math_mode(self, p: ConvProblem) -> str:
-        mode = p.math
-        if mode == "tf32" and not self.uses_tf32:
-            mode = "fp32"
-        return MATH_MODE_LABELS[mode]
+        return MATH_MODE_LABELS["tf32" if self.rounds_to_tf32(p) else
+                                "fp32" if p.math == "tf32" else p.math]
+
+    def rounds_to_tf32(self, p: ConvProblem) -> bool:
+        """Whether this kernel rounds ``p``'s operands to TF32."""
+        return p.math == "tf32" and self.uses_tf32
+
+    def error_model(self, p: ConvProblem) -> ErrorModel:
+        return ErrorModel(self.family, TF32_UNIT_ROUNDOFF if self.rounds_to_tf32(p) else 0.0)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         return 0

@@ -48,7 +48,7 @@ def register(kernel: Kernel, *, replace: bool = False) -> Kernel:
     """
     if not isinstance(kernel, Kernel):
         missing = [m for m in ("name", "backend", "kind", "clock", "caches_weights", "supports",
-                               "math_mode", "workspace_bytes", "prepare")
+                               "math_mode", "error_model", "workspace_bytes", "prepare")
                    if not hasattr(kernel, m)]
         raise TypeError(f"{kernel!r} does not implement the Kernel protocol: missing "
                         f"{', '.join(missing)} (subclass convbench.KernelBase for the defaults)")

@@ -15,19 +15,17 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 TESTS = Path(__file__).parent
 
-#: rel_l2 bounds against the float64 reference (issue: convbench foundation).
-#: float32: 1e-5 for the exact-arithmetic algorithms, 5e-5 for FFT, whose
-#: transforms add O(u log L) error; float64: 1e-12 for all.
-REL_L2_TOL = {
-    ("float32", "direct"): 1e-5,
-    ("float32", "im2col"): 1e-5,
-    ("float32", "winograd"): 1e-5,
-    ("float32", "fft"): 5e-5,
-    ("float64", "direct"): 1e-12,
-    ("float64", "im2col"): 1e-12,
-    ("float64", "winograd"): 1e-12,
-    ("float64", "fft"): 1e-12,
-}
+def envelope_ratio(kernel, p, x, w, b, y, fill="random"):
+    """``y``'s worst error in units of ``kernel``'s error envelope: <= 1 is correct.
+
+    The rule ``convbench check`` applies (convbench.measure.compare.envelope).
+    """
+    from convbench.measure.compare import envelope
+    from convbench.measure.metrics import error_metrics, reference_and_scales
+
+    reference = reference_and_scales(p, x, w, b)
+    limit = envelope(p, reference, kernel.error_model(p), exact_fill=fill == "exact")
+    return error_metrics(y, reference, p.dtype, limit)["envelope_ratio"]
 
 
 def rel_l2(y, ref):
@@ -71,8 +69,10 @@ FP16_REL_L2_TOL = 2e-3
 
 
 def gpu_tolerance(dtype, algo):
-    """The CPU tolerances for float32/float64; FP16_REL_L2_TOL for float16."""
-    return FP16_REL_L2_TOL if dtype == "float16" else REL_L2_TOL[(dtype, algo)]
+    """rel_l2 bounds of the GPU tests (to be replaced by the error envelope)."""
+    if dtype == "float16":
+        return FP16_REL_L2_TOL
+    return {"float32": 5e-5 if algo == "fft" else 1e-5, "float64": 1e-12}[dtype]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convbench.measure.compare import compare_runs
-from convbench.measure.metrics import UNIT_ROUNDOFF, error_metrics
+from convbench.measure.metrics import UNIT_ROUNDOFF, Reference, error_metrics
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
 from convbench.store.jsonl import ResultWriter, iter_jsonl, load_run, write_records
@@ -99,24 +99,36 @@ def test_pinned_threads_sets_and_restores():
             pass
 
 
+def _reference(ref, scale):
+    return Reference(ref, scale, scale, np.ones((1, 1, 1, 1)))
+
+
 def test_error_metrics_on_known_errors():
     ref = np.array([1.0, -2.0, 4.0, 0.0])
     scale = np.array([2.0, 2.0, 8.0, 1.0])
     y = ref + np.array([0.0, 2.0**-20, -(2.0**-18), 0.0])
-    m = error_metrics(y.astype(np.float32), ref, scale, "float32")
+    envelope = np.array([1.0, 2.0**-19, 2.0**-19, 0.0])
+    m = error_metrics(y.astype(np.float32), _reference(ref, scale), "float32", envelope)
     assert m["max_abs"] == 2.0**-18
     assert m["rel_l2"] == pytest.approx(np.sqrt(2.0**-40 + 2.0**-36) / np.sqrt(21))
     assert m["max_rel"] == pytest.approx(2.0**-18 / 4.0)  # worst of 2^-21 and 2^-20
     # |err| / (u * scale): 2^-20 / (2^-24 * 2) = 8 and 2^-18 / (2^-24 * 8) = 8.
     assert m["bound_ratio"] == pytest.approx(8.0)
+    # |err| / envelope: 0, 1/2, 2 and 0/0 = 0.
+    assert m["envelope_ratio"] == pytest.approx(2.0)
     assert UNIT_ROUNDOFF["float32"] == 2.0**-24
-    assert error_metrics(ref, ref, scale, "float64")["rel_l2"] == 0.0
+    exact = error_metrics(ref, _reference(ref, scale), "float64", np.zeros(4))
+    assert exact["rel_l2"] == 0.0 and exact["envelope_ratio"] == 0.0
+    off = error_metrics(ref + 1e-300, _reference(ref, scale), "float64", np.zeros(4))
+    assert off["envelope_ratio"] == float("inf")  # x / 0 for x > 0
+    assert "envelope_ratio" not in error_metrics(ref, _reference(ref, scale), "float64")
 
 
 def test_error_metrics_nonfinite_output_is_infinitely_wrong():
     ref = np.ones(3)
-    m = error_metrics(np.array([1.0, np.nan, 1.0]), ref, ref, "float64")
+    m = error_metrics(np.array([1.0, np.nan, 1.0]), _reference(ref, ref), "float64", ref)
     assert m["nonfinite"] == 1 and m["rel_l2"] == float("inf")
+    assert m["envelope_ratio"] == float("inf")
 
 
 def _rec(problem="mb1ic3ih8oc4kh3", kernel="direct", median=1.0, rel=1e-7, status="ok"):

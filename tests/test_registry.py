@@ -51,6 +51,9 @@ class _Bare:
     def math_mode(self, p):
         return "fp32 strict"
 
+    def error_model(self, p):
+        return convbench.ErrorModel("direct")
+
     def workspace_bytes(self, p):
         return 0
 

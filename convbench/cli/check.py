@@ -1,8 +1,10 @@
-"""``convbench check``: re-measure errors and hold them to the committed accuracy baseline."""
+"""``convbench check``: re-measure errors, hold each to its error envelope, and to the
+committed baseline for drift on the same platform."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -19,37 +21,42 @@ from convbench.cli.common import (
     sweep_with_progress,
 )
 from convbench.contract import BACKENDS
+from convbench.present.tables import findings_table
 from convbench.problem import DT_TO_DTYPE, normalize_dtype
 
 
 def add_parser(sub: Any, name: str) -> None:
-    chk = sub.add_parser(name, help="re-measure errors and compare with the committed "
-                                    "accuracy baseline; exit 1 on regressions")
+    chk = sub.add_parser(name, help="re-measure errors, hold them to each algorithm's error "
+                                    "envelope (and to the baseline's, on its own platform); "
+                                    "exit 1 on findings")
     chk.add_argument("--suite", default="all",
                      help="comma list of suites or files, or 'all' shipped suites (default)")
     chk.add_argument("--backend", choices=BACKENDS, default="cpu")
     chk.add_argument("--algo", default="all", help="comma list of kernels/baselines, or all")
     chk.add_argument("--dtype", default="f32,f64", help="comma list of dtypes (f32,f64)")
     chk.add_argument("--fill", choices=["random", "exact"], default="random")
-    chk.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
-                     help="give every layer a bias (default, like benchdnn's FWD_B), so "
-                          "that bias handling is checked too")
-    chk.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    chk.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                     help="give every layer a bias (default: as the baseline was made; "
+                          "else yes, like benchdnn's FWD_B, so that bias handling is checked)")
+    chk.add_argument("--batch", type=positive_int, default=None,
+                     help="batch size (default: as the baseline was made, else 1)")
     chk.add_argument("--match", help="regex on layer names (or descriptors)")
     chk.add_argument("--seed", type=int, default=0)
     chk.add_argument("--baseline", help="baseline file "
                                         "(default results/accuracy/<backend>-<fill>.json)")
     chk.add_argument("--factor", type=non_negative_float, default=2.0,
-                     help="flag errors above factor x baseline (default 2.0; floors apply)")
+                     help="on the baseline's platform, flag drift above factor x baseline "
+                          "(default 2.0; floors apply)")
     chk.add_argument("--update", action="store_true",
                      help="rewrite the baseline entries of what was measured")
+    chk.add_argument("--out", help="also append the measured records to this JSONL file")
     chk.add_argument("--no-isolate", action="store_true", help="measure in this process")
     chk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench.measure import compare, runner  # noqa: PLC0415
-    from convbench.present.tables import findings_table  # noqa: PLC0415
+    from convbench.measure import runner  # noqa: PLC0415
+    from convbench.measure.compare import check_records  # noqa: PLC0415
     from convbench.problem.suites import list_suites, select_layers  # noqa: PLC0415
     from convbench.registry import select_kernels  # noqa: PLC0415
     from convbench.store.baselines import (  # noqa: PLC0415
@@ -57,47 +64,113 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         baseline_meta,
         default_baseline_path,
     )
-    from convbench.store.environment import environment  # noqa: PLC0415
+    from convbench.store.environment import environment, platform_fingerprint  # noqa: PLC0415
 
     suites = list_suites() if args.suite == "all" else [s for s in args.suite.split(",") if s]
     dtypes = [normalize_dtype(DT_TO_DTYPE.get(d, d)) for d in args.dtype.split(",") if d]
     if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
         print(f"convbench: no GPU present ({reason})", file=sys.stderr)
         return EXIT_USAGE
+    path = Path(args.baseline) if args.baseline else default_baseline_path(args.backend,
+                                                                           args.fill)
+    baseline = Baseline.load(path) if path.exists() else None
+    made_with = baseline.meta if baseline is not None else {}
+    batch = args.batch or made_with.get("batch") or 1
+    bias = args.bias if args.bias is not None else made_with.get("bias", True)
     names = select_kernels(args.algo, args.backend)
     settings = runner.SweepSettings(backend=args.backend, mode="accuracy", seed=args.seed,
                                     isolate=not args.no_isolate, fill=args.fill)
     pattern = re.compile(args.match) if args.match else None
     tasks = []
     for dtype in dtypes:
-        layers = select_layers(suites, batch=args.batch, dtype=dtype, bias=args.bias)
+        layers = select_layers(suites, batch=batch, dtype=dtype, bias=bias)
         layers = [(s, x) for s, x in layers if pattern is None or pattern.search(x.name)
                   or pattern.search(x.descriptor)]
         tasks += runner.plan_tasks(layers, names, settings)
     if not tasks:
         raise ValueError("nothing to check: no layer matches")
-    path = Path(args.baseline) if args.baseline else default_baseline_path(args.backend,
-                                                                           args.fill)
-    outcome = sweep_with_progress(tasks, settings, None, set(),
-                                  show=False if args.no_progress else None)
+    from convbench.store.jsonl import ResultWriter, header_record  # noqa: PLC0415
+
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(ResultWriter(args.out)) if args.out else None
+        if writer is not None:
+            writer.write(header_record(command, {"check": vars(args)}, environment(args.backend)))
+        outcome = sweep_with_progress(tasks, settings, writer, set(),
+                                      show=False if args.no_progress else None)
     if outcome.interrupted:
         print("interrupted: nothing was compared or written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    here = platform_fingerprint(args.backend)
     if args.update:
         baseline = Baseline.load(path) if path.exists() else Baseline()
         count = baseline.update(outcome.records)
         baseline.meta = baseline_meta({"backend": args.backend, "fill": args.fill,
-                                       "seed": args.seed, "batch": args.batch,
-                                       "bias": args.bias}, environment(args.backend))
+                                       "seed": args.seed, "batch": batch, "bias": bias},
+                                      environment(args.backend))
         baseline.save(path)
-        print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all)")
+        print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all), "
+              f"platform {here['id']}")
         return EXIT_OK
-    findings, passed = compare.compare_to_baseline(outcome.records, Baseline.load(path).entries,
-                                                   args.factor)
-    print(f"checked {len(outcome.records)} measurements against {path}: {passed} passed, "
-          f"{len(findings)} finding(s) (factor {args.factor}, floors "
-          f"{', '.join(f'{m} {v:g}' for m, v in compare.FLOOR_UNITS.items())})")
-    if findings:
-        print(findings_table(findings))
+    there = made_with.get("fingerprint") or {}
+    same = there.get("id") == here["id"]
+    result = check_records(outcome.records, baseline.entries if baseline else None,
+                           same_platform=same, factor=args.factor,
+                           exact_fill=args.fill == "exact")
+    print(summary(result, len(outcome.records), path if baseline else None, here, there,
+                  same, args.factor))
+    if result.findings:
+        print(findings_table(result.findings))
         return EXIT_REGRESSION
     return EXIT_OK
+
+
+def summary(result: Any, checked: int, path: Path | None, here: dict[str, Any],
+            there: dict[str, Any], same: bool, factor: float) -> str:
+    """What a check says: the envelope verdict, then what the baseline adds."""
+    lines = [f"checked {checked} measurements: {result.passed} passed, "
+             f"{len(result.findings)} finding(s)"]
+    if result.worst is not None:
+        w = result.worst
+        lines.append(f"error envelopes: the closest is {w.kernel} on {w.label} "
+                     f"({w['dtype']}) at {w.error('envelope_ratio'):.3g} of its envelope")
+    if path is None:
+        lines.append("no baseline file: the envelopes alone decided")
+    elif same:
+        lines.append(f"baseline {path}: made on this platform ({here['id']}); drift above "
+                     f"{factor:g}x its errors (with floors) counts as a finding")
+    else:
+        lines.append(f"baseline {path}: made on platform {there.get('id', 'unknown')} "
+                     f"({describe(there)}), this is {here['id']} ({describe(here)}); a new "
+                     f"platform sums in another order, so its {len(result.information)} "
+                     f"difference(s) beyond {factor:g}x are information, not findings")
+        for info in sorted(result.information, key=_size, reverse=True)[:INFO_SHOWN]:
+            lines.append(f"  {info.name} {info.kernel} {info.what}: baseline "
+                         f"{_number(info.baseline)}, measured {_number(info.measured)}")
+    return "\n".join(lines)
+
+
+#: Differences from another platform's baseline that a check prints (the largest).
+INFO_SHOWN = 5
+
+
+def describe(fingerprint: dict[str, Any]) -> str:
+    """A fingerprint in a few words: ISA, BLAS kernels, Numba's CPU, oneDNN's ISA, or the GPU."""
+    if not fingerprint:
+        return "not recorded"
+    if fingerprint.get("backend") == "gpu":
+        gpu = fingerprint.get("gpu") or {}
+        return f"{gpu.get('name', 'no GPU')}, CUDA {gpu.get('cuda_runtime')}, " \
+               f"cuDNN {gpu.get('cudnn')}"
+    blas = "; ".join(fingerprint.get("blas") or [])
+    return (f"{fingerprint.get('cpu_isa')}, {blas}, numba {fingerprint.get('numba_cpu')}, "
+            f"oneDNN {fingerprint.get('onednn_isa')}")
+
+
+def _size(finding: Any) -> float:
+    if finding.baseline and finding.measured is not None:
+        return finding.measured / finding.baseline
+    return float("inf")
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3e}"

@@ -4,9 +4,10 @@ errors against a baseline, times between two runs.
 By data kind, as benchdnn's ``compare.cpp``:
 
 * **error of an output** against the float64 reference: the element-wise
-  error model of the algorithm (:func:`conv_tolerance`);
-* **error of a measurement** against a committed baseline of the same kernel
-  on the same problem (:func:`compare_to_baseline`): drift;
+  error envelope of the algorithm (:func:`envelope`);
+* **a check's records**: each against its envelope, and against a committed
+  baseline of the same kernel and problem for drift on the same platform
+  (:func:`check_records`);
 * **time** of a measurement against the same measurement in another run
   (:func:`compare_runs`).
 """
@@ -18,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from convbench.measure.metrics import UNIT_ROUNDOFF
+from convbench.contract import ErrorModel
+from convbench.measure.metrics import UNIT_ROUNDOFF, Reference
 from convbench.problem import ConvProblem
+from convbench.problem.arguments import array_module
 from convbench.store.jsonl import Run
 from convbench.store.records import Record, as_record
 
@@ -32,33 +33,160 @@ FLOOR_UNITS = {"rel_l2": 4.0, "max_rel": 16.0, "bound_ratio": 2.0}
 
 
 # ------------------------------------------------------------- error of an output
-#: ``C_algo`` of the error model. Winograd's transforms add terms (its
-#: transformed operands can be ~16x larger than the direct products); FFT's
-#: error grows with log2 of the transform size (multiplied in below).
-ALGO_CONSTANTS = {"direct": 8.0, "im2col": 8.0, "winograd": 32.0, "fft": 8.0}
-DEFAULT_CONSTANT = 8.0
+#: Probability, under the rounding model, that a correct kernel's output tensor
+#: leaves its envelope: one false alarm in a million clean checks.
+FALSE_ALARM = 1e-6
+#: Unit roundoff of the float64 reference, whose own error adds to the measured one.
+REFERENCE_ROUNDOFF = 2.0**-53
+
+#: Winograd F(2x2,3x3), the GEMM over C/g channels: its partial sums combine, per
+#: output, squared terms weighted by k_p(a) k_q(b) with k_p(a) = sum_xi A_xi,p^2
+#: |G_xi|^2 (B^T_xi,a)^2 = (1, 1.5, 2.5, 0) or (0, 2.5, 1.5, 1); the largest weight,
+#: 2.5^2, bounds any data pattern (a full window averages 25/9).
+WINOGRAD_GEMM_WEIGHT = 6.25
+#: Winograd's transform roundings (V = B^T d B in two stages, U rounded once, the
+#: five additions of A^T M A + b), in units of the tile's largest squared scale:
+#: 42.5 when all the data sit on one pixel, by exact enumeration over the
+#: transform matrices (19.4 for a full window). Independent of C.
+WINOGRAD_TRANSFORM_WEIGHT = 42.5
+#: Rounded Winograd operands (fp16-stored U and V): each product U V is off by
+#: 2 u_in |U V|, whose squares weigh at most 2.5^2 per term, as in the GEMM.
+WINOGRAD_OPERAND_WEIGHT = 6.25
+#: FFT, per level of log2(L_h L_w): the forward and inverse transforms' butterfly
+#: roundings (|twiddle| = 1, random signs), spread evenly over the tile (Parseval).
+#: A least-squares fit of the largest legitimate errors over every shipped layer
+#: gives 0.65 per level; 4 leaves 2.5x headroom in the error.
+FFT_LEVEL_WEIGHT = 4.0
+#: FFT channel contraction: a complex inner product over C/g terms, two real
+#: products and sums per term.
+FFT_CONTRACTION_WEIGHT = 2.0
+#: Rounded FFT spectra: 2 u_in |X W| per complex product, spread over the tile.
+FFT_OPERAND_WEIGHT = 2.0
 
 
-def conv_tolerance(p: ConvProblem, ref: np.ndarray, scale: np.ndarray, algo: str,
-                   factor: float = 1.0) -> np.ndarray:
-    """Element-wise absolute tolerance for ``algo`` on problem ``p`` (see module docstring)."""
-    acc_dtype = "float32" if p.dtype == "float16" else p.dtype
-    u, u_out = UNIT_ROUNDOFF[acc_dtype], UNIT_ROUNDOFF[p.dtype]
-    n = p.reduction_length + (1 if p.bias else 0)
-    constant = ALGO_CONSTANTS.get(algo, DEFAULT_CONSTANT) * factor
-    local = scale
-    if algo == "fft":
-        fft_points = p.padded_height * p.padded_width
-        constant *= max(1.0, math.log2(max(fft_points, 2)))
-        local = np.maximum(scale, scale.mean() if scale.size else 0.0)
-    return constant * u * math.sqrt(n) * local + u_out * np.abs(ref)
+def union_lambda(outputs: int, false_alarm: float = FALSE_ALARM) -> float:
+    """``sqrt(2 ln(2 M / delta))``: Hoeffding's bound, union over ``M`` outputs."""
+    return math.sqrt(2.0 * math.log(2.0 * max(int(outputs), 1) / false_alarm))
 
 
+def gamma(n: int, u: float) -> float:
+    """``gamma_n = n u / (1 - n u)``: the classical dot-product error factor."""
+    return n * u / (1.0 - n * u) if n * u < 1.0 else math.inf
 
-# ------------------------------------------------------- error against a baseline
+
+def terms(p: ConvProblem) -> int:
+    """Terms of each output's sum: ``C/g * R * S``, plus one for the bias."""
+    return p.reduction_length + (1 if p.bias else 0)
+
+
+def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
+             exact_fill: bool = False) -> Any:
+    """Per-element bound on ``|y_i - ref_i|`` that a correct kernel stays within.
+
+    A property of the algorithm family, the arithmetic and the data, not of
+    one machine's summation order. Output ``i`` sums ``n`` terms; each rounding
+    adds ``delta_j v_j`` with ``|delta_j| <= u``, independent and of mean zero
+    (the probabilistic model of Higham and Mary), so by Hoeffding's inequality
+    and a union bound over the ``M`` outputs (:func:`union_lambda`)::
+
+        |y_i - ref_i| <= lam * sqrt(sum_j (u v_j)^2) + u_out |ref_i|
+
+    for every output at once, with probability ``1 - FALSE_ALARM``. The sum of
+    squares is bounded per family, from ``ref``, ``r = sqrt(W^2 * X^2 + b^2)``
+    and ``s = |W| * |X| + |b|`` (see the constants above):
+
+    * **direct** (any order of the products: direct, im2col + GEMM): the
+      partial sums of exchangeable terms ending at ``ref_i`` have
+      ``sum_j E[S_j^2] <= (n+2)/3 ref^2 + n/6 r^2``, plus ``r^2`` for the
+      products; never more than the deterministic ``gamma_n s``;
+    * **winograd**: the GEMM over ``C/g`` with the transforms' weights, plus the
+      transforms' own roundings on the 2x2 tile's largest scale;
+    * **fft**: normwise over a tile: the scale is the largest of ``r_i``,
+      ``rms(r)`` over the (image, channel) plane and the image's own scale
+      (:class:`~convbench.measure.metrics.Reference`), times the transform
+      depth ``log2(L_h L_w)``;
+    * **any**: the largest of the three.
+
+    Operand rounding (TF32, fp16-stored tiles) adds ``(2 u_in)^2`` times the
+    squared terms (no partial-sum growth). ``u`` is float32's for float16 data
+    (fp32 accumulation), ``u_out`` the output dtype's; the float64 reference's
+    own roundings are added. On the exact fill the direct family has no
+    rounding at all: every partial sum is an integer the dtype holds
+    (:func:`convbench.measure.inputs.exact_channels`), so its envelope is 0.
+
+    Parameters
+    ----------
+    p : ConvProblem
+    reference : Reference
+        Reference and scales (NumPy or CuPy: the envelope is computed there).
+    model : ErrorModel
+        The kernel's algorithm family and operand rounding.
+    exact_fill : bool
+        The inputs are the exact fill's integers.
+    """
+    xp = array_module(reference.ref)
+    ref, s, r = reference.ref, reference.abs_scale, reference.rss_scale
+    if model.family == "any":
+        parts = [envelope(p, reference, ErrorModel(f, model.operand_roundoff,
+                                                   model.transform_size), exact_fill)
+                 for f in ("direct", "winograd", "fft")]
+        return xp.maximum(xp.maximum(parts[0], parts[1]), parts[2])
+    u_in = model.operand_roundoff
+    if exact_fill and model.family == "direct" and u_in == 0.0:
+        return xp.zeros_like(ref)
+    u_acc = UNIT_ROUNDOFF["float32" if p.dtype == "float16" else p.dtype]
+    u_out = UNIT_ROUNDOFF[p.dtype]
+    n, cg = terms(p), p.ic // p.g
+    lam = union_lambda(ref.size)
+    r2 = r * r
+    partial_sums = (n + 2) / 3.0 * ref * ref + (n + 6) / 6.0 * r2
+    variance = REFERENCE_ROUNDOFF**2 * partial_sums
+    if model.family == "direct":
+        variance = variance + u_acc**2 * partial_sums + (2 * u_in) ** 2 * r2
+        bound = xp.minimum(lam * xp.sqrt(variance),
+                           (gamma(n, u_acc) + gamma(n, REFERENCE_ROUNDOFF) + 2 * u_in
+                            + u_in**2) * s)
+    elif model.family == "winograd":
+        tile = _tile_max(xp, r, 2)
+        variance = (variance + (u_acc**2 * WINOGRAD_GEMM_WEIGHT * (cg + 3) / 2.0
+                                + (2 * u_in) ** 2 * WINOGRAD_OPERAND_WEIGHT) * r2
+                    + u_acc**2 * WINOGRAD_TRANSFORM_WEIGHT * tile * tile)
+        bound = lam * xp.sqrt(variance)
+    else:
+        size = model.transform_size or _fft_size_bound(p)
+        plane = xp.maximum(xp.maximum(r, xp.sqrt(xp.mean(r2, axis=(2, 3), keepdims=True))),
+                           reference.image_scale)
+        variance = variance + (u_acc**2 * (FFT_LEVEL_WEIGHT * math.log2(max(size, 2))
+                                           + FFT_CONTRACTION_WEIGHT * (cg + 3) / 2.0)
+                               + (2 * u_in) ** 2 * FFT_OPERAND_WEIGHT) * plane * plane
+        bound = lam * xp.sqrt(variance)
+    return bound + u_out * xp.abs(ref)
+
+
+def _tile_max(xp: Any, a: Any, tile: int) -> Any:
+    """Each element replaced by the largest of its ``tile x tile`` output tile."""
+    n, k, h, w = a.shape
+    hp, wp = -(-h // tile) * tile, -(-w // tile) * tile
+    padded = xp.zeros((n, k, hp, wp), dtype=a.dtype)
+    padded[:, :, :h, :w] = a
+    blocks = padded.reshape(n, k, hp // tile, tile, wp // tile, tile).max(axis=(3, 5))
+    return xp.repeat(xp.repeat(blocks, tile, axis=2), tile, axis=3)[:, :, :h, :w]
+
+
+def _fft_size_bound(p: ConvProblem) -> int:
+    """An upper bound on the FFT size: the padded image in powers of two."""
+    return (1 << max(1, math.ceil(math.log2(p.padded_height)))) * \
+        (1 << max(1, math.ceil(math.log2(p.padded_width))))
+
+
+# ---------------------------------------------------------- errors of a check
 @dataclass
 class Finding:
-    """One measurement that fails the check."""
+    """One measurement that fails the check, or (``info``) differs from another platform's.
+
+    ``what`` names the metric or the failure; ``baseline``, ``measured`` and
+    ``limit`` are the numbers behind it where there are any.
+    """
 
     kernel: str
     problem: str
@@ -69,50 +197,166 @@ class Finding:
     limit: float | None = None
 
 
+@dataclass
+class CheckOutcome:
+    """What a check found: failures, information, and how many measurements passed."""
+
+    findings: list[Finding]
+    information: list[Finding]
+    passed: int
+    worst: Record | None  # the passing record closest to its envelope
+
+
 def threshold(metric: str, base: float, dtype: str, factor: float) -> float:
-    """The largest value of ``metric`` that passes, given its baseline."""
+    """The largest value of ``metric`` that is no drift from ``base`` on the same platform.
+
+    ``factor`` times the baseline, with floors in units of the dtype's unit
+    roundoff (:data:`FLOOR_UNITS`) so that a tiny baseline does not flag the
+    last bit; a baseline of exactly 0 must stay 0.
+    """
     if base == 0.0:
         return 0.0
     floor = FLOOR_UNITS[metric] * (1.0 if metric == "bound_ratio" else UNIT_ROUNDOFF[dtype])
     return max(factor * base, floor)
 
 
-def compare_to_baseline(records: Iterable[dict[str, Any]], entries: dict[tuple[str, str], Any],
-                        factor: float = DEFAULT_FACTOR) -> tuple[list[Finding], int]:
-    """Findings (regressions, failures, missing baselines) and the number of checks passed."""
+def check_records(records: Iterable[dict[str, Any]],
+                  entries: dict[tuple[str, str], Any] | None = None, *,
+                  same_platform: bool = False, factor: float = DEFAULT_FACTOR,
+                  exact_fill: bool = False) -> CheckOutcome:
+    """Hold each record to its error envelope; compare with a baseline for drift.
+
+    A record fails when its kernel failed, its output is not finite, or its
+    ``envelope_ratio`` exceeds 1 (on the exact fill, where the direct family
+    must be bit-exact, the failure names ``max_abs``). Against the baseline
+    ``entries`` (keyed by (kernel, descriptor)): on the same platform
+    (``same_platform``) a metric above :func:`threshold` or a status change is
+    drift, and fails; from another platform the same differences are only
+    information, since a new CPU, BLAS or GPU changes summation orders.
+    """
+    entries = entries or {}
     findings: list[Finding] = []
+    information: list[Finding] = []
     passed = 0
+    worst: Record | None = None
     for rec in map(as_record, records):
-        key = (rec["kernel"], rec["problem"])
-        base = entries.get(key)
-        if base is None:
-            findings.append(Finding(rec.kernel, rec["problem"], rec.label,
-                                    "no baseline (run convbench check --update)"))
+        base = entries.get((rec.kernel, rec["problem"]))
+        found = _verdict(rec, exact_fill)
+        drift = _drift(rec, base, factor)
+        (findings if same_platform else information).extend(drift)
+        findings.extend(found)
+        if not found and not (same_platform and drift):
+            passed += 1
+            ratio = rec.error("envelope_ratio")
+            if ratio is not None and (worst is None or ratio > worst.error("envelope_ratio")):
+                worst = rec
+    return CheckOutcome(findings, information, passed, worst)
+
+
+def _verdict(rec: Record, exact_fill: bool) -> list[Finding]:
+    """What fails in ``rec`` by the portable rule alone."""
+    where = (rec.kernel, rec["problem"], rec.label)
+    if rec.status == "failed":
+        return [Finding(*where, f"failed: {rec.get('reason')}")]
+    if not rec.ok:
+        return []  # skipped: nothing was computed, nothing to hold to a rule
+    error = rec.get("error") or {}
+    if error.get("nonfinite"):
+        return [Finding(*where, f"{error['nonfinite']} non-finite outputs")]
+    ratio = rec.error("envelope_ratio")
+    if ratio is None or ratio <= 1.0:
+        return []
+    if exact_fill and math.isinf(ratio):
+        return [Finding(*where, "max_abs (exact fill: must be 0)", 0.0, rec.error("max_abs"),
+                        0.0)]
+    return [Finding(*where, "envelope_ratio", None, ratio, 1.0)]
+
+
+def _drift(rec: Record, base: dict[str, Any] | None, factor: float) -> list[Finding]:
+    """How ``rec`` differs from its baseline entry beyond :func:`threshold`."""
+    if base is None or rec.status == "failed":
+        return []
+    where = (rec.kernel, rec["problem"], rec.label)
+    if rec.status != base["status"]:
+        return [Finding(*where, f"status {base['status']} -> {rec.status}: "
+                                f"{rec.get('reason') or ''}")]
+    if not rec.ok:
+        return []
+    out = []
+    for metric in METRICS:
+        old, new = base.get(metric), rec.error(metric)
+        if old is None or new is None:
             continue
-        if rec.status == "failed":
-            findings.append(Finding(rec.kernel, rec["problem"], rec.label,
-                                    f"failed: {rec.get('reason')}"))
-            continue
-        if not rec.ok or base["status"] != "ok":
-            if rec.status != base["status"]:
-                findings.append(Finding(rec.kernel, rec["problem"], rec.label,
-                                        f"status {base['status']} -> {rec.status}: "
-                                        f"{rec.get('reason') or ''}"))
-            else:
-                passed += 1
-            continue
-        bad = False
-        for metric in METRICS:
-            old, new = base.get(metric), rec.error(metric)
-            if old is None or new is None:
-                continue
-            limit = threshold(metric, float(old), rec["dtype"], factor)
-            if not new <= limit:  # also catches NaN
-                findings.append(Finding(rec.kernel, rec["problem"], rec.label, metric,
-                                        float(old), new, limit))
-                bad = True
-        passed += not bad
-    return findings, passed
+        limit = threshold(metric, float(old), rec["dtype"], factor)
+        if not new <= limit:  # also catches NaN
+            out.append(Finding(*where, metric, float(old), new, limit))
+    return out
+
+
+@dataclass
+class Margin:
+    """How far the smallest planted fault lies above the largest legitimate error."""
+
+    kernel: str
+    metric: str
+    largest_legitimate: float | None
+    legitimate_at: str
+    smallest_fault: float | None
+    fault_at: str
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.largest_legitimate or self.smallest_fault is None:
+            return None
+        return self.smallest_fault / self.largest_legitimate
+
+
+#: Metrics whose margins a check's validation reports.
+MARGIN_METRICS = ("envelope_ratio", "rel_l2", "max_rel", "bound_ratio")
+#: A planted fault bites a layer where it moves the output this many times farther
+#: from the reference (rel_l2) than the correct kernel's own rounding; elsewhere
+#: what changed is rounding (an FFT one point short on a zero-padded layer wraps
+#: only zeros round, but its other size rounds differently).
+FAULT_EFFECT = 10.0
+
+
+def fault_bites(fault: dict[str, Any], clean: dict[str, Any] | None) -> bool:
+    """Whether a faulty record's output is really wrong, against the correct one's."""
+    fault, clean = as_record(fault), None if clean is None else as_record(clean)
+    if clean is None or not clean.ok:
+        return False
+    if fault.status == "failed":
+        return True
+    theirs, ours = fault.rel_l2, clean.rel_l2
+    if theirs is None or ours is None:
+        return False
+    return theirs > FAULT_EFFECT * ours if ours else theirs > 0
+
+
+def margins(legitimate: Iterable[dict[str, Any]], faulty: Iterable[dict[str, Any]],
+            metrics: tuple[str, ...] = MARGIN_METRICS) -> list[Margin]:
+    """Largest legitimate and smallest faulty value of each metric, per kernel name.
+
+    A faulty record counts only where the fault bites (:func:`fault_bites`).
+    Float64 and float32 are apart in ``rel_l2``-like metrics by 2^29, so each
+    metric is compared within one dtype per kernel.
+    """
+    clean = {(r["kernel"], r["problem"]): r for r in map(as_record, legitimate) if r.ok}
+    out = []
+    faulty = [r for r in map(as_record, faulty) if r.ok]
+    for kernel in sorted({k for k, _ in clean} & {r.kernel for r in faulty}):
+        for dtype in sorted({r["dtype"] for r in faulty if r.kernel == kernel}):
+            ours = [r for (k, _), r in clean.items() if k == kernel and r["dtype"] == dtype]
+            bad = [r for r in faulty if r.kernel == kernel and r["dtype"] == dtype
+                   and fault_bites(r, clean.get((kernel, r["problem"])))]
+            for metric in metrics:
+                legit = [(r.error(metric), r.label) for r in ours
+                         if r.error(metric) is not None]
+                fault = [(r.error(metric), r.label) for r in bad if r.error(metric) is not None]
+                hi = max(legit, default=(None, ""))
+                lo = min(fault, default=(None, ""))
+                out.append(Margin(f"{kernel} {dtype}", metric, hi[0], hi[1], lo[0], lo[1]))
+    return out
 
 
 # ----------------------------------------------------------------- time between runs
@@ -129,13 +373,13 @@ class Comparison:
 
 
 def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
-                 err_tol: float = 2.0, err_floor: float = 1e-12) -> list[Comparison]:
+                 err_tol: float = DEFAULT_FACTOR) -> list[Comparison]:
     """Pair up records of two runs and flag regressions.
 
-    A time regression is ``new/old > 1 + time_tol``; an error regression is
-    ``new_rel_l2 > err_tol * max(old_rel_l2, err_floor)`` (the floor keeps
-    exact-zero baselines from flagging rounding noise); a record that was ``ok``
-    and is now ``failed`` is a regression too.
+    A time regression is ``new/old > 1 + time_tol``; an error regression is a
+    ``rel_l2`` above :func:`threshold` with factor ``err_tol`` (its floor keeps
+    last-bit noise from flagging); a record that was ``ok`` and is now
+    ``failed`` is a regression too.
     """
     old_latest, new_latest = old.latest(), new.latest()
     out = []
@@ -152,8 +396,9 @@ def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
                 regressions.append(f"time x{time_ratio:.2f}")
         ea, eb = a.rel_l2, b.rel_l2
         if ea is not None and eb is not None:
-            error_ratio = eb / max(ea, err_floor)
-            if eb > err_tol * max(ea, err_floor):
+            limit = threshold("rel_l2", ea, b.get("dtype") or "float32", err_tol)
+            error_ratio = eb / ea if ea else (math.inf if eb else 1.0)
+            if not eb <= limit:
                 regressions.append(f"rel_l2 x{error_ratio:.2f}")
         out.append(Comparison(key, a, b, time_ratio, error_ratio, regressions))
     return out

@@ -19,13 +19,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from convbench.contract import as_prepared
+from convbench.contract import ErrorModel, as_prepared
 from convbench.errors import UnsupportedProblem
 from convbench.measure.clocks import make_clock
+from convbench.measure.compare import envelope
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache, error_metrics
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
+from convbench.problem import ConvProblem
+from convbench.problem.arguments import array_module
 from convbench.problem.suites import SuiteLayer
 from convbench.registry import get_kernel
 from convbench.store.jsonl import ResultWriter
@@ -144,8 +147,12 @@ def measure(task: Task, references: ReferenceCache | None = None) -> Record:
         if call.details:
             rec["details"] = dict(call.details)
         if settings.mode in ("accuracy", "both"):
-            ref, scale = references.get(p, settings.seed, x, w, b, settings.fill)
-            rec["error"] = error_metrics(y, ref, scale, p.dtype)
+            reference = references.get(p, settings.seed, x, w, b, settings.fill,
+                                       array_module(y))
+            model = _error_model(kernel, p, call.details)
+            limit = envelope(p, reference, model, exact_fill=settings.fill == "exact")
+            rec["error"] = error_metrics(y, reference, p.dtype, limit)
+            rec["error_model"] = asdict(model)
         rec["status"] = "ok"
     except UnsupportedProblem as exc:
         rec.update(status="skipped", reason=str(exc))
@@ -167,6 +174,16 @@ def measure(task: Task, references: ReferenceCache | None = None) -> Record:
 #: How the reason of a measurement that ran out of memory begins.
 OUT_OF_HOST_MEMORY = "out of host memory"
 OUT_OF_GPU_MEMORY = "out of GPU memory"
+
+
+def _error_model(kernel: Any, p: ConvProblem, details: Any) -> ErrorModel:
+    """The kernel's error model, or what its prepared call says it really computed."""
+    chosen = (details or {}).get("error_model")
+    if isinstance(chosen, ErrorModel):
+        return chosen
+    if isinstance(chosen, dict):
+        return ErrorModel(**chosen)
+    return kernel.error_model(p)
 
 
 def is_device_oom(exc: BaseException) -> bool:

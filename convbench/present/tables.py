@@ -151,14 +151,15 @@ def comparison_table(rows: list[Any]) -> str:
 
 
 def findings_table(findings: list[Any]) -> str:
-    """``convbench check`` findings: what failed its check, and by how much."""
-    lines = ["| layer | kernel | metric | baseline | measured | limit | x baseline |",
+    """``convbench check`` findings: what failed, the numbers behind it, by how much."""
+    lines = ["| layer | kernel | what | baseline | measured | limit | x limit |",
              "|---|---|---|---:|---:|---:|---:|"]
     for f in findings:
         if f.measured is None:
             lines.append(f"| {f.name} | {f.kernel} | {f.what} | | | | |")
             continue
-        ratio = (f"{f.measured / f.baseline:.2f}" if f.baseline else "exact -> inexact")
-        lines.append(f"| {f.name} | {f.kernel} | {f.what} | {f.baseline:.3e} | "
-                     f"{f.measured:.3e} | {f.limit:.3e} | {ratio} |")
+        over = (fmt(f.measured / f.limit, ".2f") if f.limit else
+                ("inf" if f.measured else fmt(0.0, ".2f")))
+        lines.append(f"| {f.name} | {f.kernel} | {f.what} | {fmt(f.baseline, '.3e')} | "
+                     f"{fmt(f.measured, '.3e')} | {fmt(f.limit, '.3e')} | {over} |")
     return "\n".join(lines)

@@ -3,8 +3,11 @@
 The reference is deliberately simple: zero-pad, then for each filter tap
 ``(r, s)`` add one matrix product over channels. That is R*S float64 BLAS
 calls, exact up to float64 rounding, and it shares no code with the kernels.
-With ``absolute=True`` it computes ``|W| * |X| + |b|``, the scale of the
-classical dot-product error bound used by ``bound_ratio``.
+The same loop on transformed operands gives the two scales the error model
+uses (:mod:`convbench.measure.compare`): ``operands="absolute"`` computes
+``|W| * |X| + |b|``, the classical worst-case dot-product scale, and
+``operands="squared"`` computes ``W^2 * X^2 + b^2``, the sum of the squared
+terms of each output (its square root is the root-sum-square of the terms).
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ def zero_pad(p: ConvProblem, x: np.ndarray) -> np.ndarray:
     return xpad
 
 
+#: How :func:`reference_for` transforms the operands before convolving them.
+OPERANDS = {"signed": lambda a: a, "absolute": np.abs, "squared": np.square}
+
+
 def reference_for(p: ConvProblem, x: Any, w: Any, bias: Any = None, *,
-                  absolute: bool = False) -> np.ndarray:
+                  absolute: bool = False, operands: str = "signed") -> np.ndarray:
     """Float64 convolution of arrays already described by ``p``.
 
     Parameters
@@ -44,18 +51,23 @@ def reference_for(p: ConvProblem, x: Any, w: Any, bias: Any = None, *,
     p : ConvProblem
     x, w, bias : arrays of the shapes ``p`` names (any float dtype; cast up)
     absolute : bool
-        Compute ``|W| * |X| + |b|`` instead (for error bounds).
+        Shorthand for ``operands="absolute"``.
+    operands : {"signed", "absolute", "squared"}
+        Convolve the operands as they are, their absolute values
+        (``|W| * |X| + |b|``) or their squares (``W^2 * X^2 + b^2``).
 
     Returns
     -------
     numpy.ndarray, float64, shape ``p.output_shape``
     """
-    x64 = _to_host_float64(x)
-    w64 = _to_host_float64(w)
-    b64 = None if bias is None else _to_host_float64(bias)
     if absolute:
-        x64, w64 = np.abs(x64), np.abs(w64)
-        b64 = None if b64 is None else np.abs(b64)
+        operands = "absolute"
+    if operands not in OPERANDS:
+        raise ValueError(f"operands must be one of {list(OPERANDS)}, got {operands!r}")
+    transform = OPERANDS[operands]
+    x64 = transform(_to_host_float64(x))
+    w64 = transform(_to_host_float64(w))
+    b64 = None if bias is None else transform(_to_host_float64(bias))
     g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
     xpad = zero_pad(p, x64)
     y = np.zeros((p.mb, g, kg, p.oh * p.ow), dtype=np.float64)

@@ -52,12 +52,9 @@ def cpu_model() -> str:
 
 def cpu_isa() -> str:
     """The widest x86 vector extension this CPU has: ``avx512``, ``avx2``, ``avx`` or ``sse``."""
-    try:
-        flags = next((line.split(":", 1)[1].split()
-                      for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return platform.machine()
+    from convbench.measure.platforms import cpu_flags  # noqa: PLC0415
+
+    flags = cpu_flags()
     for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")):
         if flag in flags:
             return isa

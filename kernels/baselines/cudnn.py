@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from convbench.contract import KernelBase, Prepared
+from convbench.contract import TF32_UNIT_ROUNDOFF, KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
 from convbench.measure.clocks import CudaEventClock
 from convbench.measure.timing import bench
@@ -83,6 +83,18 @@ def inadmissible_reason(notes: Iterable[str], math: str) -> str | None:
     if math == "fp16" and "REDUCED_PRECISION_REDUCTION" in notes:
         return "accumulates in fp16"
     return None
+
+
+def error_model(plan: CudnnPlan, math: str) -> dict[str, Any]:
+    """The error model of what ``plan`` computes in math mode ``math``.
+
+    Its algorithm family from its notes; in tf32, a tensor-core or
+    down-converting engine rounds float32 operands to TF32 (fp16 operands
+    are used as stored).
+    """
+    family = {"fft": "fft", "winograd": "winograd"}.get(plan.algorithm, "direct")
+    tf32 = math == "tf32" and bool({"TENSOR_CORE", "DOWN_CONVERT_INPUTS"} & set(plan.notes))
+    return {"family": family, "operand_roundoff": TF32_UNIT_ROUNDOFF if tf32 else 0.0}
 
 
 def choose_plan(plans: list[CudnnPlan], math: str, select: str) -> CudnnPlan:
@@ -249,6 +261,7 @@ class CudnnFrontendBaseline(KernelBase):
         return Prepared(run, {
             "select": self.select, "chosen": chosen.index, "engine": chosen.name,
             "algorithm": chosen.algorithm, "notes": chosen.notes,
+            "error_model": error_model(chosen, p.math),
             "workspace_bytes": chosen.workspace_bytes,
             "plans": [dict(asdict(pl), algorithm=pl.algorithm,
                            admissible=inadmissible_reason(pl.notes, p.math) is None)

@@ -33,6 +33,7 @@ class NumpyIm2colBaseline(KernelBase):
     """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination."""
 
     name = "numpy_im2col"
+    family = "direct"
     kind = "baseline"
 
     dtypes = ("float32", "float64")

@@ -48,6 +48,7 @@ class OneDnnBaseline(KernelBase):
     """
 
     name = "onednn"
+    family = "direct"
     kind = "baseline"
 
     dtypes = ("float32", "float64")

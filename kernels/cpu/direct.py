@@ -232,6 +232,7 @@ class DirectKernel(CpuKernel):
     """Direct convolution on the CPU; every parameter combination."""
 
     name = "direct"
+    family = "direct"
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if vectorize_over_channels(p):

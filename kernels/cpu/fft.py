@@ -13,11 +13,13 @@ the bias. Small images take the whole-image path, with no gather.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import scipy.fft
 from numba import njit, prange
 
+from convbench.contract import ErrorModel
 from convbench.problem import ConvProblem
 
 from ..algorithms import fft as algorithm
@@ -109,6 +111,7 @@ class FftKernel(CpuKernel):
     """
 
     name = "fft"
+    family = "fft"
     caches_weights = True  # filter spectra, once per weight tensor
 
     def plan(self, p: ConvProblem) -> FftPlan:
@@ -116,6 +119,10 @@ class FftKernel(CpuKernel):
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         return algorithm.workspace_bytes(p, self.plan(p))
+
+    def error_model(self, p: ConvProblem) -> ErrorModel:
+        plan = self.plan(p)
+        return replace(super().error_model(p), transform_size=plan.lh * plan.lw)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[[], np.ndarray]:

@@ -72,6 +72,7 @@ class Im2colKernel(CpuKernel):
     """
 
     name = "im2col"
+    family = "direct"
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
         """Images and output rows per tile."""

@@ -216,6 +216,7 @@ class WinogradKernel(CpuKernel):
     """
 
     name = "winograd"
+    family = "winograd"
     caches_weights = True  # U = G g G^T, once per weight tensor
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G

@@ -72,6 +72,7 @@ class GpuDirectKernel(GpuKernel):
     """Direct convolution in CUDA C; every parameter combination."""
 
     name = "direct"
+    family = "direct"
     sources = (SOURCE,)
 
     def problem_reason(self, p: ConvProblem) -> str | None:

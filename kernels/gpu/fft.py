@@ -14,10 +14,12 @@ and adds the bias. float16 data is transformed in float32.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from convbench.contract import ErrorModel
 from convbench.problem import ConvProblem
 
 from ..algorithms import fft as algorithm
@@ -33,6 +35,7 @@ class GpuFftKernel(GpuKernel):
     """FFT (overlap-save) convolution with cuFFT; every parameter combination."""
 
     name = "fft"
+    family = "fft"
     sources = (SOURCE,)
     caches_weights = True  # filter spectra, once per weight tensor
 
@@ -46,6 +49,10 @@ class GpuFftKernel(GpuKernel):
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
+
+    def error_model(self, p: ConvProblem) -> ErrorModel:
+        plan = self.plan(p)
+        return replace(super().error_model(p), transform_size=plan.lh * plan.lw)
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime

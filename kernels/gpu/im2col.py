@@ -29,6 +29,7 @@ class GpuIm2colKernel(GpuKernel):
     """im2col lowering in CUDA C + cuBLAS GEMM; every parameter combination."""
 
     name = "im2col"
+    family = "direct"
     sources = (SOURCE,)
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:

@@ -30,6 +30,7 @@ class GpuWinogradKernel(GpuKernel):
     """Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1; any padding and groups."""
 
     name = "winograd"
+    family = "winograd"
     sources = (SOURCE,)
     caches_weights = True  # U = G g G^T, once per weight tensor
 

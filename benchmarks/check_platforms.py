@@ -1,0 +1,156 @@
+"""`convbench check` on emulated platforms, with planted faults, and the margin between them.
+
+For each platform of :mod:`convbench.measure.platforms` this CPU can emulate,
+in fresh processes with that platform's variables set:
+
+1. ``convbench check --backend cpu`` over the chosen suites (every CPU kernel
+   and baseline, float32 and float64): every correct kernel must pass;
+2. the same with the planted faults of ``tests/planted_faults.py`` (and the
+   dropped bias of ``tests/planted_bias_fault.py``) registered under the
+   built-ins' names, float32: every fault must be caught wherever it bites
+   (moves the output well beyond rounding).
+
+Then the margin table: per kernel, dtype and metric, the largest legitimate
+value over every platform against the smallest fault. The rule can tell
+them apart only while the margin stays far above 1 (10x is the bar).
+
+Usage::
+
+    python benchmarks/check_platforms.py --out results/accuracy/platforms
+    python benchmarks/check_platforms.py --suite lenet5,alexnet --platform native,sse
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from convbench.measure.compare import fault_bites, margins
+from convbench.measure.platforms import PLATFORMS, platform
+from convbench.store.jsonl import load_run
+from convbench.store.records import Record
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+#: Fault modules and the kernels they replace.
+FAULT_RUNS = (("planted_faults", "direct,im2col,fft,winograd"), ("planted_bias_fault", "im2col"))
+
+
+def run_check(env_extra: dict[str, str], out: Path, args: list[str]) -> tuple[int, float, str]:
+    """``convbench check ARGS --out OUT`` in a fresh process; (exit status, seconds, stdout)."""
+    env = dict(os.environ, **env_extra)
+    out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "convbench", "check", "--no-progress",
+                           "--out", str(out), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=False)
+    return done.returncode, time.perf_counter() - t0, done.stdout + done.stderr
+
+
+def caught(rec: dict) -> bool:
+    """Whether the check's rule flags a record (the envelope, non-finite output, a failure)."""
+    error = rec.get("error") or {}
+    ratio = error.get("envelope_ratio")
+    return (rec.get("status") == "failed" or bool(error.get("nonfinite"))
+            or (ratio is not None and float(ratio) > 1.0))
+
+
+def measure_platform(name: str, suites: str, out: Path) -> dict:
+    """The legitimate and the faulty check of one platform; what each found."""
+    p = platform(name)
+    legit_path = out / f"{name}-legit.jsonl"
+    rc, seconds, text = run_check(p.env, legit_path, ["--suite", suites])
+    summary = {"platform": name, "env": p.env, "check_exit": rc, "check_s": round(seconds, 1),
+               "check_summary": text.strip().splitlines()[:2]}
+    legit = load_run(legit_path).records
+    summary["legitimate"] = {"records": len(legit), "ok": sum(r.ok for r in legit),
+                             "flagged": sum(caught(r) for r in legit)}
+    faulty = []
+    for module, algos in FAULT_RUNS:
+        env = dict(p.env, CONVBENCH_KERNEL_MODULES=module,
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS),
+                                                            os.environ.get("PYTHONPATH")])))
+        path = out / f"{name}-{module}.jsonl"
+        rc_fault, seconds, _ = run_check(env, path, ["--suite", suites, "--dtype", "f32",
+                                                     "--algo", algos])
+        summary[f"{module}_exit"], summary[f"{module}_s"] = rc_fault, round(seconds, 1)
+        faulty += [Record(r, fault=module) for r in load_run(path).records]
+    clean = {(r.kernel, r["problem"]): r for r in legit}
+    real = [r for r in faulty if fault_bites(r, clean.get((r.kernel, r["problem"])))]
+    summary["faults"] = {"records": len(faulty), "bites": len(real),
+                         "caught": sum(caught(r) for r in real),
+                         "missed": [f"{r['fault']} {r.kernel} {r.label}" for r in real
+                                    if not caught(r)]}
+    return summary, legit, real
+
+
+def margin_table(rows: list) -> str:
+    lines = ["| kernel | metric | largest legitimate | at | smallest fault | at | margin |",
+             "|---|---|---:|---|---:|---|---:|"]
+    for m in rows:
+        if m.largest_legitimate is None and m.smallest_fault is None:
+            continue
+        ratio = m.ratio
+        lines.append(f"| {m.kernel} | {m.metric} | {_g(m.largest_legitimate)} | "
+                     f"{m.legitimate_at} | {_g(m.smallest_fault)} | {m.fault_at} | "
+                     f"{'—' if ratio is None else f'{ratio:.3g}x'} |")
+    return "\n".join(lines)
+
+
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--platform", default=",".join(p.name for p in PLATFORMS),
+                        help="comma list of platforms (default: every one this CPU can run)")
+    parser.add_argument("--suite", default="all", help="suites to check (default all)")
+    parser.add_argument("--out", default="results/accuracy/platforms",
+                        help="writes OUT.md, OUT.json and the records under OUT/")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries, all_legit, all_faults, skipped = [], [], [], []
+    for name in args.platform.split(","):
+        reason = platform(name).unsupported_reason()
+        if reason:
+            skipped.append(f"{name}: {reason}")
+            continue
+        summary, legit, faults = measure_platform(name, args.suite, out)
+        print(json.dumps(summary), flush=True)
+        summaries.append(summary)
+        all_legit += legit
+        all_faults += faults
+    rows = margins(all_legit, all_faults)
+    ok = all(s["check_exit"] == 0 and not s["faults"]["missed"] for s in summaries)
+    text = ["| platform | variables | check exit | legitimate flagged | check s | faults "
+            "caught / that bite | fault runs s |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for s in summaries:
+        env = " ".join(f"{k}={v}" for k, v in s["env"].items()) or "(none)"
+        fault_s = sum(v for k, v in s.items() if k.endswith("_s") and k != "check_s")
+        text.append(f"| {s['platform']} | `{env}` | {s['check_exit']} | "
+                    f"{s['legitimate']['flagged']}/{s['legitimate']['records']} | "
+                    f"{s['check_s']} | {s['faults']['caught']}/{s['faults']['bites']}"
+                    f" | {fault_s:.0f} |")
+    report = "\n".join([f"Suites: {args.suite}. " + (f"Not run: {'; '.join(skipped)}."
+                                                       if skipped else ""), "",
+                        *text, "", "Margins over all platforms (largest legitimate value "
+                        "against the smallest fault, where it bites):", "",
+                        margin_table(rows), "", "every check passed and every fault was caught"
+                        if ok else "**a legitimate kernel failed or a fault was missed**"])
+    print("\n" + report)
+    Path(f"{out}.md").write_text(report + "\n")
+    Path(f"{out}.json").write_text(json.dumps({"platforms": summaries, "skipped": skipped,
+                                               "margins": [vars(m) for m in rows]}, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
