@@ -40,8 +40,8 @@ def test_source_compiles_for_sm90_with_every_kernel(name):
 @needs_nvcc
 def test_nvcc_reports_a_broken_source(tmp_path, monkeypatch):
     broken = tmp_path / "im2col.cu"
-    broken.write_text(IM2COL_SOURCE.path().read_text().replace("col[i] = v;",
-                                                               "col[i] = undefined_name;"))
+    broken.write_text(IM2COL_SOURCE.path().read_text().replace("out[j] = v;",
+                                                               "out[j] = undefined_name;"))
     (tmp_path / "common.cuh").write_text((sources.CUDA_DIR / "common.cuh").read_text())
     monkeypatch.setattr(sources, "CUDA_DIR", tmp_path)
     with pytest.raises(RuntimeError, match="undefined_name"):
