@@ -97,22 +97,21 @@ extern "C" __global__ void stream_copy(float* a, const float* b, long long n) {
 }
 """
 
-#: The GEMMs of the GPU roof: name -> (operand dtype, GEMM compute precision).
-GPU_GEMMS = {"fp32": ("float32", "fp32"), "tf32": ("float32", "tf32"),
-             "fp16_fp32acc": ("float16", "fp16")}
+#: The GEMMs of the GPU roof: name -> (operand dtype, CuPy's cuBLAS compute type).
+GPU_GEMMS = {"fp32": ("float32", "COMPUTE_TYPE_PEDANTIC"), "tf32": ("float32", "COMPUTE_TYPE_TF32"),
+             "fp16_fp32acc": ("float16", "COMPUTE_TYPE_FP32")}
 
 
 def gpu_roof(n: int = 8192, repeats: int = 5) -> dict[str, Any]:
     """cuBLAS GEMM TFLOP/s per math mode and device bandwidth, or why not.
 
-    GEMMs: ``n^3`` through the GPU kernels' own GEMM call
-    (:meth:`kernels.gpu.runtime.CupyRuntime.matmul`): strict fp32 (CUDA cores),
-    TF32 and fp16 operands with fp32 accumulation (tensor cores): the roofs of
-    the math modes. Bandwidth: a one-kernel STREAM triad ``a = b + s*c`` (three
+    GEMMs: ``n^3`` ``cupy.matmul`` with CuPy's cuBLAS compute type set for the
+    call and restored after it: strict fp32 (``PEDANTIC``: CUDA cores), TF32,
+    and fp16 operands with fp32 accumulation (tensor cores): the roofs of the
+    math modes. Bandwidth: a one-kernel STREAM triad ``a = b + s*c`` (three
     arrays of 256 Mi float32: 12 bytes per element) and a copy (8 bytes per
     element), each a single grid-stride kernel.
     """
-    from convbench.kernels.gpu.runtime import default_runtime  # noqa: PLC0415
     from convbench.measure.clocks import CudaEventClock  # noqa: PLC0415
     from convbench.store.environment import gpu_environment  # noqa: PLC0415
 
@@ -120,18 +119,21 @@ def gpu_roof(n: int = 8192, repeats: int = 5) -> dict[str, Any]:
     if not info.get("available"):
         return {"available": False, "reason": info.get("reason")}
     import cupy  # noqa: PLC0415
+    from cupy._core import _routines_linalg as linalg  # noqa: PLC0415 -- CuPy's own switch
 
-    rt = default_runtime()
     clock = CudaEventClock()
     gemm = {}
     for name, (dtype, compute) in GPU_GEMMS.items():
-        a = cupy.random.standard_normal((1, n, n), dtype=cupy.float32).astype(dtype)
-        b = cupy.random.standard_normal((1, n, n), dtype=cupy.float32).astype(dtype)
-        c = cupy.empty((1, n, n), dtype=cupy.float32)
-        seconds = _best_of(lambda a=a, b=b, c=c, compute=compute: rt.matmul(a, b, c, compute),
-                           repeats, clock)
+        a = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+        b = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+        before = linalg.get_compute_type(np.dtype(dtype))
+        linalg.set_compute_type(np.dtype(dtype), getattr(linalg, compute))
+        try:
+            seconds = _best_of(lambda a=a, b=b: cupy.matmul(a, b), repeats, clock)
+        finally:
+            linalg.set_compute_type(np.dtype(dtype), before)
         gemm[name] = 2.0 * n**3 / seconds / 1e12
-        del a, b, c
+        del a, b
     module = cupy.RawModule(code=_GPU_STREAM_SOURCE)
     triad_fn, copy_fn = module.get_function("stream_triad"), module.get_function("stream_copy")
     size = 256 * 2**20
