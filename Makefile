@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn jit-cost gpu lint venv clean
+.PHONY: test bench vs-onednn vs-cudnn jit-cost gpu lint venv clean
 
 venv: $(STAMP)
 
@@ -47,17 +47,18 @@ jit-cost: $(STAMP)
 
 # On a machine with a GPU whose Python already has CuPy, numba, scipy and pytest (the lent
 # H100 image plus carried wheels; no venv, the image's CuPy is the one built for its CUDA):
-# the GPU tests, then ResNet-50 at batch 1 and 32 in fp32 and fp16, every kernel and cuDNN plan.
+# everything a device session runs, in one call (benchmarks/device_job.sh): the GPU tests,
+# benchmarks/vs_cudnn.py, the sweeps into results/gpu/, compute-sanitizer where present.
+# OUT is where the job writes (default results/gpu/device-job).
 GPU_PYTHON ?= python3
-GPU_RUN = PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m convbench run --backend gpu --suite resnet50 \
-	--algo all --mode both --no-progress
 gpu:
-	mkdir -p results/gpu
-	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -p no:cacheprovider \
-		tests/test_gpu_device.py tests/test_gpu_sources.py
-	for dt in f32 f16; do for mb in 1 32; do \
-		$(GPU_RUN) --batch $$mb --dtype $$dt --out results/gpu/resnet50-mb$$mb-$$dt.jsonl \
-			--table results/gpu/resnet50-mb$$mb-$$dt.md || exit 1; done; done
+	GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/device_job.sh
+
+# convbench's GPU kernels vs cuDNN (cudnn, cudnn_best, torch_cudnn), interleaved on CUDA
+# events, every math mode (QUICK=1: a subset, under 2 minutes).
+vs-cudnn:
+	PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(GPU_PYTHON) benchmarks/vs_cudnn.py \
+		$(if $(QUICK),--quick,--out results/gpu/vs_cudnn)
 
 lint: $(STAMP)
 	$(BIN)/ruff check convbench kernels tests benchmarks

@@ -231,3 +231,89 @@ def test_cupy_fp16_gemms_accumulate_in_fp32_when_cupy_is_installed():
     """CuPy's compute-type switch works without a device (checked where CuPy is installed)."""
     pytest.importorskip("cupy", reason="CuPy not installed")
     assert runtime.set_fp16_gemm_accumulation_fp32() == "COMPUTE_TYPE_FP32"
+
+
+# --------------------------------------------------------- cuDNN graph geometry
+class FakeCudnnGraph:
+    """Records what ``conv_fprop`` is given, and checks it as cuDNN's validate() does."""
+
+    def __init__(self, **kwargs):
+        self.tensors = {}
+        self.conv = None
+
+    def tensor(self, name, dim, stride, data_type):
+        self.tensors[name] = (dim, stride)
+        return name
+
+    def conv_fprop(self, image, weight, pre_padding, post_padding, stride, dilation,
+                   compute_data_type):
+        self.conv = (pre_padding, post_padding, stride, dilation)
+        graph = self
+
+        class Output:
+            def set_output(self, flag):
+                return self
+
+            def set_data_type(self, dt):
+                return self
+
+            def set_dim(self, dim):
+                graph.output_dim = dim
+                return self
+
+            def set_stride(self, stride):
+                return self
+
+        return Output()
+
+    def validate(self):
+        (_, _, h, w), _ = self.tensors["X"]
+        (_, _, r, s), _ = self.tensors["W"]
+        pre, post, stride, dilation = self.conv
+        if min(pre + post) < 0:
+            raise RuntimeError("CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR: cudnnFinalize Fail")
+        oh = (h + pre[0] + post[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+        ow = (w + pre[1] + post[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+        if [oh, ow] != self.output_dim[2:]:
+            raise RuntimeError(f"output {self.output_dim[2:]} != cuDNN's {[oh, ow]}")
+
+    def build_operation_graph(self):
+        pass
+
+    def create_execution_plans(self, modes):
+        pass
+
+
+def fake_cudnn():
+    enum = types.SimpleNamespace
+    return enum(data_type=enum(FLOAT="f", HALF="h", DOUBLE="d"),
+                heur_mode=enum(A="A", FALLBACK="F"), pygraph=FakeCudnnGraph)
+
+
+STRIDED_1X1 = [layer.problem for suite in ("resnet50", "deepbench") for layer in
+               __import__("convbench.problem.suites", fromlist=["load_suite"]).load_suite(suite)
+               if layer.problem is not None and min(layer.problem.padding[0][1],
+                                                     layer.problem.padding[1][1]) < 0]
+
+
+@pytest.mark.parametrize("desc", [
+    *(str(p) for p in STRIDED_1X1),
+    "mb2ic8ih11oc4kh1sh2",           # odd image: nothing to clamp
+    "mb1ic4ih20oc4oh3kh3sh4",        # an oh below the natural 5: trailing rows never read
+    "mb1ic4ih9iw12oc4kh3ph1sh2pw0sw3",
+])
+def test_cudnn_gets_nonnegative_padding_and_the_problems_output_size(desc, monkeypatch):
+    """cuDNN refuses negative padding: ResNet-50's 1x1 stride-2 layers failed on the device."""
+    from convbench.kernels.baselines import cudnn as cudnn_module
+
+    monkeypatch.setattr(cudnn_module, "shared_handle", lambda: None)
+    p = ConvProblem.parse(desc)
+    graph, *_ = cudnn_module.CudnnFrontendBaseline("heuristic")._graph(fake_cudnn(), p)
+    pre, post, _, _ = graph.conv
+    assert min(pre + post) >= 0 and graph.output_dim == list(p.output_shape)
+    (dim, stride) = graph.tensors["X"]
+    assert stride == [p.ic * p.ih * p.iw, p.ih * p.iw, p.iw, 1]  # the caller's memory
+
+
+def test_resnet50_has_the_strided_1x1_layers_the_device_run_failed_on():
+    assert {p.name for p in STRIDED_1X1} >= {"res3a_branch1", "res4a_branch2a", "res5a_branch1"}

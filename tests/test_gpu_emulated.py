@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import gpu_tolerance, random_inputs, rel_l2
+from conftest import REL_L2_TOL, gpu_tolerance, random_inputs, rel_l2
 from problem_grid import GRID
 
 from convbench import ConvProblem, UnsupportedProblem
@@ -26,7 +26,7 @@ from convbench.kernels.gpu import fft as gpu_fft
 from convbench.kernels.gpu import im2col as gpu_im2col
 from convbench.kernels.gpu import sources
 from convbench.kernels.gpu import winograd as gpu_winograd
-from convbench.kernels.gpu.runtime import HostRuntime, Int64, elementwise_grid
+from convbench.kernels.gpu.runtime import HostRuntime, Int64, elementwise_grid, row_grid
 from convbench.measure.inputs import exact_inputs
 from convbench.problem.reference import reference_for
 
@@ -113,7 +113,7 @@ def test_cuda_im2col_lowering_equals_cpu_lowering():
     expected = np.full((nb, 4 * kh * kw, rows * q), 7, np.float32)
     cpu_im2col.im2col_lower(x, expected, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q)
     got = np.full_like(expected, 7)
-    RUNTIME.launch(gpu_im2col.SOURCE, "im2col_lower_f32", *elementwise_grid(got.size),
+    RUNTIME.launch(gpu_im2col.SOURCE, "im2col_lower_f32", *row_grid(nb * 4 * kh * kw, rows * q),
                    [x, got, nb, 4, 9, 11, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, q])
     np.testing.assert_array_equal(got, expected)
 
@@ -210,7 +210,7 @@ def test_cuda_fft_gather_and_scatter_equal_cpu():
     cpu_fft.gather_tiles(x, cpu_tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
                          p.ph, p.pw)
     gpu_tiles = np.zeros_like(cpu_tiles)
-    RUNTIME.launch(gpu_fft.SOURCE, "fft_gather_tiles_f32", *elementwise_grid(gpu_tiles.size),
+    RUNTIME.launch(gpu_fft.SOURCE, "fft_gather_tiles_f32", *row_grid(nb * p.ic, plan.lh * plan.lw),
                    [x, gpu_tiles, nb, p.ic, p.ih, p.iw, Int64(t0), plan.tile_rows,
                     plan.tile_cols, plan.lh, plan.lw, step_h, step_w, p.ph, p.pw])
     np.testing.assert_array_equal(gpu_tiles, cpu_tiles)
@@ -222,7 +222,7 @@ def test_cuda_fft_gather_and_scatter_equal_cpu():
                             plan.tw, p.sh, p.sw)
     y_gpu = np.full_like(y_cpu, 5)
     RUNTIME.launch(gpu_fft.SOURCE, "fft_scatter_outputs_f32",
-                   *elementwise_grid(nb * p.oc * plan.th * plan.tw),
+                   *row_grid(nb * p.oc, plan.th * plan.tw),
                    [out, bias, y_gpu, nb, p.oc, p.oh, p.ow, Int64(t0), plan.tile_rows,
                     plan.tile_cols, plan.lh, plan.lw, plan.th, plan.tw, p.sh, p.sw, 1])
     np.testing.assert_array_equal(y_gpu, y_cpu)
@@ -296,3 +296,99 @@ def test_gpu_sweep_records_on_the_emulator(emulated_kernels, tmp_path):
         assert rec["math_mode"].startswith("fp16 storage" if rec["dtype"] == "float16" else "fp32")
         tol = 2e-3 if rec["dtype"] == "float16" else 5e-5
         assert rec["error"]["rel_l2"] <= tol, rec
+
+
+# ------------------------------------------------------------- math modes
+MATH_PROBLEMS = ["mb2ic16ih10oc24kh3ph1", "mb2ic24ih9oc16kh1", "g2mb1ic8ih11oc12kh3sh2ph1",
+                 "mb2ic12ih8oc40kh1sh2"]
+
+
+def math_problem(desc, math):
+    dtype, fpmath = {"fp32": ("float32", "strict"), "tf32": ("float32", "tf32"),
+                     "fp16": ("float16", "strict"), "fp64": ("float64", "strict")}[math]
+    return ConvProblem.parse(desc).with_(dtype=dtype, fpmath=fpmath, bias=True)
+
+
+def math_inputs(p):
+    return fp16_inputs(p) if p.dtype == "float16" else random_inputs(p)
+
+
+@pytest.mark.parametrize("math", ["fp32", "tf32", "fp16", "fp64"])
+@pytest.mark.parametrize("algo", sorted(CLASSES))
+@pytest.mark.parametrize("desc", MATH_PROBLEMS)
+def test_every_kernel_runs_its_whole_pipeline_in_every_math_mode(desc, algo, math):
+    p = math_problem(desc, math)
+    kernel = emulated(algo)
+    if kernel.supports(p) is not None:
+        return
+    x, w, b = math_inputs(p)
+    call = kernel.prepare(p, x, w, b)
+    y = call()
+    assert y.dtype == np.dtype(p.dtype) and y.shape == p.output_shape
+    err = rel_l2(y, reference_for(p, x, w, b))
+    tf32_tol = 2e-3 if kernel.uses_tf32 else REL_L2_TOL[("float32", algo)]
+    tol = tf32_tol if math == "tf32" else gpu_tolerance(p.dtype, algo)
+    assert err <= tol, f"{algo} {math} {p}: rel_l2 {err:.3g}"
+    precision = call.details["precision"]
+    assert precision["storage"] == p.dtype and len(precision) >= 2
+
+
+@pytest.mark.parametrize("algo", ["im2col", "winograd", "fft"])
+def test_tf32_mode_rounds_gemm_operands_and_strict_fp32_does_not(algo):
+    """The emulated TF32 GEMMs lose bits that strict float32 keeps: the modes differ."""
+    strict = math_problem("mb2ic32ih10oc16kh3ph1", "fp32")
+    x, w, b = random_inputs(strict)
+    ref = reference_for(strict, x, w, b)
+    err = {}
+    for p in (strict, strict.with_(fpmath="tf32")):
+        err[p.fpmath] = rel_l2(emulated(algo).prepare(p, x, w, b)(), ref)
+    assert err["strict"] <= REL_L2_TOL[("float32", algo)]
+    assert err["tf32"] > 10 * err["strict"] and err["tf32"] < 2e-3, err
+
+
+def test_direct_computes_tf32_problems_strictly():
+    p = math_problem("mb2ic32ih10oc16kh3ph1", "tf32")
+    x, w, b = random_inputs(p)
+    kernel = emulated("direct")
+    assert not kernel.uses_tf32
+    y_tf32 = kernel.prepare(p, x, w, b)()
+    y_strict = kernel.prepare(p.with_(fpmath="strict"), x, w, b)()
+    np.testing.assert_array_equal(y_tf32, y_strict)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_fft_with_one_input_channel(dtype):
+    """N=2, C=1, 11x11, K=5, 1x1 filter, stride 2: cuFFT was handed F-contiguous arrays."""
+    p = ConvProblem.make(2, 1, 11, 11, 5, 1, 1, stride=2, padding=((3, 3), (1, 1)), dilation=2,
+                         dtype=dtype, bias=True)
+    x, w, b = fp16_inputs(p) if dtype == "float16" else random_inputs(p)
+    kernel = emulated("fft")
+    assert min(kernel.plan(p).lh, kernel.plan(p).lw) >= gpu_fft.MIN_FFT_LENGTH
+    y = kernel.prepare(p, x, w, b)()
+    assert rel_l2(y, reference_for(p, x, w, b)) <= gpu_tolerance(dtype, "fft")
+
+
+def test_emulated_fft_refuses_what_cufft_would_misread():
+    tiles = np.zeros((3, 8, 6), np.float32)
+    spectra = np.zeros((8 * 4, 3), np.complex64)
+    RUNTIME.rfft2_by_frequency(tiles, spectra)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        RUNTIME.rfft2_by_frequency(np.zeros((3, 6, 8), np.float32).transpose(0, 2, 1), spectra)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        RUNTIME.irfft2_by_frequency(np.zeros((3, 8 * 4), np.complex64).T, tiles)
+    with pytest.raises(ValueError, match="spectra of"):
+        RUNTIME.rfft2_by_frequency(tiles, np.zeros((3, 8 * 4), np.complex64))
+    RUNTIME.irfft2_by_frequency(spectra, tiles)
+    assert np.isnan(spectra).all()  # like cuFFT's C2R, the input is spent
+
+
+def test_emulated_fft_layout_is_frequency_major_and_unnormalized():
+    rng = np.random.default_rng(4)
+    tiles = rng.standard_normal((5, 6, 10))
+    spectra = np.empty((6 * 6, 5), np.complex128)
+    RUNTIME.rfft2_by_frequency(tiles, spectra)
+    expected = np.fft.rfft2(tiles).reshape(5, -1)
+    np.testing.assert_allclose(spectra, expected.T, atol=1e-12)
+    back = np.empty_like(tiles)
+    RUNTIME.irfft2_by_frequency(spectra, back)
+    np.testing.assert_allclose(back, tiles * 60, atol=1e-10)  # no 1/(L_h L_w)

@@ -7,9 +7,12 @@ from convbench.kernels.gpu.base import GPU_WORKSPACE_CAP_BYTES
 from convbench.kernels.gpu.direct import (
     GRID_YZ_LIMIT,
     K_BLOCK,
+    K_GROUPS,
     SHARED_LIMIT_BYTES,
     TILE_P,
     TILE_Q,
+    TILED_K,
+    TILED_MIN_CHANNELS,
     DirectLaunch,
     GpuDirectKernel,
     halo_shape,
@@ -36,17 +39,31 @@ LAYERS = [pytest.param(layer.problem.with_(mb=mb, dtype=dt), id=f"{suite}-{layer
 def test_direct_launch_fits_cuda_limits(p):
     plan = plan_direct(p)
     assert isinstance(plan, DirectLaunch), plan
-    assert plan.block == (TILE_Q, TILE_P, 1)
+    tiled = plan.kernel == "direct_conv2d_tiled"
+    assert tiled == (p.oc // p.g > TILED_MIN_CHANNELS) or plan.kernel == "direct_conv2d"
+    k_block = TILED_K if tiled else K_BLOCK
+    assert plan.block == ((TILE_Q, K_GROUPS, 1) if tiled else (TILE_Q, TILE_P, 1))
     assert 1 <= plan.chunk <= p.ic // p.g
     assert plan.shared_bytes <= SHARED_LIMIT_BYTES
     hh, hw = halo_shape(p)
     acc = 8 if p.dtype == "float64" else 4
-    assert plan.shared_bytes == plan.chunk * (hh * hw + p.kh * p.kw * K_BLOCK) * acc
+    halo = plan.chunk * hh * hw
+    if tiled:  # the weights start 16-byte aligned, after the halo
+        assert plan.shared_bytes == (-(-halo // 4) * 4 + plan.chunk * p.kh * p.kw * k_block) * acc
+    else:
+        assert plan.shared_bytes == (halo + plan.chunk * p.kh * p.kw * k_block) * acc
     gx, gy, gz = plan.grid
     # Every output pixel and channel is covered by exactly one (block, thread, k slot).
     assert gx == -(-p.oh // TILE_P) * -(-p.ow // TILE_Q)
-    assert gy * K_BLOCK >= p.oc and gy == p.g * -(-(p.oc // p.g) // K_BLOCK)
+    assert gy * k_block >= p.oc and gy == p.g * -(-(p.oc // p.g) // k_block)
     assert gz == p.mb and max(gy, gz) <= GRID_YZ_LIMIT
+
+
+def test_resnet50_runs_the_register_tiled_direct_kernel():
+    from convbench.problem.suites import load_suite
+
+    kernels = {plan_direct(layer.problem).kernel for layer in load_suite("resnet50")}
+    assert kernels == {"direct_conv2d_tiled"}
 
 
 def test_direct_refuses_a_halo_that_cannot_fit():
@@ -78,11 +95,21 @@ def test_elementwise_grid_covers_every_item(total):
     assert (blocks - 1) * threads < total
 
 
-def test_float16_math_modes_are_recorded():
+def test_math_modes_say_what_each_kernel_computes():
     p = ConvProblem.parse("mb1ic8ih9oc8kh3ph1").with_(dtype="float16")
-    modes = {cls.__name__: cls(HostRuntime()).math_mode(p)
-             for cls in (GpuIm2colKernel, GpuWinogradKernel, GpuFftKernel)}
-    assert modes["GpuIm2colKernel"] == "fp16 storage, fp32 accumulation"
-    assert "fp32" in modes["GpuWinogradKernel"] and "fp32" in modes["GpuFftKernel"]
-    assert GpuIm2colKernel(HostRuntime()).math_mode(p.with_(dtype="float32")) == \
-        "fp32 strict (no TF32)"
+    kernels = {cls.name: cls(HostRuntime()) for cls in
+               (GpuDirectKernel, GpuIm2colKernel, GpuWinogradKernel, GpuFftKernel)}
+    modes = {name: k.math_mode(p) for name, k in kernels.items()}
+    assert all(m.startswith("fp16 storage, fp32 accumulation") for m in modes.values()), modes
+    assert "fp16 x fp16 -> fp32 (tensor cores)" in modes["im2col"]
+    assert "fp16 x fp16 -> fp32 (tensor cores)" in modes["winograd"]
+    assert "U and V in fp16" in modes["winograd"]
+    assert "tf32" in modes["fft"] and "tensor" not in modes["direct"]
+    strict = p.with_(dtype="float32")
+    tf32 = strict.with_(fpmath="tf32")
+    for name, k in kernels.items():
+        assert k.math_mode(strict) == "fp32 strict (no TF32)", name
+    assert kernels["direct"].math_mode(tf32) == "fp32 strict (no TF32)"  # no GEMM to round
+    for name in ("im2col", "winograd", "fft"):
+        assert kernels[name].math_mode(tf32).startswith("tf32 operands"), name
+        assert "tf32 x tf32 -> fp32 (tensor cores)" in kernels[name].math_mode(tf32)

@@ -40,8 +40,8 @@ def test_source_compiles_for_sm90_with_every_kernel(name):
 @needs_nvcc
 def test_nvcc_reports_a_broken_source(tmp_path, monkeypatch):
     broken = tmp_path / "im2col.cu"
-    broken.write_text(IM2COL_SOURCE.path().read_text().replace("col[i] = v;",
-                                                               "col[i] = undefined_name;"))
+    broken.write_text(IM2COL_SOURCE.path().read_text().replace("out[j] = v;",
+                                                               "out[j] = undefined_name;"))
     (tmp_path / "common.cuh").write_text((sources.CUDA_DIR / "common.cuh").read_text())
     monkeypatch.setattr(sources, "CUDA_DIR", tmp_path)
     with pytest.raises(RuntimeError, match="undefined_name"):
@@ -86,3 +86,20 @@ def test_cupy_compiles_every_source_when_installed():
 
     for src in SOURCES.values():
         compiler.compile_using_nvcc(src.text(), options=("-std=c++17",), arch="90")
+
+
+@needs_nvcc
+def test_roof_bandwidth_probes_are_single_kernels_that_compile(tmp_path):
+    """The triad is one kernel (3 arrays, 12 bytes/element), not cupy.add(x, 3.0 * x)."""
+    import subprocess
+
+    from convbench.measure import roof
+
+    src = tmp_path / "stream.cu"
+    src.write_text(roof._GPU_STREAM_SOURCE)
+    done = subprocess.run([NVCC, "-cubin", "-arch=sm_90", "-o", str(tmp_path / "s.cubin"),
+                           str(src)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    cubin = (tmp_path / "s.cubin").read_bytes()
+    assert b"stream_triad" in cubin and b"stream_copy" in cubin
+    assert set(roof.GPU_GEMMS) == {"fp32", "tf32", "fp16_fp32acc"}

@@ -25,10 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from convbench.measure.clocks import Clock, make_clock
 from convbench.measure.inputs import random_inputs
 from convbench.measure.timing import bench
-from convbench.problem import ConvProblem
+from convbench.problem import ConvProblem, to_host
 from convbench.registry import get_kernel
 
 #: Suffix of a weight-caching kernel timed with its ``prepare`` in every call.
@@ -47,6 +49,9 @@ class LayerComparison:
         Every kernel and peer -> median sample time (ms).
     errors : dict
         Kernel -> why it was left out (it raised while being prepared).
+    rel_l2 : dict
+        Kernel or peer -> ``||y - ref|| / ||ref||`` of its output, when a
+        reference was given.
     """
 
     suite: str
@@ -55,6 +60,7 @@ class LayerComparison:
     ratios: dict[str, dict[str, float]] = field(default_factory=dict)
     medians_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    rel_l2: dict[str, float] = field(default_factory=dict)
 
 
 def geomean(values: list[float]) -> float | None:
@@ -78,9 +84,18 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, sample
     return samples
 
 
+def relative_l2(y: Any, ref: np.ndarray) -> float:
+    """``||y - ref|| / ||ref||`` in float64 (``y`` on the host or a device)."""
+    y64 = np.asarray(to_host(y), dtype=np.float64)
+    norm = float(np.linalg.norm(ref))
+    diff = float(np.linalg.norm(y64 - ref))
+    return diff / norm if norm else diff
+
+
 def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str, ...], *,
                   backend: str = "cpu", rounds: int = 5, sample_time: float = 0.02,
-                  cooldown: float = 0.15) -> LayerComparison:
+                  cooldown: float = 0.15, per_call: bool = True,
+                  reference: np.ndarray | None = None) -> LayerComparison:
     """Interleave ``names`` and ``peers`` on ``p``; a kernel that raises is left out and named.
 
     Parameters
@@ -96,6 +111,11 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         On a GPU the inputs live on the device and samples are CUDA-event times.
     rounds, sample_time, cooldown
         See the module docstring.
+    per_call : bool
+        Also time weight-caching kernels as ``NAME+prepare``.
+    reference : ndarray, optional
+        float64 output of ``p`` on :func:`random_inputs` (seed 0): every
+        kernel's and peer's ``rel_l2`` against it is recorded.
     """
     x, w, b = random_inputs(p)
     if backend == "gpu":
@@ -104,6 +124,7 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         x, w, b = (None if a is None else cupy.asarray(a) for a in (x, w, b))
     calls: dict[str, Callable[[], Any]] = {}
     errors = {}
+    rel_l2: dict[str, float] = {}
     clock_name = None
     for name in [*names, *peers]:
         kernel = get_kernel(name, backend)
@@ -112,15 +133,17 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         try:
             fn = kernel.prepare(p, x, w, b)
             fn()  # compile / load from cache, first-touch the buffers
-            fn()
+            y = fn()
+            if reference is not None:
+                rel_l2[name] = relative_l2(y, reference)
         except Exception as exc:  # noqa: BLE001 -- one failing kernel must not end the run
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         clock_name = clock_name or kernel.clock
         calls[name] = fn
-        if kernel.caches_weights and name not in peers:
+        if per_call and kernel.caches_weights and name not in peers:
             calls[name + PER_CALL] = lambda kernel=kernel: kernel.prepare(p, x, w, b)()
-    result = LayerComparison(suite, p.name, str(p), errors=errors)
+    result = LayerComparison(suite, p.name, str(p), errors=errors, rel_l2=rel_l2)
     if not calls:
         return result
     samples = time_interleaved(calls, rounds=rounds, sample_time=sample_time,

@@ -82,8 +82,36 @@ def bandwidth_gbs(elements: int = 32 * 2**20, repeats: int = 5) -> dict[str, flo
     return {"stream_triad": triad, "numpy_copy": copy}
 
 
+#: CUDA C of the device bandwidth probes: one kernel each, so bytes are counted right.
+_GPU_STREAM_SOURCE = r"""
+extern "C" __global__ void stream_triad(float* a, const float* b, const float* c, float s,
+                                        long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        a[i] = b[i] + s * c[i];
+}
+extern "C" __global__ void stream_copy(float* a, const float* b, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        a[i] = b[i];
+}
+"""
+
+#: The GEMMs of the GPU roof: name -> (operand dtype, CuPy's cuBLAS compute type).
+GPU_GEMMS = {"fp32": ("float32", "COMPUTE_TYPE_PEDANTIC"), "tf32": ("float32", "COMPUTE_TYPE_TF32"),
+             "fp16_fp32acc": ("float16", "COMPUTE_TYPE_FP32")}
+
+
 def gpu_roof(n: int = 8192, repeats: int = 5) -> dict[str, Any]:
-    """cuBLAS fp32 GEMM (TF32 off) and device triad bandwidth, or why not."""
+    """cuBLAS GEMM TFLOP/s per math mode and device bandwidth, or why not.
+
+    GEMMs: ``n^3`` ``cupy.matmul`` with CuPy's cuBLAS compute type set for the
+    call and restored after it: strict fp32 (``PEDANTIC``: CUDA cores), TF32,
+    and fp16 operands with fp32 accumulation (tensor cores): the roofs of the
+    math modes. Bandwidth: a one-kernel STREAM triad ``a = b + s*c`` (three
+    arrays of 256 Mi float32: 12 bytes per element) and a copy (8 bytes per
+    element), each a single grid-stride kernel.
+    """
     from convbench.measure.clocks import CudaEventClock  # noqa: PLC0415
     from convbench.store.environment import gpu_environment  # noqa: PLC0415
 
@@ -91,17 +119,34 @@ def gpu_roof(n: int = 8192, repeats: int = 5) -> dict[str, Any]:
     if not info.get("available"):
         return {"available": False, "reason": info.get("reason")}
     import cupy  # noqa: PLC0415
+    from cupy._core import _routines_linalg as linalg  # noqa: PLC0415 -- CuPy's own switch
 
-    a = cupy.random.standard_normal((n, n), dtype=cupy.float32)
-    b = cupy.random.standard_normal((n, n), dtype=cupy.float32)
     clock = CudaEventClock()
-    gemm = 2.0 * n**3 / _best_of(lambda: cupy.matmul(a, b), repeats, clock) / 1e9
-    x = cupy.ones(256 * 2**20, dtype=cupy.float32)
-    y = cupy.empty_like(x)
-    triad = 3 * 4 * x.size / _best_of(lambda: cupy.add(x, 3.0 * x, out=y), repeats,
-                                      clock) / 1e9
-    return {"available": True, "gemm_fp32_gflops": gemm, "bandwidth_gbs": triad,
-            "name": info.get("name")}
+    gemm = {}
+    for name, (dtype, compute) in GPU_GEMMS.items():
+        a = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+        b = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+        before = linalg.get_compute_type(np.dtype(dtype))
+        linalg.set_compute_type(np.dtype(dtype), getattr(linalg, compute))
+        try:
+            seconds = _best_of(lambda a=a, b=b: cupy.matmul(a, b), repeats, clock)
+        finally:
+            linalg.set_compute_type(np.dtype(dtype), before)
+        gemm[name] = 2.0 * n**3 / seconds / 1e12
+        del a, b
+    module = cupy.RawModule(code=_GPU_STREAM_SOURCE)
+    triad_fn, copy_fn = module.get_function("stream_triad"), module.get_function("stream_copy")
+    size = 256 * 2**20
+    x, y, z = (cupy.full(size, v, dtype=cupy.float32) for v in (0.0, 1.0, 2.0))
+    blocks = (min(65535 * 8, -(-size // 256)),)
+    count = np.int64(size)
+    triad = 12 * size / _best_of(
+        lambda: triad_fn(blocks, (256,), (x, y, z, np.float32(3.0), count)), repeats, clock) / 1e9
+    copy = 8 * size / _best_of(lambda: copy_fn(blocks, (256,), (x, y, count)), repeats,
+                               clock) / 1e9
+    return {"available": True, "name": info.get("name"),
+            "gemm_fp32_gflops": gemm["fp32"] * 1e3, "gemm_tflops": gemm,
+            "bandwidth_gbs": triad, "stream_triad_gbs": triad, "copy_gbs": copy}
 
 
 def measure_roof(threads: int | None = None, backend: str = "cpu") -> dict[str, Any]:
@@ -161,4 +206,10 @@ def roof_table(roof: dict[str, Any]) -> str:
     gpu = roof.get("gpu")
     if gpu:
         lines.append(f"| GPU | {gpu if not gpu.get('available') else gpu['name']} |")
+        for name, value in (gpu.get("gemm_tflops") or {}).items():
+            lines.append(f"| GPU GEMM {name} (cuBLAS, 8192^3) | {value:.1f} TFLOP/s |")
+        for key, label in (("stream_triad_gbs", "GPU STREAM triad, one kernel"),
+                           ("copy_gbs", "GPU copy")):
+            if key in gpu:
+                lines.append(f"| {label} (float32, 1 GiB arrays) | {gpu[key]:.0f} GB/s |")
     return "\n".join(lines)

@@ -83,12 +83,13 @@ class FftPlan:
         return self.tile_rows * self.tile_cols
 
 
-def _candidates(k_eff: int, stride: int, out: int) -> list[tuple[int, int, int]]:
+def _candidates(k_eff: int, stride: int, out: int,
+                min_length: int = 1) -> list[tuple[int, int, int]]:
     """(L, outputs per tile, tiles) for every useful FFT length along one axis."""
-    one_tile = (out - 1) * stride + k_eff
+    one_tile = max((out - 1) * stride + k_eff, min_length)
     hi = scipy.fft.next_fast_len(one_tile, real=True)
     result = []
-    for length in smooth_lengths(k_eff, hi):
+    for length in smooth_lengths(max(k_eff, min_length), hi):
         per_tile = min(out, outputs_per_tile(length, k_eff, stride))
         result.append((length, per_tile, -(-out // per_tile)))
     return result
@@ -111,21 +112,24 @@ def workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None) 
                                                                             isz)
 
 
-def plan_fft(p: ConvProblem, cap: int, itemsize: int | None = None) -> FftPlan:
+def plan_fft(p: ConvProblem, cap: int, itemsize: int | None = None,
+             min_length: int = 1) -> FftPlan:
     """Choose FFT sizes minimizing modelled arithmetic under the workspace cap.
 
     Model per tile: real 2-D FFTs of C inputs and K outputs at
     ``2.5 L log2 L`` flops each, the complex contraction at 8 flops per
     multiply-add, and the spectrum transposes as memory traffic. ``itemsize``
-    is that of the real work dtype (default: the problem's).
+    is that of the real work dtype (default: the problem's). ``min_length``
+    bounds the FFT lengths from below (a 1x1 filter would otherwise allow
+    length-1 "transforms", one per output, which no FFT library plans well).
     """
     kh_eff = effective_extent(p.kh, p.dil_h)
     kw_eff = effective_extent(p.kw, p.dil_w)
     cg, kg = p.ic // p.g, p.oc // p.g
     isz = itemsize or p.itemsize
     best = None
-    for lh, th, nth in _candidates(kh_eff, p.sh, p.oh):
-        for lw, tw, ntw in _candidates(kw_eff, p.sw, p.ow):
+    for lh, th, nth in _candidates(kh_eff, p.sh, p.oh, min_length):
+        for lw, tw, ntw in _candidates(kw_eff, p.sw, p.ow, min_length):
             area, freqs = lh * lw, lh * (lw // 2 + 1)
             spectra = filter_bytes(p, lh, lw, isz)
             per_tile = tile_bytes(p, lh, lw, isz)
@@ -138,8 +142,8 @@ def plan_fft(p: ConvProblem, cap: int, itemsize: int | None = None) -> FftPlan:
                 batch = max(1, min(tiles, (cap - spectra) // per_tile))
                 best = (cost, FftPlan(lh, lw, th, tw, nth, ntw, batch))
     if best is None:  # even the smallest tile exceeds the cap: take it anyway, one at a time
-        lh, th, nth = _candidates(kh_eff, p.sh, p.oh)[0]
-        lw, tw, ntw = _candidates(kw_eff, p.sw, p.ow)[0]
+        lh, th, nth = _candidates(kh_eff, p.sh, p.oh, min_length)[0]
+        lw, tw, ntw = _candidates(kw_eff, p.sw, p.ow, min_length)[0]
         return FftPlan(lh, lw, th, tw, nth, ntw, 1)
     return best[1]
 
@@ -155,8 +159,9 @@ def whole_image_path(p: ConvProblem, plan: FftPlan) -> bool:
 
 
 def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                   shift: tuple[int, int] = (0, 0), workers: int = 1) -> np.ndarray:
-    """``conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: computed in float64, rounded once.
+                   shift: tuple[int, int] = (0, 0), workers: int = 1,
+                   scale: float = 1.0) -> np.ndarray:
+    """``scale * conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: in float64, rounded once.
 
     Parameters
     ----------
@@ -169,6 +174,9 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
         the whole-image path absorbs the input's leading padding.
     workers : int
         pocketfft threads.
+    scale : float
+        Factor folded into the spectra (``1/(L_h L_w)`` lets the inverse FFT
+        skip its normalization pass).
     """
     kg, cg = p.oc // p.g, p.ic // p.g
     dilated = np.zeros((p.oc, cg, plan.lh, plan.lw), dtype=np.float64)
@@ -177,6 +185,8 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
     if shift != (0, 0):
         dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
     spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
+    if scale != 1.0:
+        spec *= scale
     spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
     return np.ascontiguousarray(spec, dtype=COMPLEX[np.dtype(dtype)])
 

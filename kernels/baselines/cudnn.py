@@ -24,6 +24,7 @@ install hint when the frontend, CuPy or a GPU is missing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,8 +38,8 @@ from convbench.problem import ConvProblem
 from ..gpu.base import GPU_DTYPES
 from ..gpu.runtime import default_runtime
 
-INSTALL_HINT = ("the cuDNN frontend is not installed: pip install nvidia-cudnn-frontend "
-                "nvidia-cudnn-cu12 (or -cu13 to match CUDA)")
+INSTALL_HINT = ("the cuDNN frontend is not installed: pip install 'convbench[cudnn]' "
+                "(nvidia-cudnn-frontend 1.16 and nvidia-cudnn-cu13)")
 
 #: Numerical notes recorded per plan (names of ``cudnn.numerical_note``).
 NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "FFT",
@@ -116,6 +117,31 @@ def choose_plan(plans: list[CudnnPlan], math: str, select: str) -> CudnnPlan:
                              f"among {len(plans)}")
 
 
+def cudnn_geometry(p: ConvProblem) -> tuple[list[int], list[int], tuple[int, int]]:
+    """Pre-padding, post-padding and the input extent (rows, columns) handed to cuDNN.
+
+    ``ConvProblem.padding`` gives a negative bottom/right padding where the
+    stride never reaches the trailing input rows (a 1x1 stride-2 layer on an
+    even image: -1); cuDNN refuses negative padding. The post-padding is
+    clamped at 0, and where that alone would give cuDNN a larger output than
+    ``p`` has (an ``oh`` below the natural one), the trailing rows that no
+    output reads are left out of the input tensor (same strides, smaller
+    extent), so that cuDNN's output size is exactly ``p.oh x p.ow``.
+    """
+    (pt, pb), (pl, pr) = p.padding
+    # Rows to leave out: with post-padding 0, cuDNN's output is
+    # floor((H - crop + pt - R_eff) / sh) + 1, which equals P for crop = -pb - (sh - 1).
+    crop_h = max(0, -pb - (p.sh - 1))
+    crop_w = max(0, -pr - (p.sw - 1))
+    return [pt, pl], [max(pb, 0), max(pr, 0)], (p.ih - crop_h, p.iw - crop_w)
+
+
+@functools.cache
+def shared_handle() -> Any:
+    """One cuDNN handle per process: loading the library and creating it costs seconds."""
+    return _cudnn().create_handle()
+
+
 def _cudnn() -> Any:
     try:
         import cudnn  # noqa: PLC0415 -- optional dependency (nvidia-cudnn-frontend)
@@ -152,7 +178,6 @@ class CudnnFrontendBaseline(KernelBase):
             raise ValueError(f"select must be 'heuristic' or 'best', got {select!r}")
         self.select = select
         self.name = "cudnn" if select == "heuristic" else "cudnn_best"
-        self._handle: Any = None
 
     def supports(self, p: ConvProblem) -> str | None:
         reason = super().supports(p)
@@ -168,18 +193,16 @@ class CudnnFrontendBaseline(KernelBase):
                  "float64": cudnn.data_type.DOUBLE}
         io = types[p.dtype]
         compute = cudnn.data_type.DOUBLE if p.dtype == "float64" else cudnn.data_type.FLOAT
-        if self._handle is None:
-            self._handle = cudnn.create_handle()
         graph = cudnn.pygraph(io_data_type=io, intermediate_data_type=compute,
-                              compute_data_type=compute, handle=self._handle)
+                              compute_data_type=compute, handle=shared_handle())
         n, c, h, w = p.input_shape
         k, cg, r, s = p.weight_shape
-        x = graph.tensor(name="X", dim=[n, c, h, w], stride=[c * h * w, h * w, w, 1],
+        pre, post, (h_read, w_read) = cudnn_geometry(p)
+        x = graph.tensor(name="X", dim=[n, c, h_read, w_read], stride=[c * h * w, h * w, w, 1],
                          data_type=io)
         wt = graph.tensor(name="W", dim=[k, cg, r, s], stride=[cg * r * s, r * s, s, 1],
                           data_type=io)
-        (pt, pb), (pl, pr) = p.padding
-        y = graph.conv_fprop(image=x, weight=wt, pre_padding=[pt, pl], post_padding=[pb, pr],
+        y = graph.conv_fprop(image=x, weight=wt, pre_padding=pre, post_padding=post,
                              stride=list(p.stride), dilation=list(p.dilation),
                              compute_data_type=compute)
         _, kk, oh, ow = p.output_shape
@@ -241,12 +264,12 @@ class CudnnFrontendBaseline(KernelBase):
         yd = cupy.empty(p.output_shape, dtype=p.dtype)
         graph, xt, wt, yt, plans = self.enumerate_plans(p)
         stream = cupy.cuda.get_current_stream()
-        cudnn.set_stream(handle=self._handle, stream=stream.ptr)
+        cudnn.set_stream(handle=shared_handle(), stream=stream.ptr)
         pack = {xt: xd.data.ptr, wt: wd.data.ptr, yt: yd.data.ptr}
         workspace = cupy.empty(max([pl.workspace_bytes for pl in plans] + [1]), dtype=cupy.uint8)
 
         def execute(index: int) -> None:
-            graph.execute_plan_at_index(pack, workspace.data.ptr, index, handle=self._handle)
+            graph.execute_plan_at_index(pack, workspace.data.ptr, index, handle=shared_handle())
 
         if self.select == "best":
             tune(plans, execute)

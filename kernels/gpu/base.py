@@ -4,6 +4,12 @@ Every GPU kernel runs on a :class:`~kernels.gpu.runtime.Runtime`: the
 registered instances use CuPy on the current device; tests build instances on
 the host emulator. ``supports`` reports a missing CuPy or GPU as the reason a
 problem cannot run, so sweeps record a ``skipped`` result instead of crashing.
+
+Each kernel states the precision of every stage of its pipeline for a
+problem (:meth:`GpuKernel.precision`: storage, transforms, GEMM operands and
+accumulation); the prepared call carries it as ``details["precision"]`` and
+:meth:`GpuKernel.math_mode` summarizes it, so a record says what the kernel
+really computed in the problem's math mode.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from convbench.contract import KernelBase
+from convbench.contract import MATH_MODE_LABELS, KernelBase, Prepared
 from convbench.problem import ConvProblem
 
 from .runtime import default_runtime
@@ -57,6 +63,23 @@ class GpuKernel(KernelBase):
     def clock(self) -> str:  # type: ignore[override] -- the runtime decides
         """``"cuda-events"`` on a device, ``"host"`` on the emulator."""
         return self.runtime.clock
+
+    def precision(self, p: ConvProblem) -> dict[str, str]:
+        """The precision of each stage of the kernel's pipeline for ``p`` (stage -> words)."""
+        return {"storage": p.dtype}
+
+    def math_note(self, p: ConvProblem) -> str:
+        """What the kernel adds to the math mode's label (empty: nothing)."""
+        return ""
+
+    def math_mode(self, p: ConvProblem) -> str:
+        label = super().math_mode(p)
+        note = self.math_note(p)
+        return f"{label}; {note}" if note and label != MATH_MODE_LABELS["fp32"] else label
+
+    def with_details(self, p: ConvProblem, run: Any, **details: Any) -> Prepared:
+        """``run`` as a prepared call whose details carry :meth:`precision` (and ``details``)."""
+        return Prepared(run, {"precision": self.precision(p), **details})
 
     def problem_reason(self, p: ConvProblem) -> str | None:
         """Why the algorithm cannot run ``p`` on any device (subclasses extend)."""

@@ -1,12 +1,18 @@
-"""im2col + GEMM on the GPU: a CUDA lowering kernel and cuBLAS (``xp.matmul``).
+"""im2col + GEMM on the GPU: a CUDA lowering kernel and cuBLAS strided-batched GEMMs.
 
 The lowered layout and the tiling are :mod:`kernels.algorithms.im2col`'s:
-``col`` viewed as ``(nb, G, C/g*R*S, rows*Q)`` times the weights
-``(G, K/g, C/g*R*S)`` is one batched GEMM whose output is the NCHW output
-block. Tiles of images (or of output rows, when one image's lowered matrix
-exceeds the workspace cap) bound the workspace; a 1x1, stride-1, unpadded
-convolution is a plain GEMM with no lowering. float16 data is lowered as
-float16 and multiplied with float32 accumulation.
+``col`` viewed as ``(nb, G, C/g*R*S, rows*Q)``. Image ``b``'s output block
+``y[b]`` (``K/g x rows*Q`` per group) is ``W_g @ col[b, g]``, so one
+strided-batched GEMM over the images of a tile, with the weights broadcast
+(batch stride 0), writes the NCHW output in place, row tiles included (the
+output view's row stride is the image's ``P*Q``). Groups are a short loop
+(over groups, or over images where there are fewer). A 1x1, stride-1,
+unpadded convolution multiplies the input itself, with no lowering.
+
+Precision: the lowered matrix is the input's dtype. float32 GEMMs are strict
+(CUDA cores) or TF32 (tensor cores, problems with ``fpmath="tf32"``);
+float16 GEMMs take fp16 operands on the tensor cores, sum in float32 and
+round the output once to float16; float64 is float64.
 """
 
 from __future__ import annotations
@@ -19,10 +25,27 @@ from convbench.problem import ConvProblem
 from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
 from ..algorithms.tiling import iter_tiles
 from .base import GpuKernel
-from .runtime import Int64, elementwise_grid
+from .gemm import GEMM_DESCRIPTION, gemm_compute
+from .runtime import Int64, elementwise_grid, row_grid
 from .sources import CudaSource
 
 SOURCE = CudaSource("im2col", ("im2col_lower", "add_bias"))
+
+
+def grouped_matmul(rt: Any, w: Any, col: Any, out: Any, compute: str) -> None:
+    """``out[b, g] = w[g] @ col[b, g]`` for (nb, G, ...) ``col``/``out`` and (G, ...) ``w``.
+
+    One strided-batched GEMM per group over the images (weights broadcast),
+    or per image over the groups, whichever makes fewer calls.
+    """
+    xp = rt.xp
+    nb, groups = col.shape[0], col.shape[1]
+    if groups == 1 or groups <= nb:
+        for g in range(groups):
+            rt.matmul(xp.broadcast_to(w[g], (nb, *w.shape[1:])), col[:, g], out[:, g], compute)
+    else:
+        for b in range(nb):
+            rt.matmul(w, col[b], out[b], compute)
 
 
 class GpuIm2colKernel(GpuKernel):
@@ -31,6 +54,7 @@ class GpuIm2colKernel(GpuKernel):
     name = "im2col"
     family = "direct"
     sources = (SOURCE,)
+    uses_tf32 = True
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
         """Images and output rows per tile."""
@@ -40,18 +64,29 @@ class GpuIm2colKernel(GpuKernel):
         if is_pointwise_gemm(p):
             return 0
         nb, rows = self.plan(p)
-        col = lowered_bytes(p, nb, rows)
-        # Row tiles multiply into a temporary before landing in the strided output.
-        out = nb * p.oc * rows * p.ow * p.itemsize if rows < p.oh else 0
-        return col + out
+        return lowered_bytes(p, nb, rows)
+
+    def precision(self, p: ConvProblem) -> dict[str, str]:
+        compute = gemm_compute(p.math, p.dtype)
+        stages = {"storage": p.dtype, "gemm": GEMM_DESCRIPTION[compute]}
+        if not is_pointwise_gemm(p):
+            stages = {"storage": p.dtype, "lowering": f"{p.dtype} (copies)", **stages}
+        if p.dtype == "float16":
+            stages["output"] = "fp32 sums rounded once to fp16"
+        return stages
+
+    def math_note(self, p: ConvProblem) -> str:
+        return "GEMM " + GEMM_DESCRIPTION[gemm_compute(p.math, p.dtype)]
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime
         xp = rt.xp
+        compute = gemm_compute(p.math, p.dtype)
         xd, wd, bd, y, has_bias = self.device_operands(p, x, w, bias)
         g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
+        crs_g = cg * p.kh * p.kw
         y_blocks = y.reshape(p.mb, g, kg, p.oh * p.ow)
-        w_mat = wd.reshape(g, kg, cg * p.kh * p.kw)
+        w_mat = wd.reshape(g, kg, crs_g)
         bias_name = self.kernel("add_bias", p)
         bias_grid = elementwise_grid(y.size)
         bias_args = [y, bd, Int64(y.size), p.oc, p.oh * p.ow]
@@ -65,37 +100,32 @@ class GpuIm2colKernel(GpuKernel):
             x_mat = xd.reshape(p.mb, g, cg, p.ih * p.iw)
 
             def run_pointwise() -> Any:
-                xp.matmul(w_mat, x_mat, out=y_blocks)
+                grouped_matmul(rt, w_mat, x_mat, y_blocks, compute)
                 return finish()
 
-            return run_pointwise
+            return self.with_details(p, run_pointwise, gemm_calls=g if g <= p.mb else p.mb)
 
         nb, rows = self.plan(p)
         crs = p.ic * p.kh * p.kw
         col_flat = xp.empty(nb * crs * rows * p.ow, dtype=p.dtype)
-        out_flat = xp.empty(nb * p.oc * rows * p.ow, dtype=p.dtype) if rows < p.oh else None
         lower = self.kernel("im2col_lower", p)
         steps = []
         for t in iter_tiles(p.mb, p.oh, nb, rows):
             size = t.nb * crs * t.rows * p.ow
-            col = col_flat[:size].reshape(t.nb, g, crs // g, t.rows * p.ow)
+            col = col_flat[:size].reshape(t.nb, g, crs_g, t.rows * p.ow)
+            # The output block of the tile: a strided view of y (row stride P*Q).
+            out = y_blocks[t.n0:t.n0 + t.nb, :, :, t.p0 * p.ow:(t.p0 + t.rows) * p.ow]
             args = [xd, col, t.nb, p.ic, p.ih, p.iw, t.n0, t.p0, t.rows, p.kh, p.kw, p.sh,
                     p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow]
-            steps.append((t, col, args, elementwise_grid(size)))
+            steps.append((col, out, args, row_grid(t.nb * crs, t.rows * p.ow)))
 
         def run() -> Any:
-            for t, col, args, launch in steps:
+            for col, out, args, launch in steps:
                 rt.launch(SOURCE, lower, *launch, args)
-                if out_flat is None:  # whole images: the GEMM writes y directly
-                    xp.matmul(w_mat, col, out=y_blocks[t.n0:t.n0 + t.nb])
-                else:
-                    tmp = out_flat[:t.nb * p.oc * t.rows * p.ow].reshape(
-                        t.nb, g, kg, t.rows * p.ow)
-                    xp.matmul(w_mat, col, out=tmp)
-                    y_blocks[t.n0:t.n0 + t.nb, :, :, t.p0 * p.ow:(t.p0 + t.rows) * p.ow] = tmp
+                grouped_matmul(rt, w_mat, col, out, compute)
             return finish()
 
-        return run
+        return self.with_details(p, run, tiles=len(steps))
 
 
 KERNELS = [GpuIm2colKernel()]

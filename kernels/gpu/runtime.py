@@ -1,12 +1,14 @@
 """Where the GPU kernels run: CuPy on a CUDA device, or the host emulator.
 
 A :class:`Runtime` is the little the GPU kernels need from an array library:
-an array namespace (``xp``), kernel launches by name, real FFTs and a
-synchronize. :class:`CupyRuntime` is the real thing. :class:`HostRuntime`
-runs the same CUDA sources on the CPU (compiled with g++ against
-``cuda/host_shim.h``) with NumPy arrays, so that CI, which has no GPU, runs
-the kernels' index maps, tiling and host-side logic end to end. Emulation
-says nothing about speed.
+an array namespace (``xp``), kernel launches by name, batched GEMMs in an
+explicit compute precision (:mod:`kernels.gpu.gemm`), batched real 2-D FFTs
+whose spectra are stored frequency-major, and a synchronize.
+:class:`CupyRuntime` is the real thing. :class:`HostRuntime` runs the same
+CUDA sources on the CPU (compiled with g++ against ``cuda/host_shim.h``) with
+NumPy arrays, so that CI, which has no GPU, runs the kernels' index maps,
+tiling and host-side logic end to end, and emulates each GEMM precision in
+NumPy. Emulation says nothing about speed.
 
 Nothing here imports CuPy at module level: ``import kernels.gpu...`` works on
 machines without CuPy, without a driver and without a GPU.
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .gemm import check_matmul, emulate_operand, matmul_layout
 from .sources import CudaSource, digest
 
 INSTALL_HINT = "CuPy is not installed: pip install 'convbench[gpu]' (cupy-cuda13x)"
@@ -39,6 +42,21 @@ def elementwise_grid(total: int) -> tuple[tuple[int, int, int], tuple[int, int, 
     """(grid, block) for a grid-stride kernel over ``total`` items."""
     blocks = max(1, min(MAX_GRID_BLOCKS, -(-total // ELEMENTWISE_BLOCK)))
     return (blocks, 1, 1), (ELEMENTWISE_BLOCK, 1, 1)
+
+
+#: CUDA's limit on gridDim.y.
+GRID_Y_LIMIT = 65535
+
+
+def row_grid(n_rows: int, row_length: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block) of a kernel that loops over ``n_rows`` rows in y and their elements in x.
+
+    One row per ``blockIdx.y`` (grid-stride beyond CUDA's 65535), so a thread
+    decodes its row once and its element with 32-bit arithmetic.
+    """
+    blocks_x = max(1, min(MAX_GRID_BLOCKS, -(-row_length // ELEMENTWISE_BLOCK)))
+    blocks_y = max(1, min(GRID_Y_LIMIT, n_rows))
+    return (blocks_x, blocks_y, 1), (ELEMENTWISE_BLOCK, 1, 1)
 
 
 class Int64(int):
@@ -90,12 +108,46 @@ def set_fp16_gemm_accumulation_fp32() -> str:
     return linalg.compute_type_to_str(linalg.get_compute_type(np.dtype(np.float16)))
 
 
+#: cudaDataType_t of each operand dtype (library_types.h).
+CUDA_DATA_TYPE = {np.dtype(np.float16): 2, np.dtype(np.float32): 0, np.dtype(np.float64): 1,
+                  np.dtype(np.complex64): 4, np.dtype(np.complex128): 5}
+#: Scale type (alpha, beta) of each compute precision, real operands.
+GEMM_SCALE = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float32, "fp64": np.float64}
+
+
+def spectrum_length(shape: tuple[int, int]) -> int:
+    """Frequencies of a real 2-D FFT of ``shape``: ``L_h * (L_w // 2 + 1)``."""
+    return shape[0] * (shape[1] // 2 + 1)
+
+
+def _check_fft(real: Any, spectra: Any, direction: str) -> tuple[int, int, int]:
+    """Validate a frequency-major real FFT's operands; return (batch, L_h, L_w)."""
+    if real.ndim != 3 or spectra.ndim != 2:
+        raise ValueError(f"{direction}: real tiles must be (batch, L_h, L_w) and spectra "
+                         f"(frequencies, batch), got {real.shape} and {spectra.shape}")
+    for name, arr in (("real tiles", real), ("spectra", spectra)):
+        # cuFFT reads and writes raw pointers with the layout of the plan
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"{direction}: {name} must be C-contiguous for cuFFT, strides "
+                             f"{arr.strides}")
+    batch, lh, lw = real.shape
+    if spectra.shape != (spectrum_length((lh, lw)), batch):
+        raise ValueError(f"{direction}: spectra of {real.shape} tiles are "
+                         f"({spectrum_length((lh, lw))}, {batch}), got {spectra.shape}")
+    expected = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex128}
+    if real.dtype not in expected or spectra.dtype != expected[real.dtype]:
+        raise TypeError(f"{direction}: float32/complex64 or float64/complex128, got "
+                        f"{real.dtype} and {spectra.dtype}")
+    return batch, lh, lw
+
+
 class CupyRuntime:
     """Kernels launched through CuPy (``RawModule``), cuBLAS GEMMs, cuFFT FFTs.
 
-    Strict float32: CuPy lets cuBLAS use TF32 only when ``CUPY_TF32=1``, which
-    :meth:`unavailable_reason` refuses; float16 GEMMs accumulate in float32
-    (CuPy's compute type for half is set to FP32 explicitly).
+    Every GEMM names its compute precision (cuBLAS ``gemmStridedBatchedEx``
+    with an explicit compute type), so strict float32 stays strict whatever
+    else the process does; ``CUPY_TF32=1``, which would change CuPy's own
+    GEMMs behind the caller's back, is refused by :meth:`unavailable_reason`.
     """
 
     name = "cupy"
@@ -141,26 +193,83 @@ class CupyRuntime:
         packed = tuple(_cupy_argument(a) for a in args)
         fn(grid, block, packed, shared_mem=shared_mem)
 
-    def _plan(self, a: Any, kind: str, shape: tuple[int, int]) -> Any:
-        """A cached cuFFT plan for a 2-D real transform over the last two axes."""
-        key = (kind, a.shape, a.dtype.str, shape)
+    def matmul(self, a: Any, b: Any, out: Any, compute: str) -> None:
+        """``out[i] = a[i] @ b[i]`` (row-major, 3-D) as one cuBLAS strided-batched GEMM.
+
+        See :mod:`kernels.gpu.gemm` for ``compute``. Batch stride 0 broadcasts
+        an operand (the weights of every image).
+        """
+        from cupy.cuda import device  # noqa: PLC0415
+        from cupy_backends.cuda.libs import cublas  # noqa: PLC0415
+
+        batch, m, n, k = check_matmul(a, b, out, compute)
+        computes = {"fp32": cublas.CUBLAS_COMPUTE_32F_PEDANTIC,
+                    "tf32": cublas.CUBLAS_COMPUTE_32F_FAST_TF32,
+                    "fp16": cublas.CUBLAS_COMPUTE_32F, "fp64": cublas.CUBLAS_COMPUTE_64F}
+        scale = GEMM_SCALE[compute]
+        if np.iscomplexobj(a):
+            scale = np.complex64 if scale == np.float32 else np.complex128
+        alpha, beta = np.ones(1, scale), np.zeros(1, scale)
+        lda, sa = matmul_layout(a)
+        ldb, sb = matmul_layout(b)
+        ldc, sc = matmul_layout(out)
+        handle = device.get_cublas_handle()
+        mode = cublas.getPointerMode(handle)
+        cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+        try:
+            # Row-major out = a @ b is column-major out^T = b^T @ a^T: no transposes.
+            cublas.gemmStridedBatchedEx(
+                handle, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, n, m, k, alpha.ctypes.data,
+                b.data.ptr, CUDA_DATA_TYPE[b.dtype], ldb, sb,
+                a.data.ptr, CUDA_DATA_TYPE[a.dtype], lda, sa,
+                beta.ctypes.data, out.data.ptr, CUDA_DATA_TYPE[out.dtype], ldc, sc,
+                batch, computes[compute], cublas.CUBLAS_GEMM_DEFAULT)
+        finally:
+            cublas.setPointerMode(handle, mode)
+
+    def _fft_plan(self, kind: str, batch: int, shape: tuple[int, int], dtype: Any) -> Any:
+        """A cached cuFFT plan: ``batch`` real 2-D transforms, spectra frequency-major."""
+        key = (kind, batch, shape, np.dtype(dtype).str)
         plan = self._fft_plans.get(key)
         if plan is None:
-            from cupyx.scipy import fft as cufft  # noqa: PLC0415
+            from cupy.cuda import cufft  # noqa: PLC0415
 
-            plan = cufft.get_fft_plan(a, shape=shape, axes=(-2, -1), value_type=kind)
+            lh, lw = shape
+            half = [lh, lw // 2 + 1]
+            double = np.dtype(dtype) == np.float64
+            if kind == "forward":  # real (batch, lh, lw) -> complex (F, batch)
+                fft_type = cufft.CUFFT_D2Z if double else cufft.CUFFT_R2C
+                layout = ([lh, lw], 1, lh * lw, half, batch, 1)
+            else:  # complex (F, batch) -> real (batch, lh, lw)
+                fft_type = cufft.CUFFT_Z2D if double else cufft.CUFFT_C2R
+                layout = (half, batch, 1, [lh, lw], 1, lh * lw)
+            plan = cufft.PlanNd([lh, lw], *layout, fft_type, batch, "C", -1, None)
             self._fft_plans[key] = plan
         return plan
 
-    def rfft2(self, a: Any) -> Any:
-        from cupyx.scipy import fft as cufft  # noqa: PLC0415
+    def rfft2_by_frequency(self, tiles: Any, spectra: Any) -> None:
+        """Real 2-D FFTs of ``tiles`` (batch, L_h, L_w) into ``spectra`` (F, batch).
 
-        return cufft.rfft2(a, plan=self._plan(a, "R2C", a.shape[-2:]))
+        One cuFFT call with an advanced layout writes the spectra
+        frequency-major, so that each frequency's (batch x channels) matrix is
+        a contiguous GEMM operand without a transpose.
+        """
+        from cupy.cuda import cufft  # noqa: PLC0415
 
-    def irfft2(self, a: Any, s: tuple[int, int]) -> Any:
-        from cupyx.scipy import fft as cufft  # noqa: PLC0415
+        batch, lh, lw = _check_fft(tiles, spectra, "rfft2")
+        plan = self._fft_plan("forward", batch, (lh, lw), tiles.dtype)
+        plan.fft(tiles, spectra, cufft.CUFFT_FORWARD)
 
-        return cufft.irfft2(a, s=s, plan=self._plan(a, "C2R", s))
+    def irfft2_by_frequency(self, spectra: Any, tiles: Any) -> None:
+        """Unnormalized inverse of :meth:`rfft2_by_frequency` (no ``1/(L_h L_w)``).
+
+        cuFFT's multi-dimensional C2R overwrites its input: ``spectra`` is scratch.
+        """
+        from cupy.cuda import cufft  # noqa: PLC0415
+
+        batch, lh, lw = _check_fft(tiles, spectra, "irfft2")
+        plan = self._fft_plan("inverse", batch, (lh, lw), tiles.dtype)
+        plan.fft(spectra, tiles, cufft.CUFFT_INVERSE)
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
@@ -243,15 +352,32 @@ class HostRuntime:
         if status != 0:
             raise RuntimeError(f"emulated launch of {kernel} failed: {error.value.decode()}")
 
-    def rfft2(self, a: np.ndarray) -> np.ndarray:
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, compute: str) -> None:
+        """``out[i] = a[i] @ b[i]`` with ``compute``'s operand rounding, in NumPy.
+
+        Validated as :class:`CupyRuntime` validates; TF32 and float16 operands
+        are emulated by :func:`kernels.gpu.gemm.emulate_operand`, sums are
+        float32 (float64) BLAS sums, the output is rounded once to its dtype.
+        """
+        check_matmul(a, b, out, compute)
+        product = np.matmul(emulate_operand(a, compute), emulate_operand(b, compute))
+        out[...] = product.astype(out.dtype, copy=False)
+
+    def rfft2_by_frequency(self, tiles: np.ndarray, spectra: np.ndarray) -> None:
+        """:meth:`CupyRuntime.rfft2_by_frequency` with pocketfft (same layout checks)."""
         import scipy.fft  # noqa: PLC0415
 
-        return scipy.fft.rfft2(a)
+        batch, _, _ = _check_fft(tiles, spectra, "rfft2")
+        spectra[...] = scipy.fft.rfft2(tiles).reshape(batch, -1).T
 
-    def irfft2(self, a: np.ndarray, s: tuple[int, int]) -> np.ndarray:
+    def irfft2_by_frequency(self, spectra: np.ndarray, tiles: np.ndarray) -> None:
+        """:meth:`CupyRuntime.irfft2_by_frequency` with pocketfft (unnormalized)."""
         import scipy.fft  # noqa: PLC0415
 
-        return scipy.fft.irfft2(a, s=s)
+        batch, lh, lw = _check_fft(tiles, spectra, "irfft2")
+        spec = spectra.T.reshape(batch, lh, lw // 2 + 1)
+        tiles[...] = scipy.fft.irfft2(spec, s=(lh, lw), norm="forward")
+        spectra[...] = np.nan  # cuFFT's C2R leaves its input overwritten: no caller may reuse it
 
     def synchronize(self) -> None:
         pass

@@ -1,13 +1,21 @@
-"""Winograd F(2x2,3x3) on the GPU: CUDA transforms + one batched cuBLAS GEMM.
+"""Winograd F(2x2,3x3) on the GPU: CUDA transforms + one strided-batched cuBLAS GEMM.
 
 ``U = G g G^T`` is computed once per weight tensor in ``prepare``, on the
 device, in float64 and rounded once
 (:func:`kernels.algorithms.winograd.filter_transform`). Per block of tiles,
-``winograd_input`` writes ``V (16, C, T)``, one batched GEMM
-``U (16, G, K/g, C/g) @ V (16, G, C/g, T)`` writes ``M (16, K, T)``, and
+``winograd_input`` writes ``V (16, C, T)``, one strided-batched GEMM
+``U (16 G, K/g, C/g) @ V (16 G, C/g, T)`` writes ``M (16, K, T)``, and
 ``winograd_output`` applies ``A^T M A`` + bias. Layouts, tiling and transforms
 are :mod:`kernels.algorithms.winograd`'s, operation for operation the CPU
-kernel's; float16 data is transformed and multiplied in float32.
+kernel's.
+
+Precision (:func:`stage_dtypes`): float32 and float64 keep ``U``, ``V`` and
+``M`` in the data's dtype; the GEMM is strict, or TF32 on the tensor cores
+in the ``tf32`` mode. float16 data is transformed in float32, ``V`` and ``U``
+are stored in float16 (each rounded once: the tensor-core GEMM's operands,
+at half the bytes of ``V``), ``M`` is the GEMM's float32 sums and the output
+transform runs in float32. ``V`` holds sums of up to four inputs, so float16
+inputs above 16376 in magnitude could overflow it.
 """
 
 from __future__ import annotations
@@ -19,11 +27,19 @@ from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
 from ..algorithms.winograd import FILTER, TILE_OUT, filter_transform
-from .base import WORK_DTYPE, GpuKernel
+from .base import GpuKernel
+from .gemm import GEMM_DESCRIPTION, gemm_compute
 from .runtime import elementwise_grid
 from .sources import CudaSource
 
 SOURCE = CudaSource("winograd", ("winograd_input", "winograd_output"))
+
+
+def stage_dtypes(p: ConvProblem) -> tuple[str, str]:
+    """(dtype of ``U`` and ``V``, dtype of ``M``) for ``p``'s storage dtype."""
+    if p.dtype == "float16":
+        return "float16", "float32"
+    return p.dtype, p.dtype
 
 
 class GpuWinogradKernel(GpuKernel):
@@ -37,10 +53,20 @@ class GpuWinogradKernel(GpuKernel):
     def problem_reason(self, p: ConvProblem) -> str | None:
         return super().problem_reason(p) or algorithm.supports_geometry(p)
 
-    def math_mode(self, p: ConvProblem) -> str:
-        if p.dtype == "float16":
-            return "fp16 storage, transforms and GEMMs in fp32"
-        return super().math_mode(p)
+    uses_tf32 = True
+
+    def precision(self, p: ConvProblem) -> dict[str, str]:
+        uv, m = stage_dtypes(p)
+        transforms = "float32" if p.dtype == "float16" else p.dtype
+        return {"storage": p.dtype, "filter_transform": f"float64, rounded once to {uv}",
+                "input_transform": f"{transforms}, V stored as {uv}",
+                "gemm": GEMM_DESCRIPTION[gemm_compute(p.math, uv)] + f", M stored as {m}",
+                "output_transform": transforms}
+
+    def math_note(self, p: ConvProblem) -> str:
+        uv, _ = stage_dtypes(p)
+        note = "GEMM " + GEMM_DESCRIPTION[gemm_compute(p.math, uv)]
+        return note + (", U and V in fp16, transforms in fp32" if p.dtype == "float16" else "")
 
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
@@ -52,14 +78,16 @@ class GpuWinogradKernel(GpuKernel):
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime
         xp = rt.xp
-        work = WORK_DTYPE[p.dtype]
-        u = filter_transform(rt.asarray(w).astype(work), p.g, xp=xp)
+        uv, m_dtype = stage_dtypes(p)
+        compute = gemm_compute(p.math, uv)
+        u = filter_transform(rt.asarray(w).astype(uv), p.g, xp=xp)
         xd, _, bd, y, has_bias = self.device_operands(p, x, None, bias)
         g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
         nb, rows, cols = self.plan(p)
         tile_rows, _ = algorithm.tile_grid(p)
-        v_flat = xp.empty(16 * p.ic * nb * rows * cols, dtype=work)
-        m_flat = xp.empty(16 * p.oc * nb * rows * cols, dtype=work)
+        v_flat = xp.empty(16 * p.ic * nb * rows * cols, dtype=uv)
+        m_flat = xp.empty(16 * p.oc * nb * rows * cols, dtype=m_dtype)
+        u_mat = u.reshape(16 * g, kg, cg)
         name_in = self.kernel("winograd_input", p)
         name_out = self.kernel("winograd_output", p)
         steps = []
@@ -68,8 +96,8 @@ class GpuWinogradKernel(GpuKernel):
             for tr0 in range(0, tile_rows, rows):
                 n_rows = min(rows, tile_rows - tr0)
                 tiles = count * n_rows * cols
-                v = v_flat[:16 * p.ic * tiles].reshape(16, g, cg, tiles)
-                m = m_flat[:16 * p.oc * tiles].reshape(16, g, kg, tiles)
+                v = v_flat[:16 * p.ic * tiles].reshape(16 * g, cg, tiles)
+                m = m_flat[:16 * p.oc * tiles].reshape(16 * g, kg, tiles)
                 args_in = [xd, v, p.ic, p.ih, p.iw, n0, count, tr0, n_rows, cols, p.ph, p.pw]
                 args_out = [m, bd, y, p.oc, p.oh, p.ow, n0, count, tr0, n_rows, cols,
                             int(has_bias)]
@@ -79,11 +107,11 @@ class GpuWinogradKernel(GpuKernel):
         def run() -> Any:
             for v, m, args_in, grid_in, args_out, grid_out in steps:
                 rt.launch(SOURCE, name_in, *grid_in, args_in)
-                xp.matmul(u, v, out=m)
+                rt.matmul(u_mat, v, m, compute)
                 rt.launch(SOURCE, name_out, *grid_out, args_out)
             return y
 
-        return run
+        return self.with_details(p, run, blocks=len(steps))
 
 
 assert (TILE_OUT, FILTER) == (2, 3), "the CUDA transforms are written for F(2x2,3x3)"

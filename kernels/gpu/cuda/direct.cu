@@ -1,7 +1,18 @@
 // Direct (sliding-window) convolution, NCHW, any stride, padding, dilation
-// and groups.
+// and groups, in two variants that share the block's output tile and its
+// shared-memory staging; the host picks one per problem (kernels/gpu/direct.py).
 //
-// One thread block computes a DIRECT_TILE_P x DIRECT_TILE_Q tile of output
+// direct_conv2d_tiled (register tiling, for K/g well above 8): one block of
+// DIRECT_TILE_Q x DIRECT_K_GROUPS threads computes a DIRECT_TILE_P x
+// DIRECT_TILE_Q output tile for DIRECT_TILED_K output channels. Each thread
+// owns one output column of the tile (its DIRECT_TILE_P rows) and
+// DIRECT_TILED_K / DIRECT_K_GROUPS channels: for every (c, r, s) it loads
+// DIRECT_TILE_P input values and its channels' weights (16-byte vector loads,
+// broadcast within each half-warp) and does DIRECT_TILE_P x that many FMAs
+// from registers, so the FMA units rather than shared-memory loads bound it.
+//
+// direct_conv2d (one pixel per thread, for few channels per group, e.g.
+// depthwise): one thread block computes a DIRECT_TILE_P x DIRECT_TILE_Q tile of output
 // pixels for DIRECT_K_BLOCK output channels of one image and one group; each
 // thread owns one pixel and keeps its DIRECT_K_BLOCK sums in registers. Input
 // channels are consumed in chunks: the chunk's input halo (the input window
@@ -90,6 +101,137 @@ __device__ void direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
     }
 }
 
+#ifndef CONVBENCH_HOST_EMULATION
+struct __align__(16) cb_float4 {
+    float x, y, z, w;
+};
+struct __align__(16) cb_double2 {
+    double x, y;
+};
+#endif
+
+// N consecutive shared-memory values from a 16-byte aligned address, as
+// 16-byte loads on the GPU.
+template <int N>
+__device__ __forceinline__ void cb_load_shared_vec(const float* p, float* out) {
+#ifdef CONVBENCH_HOST_EMULATION
+    for (int j = 0; j < N; ++j) out[j] = p[j];
+#else
+#pragma unroll
+    for (int j = 0; j < N; j += 4) {
+        const cb_float4 v = *reinterpret_cast<const cb_float4*>(p + j);
+        out[j] = v.x;
+        out[j + 1] = v.y;
+        out[j + 2] = v.z;
+        out[j + 3] = v.w;
+    }
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cb_load_shared_vec(const double* p, double* out) {
+#ifdef CONVBENCH_HOST_EMULATION
+    for (int j = 0; j < N; ++j) out[j] = p[j];
+#else
+#pragma unroll
+    for (int j = 0; j < N; j += 2) {
+        const cb_double2 v = *reinterpret_cast<const cb_double2*>(p + j);
+        out[j] = v.x;
+        out[j + 1] = v.y;
+    }
+#endif
+}
+
+template <typename T>
+__device__ void direct_conv2d_tiled(const T* __restrict__ x, const T* __restrict__ w,
+                                    const T* __restrict__ bias, T* __restrict__ y, int C, int H,
+                                    int W, int K, int R, int S, int P, int Q, int sh, int sw,
+                                    int pt, int pl, int dh, int dw, int groups, int has_bias,
+                                    int chunk) {
+    typedef typename Acc<T>::type acc_t;
+    constexpr int KT = DIRECT_TILED_K;
+    constexpr int KPT = DIRECT_TILED_K / DIRECT_K_GROUPS;  // channels per thread
+    CB_DYNAMIC_SHARED(acc_t, smem);
+    const int Cg = C / groups, Kg = K / groups;
+    const int k_blocks = (Kg + KT - 1) / KT;
+    const int g = blockIdx.y / k_blocks;
+    const int k0 = g * Kg + (blockIdx.y % k_blocks) * KT;
+    const int k_end = (g + 1) * Kg;
+    const int n = blockIdx.z;
+    const int tiles_q = (Q + DIRECT_TILE_Q - 1) / DIRECT_TILE_Q;
+    const int p0 = (blockIdx.x / tiles_q) * DIRECT_TILE_P;
+    const int q0 = (blockIdx.x % tiles_q) * DIRECT_TILE_Q;
+    const int halo_h = (DIRECT_TILE_P - 1) * sh + (R - 1) * dh + 1;
+    const int halo_w = (DIRECT_TILE_Q - 1) * sw + (S - 1) * dw + 1;
+    const int halo = halo_h * halo_w;
+    // Weights start on a 16-byte boundary (vector loads): the halo is padded to 4 values.
+    acc_t* s_in = smem;                               // [chunk][halo_h][halo_w]
+    acc_t* s_w = smem + ((chunk * halo + 3) & ~3);    // [chunk][R][S][KT]
+    const int col = threadIdx.x;                      // output column of the tile
+    const int kq = threadIdx.y;                       // channel group of the block
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int n_threads = blockDim.x * blockDim.y;
+    const int row0 = p0 * sh - pt, col0 = q0 * sw - pl;
+
+    acc_t acc[DIRECT_TILE_P][KPT];
+#pragma unroll
+    for (int i = 0; i < DIRECT_TILE_P; ++i)
+#pragma unroll
+        for (int j = 0; j < KPT; ++j) acc[i][j] = 0;
+
+    for (int c0 = 0; c0 < Cg; c0 += chunk) {
+        const int cc = cb_imin(chunk, Cg - c0);
+        const long long plane0 = ((long long)n * C + g * Cg + c0) * H;
+        for (int i = tid; i < cc * halo; i += n_threads) {
+            const int c = i / halo, rem = i - c * halo;
+            const int row = row0 + rem / halo_w, cx = col0 + rem % halo_w;
+            acc_t v = 0;
+            if (row >= 0 && row < H && cx >= 0 && cx < W)
+                v = cb_load(x, (plane0 + (long long)c * H + row) * W + cx);
+            s_in[i] = v;
+        }
+        const int crs_count = cc * R * S;
+        for (int i = tid; i < crs_count * KT; i += n_threads) {
+            const int kk = i % KT, crs = i / KT;
+            const int k = k0 + kk;
+            // w[k, c0 + c, r, s] with crs = (c*R + r)*S + s
+            s_w[i] = k < k_end ? cb_load(w, ((long long)k * Cg + c0) * R * S + crs) : acc_t(0);
+        }
+        __syncthreads();
+        for (int c = 0; c < cc; ++c) {
+            for (int r = 0; r < R; ++r) {
+                const acc_t* in_col = s_in + (c * halo_h + r * dh) * halo_w + col * sw;
+                const acc_t* w_rs = s_w + (c * R + r) * S * KT + kq * KPT;
+                for (int s = 0; s < S; ++s) {
+                    acc_t xv[DIRECT_TILE_P], wv[KPT];
+#pragma unroll
+                    for (int i = 0; i < DIRECT_TILE_P; ++i)
+                        xv[i] = in_col[i * sh * halo_w + s * dw];
+                    cb_load_shared_vec<KPT>(w_rs + s * KT, wv);
+#pragma unroll
+                    for (int i = 0; i < DIRECT_TILE_P; ++i)
+#pragma unroll
+                        for (int j = 0; j < KPT; ++j) acc[i][j] = cb_fma(xv[i], wv[j], acc[i][j]);
+                }
+            }
+        }
+        __syncthreads();  // before the next chunk overwrites shared memory
+    }
+
+    const int q = q0 + col;
+    if (q >= Q) return;
+#pragma unroll
+    for (int j = 0; j < KPT; ++j) {
+        const int k = k0 + kq * KPT + j;
+        if (k >= k_end) break;
+        const acc_t bk = has_bias ? cb_load(bias, k) : acc_t(0);
+#pragma unroll
+        for (int i = 0; i < DIRECT_TILE_P; ++i) {
+            const int p = p0 + i;
+            if (p < P) cb_store(y, (((long long)n * K + k) * P + p) * Q + q, acc[i][j] + bk);
+        }
+    }
+}
+
 #define DEFINE_DIRECT(SUFFIX, T)                                                              \
     extern "C" __global__ void __launch_bounds__(DIRECT_TILE_P * DIRECT_TILE_Q)              \
         direct_conv2d_##SUFFIX(const T* x, const T* w, const T* bias, T* y, int C, int H,    \
@@ -99,7 +241,16 @@ __device__ void direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
         direct_conv2d<T>(x, w, bias, y, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,      \
                          groups, has_bias, chunk);                                            \
     }                                                                                         \
-    CB_EXPORT(direct_conv2d_##SUFFIX)
+    CB_EXPORT(direct_conv2d_##SUFFIX)                                                          \
+    extern "C" __global__ void __launch_bounds__(DIRECT_TILE_Q * DIRECT_K_GROUPS)            \
+        direct_conv2d_tiled_##SUFFIX(const T* x, const T* w, const T* bias, T* y, int C,     \
+                                     int H, int W, int K, int R, int S, int P, int Q, int sh, \
+                                     int sw, int pt, int pl, int dh, int dw, int groups,      \
+                                     int has_bias, int chunk) {                               \
+        direct_conv2d_tiled<T>(x, w, bias, y, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, \
+                               groups, has_bias, chunk);                                      \
+    }                                                                                         \
+    CB_EXPORT(direct_conv2d_tiled_##SUFFIX)
 
 DEFINE_DIRECT(f32, float)
 DEFINE_DIRECT(f64, double)

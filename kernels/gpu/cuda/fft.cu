@@ -4,27 +4,33 @@
 // as the CPU kernel (kernels/cpu/fft.py: gather_tiles, scatter_outputs), whose
 // plan (FFT lengths, outputs per tile, tiles per batch) the GPU kernel shares.
 // Tiles and correlation outputs are in the workspace type Wt (float32 for
-// float16 data). One thread per element written.
+// float16 data).
+//
+// One (tile, channel) plane per blockIdx.y, decoded once; the plane's
+// elements across x with 32-bit index arithmetic.
 
 template <typename T, typename Wt>
 __device__ void fft_gather_tiles(const T* __restrict__ x, Wt* __restrict__ tiles, int nb,
                                  int C, int H, int W, long long t0, int tile_rows,
                                  int tile_cols, int lh, int lw, int step_h, int step_w, int pt,
                                  int pl) {
-    const long long total = (long long)nb * C * lh * lw;
-    CB_GRID_STRIDE_LOOP(i, total) {
-        long long rest = i / lw;
-        const int e = (int)(i - rest * lw);
-        const int a = (int)(rest % lh);
-        rest /= lh;
-        const int c = (int)(rest % C);
-        const TilePos tp = cb_tile_position(t0 + rest / C, tile_rows, tile_cols);
-        const int n = tp.n;
-        const int row = tp.ti * step_h - pt + a, col = tp.tj * step_w - pl + e;
-        Wt v = Wt(0);
-        if (row >= 0 && row < H && col >= 0 && col < W)
-            v = (Wt)cb_load(x, (((long long)n * C + c) * H + row) * W + col);
-        tiles[i] = v;
+    const int plane_size = lh * lw;
+    const int n_planes = nb * C;
+    for (int plane = blockIdx.y; plane < n_planes; plane += gridDim.y) {
+        const int c = plane % C;
+        const TilePos tp = cb_tile_position(t0 + plane / C, tile_rows, tile_cols);
+        const long long src = ((long long)tp.n * C + c) * H * W;
+        const int row0 = tp.ti * step_h - pt, col0 = tp.tj * step_w - pl;
+        Wt* dst = tiles + (long long)plane * plane_size;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < plane_size;
+             i += gridDim.x * blockDim.x) {
+            const int a = i / lw, e = i - a * lw;
+            const int row = row0 + a, col = col0 + e;
+            Wt v = Wt(0);
+            if (row >= 0 && row < H && col >= 0 && col < W)
+                v = (Wt)cb_load(x, src + (long long)row * W + col);
+            dst[i] = v;
+        }
     }
 }
 
@@ -33,21 +39,21 @@ __device__ void fft_scatter_outputs(const Wt* __restrict__ out, const T* __restr
                                     T* __restrict__ y, int nb, int K, int P, int Q,
                                     long long t0, int tile_rows, int tile_cols, int lh, int lw,
                                     int th, int tw, int sh, int sw, int has_bias) {
-    const long long total = (long long)nb * K * th * tw;
-    CB_GRID_STRIDE_LOOP(i, total) {
-        long long rest = i / tw;
-        const int e = (int)(i - rest * tw);
-        const int a = (int)(rest % th);
-        rest /= th;
-        const int k = (int)(rest % K);
-        const long long bt = rest / K;  // tile within this batch
-        const TilePos tp = cb_tile_position(t0 + bt, tile_rows, tile_cols);
-        const int n = tp.n, ti = tp.ti, tj = tp.tj;
-        const int p = ti * th + a, q = tj * tw + e;
-        if (p >= P || q >= Q) continue;
-        Wt v = out[((bt * K + k) * lh + (long long)a * sh) * lw + (long long)e * sw];
-        if (has_bias) v += (Wt)cb_load(bias, k);
-        cb_store(y, (((long long)n * K + k) * P + p) * Q + q, v);
+    const int plane_size = th * tw;
+    const int n_planes = nb * K;
+    for (int plane = blockIdx.y; plane < n_planes; plane += gridDim.y) {
+        const int k = plane % K;
+        const TilePos tp = cb_tile_position(t0 + plane / K, tile_rows, tile_cols);
+        const Wt* src = out + (long long)plane * lh * lw;
+        const Wt bk = has_bias ? (Wt)cb_load(bias, k) : Wt(0);
+        const long long dst = ((long long)tp.n * K + k) * P * Q;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < plane_size;
+             i += gridDim.x * blockDim.x) {
+            const int a = i / tw, e = i - a * tw;
+            const int p = tp.ti * th + a, q = tp.tj * tw + e;
+            if (p >= P || q >= Q) continue;
+            cb_store(y, dst + (long long)p * Q + q, src[a * sh * lw + e * sw] + bk);
+        }
     }
 }
 

@@ -1,34 +1,39 @@
 // im2col lowering and bias, NCHW. The lowered matrix has exactly the layout
-// of the CPU kernel (kernels/cpu/im2col.py), so cuBLAS consumes it as one
-// batched GEMM whose output is the NCHW output block:
+// of the CPU kernel (kernels/algorithms/im2col.py), so cuBLAS consumes it as
+// one strided-batched GEMM per tile whose output is the NCHW output block:
 //
 //   col[b, (c*R + r)*S + s, pp*Q + q] = x_padded[n0+b, c, (p0+pp)*sh + r*dh, q*sw + s*dw]
 //
-// One thread per element of col, in col's memory order, so writes coalesce.
-// Values are copied as they are stored (float16 stays float16).
+// One lowered row (b, c, r, s) per blockIdx.y, decoded once; its rows*Q
+// elements across x, in memory order, so writes coalesce and the per-element
+// index arithmetic is one 32-bit division. Values are copied as they are
+// stored (float16 stays float16).
 
 template <typename T>
 __device__ void im2col_lower(const T* __restrict__ x, T* __restrict__ col, int nb, int C,
                              int H, int W, int n0, int p0, int rows, int R, int S, int sh,
                              int sw, int pt, int pl, int dh, int dw, int Q) {
-    const long long total = (long long)nb * C * R * S * rows * Q;
-    CB_GRID_STRIDE_LOOP(i, total) {
-        long long t = i / Q;
-        const int q = (int)(i - t * Q);
-        const int pp = (int)(t % rows);
-        t /= rows;
-        const int s = (int)(t % S);
+    const int row_length = rows * Q;
+    const int n_rows = nb * C * R * S;
+    for (int row = blockIdx.y; row < n_rows; row += gridDim.y) {
+        int t = row;
+        const int s = t % S;
         t /= S;
-        const int r = (int)(t % R);
+        const int r = t % R;
         t /= R;
-        const int c = (int)(t % C);
-        const int b = (int)(t / C);
-        const int row = (p0 + pp) * sh - pt + r * dh;
-        const int cx = q * sw - pl + s * dw;
-        T v = T(0);  // all-zero bits are +0 in every storage type
-        if (row >= 0 && row < H && cx >= 0 && cx < W)
-            v = x[(((long long)(n0 + b) * C + c) * H + row) * W + cx];
-        col[i] = v;
+        const int c = t % C;
+        const int b = t / C;
+        const T* plane = x + ((long long)(n0 + b) * C + c) * H * W;
+        T* out = col + (long long)row * row_length;
+        const int dy = p0 * sh + r * dh - pt, dx = s * dw - pl;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < row_length;
+             j += gridDim.x * blockDim.x) {
+            const int pp = j / Q, q = j - pp * Q;
+            const int iy = pp * sh + dy, ix = q * sw + dx;
+            T v = T(0);  // all-zero bits are +0 in every storage type
+            if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = plane[(long long)iy * W + ix];
+            out[j] = v;
+        }
     }
 }
 

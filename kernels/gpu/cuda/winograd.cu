@@ -6,11 +6,13 @@
 // Layouts and arithmetic are the CPU kernel's (kernels/cpu/winograd.py),
 // operation for operation, so the tests can compare the two bit for bit:
 // V is (16, C, T) and M is (16, K, T) with tile t = (b*tile_rows + i)*tile_cols + j.
-// V and M are held in the workspace type Wt (float32 for float16 data).
-// One thread per (image, channel, tile).
+// The transforms compute in Wt (float32 for float16 data); V is stored as Vt
+// and M read as Mt: for float16 data V is float16 (the tensor-core GEMM's
+// operand, rounded once from the float32 transform) and M float32 (the GEMM's
+// float32 sums). One thread per (image, channel, tile).
 
-template <typename T, typename Wt>
-__device__ void winograd_input(const T* __restrict__ x, Wt* __restrict__ v, int C, int H,
+template <typename T, typename Wt, typename Vt>
+__device__ void winograd_input(const T* __restrict__ x, Vt* __restrict__ v, int C, int H,
                                int W, int n0, int nb, int tr0, int tile_rows, int tile_cols,
                                int pt, int pl) {
     const long long tiles = (long long)nb * tile_rows * tile_cols;
@@ -45,10 +47,10 @@ __device__ void winograd_input(const T* __restrict__ x, Wt* __restrict__ v, int 
         const long long base = (long long)c * tiles + t;
         for (int a = 0; a < 4; ++a) {
             const Wt e0 = d[a][0], e1 = d[a][1], e2 = d[a][2], e3 = d[a][3];
-            v[(a * 4 + 0) * stride + base] = e0 - e2;
-            v[(a * 4 + 1) * stride + base] = e1 + e2;
-            v[(a * 4 + 2) * stride + base] = e2 - e1;
-            v[(a * 4 + 3) * stride + base] = e1 - e3;
+            cb_store(v, (a * 4 + 0) * stride + base, e0 - e2);
+            cb_store(v, (a * 4 + 1) * stride + base, e1 + e2);
+            cb_store(v, (a * 4 + 2) * stride + base, e2 - e1);
+            cb_store(v, (a * 4 + 3) * stride + base, e1 - e3);
         }
     }
 }
@@ -85,11 +87,11 @@ __device__ void winograd_output(const Wt* __restrict__ m, const T* __restrict__ 
     }
 }
 
-#define DEFINE_WINOGRAD(SUFFIX, T, Wt)                                                        \
+#define DEFINE_WINOGRAD(SUFFIX, T, Wt, Vt)                                                    \
     extern "C" __global__ void winograd_input_##SUFFIX(                                       \
-        const T* x, Wt* v, int C, int H, int W, int n0, int nb, int tr0, int tile_rows,       \
+        const T* x, Vt* v, int C, int H, int W, int n0, int nb, int tr0, int tile_rows,       \
         int tile_cols, int pt, int pl) {                                                      \
-        winograd_input<T, Wt>(x, v, C, H, W, n0, nb, tr0, tile_rows, tile_cols, pt, pl);      \
+        winograd_input<T, Wt, Vt>(x, v, C, H, W, n0, nb, tr0, tile_rows, tile_cols, pt, pl);  \
     }                                                                                         \
     CB_EXPORT(winograd_input_##SUFFIX)                                                        \
     extern "C" __global__ void winograd_output_##SUFFIX(                                      \
@@ -100,6 +102,6 @@ __device__ void winograd_output(const Wt* __restrict__ m, const T* __restrict__ 
     }                                                                                         \
     CB_EXPORT(winograd_output_##SUFFIX)
 
-DEFINE_WINOGRAD(f32, float, float)
-DEFINE_WINOGRAD(f64, double, double)
-DEFINE_WINOGRAD(f16, cb_half, float)
+DEFINE_WINOGRAD(f32, float, float, float)
+DEFINE_WINOGRAD(f64, double, double, double)
+DEFINE_WINOGRAD(f16, cb_half, float, cb_half)

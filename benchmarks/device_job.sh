@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Everything a session with a GPU runs, in one call of at most 10 minutes:
+#   1. the GPU tests (device, sources, plans, emulated, absent, gemm, vs_cudnn report logic);
+#   2. benchmarks/vs_cudnn.py: ResNet-50 and VGG-16, batch 32 then 1, fp32, fp16, tf32;
+#   3. sweeps of ResNet-50 at batch 32 in fp32, fp16 and tf32 (every kernel and cuDNN plan);
+#   4. compute-sanitizer memcheck on the four kernels, where it is installed.
+# Each phase has a time box (seconds, overridable) so that the whole job ends inside the
+# device call; a phase that runs out keeps what it wrote. Everything lands under $OUT
+# (default results/gpu/device-job), with one log per phase and the environment.
+#
+#   OUT=/somewhere PYTHONPATH=$PWD:/path/to/cudnn-frontend-1.16 bash benchmarks/device_job.sh
+set -u
+cd "$(dirname "$0")/.."
+PY=${GPU_PYTHON:-python3}
+OUT=${OUT:-results/gpu/device-job}
+TESTS_S=${TESTS_S:-90}
+VS_CUDNN_S=${VS_CUDNN_S:-330}
+SWEEP_S=${SWEEP_S:-120}
+SANITIZER_S=${SANITIZER_S:-45}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+start=$(date +%s)
+phase() { echo "== $1 ($(( $(date +%s) - start )) s into the job)" | tee -a "$OUT/job.log"; }
+
+phase environment
+{
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv 2>&1
+  nvcc --version 2>&1 | tail -2
+  "$PY" -c "import sys, numpy, cupy; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__)" 2>&1
+  "$PY" -c "import cudnn; print('cudnn frontend', cudnn.__version__, 'backend', cudnn.backend_version())" 2>&1
+  "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" 2>&1
+} > "$OUT/env.txt"
+
+phase "GPU tests (${TESTS_S} s)"
+timeout "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_device.py \
+  tests/test_gpu_sources.py tests/test_gpu_plans.py tests/test_gpu_gemm.py \
+  tests/test_gpu_absent.py tests/test_vs_cudnn.py > "$OUT/gpu-tests.log" 2>&1
+echo "rc=$?" >> "$OUT/gpu-tests.log"
+
+phase "vs_cudnn (${VS_CUDNN_S} s)"
+timeout --signal=INT --kill-after=20 "$VS_CUDNN_S" "$PY" benchmarks/vs_cudnn.py \
+  --budget $(( VS_CUDNN_S - 40 )) --out "$OUT/vs_cudnn" > "$OUT/vs_cudnn.log" 2>&1
+echo "rc=$?" >> "$OUT/vs_cudnn.log"
+
+phase "ResNet-50 sweeps, batch 32 (${SWEEP_S} s)"
+for math in fp32 fp16 tf32; do
+  timeout --signal=INT --kill-after=10 $(( SWEEP_S / 3 )) "$PY" -m convbench run --backend gpu \
+    --suite resnet50 --batch 32 --math "$math" --algo all --mode both --no-progress \
+    --out "$OUT/resnet50-mb32-$math.jsonl" --table "$OUT/resnet50-mb32-$math.md" \
+    > "$OUT/sweep-$math.log" 2>&1
+  echo "rc=$?" >> "$OUT/sweep-$math.log"
+done
+
+phase "compute-sanitizer (${SANITIZER_S} s)"
+if command -v compute-sanitizer > /dev/null; then
+  timeout "$SANITIZER_S" compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" -c "
+import numpy as np, cupy, convbench
+from convbench import ConvProblem
+for desc in ('mb2ic16ih13oc24kh3ph1', 'g2mb1ic8ih11oc12kh3sh2ph1', 'mb2ic12ih8oc40kh1sh2'):
+    for dt in ('float32', 'float16'):
+        p = ConvProblem.parse(desc).with_(dtype=dt)
+        x = cupy.asarray(np.random.default_rng(0).uniform(-1, 1, p.input_shape).astype(dt))
+        w = cupy.asarray(np.random.default_rng(1).uniform(-1, 1, p.weight_shape).astype(dt))
+        for algo in ('direct', 'im2col', 'fft', 'winograd'):
+            if algo == 'winograd' and p.kh != 3 or algo == 'winograd' and p.sh != 1:
+                continue
+            convbench.conv2d(x, w, stride=(p.sh, p.sw), padding=(p.ph, p.pw), groups=p.g,
+                             algo=algo, backend='gpu')
+cupy.cuda.Device().synchronize()
+print('sanitize cases done')
+" > "$OUT/compute-sanitizer.log" 2>&1
+  echo "rc=$?" >> "$OUT/compute-sanitizer.log"
+else
+  echo "compute-sanitizer not installed" > "$OUT/compute-sanitizer.log"
+fi
+phase "done"
