@@ -45,6 +45,8 @@ KINDS = ("kernel", "baseline")
 FAMILIES = ("direct", "winograd", "fft", "any")
 #: Unit roundoff of a TF32 operand (10 explicit mantissa bits, rounded to nearest).
 TF32_UNIT_ROUNDOFF = 2.0**-11
+#: Unit roundoff of an fp16 operand (an fp32 value stored as fp16).
+FP16_UNIT_ROUNDOFF = 2.0**-11
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import REL_L2_TOL, gpu_tolerance, random_inputs, rel_l2
+from conftest import FP16_TARGET, envelope_ratio, random_inputs, rel_l2
 from problem_grid import GRID
 
 from convbench import ConvProblem, UnsupportedProblem
@@ -61,8 +61,10 @@ def test_emulated_gpu_kernel_matches_reference(shape, kwargs, algo, dtype):
     x, w, b = fp16_inputs(p) if dtype == "float16" else random_inputs(p)
     y = kernel.prepare(p, x, w, b)()
     assert y.shape == p.output_shape and y.dtype == np.dtype(dtype)
-    err = rel_l2(y, reference_for(p, x, w, b))
-    assert err <= gpu_tolerance(dtype, algo), f"{algo} {dtype} {p}: rel_l2 {err:.3g}"
+    ratio = envelope_ratio(kernel, p, x, w, b, y)
+    assert ratio <= 1, f"{algo} {dtype} {p}: {ratio:.3g} of its error envelope"
+    if dtype == "float16":
+        assert rel_l2(y, reference_for(p, x, w, b)) <= FP16_TARGET
 
 
 # A cap small enough to force image and row tiling on a 2-image problem.
@@ -86,8 +88,7 @@ def test_tiled_runs_match_untiled(algo, desc, cap):
         whole_rows = p.oh if algo == "im2col" else -(-p.oh // 2)
         assert kernel.plan(p)[:2] != (p.mb, whole_rows), "cap did not tile"
     tiled = kernel.prepare(p, x, w, b)()
-    err = rel_l2(tiled, reference_for(p, x, w, b))
-    assert err <= gpu_tolerance("float32", algo)
+    assert envelope_ratio(kernel, p, x, w, b, tiled) <= 1
     # Different GEMM widths may round differently in the BLAS, nothing more.
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
 
@@ -325,10 +326,10 @@ def test_every_kernel_runs_its_whole_pipeline_in_every_math_mode(desc, algo, mat
     call = kernel.prepare(p, x, w, b)
     y = call()
     assert y.dtype == np.dtype(p.dtype) and y.shape == p.output_shape
-    err = rel_l2(y, reference_for(p, x, w, b))
-    tf32_tol = 2e-3 if kernel.uses_tf32 else REL_L2_TOL[("float32", algo)]
-    tol = tf32_tol if math == "tf32" else gpu_tolerance(p.dtype, algo)
-    assert err <= tol, f"{algo} {math} {p}: rel_l2 {err:.3g}"
+    ratio = envelope_ratio(kernel, p, x, w, b, y)
+    assert ratio <= 1, f"{algo} {math} {p}: {ratio:.3g} of its error envelope"
+    if math in ("tf32", "fp16"):
+        assert rel_l2(y, reference_for(p, x, w, b)) <= FP16_TARGET
     precision = call.details["precision"]
     assert precision["storage"] == p.dtype and len(precision) >= 2
 
@@ -341,9 +342,12 @@ def test_tf32_mode_rounds_gemm_operands_and_strict_fp32_does_not(algo):
     ref = reference_for(strict, x, w, b)
     err = {}
     for p in (strict, strict.with_(fpmath="tf32")):
-        err[p.fpmath] = rel_l2(emulated(algo).prepare(p, x, w, b)(), ref)
-    assert err["strict"] <= REL_L2_TOL[("float32", algo)]
-    assert err["tf32"] > 10 * err["strict"] and err["tf32"] < 2e-3, err
+        kernel = emulated(algo)
+        y = kernel.prepare(p, x, w, b)()
+        err[p.fpmath] = rel_l2(y, ref)
+        assert envelope_ratio(kernel, p, x, w, b, y) <= 1, p.fpmath
+    # Strict fp32 would not be within TF32's envelope by chance: TF32 loses 13 bits.
+    assert err["tf32"] > 10 * err["strict"] and err["tf32"] < FP16_TARGET, err
 
 
 def test_direct_computes_tf32_problems_strictly():
@@ -365,7 +369,7 @@ def test_fft_with_one_input_channel(dtype):
     kernel = emulated("fft")
     assert min(kernel.plan(p).lh, kernel.plan(p).lw) >= gpu_fft.MIN_FFT_LENGTH
     y = kernel.prepare(p, x, w, b)()
-    assert rel_l2(y, reference_for(p, x, w, b)) <= gpu_tolerance(dtype, "fft")
+    assert envelope_ratio(kernel, p, x, w, b, y) <= 1
 
 
 def test_emulated_fft_refuses_what_cufft_would_misread():

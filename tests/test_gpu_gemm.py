@@ -96,3 +96,20 @@ def test_gemm_compute_follows_the_math_mode():
     assert gemm_compute("tf32", np.complex64) == "tf32"
     assert gemm_compute("fp16", "float16") == "fp16"
     assert gemm_compute("fp64", "float64") == "fp64"
+
+
+def test_accumulating_adds_to_the_output_with_one_rounding():
+    """beta = 1: the bias already in an fp16 output joins the fp32 sum, rounded once.
+
+    2048 + 1 + 0.75 in fp32 is 2049.75, which fp16 rounds to 2050; rounding the
+    product first (2049 -> 2048, a tie to even) and adding the bias after gives 2048.
+    """
+    a = np.array([[[1.0, 1.0]]], np.float16)
+    b = np.array([[[2048.0], [1.0]]], np.float16)
+    out = np.full((1, 1, 1), 0.75, np.float16)
+    RUNTIME.matmul(a, b, out, "fp16", accumulate=True)
+    assert out[0, 0, 0] == np.float16(2050.0)
+    twice = np.float16(np.float16(2049.0) + np.float16(0.75))
+    assert twice == np.float16(2048.0) != out[0, 0, 0]
+    RUNTIME.matmul(a, b, out, "fp16")  # without accumulate the output is overwritten
+    assert out[0, 0, 0] == np.float16(2048.0)

@@ -27,12 +27,11 @@ length-1 transforms worth having).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from convbench.contract import ErrorModel
+from convbench.contract import TF32_UNIT_ROUNDOFF, ErrorModel
 from convbench.problem import ConvProblem
 
 from ..algorithms import fft as algorithm
@@ -83,8 +82,10 @@ class GpuFftKernel(GpuKernel):
         return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
+        """The FFT family at the plan's size; TF32 operands where the contraction runs in TF32."""
         plan = self.plan(p)
-        return replace(super().error_model(p), transform_size=plan.lh * plan.lw)
+        rounding = TF32_UNIT_ROUNDOFF if contraction_compute(p) == "tf32" else 0.0
+        return ErrorModel(self.family, rounding, plan.lh * plan.lw)
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
         rt = self.runtime

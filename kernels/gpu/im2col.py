@@ -29,11 +29,12 @@ from .gemm import GEMM_DESCRIPTION, gemm_compute
 from .runtime import Int64, elementwise_grid, row_grid
 from .sources import CudaSource
 
-SOURCE = CudaSource("im2col", ("im2col_lower", "add_bias"))
+SOURCE = CudaSource("im2col", ("im2col_lower", "fill_bias"))
 
 
-def grouped_matmul(rt: Any, w: Any, col: Any, out: Any, compute: str) -> None:
-    """``out[b, g] = w[g] @ col[b, g]`` for (nb, G, ...) ``col``/``out`` and (G, ...) ``w``.
+def grouped_matmul(rt: Any, w: Any, col: Any, out: Any, compute: str,
+                   accumulate: bool = False) -> None:
+    """``out[b, g] (+)= w[g] @ col[b, g]`` for (nb, G, ...) ``col``/``out`` and (G, ...) ``w``.
 
     One strided-batched GEMM per group over the images (weights broadcast),
     or per image over the groups, whichever makes fewer calls.
@@ -42,10 +43,11 @@ def grouped_matmul(rt: Any, w: Any, col: Any, out: Any, compute: str) -> None:
     nb, groups = col.shape[0], col.shape[1]
     if groups == 1 or groups <= nb:
         for g in range(groups):
-            rt.matmul(xp.broadcast_to(w[g], (nb, *w.shape[1:])), col[:, g], out[:, g], compute)
+            rt.matmul(xp.broadcast_to(w[g], (nb, *w.shape[1:])), col[:, g], out[:, g], compute,
+                      accumulate)
     else:
         for b in range(nb):
-            rt.matmul(w, col[b], out[b], compute)
+            rt.matmul(w, col[b], out[b], compute, accumulate)
 
 
 class GpuIm2colKernel(GpuKernel):
@@ -87,21 +89,23 @@ class GpuIm2colKernel(GpuKernel):
         crs_g = cg * p.kh * p.kw
         y_blocks = y.reshape(p.mb, g, kg, p.oh * p.ow)
         w_mat = wd.reshape(g, kg, crs_g)
-        bias_name = self.kernel("add_bias", p)
+        # The bias is written into y first and the GEMMs add to it (beta = 1): one
+        # rounding of the sum, where adding it afterwards would round fp16 twice.
+        bias_name = self.kernel("fill_bias", p)
         bias_grid = elementwise_grid(y.size)
         bias_args = [y, bd, Int64(y.size), p.oc, p.oh * p.ow]
 
-        def finish() -> Any:
+        def start() -> None:
             if has_bias:
                 rt.launch(SOURCE, bias_name, *bias_grid, bias_args)
-            return y
 
         if is_pointwise_gemm(p):
             x_mat = xd.reshape(p.mb, g, cg, p.ih * p.iw)
 
             def run_pointwise() -> Any:
-                grouped_matmul(rt, w_mat, x_mat, y_blocks, compute)
-                return finish()
+                start()
+                grouped_matmul(rt, w_mat, x_mat, y_blocks, compute, has_bias)
+                return y
 
             return self.with_details(p, run_pointwise, gemm_calls=g if g <= p.mb else p.mb)
 
@@ -120,10 +124,11 @@ class GpuIm2colKernel(GpuKernel):
             steps.append((col, out, args, row_grid(t.nb * crs, t.rows * p.ow)))
 
         def run() -> Any:
+            start()
             for col, out, args, launch in steps:
                 rt.launch(SOURCE, lower, *launch, args)
-                grouped_matmul(rt, w_mat, col, out, compute)
-            return finish()
+                grouped_matmul(rt, w_mat, col, out, compute, has_bias)
+            return y
 
         return self.with_details(p, run, tiles=len(steps))
 

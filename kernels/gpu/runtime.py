@@ -193,11 +193,13 @@ class CupyRuntime:
         packed = tuple(_cupy_argument(a) for a in args)
         fn(grid, block, packed, shared_mem=shared_mem)
 
-    def matmul(self, a: Any, b: Any, out: Any, compute: str) -> None:
+    def matmul(self, a: Any, b: Any, out: Any, compute: str, accumulate: bool = False) -> None:
         """``out[i] = a[i] @ b[i]`` (row-major, 3-D) as one cuBLAS strided-batched GEMM.
 
         See :mod:`kernels.gpu.gemm` for ``compute``. Batch stride 0 broadcasts
-        an operand (the weights of every image).
+        an operand (the weights of every image). ``accumulate`` adds the
+        product to ``out`` (cuBLAS's beta = 1), in the compute precision,
+        with one rounding to ``out``'s dtype.
         """
         from cupy.cuda import device  # noqa: PLC0415
         from cupy_backends.cuda.libs import cublas  # noqa: PLC0415
@@ -209,7 +211,8 @@ class CupyRuntime:
         scale = GEMM_SCALE[compute]
         if np.iscomplexobj(a):
             scale = np.complex64 if scale == np.float32 else np.complex128
-        alpha, beta = np.ones(1, scale), np.zeros(1, scale)
+        alpha = np.ones(1, scale)
+        beta = np.ones(1, scale) if accumulate else np.zeros(1, scale)
         lda, sa = matmul_layout(a)
         ldb, sb = matmul_layout(b)
         ldc, sc = matmul_layout(out)
@@ -352,15 +355,19 @@ class HostRuntime:
         if status != 0:
             raise RuntimeError(f"emulated launch of {kernel} failed: {error.value.decode()}")
 
-    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, compute: str) -> None:
-        """``out[i] = a[i] @ b[i]`` with ``compute``'s operand rounding, in NumPy.
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, compute: str,
+               accumulate: bool = False) -> None:
+        """``out[i] = a[i] @ b[i]`` (``+ out[i]``) with ``compute``'s rounding, in NumPy.
 
         Validated as :class:`CupyRuntime` validates; TF32 and float16 operands
         are emulated by :func:`kernels.gpu.gemm.emulate_operand`, sums are
-        float32 (float64) BLAS sums, the output is rounded once to its dtype.
+        float32 (float64) BLAS sums, ``out`` is added in that precision where
+        ``accumulate``, and the result is rounded once to its dtype.
         """
         check_matmul(a, b, out, compute)
         product = np.matmul(emulate_operand(a, compute), emulate_operand(b, compute))
+        if accumulate:
+            product = product + out.astype(product.dtype)
         out[...] = product.astype(out.dtype, copy=False)
 
     def rfft2_by_frequency(self, tiles: np.ndarray, spectra: np.ndarray) -> None:

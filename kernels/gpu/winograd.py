@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from convbench.contract import FP16_UNIT_ROUNDOFF, ErrorModel
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
@@ -54,6 +55,12 @@ class GpuWinogradKernel(GpuKernel):
         return super().problem_reason(p) or algorithm.supports_geometry(p)
 
     uses_tf32 = True
+
+    def error_model(self, p: ConvProblem) -> ErrorModel:
+        """Winograd's family; U and V rounded to fp16 (float16 data) or TF32 (tf32 mode)."""
+        if stage_dtypes(p)[0] == "float16":
+            return ErrorModel(self.family, FP16_UNIT_ROUNDOFF)
+        return super().error_model(p)
 
     def precision(self, p: ConvProblem) -> dict[str, str]:
         uv, m = stage_dtypes(p)

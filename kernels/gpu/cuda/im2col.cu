@@ -37,14 +37,12 @@ __device__ void im2col_lower(const T* __restrict__ x, T* __restrict__ col, int n
     }
 }
 
-// y[n, k, :, :] += bias[k], in the accumulation type, rounded once.
+// y[n, k, :, :] = bias[k]: the GEMMs then add the products to it (beta = 1), so the
+// sum with the bias is rounded once, in the GEMM's accumulation precision.
 template <typename T>
-__device__ void add_bias(T* __restrict__ y, const T* __restrict__ bias, long long total, int K,
-                         int plane) {
-    CB_GRID_STRIDE_LOOP(i, total) {
-        const int k = (int)((i / plane) % K);
-        cb_store(y, i, cb_load(y, i) + cb_load(bias, k));
-    }
+__device__ void fill_bias(T* __restrict__ y, const T* __restrict__ bias, long long total, int K,
+                          int plane) {
+    CB_GRID_STRIDE_LOOP(i, total) y[i] = bias[(i / plane) % K];
 }
 
 #define DEFINE_IM2COL(SUFFIX, T)                                                              \
@@ -54,11 +52,11 @@ __device__ void add_bias(T* __restrict__ y, const T* __restrict__ bias, long lon
         im2col_lower<T>(x, col, nb, C, H, W, n0, p0, rows, R, S, sh, sw, pt, pl, dh, dw, Q); \
     }                                                                                         \
     CB_EXPORT(im2col_lower_##SUFFIX)                                                          \
-    extern "C" __global__ void add_bias_##SUFFIX(T* y, const T* bias, long long total, int K, \
-                                                 int plane) {                                 \
-        add_bias<T>(y, bias, total, K, plane);                                                \
+    extern "C" __global__ void fill_bias_##SUFFIX(T* y, const T* bias, long long total,       \
+                                                  int K, int plane) {                         \
+        fill_bias<T>(y, bias, total, K, plane);                                               \
     }                                                                                         \
-    CB_EXPORT(add_bias_##SUFFIX)
+    CB_EXPORT(fill_bias_##SUFFIX)
 
 DEFINE_IM2COL(f32, float)
 DEFINE_IM2COL(f64, double)
