@@ -81,3 +81,19 @@ def test_platforms_name_their_needs():
         platform("arm")
     flags = cpu_flags()
     assert not flags or "sse2" in flags  # x86-64: SSE2 is the baseline
+
+
+def _fingerprint(code_before: str, env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, "-c", f"{code_before}\n"
+                           "from convbench.store.environment import platform_fingerprint\n"
+                           "print(platform_fingerprint('cpu')['id'])"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=True,
+                          env=dict(os.environ, **(env or {})))
+    return done.stdout.strip()
+
+
+def test_the_platform_fingerprint_is_the_platform_not_the_import_order():
+    plain = _fingerprint("")
+    assert plain == _fingerprint("import torch, scipy.fft")  # torch loads an OpenMP runtime
+    assert plain == _fingerprint("import convbench; convbench.algorithms('cpu')")
+    assert plain != _fingerprint("", platform("sse").env)

@@ -71,15 +71,23 @@ def _git_commit() -> str | None:
         return None
 
 
-def blas_pools() -> list[dict[str, Any]]:
-    """The BLAS libraries loaded in this process, as threadpoolctl sees them."""
+def blas_pools(blas_only: bool = False) -> list[dict[str, Any]]:
+    """The BLAS libraries (and, unless ``blas_only``, OpenMP runtimes) of this process.
+
+    NumPy's and SciPy's BLAS are loaded first, so that what is listed does not
+    depend on what the process happened to import before.
+    """
     import numpy as np  # noqa: PLC0415 -- loads BLAS so threadpoolctl sees it
     from threadpoolctl import threadpool_info  # noqa: PLC0415
 
     np.dot(np.ones((2, 2)), np.ones((2, 2)))
+    try:
+        import scipy.linalg  # noqa: PLC0415,F401 -- SciPy's own OpenBLAS, used by FFT's GEMMs
+    except ImportError:
+        pass
     return [{k: pool.get(k) for k in ("internal_api", "prefix", "version", "num_threads",
                                       "threading_layer", "architecture")}
-            for pool in threadpool_info()]
+            for pool in threadpool_info() if not blas_only or pool.get("user_api") == "blas"]
 
 
 def environment(backend: str = "cpu") -> dict[str, Any]:
@@ -213,7 +221,7 @@ def platform_fingerprint(backend: str = "cpu") -> dict[str, Any]:
     else:
         fp.update(cpu_isa=cpu_isa(),
                   blas=sorted({f"{p.get('internal_api')} {p.get('version')} "
-                               f"{p.get('architecture')}" for p in blas_pools()}),
+                               f"{p.get('architecture')}" for p in blas_pools(blas_only=True)}),
                   numba_cpu=_numba_cpu(), onednn_isa=_onednn_isa(),
                   numpy=package_version("numpy"), scipy=package_version("scipy"),
                   overrides={k: os.environ[k] for k in ARITHMETIC_VARIABLES if k in os.environ})
