@@ -1,7 +1,7 @@
 """The ``convbench`` command: it parses the command line and calls the library.
 
 Each subcommand lives in its own module of this package (``list``, ``run``,
-``check``, ``compare``, ``roof``, ``report``) with an ``add_parser`` and a
+``check``, ``compare``, ``roof``, ``report``, ``tune``) with an ``add_parser`` and a
 ``main``; exit status 0 on success, 1 on regressions or findings, 2 on usage
 errors, 130 when interrupted.
 """
@@ -12,11 +12,11 @@ import argparse
 import signal
 import sys
 
-from convbench.cli import check, compare, listing, report, roof, sweep
+from convbench.cli import check, compare, listing, report, roof, sweep, tune
 from convbench.cli.common import EXIT_USAGE
 
 COMMANDS = {"list": listing, "run": sweep, "roof": roof, "report": report, "check": check,
-            "compare": compare}
+            "compare": compare, "tune": tune}
 
 
 def build_parser() -> argparse.ArgumentParser:
