@@ -108,7 +108,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
                               allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
     saved = tuning.save_plans(out, outcome, args.backend)
-    print(plans_table(outcome, args.metric, args.budget))
+    print(plans_table(outcome, args.metric, args.budget, args.backend))
     print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
     for lp in outcome.failed:
         print(f"convbench: {lp.layer.name or lp.layer.descriptor}: {lp.failure}",
@@ -120,27 +120,30 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     return EXIT_REGRESSION if outcome.failed else EXIT_OK
 
 
-def plans_table(outcome: Any, metric: str, budget: float) -> str:
-    """One row per layer: the choice, its time and error, the runner-up, the fastest overall."""
+def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") -> str:
+    """One row per layer: the choice, its time and error, the runner-up, the fastest overall,
+    and the vendor's time (oneDNN, cuDNN) over the choice's."""
     from convbench.present.format import fmt  # noqa: PLC0415
     from convbench.present.tables import Table  # noqa: PLC0415
+    from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
+
+    peer = SPEEDUP_PEER[backend]
 
     rows = []
     for lp in outcome.plans:
         name = lp.layer.name or lp.layer.descriptor
         c = lp.choice
         if c is None:
-            rows.append([name, "none", "—", "—", "—", "—", "—"])
+            rows.append([name, "none within budget", "—", "—", "—", "—", "—"])
             continue
         fastest = min(c.candidates, key=lambda k: k.time_s)
-        baselines = [k for k in c.candidates if k.kind == "baseline"]
-        vendor = min(baselines, key=lambda k: k.time_s, default=None)
+        vendor = next((k for k in c.candidates if k.kernel == peer), None)
         rows.append([
             name, c.chosen.kernel, fmt(c.chosen.time_s * 1e3, ".3f"),
             fmt(c.chosen.error(metric), ".2e"),
             c.runner_up.kernel if c.runner_up else "—",
             f"{fastest.kernel} ({fastest.error(metric):.1e})",
-            f"{vendor.kernel} {vendor.time_s / c.chosen.time_s:.2f}x" if vendor else "—"])
+            fmt(vendor.time_s / c.chosen.time_s if vendor else None, ".2f")])
     table = Table(["layer", "chosen", "ms", metric, "runner-up", f"fastest ({metric})",
-                   "vendor time / chosen"], rows)
+                   f"{peer} ms / chosen ms"], rows)
     return f"## Plans within {metric} <= {budget:g}\n\n" + table.to_markdown()
