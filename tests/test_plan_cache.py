@@ -172,9 +172,9 @@ def test_concurrent_writers_lose_no_entry(plans_file):
     assert not list(plans_file.parent.glob(".plans.json.*.tmp"))  # no temporary file left
 
 
-def _tune(out, *descriptors, extra=()):
+def _tune(out, *descriptors, budget="1e-5", extra=()):
     return subprocess.Popen(
-        [sys.executable, "-m", "convbench.cli", "tune", *descriptors, "--budget", "1e-5",
+        [sys.executable, "-m", "convbench.cli", "tune", *descriptors, "--budget", budget,
          "--algo", "direct,im2col", "--min-reps", "2", "--min-time", "0", "--no-progress",
          "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent)
@@ -197,3 +197,19 @@ def test_two_tune_commands_on_one_file_both_land(plans_file):
         assert entry["choice"]["kernel"] in ("direct", "im2col")
         assert entry["choice"]["error"]["rel_l2"] <= 1e-5
         assert {c["kernel"] for c in entry["candidates"]} == {"direct", "im2col"}
+
+
+def test_tune_names_the_closest_kernel_when_no_kernel_meets_the_budget(plans_file):
+    proc = _tune(plans_file, 'mb1ic8ih10oc8kh3ph1n"tight"', budget="1e-12")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert "tight: no convbench kernel meets rel_l2 <= 1e-12" in err
+    assert "the closest is " in err and "raise the budget to at least that" in err
+    assert "none within budget" in out and not plans_file.exists()
+    # In float64 the same budget is met, and the plan is kept under float64 and fp64.
+    proc = _tune(plans_file, 'mb1ic8ih10oc8kh3ph1n"tight"', budget="1e-12",
+                 extra=("--dtype", "f64"))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    (platform,) = json.loads(plans_file.read_text())["platforms"].values()
+    assert list(platform["entries"]) == ["--dt=f64 mb1ic8ih10oc8kh3ph1|float64|fp64"]
