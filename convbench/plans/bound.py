@@ -30,7 +30,8 @@ class Plan:
 
     Made by :func:`plan`. The array a call returns is the plan's own output
     buffer, which the next call overwrites (copy it to keep it), unless the
-    kernel allocates a new output per call.
+    kernel allocates a new output per call. For the same reason a plan is not
+    to be called from several threads at once; make one plan per thread.
 
     Attributes
     ----------
@@ -97,7 +98,7 @@ class Plan:
         if shape != p.input_shape:
             raise ValueError(f"this plan takes inputs of shape {p.input_shape}, got {shape}; "
                              "make a plan per input shape")
-        if str(dtype) != p.dtype:
+        if getattr(dtype, "name", str(dtype)) != p.dtype:
             raise TypeError(f"this plan takes {p.dtype} inputs, got {dtype}")
 
     def __repr__(self) -> str:
