@@ -14,7 +14,7 @@ from convbench import ConvProblem, KernelBase, UnsupportedProblem
 from convbench.kernels.catalog import builtin_kernels
 from convbench.kernels.cpu import fft as cpu_fft
 from convbench.kernels.cpu import winograd as cpu_winograd
-from convbench.kernels.gpu.runtime import HostRuntime
+from convbench.kernels.gpu.runtime import HostRuntime, cupy_unavailable_reason
 from convbench.problem.reference import reference_for
 from convbench.registry import kernels
 
@@ -210,3 +210,31 @@ def test_plan_of_an_empty_batch_returns_empty_outputs():
     f = convbench.plan(p.input_shape, w, b, padding=1, algo="fft")
     y = f(np.zeros(p.input_shape, dtype=np.float32))
     assert y.shape == (0, 24, 12, 12)
+
+
+@pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is present")
+def test_a_gpu_plan_without_a_gpu_says_why():
+    p = ConvProblem.parse(PROBLEMS[0])
+    _, w, b = random_inputs(p)
+    with pytest.raises(UnsupportedProblem, match="gpu winograd cannot run .*CuPy"):
+        convbench.plan(p.input_shape, w, b, padding=1, backend="gpu", algo="winograd")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algo", ["direct", "im2col", "fft", "winograd"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_gpu_plan_takes_and_returns_device_arrays_and_equals_conv2d(algo, dtype):
+    import cupy
+
+    p = ConvProblem.parse(PROBLEMS[0]).with_(dtype=dtype)
+    _, w, b = random_inputs(p.with_(dtype="float32"), seed=1)
+    w, b = w.astype(dtype), b.astype(dtype)
+    f = convbench.plan(p.input_shape, w, b, padding=1, backend="gpu", algo=algo)
+    assert f.weights_bound and isinstance(f.input, cupy.ndarray)
+    for seed in (2, 3):
+        x = cupy.asarray(random_inputs(p.with_(dtype="float32"), seed=seed)[0].astype(dtype))
+        y = f(x)
+        assert isinstance(y, cupy.ndarray) and y.dtype == dtype
+        expected = convbench.conv2d(x, cupy.asarray(w), cupy.asarray(b), padding=1,
+                                    algo=algo, backend="gpu")
+        np.testing.assert_array_equal(cupy.asnumpy(y), cupy.asnumpy(expected))

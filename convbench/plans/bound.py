@@ -49,7 +49,9 @@ class Plan:
         # NumPy on the host emulator) decides, so that the buffer is never copied
         # again in prepare and the prepared call sees what a call writes into it.
         runtime = getattr(kernel, "runtime", None)
-        xp = getattr(runtime, "xp", None) or array_module(w)
+        xp = getattr(runtime, "xp", None)
+        if xp is None:
+            xp = _device_module() if kernel.backend == "gpu" else array_module(w)
         self.problem = p
         self.kernel = kernel
         self._xp = xp
@@ -104,6 +106,13 @@ class Plan:
     def __repr__(self) -> str:
         how = "weights bound" if self.weights_bound else "prepared per call"
         return f"<convbench plan {self.kernel.backend} {self.kernel.name} {self.problem} ({how})>"
+
+
+def _device_module() -> Any:
+    """CuPy, for GPU kernels that do not name their runtime (the cuDNN baselines)."""
+    import cupy  # noqa: PLC0415 -- only with a GPU kernel in hand
+
+    return cupy
 
 
 def plan(x_or_shape: Any, w: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0,
