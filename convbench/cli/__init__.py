@@ -1,7 +1,7 @@
 """The ``convbench`` command: it parses the command line and calls the library.
 
 Each subcommand lives in its own module of this package (``list``, ``run``,
-``check``, ``compare``, ``roof``, ``report``, ``tune``) with an ``add_parser`` and a
+``check``, ``compare``, ``roof``, ``report``) with an ``add_parser`` and a
 ``main``; exit status 0 on success, 1 on regressions or findings, 2 on usage
 errors, 130 when interrupted.
 """
