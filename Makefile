@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn vs-cudnn jit-cost gpu lint venv clean
+.PHONY: test bench vs-onednn vs-cudnn jit-cost tune browser gpu lint venv clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 # float32 and float64, random and exact fills, against results/accuracy/.
 CHECK_SUBSET = --suite lenet5,alexnet --algo direct,im2col,fft,winograd --no-progress
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/convbench check $(CHECK_SUBSET)
 	$(BIN)/convbench check $(CHECK_SUBSET) --fill exact
@@ -36,6 +36,39 @@ bench: $(STAMP)
 	mkdir -p $(dir $(OUT))
 	$(BIN)/convbench run --suite $(SUITE) --batch $(BATCH) --backend cpu --algo all \
 		--mode both --roof --out $(OUT) --table $(OUT:.jsonl=.md)
+
+# Headless Chromium for the report's browser test. As root with apt-get (a fresh Debian
+# machine, CI): Debian's package, no prompts. Otherwise, or if the install fails, this says
+# so and the test skips, naming the command.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; \
+	then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the report's browser test"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null; } \
+		|| echo "could not install chromium: the browser test will skip"; \
+	else \
+		echo "no chromium: the browser test will skip (as root: apt-get install chromium)"; \
+	fi
+
+# Plans for $(SUITE) at batch 1 and 8 within rel_l2 <= $(BUDGET) on this machine, their
+# report, then the plan callables against oneDNN and best-of-convbench, interleaved
+# (and FFT/Winograd through plan against their prepared calls).
+BUDGET    ?= 1e-6
+PLANS_DIR ?= results/cpu/plans
+tune: $(STAMP)
+	mkdir -p $(PLANS_DIR)
+	for mb in 1 8; do \
+		$(BIN)/convbench tune --suite $(SUITE) --batch $$mb --backend cpu --budget $(BUDGET) \
+			--out $(PLANS_DIR)/$(SUITE).json --records $(PLANS_DIR)/$(SUITE)-mb$$mb.jsonl \
+			--no-progress || exit 1; done
+	$(BIN)/convbench report $(PLANS_DIR)/$(SUITE)-mb1.jsonl $(PLANS_DIR)/$(SUITE)-mb8.jsonl \
+		-o $(PLANS_DIR)/report --error-budget $(BUDGET) \
+		--title "$(SUITE): tuned plans within rel_l2 <= $(BUDGET)"
+	$(BIN)/python benchmarks/plans_vs_onednn.py --plans $(PLANS_DIR)/$(SUITE).json \
+		--suite $(SUITE) --batch 1,8 --out $(PLANS_DIR)/plans_vs_onednn
 
 # Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
 vs-onednn: $(STAMP)

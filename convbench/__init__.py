@@ -4,6 +4,7 @@ Public API::
 
     convbench.conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1,
                      algo="direct", backend="cpu")
+    f = convbench.plan(x.shape, w, bias, stride=1, padding=0, backend="cpu")  # f(x) -> y
     convbench.algorithms("cpu")
     convbench.ConvProblem.parse('mb8ic64ih56oc64kh3ph1n"res2a_branch2b"')
     convbench.reference(x, w, bias, stride=..., padding=..., dilation=..., groups=...)
@@ -19,6 +20,7 @@ registered ones.
 from convbench.api import auto_kernel, conv2d
 from convbench.contract import ErrorModel, Kernel, KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
+from convbench.plans.bound import Plan, plan
 from convbench.problem import ConvProblem
 from convbench.problem.reference import reference
 from convbench.registry import algorithms, get_kernel, register
@@ -28,12 +30,14 @@ __all__ = [
     "ErrorModel",
     "Kernel",
     "KernelBase",
+    "Plan",
     "Prepared",
     "UnsupportedProblem",
     "algorithms",
     "auto_kernel",
     "conv2d",
     "get_kernel",
+    "plan",
     "reference",
     "register",
 ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+import numpy as np
 
 from convbench.contract import Kernel
 from convbench.errors import UnsupportedProblem
+from convbench.plans import cache as plan_cache
+from convbench.plans.choice import Candidate, choose
 from convbench.problem import ConvProblem, problem_from_arrays
-from convbench.problem.arguments import array_module
+from convbench.problem.arguments import array_module, to_host
 from convbench.registry import get_kernel, kernels
 
 
@@ -35,6 +40,76 @@ def auto_kernel(p: ConvProblem, backend: str = "cpu") -> Kernel:
     raise UnsupportedProblem(f"no {backend} kernel supports {p}")
 
 
+def tuned_kernel(p: ConvProblem, backend: str = "cpu", budget: float | None = None
+                 ) -> Kernel | None:
+    """The kernel the plan cache chose for ``p`` on this platform, or None.
+
+    The cache is :func:`convbench.plans.cache.default_path` (``$CONVBENCH_PLANS``
+    overrides it). A cache tuned on another platform is ignored with one
+    warning. With ``budget``, the choice is made again among the kernels the
+    entry measured, on the entry's metric and with its ``allow_vendor``.
+
+    Raises
+    ------
+    convbench.plans.choice.BudgetNotMet
+        ``budget`` is given and no measured kernel meets it.
+    """
+    entry = plan_cache.find_entry(p, backend)
+    if entry is None:
+        return None
+    name = entry["choice"]["kernel"]
+    if budget is not None:
+        candidates = [Candidate.from_json(c) for c in entry["candidates"]]
+        name = choose(candidates, budget=budget, metric=entry["metric"],
+                      allow_vendor=entry["allow_vendor"], problem=entry["problem"]).chosen.kernel
+    try:
+        kernel = get_kernel(name, backend)
+    except ValueError:
+        kernel = None
+    if kernel is None or kernel.supports(p) is not None:
+        warnings.warn(f"convbench: the plan cache chose {backend} {name!r} for {p}, which "
+                      "is not registered or does not support it here; using the documented "
+                      "rule", plan_cache.PlanCacheWarning, stacklevel=3)
+        return None
+    return kernel
+
+
+def select_kernel(p: ConvProblem, backend: str = "cpu", algo: str = "auto",
+                  budget: float | None = None) -> Kernel:
+    """The kernel ``algo`` names; for ``"auto"`` the tuned choice, else :func:`auto_kernel`.
+
+    Raises
+    ------
+    TypeError
+        ``algo`` is not a str.
+    ValueError
+        An unknown algorithm, or ``budget`` with an algorithm other than ``"auto"``.
+    convbench.plans.choice.BudgetNotMet
+        ``budget`` is given and no kernel the cache measured for ``p`` meets it.
+    """
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be a str, got {algo!r}")
+    if algo != "auto":
+        if budget is not None:
+            raise ValueError(f"budget applies to algo='auto' (the tuned choice), got "
+                             f"algo={algo!r} with budget={budget!r}")
+        return get_kernel(algo, backend)
+    return tuned_kernel(p, backend, budget) or auto_kernel(p, backend)
+
+
+def as_array_of(xp: Any, y: Any) -> Any:
+    """``y`` as an array of ``xp`` (NumPy or CuPy); a baseline's torch tensor without a copy.
+
+    Vendor baselines compute through torch and return tensors; ``conv2d`` and
+    plans return arrays of the kind they were given, whichever kernel ran.
+    """
+    if isinstance(y, xp.ndarray):
+        return y
+    if xp is np:
+        return to_host(y)
+    return xp.asarray(y)  # a CUDA tensor, through __cuda_array_interface__
+
+
 def conv2d(x: Any, w: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, algo: str = "direct",
            backend: str = "cpu") -> Any:
@@ -54,7 +129,9 @@ def conv2d(x: Any, w: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
     groups : int
         Divides C and K; ``groups == C`` is depthwise.
     algo : str
-        A registered algorithm (see :func:`convbench.algorithms`) or ``"auto"``.
+        A registered algorithm (see :func:`convbench.algorithms`) or ``"auto"``:
+        the kernel ``convbench tune`` chose for this problem on this platform
+        (:func:`tuned_kernel`), else the documented rule (:func:`auto_kernel`).
     backend : {"cpu", "gpu"}
 
     Returns
@@ -70,12 +147,10 @@ def conv2d(x: Any, w: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
     """
     p, x, w, bias = problem_from_arrays(x, w, bias, stride=stride, padding=padding,
                                         dilation=dilation, groups=groups)
-    if not isinstance(algo, str):
-        raise TypeError(f"algo must be a str, got {algo!r}")
-    kernel = auto_kernel(p, backend) if algo == "auto" else get_kernel(algo, backend)
+    kernel = select_kernel(p, backend, algo)
     reason = kernel.supports(p)
     if reason is not None:
         raise UnsupportedProblem(f"{backend} {kernel.name} cannot run {p}: {reason}")
     if p.mb == 0:
         return array_module(x).empty(p.output_shape, dtype=p.dtype)
-    return kernel.prepare(p, x, w, bias)()
+    return as_array_of(array_module(x), kernel.prepare(p, x, w, bias)())

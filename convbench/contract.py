@@ -9,6 +9,12 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
 * ``caches_weights``: whether ``prepare`` transforms the weights once, as a
   framework's inference does (Winograd's ``U = G g G^T``, FFT's filter
   spectra), so that a call does not repeat it;
+* ``reads_input_at_call`` (optional, default false): whether the prepared
+  call reads the values of ``x`` when it runs rather than when it is
+  prepared. Then writing new values into the array given to ``prepare`` and
+  calling again convolves the new values with the weights already
+  transformed: :func:`convbench.plan` binds a kernel once per weight tensor
+  this way. A kernel without the attribute is prepared again for every input;
 * ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
 * ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
 * ``error_model(p) -> ErrorModel``: which error envelope its results are held
@@ -155,6 +161,10 @@ class KernelBase:
     caches_weights: bool = False
     #: Storage dtypes the kernel computes.
     dtypes: tuple[str, ...] = ("float16", "float32", "float64")
+    #: Whether the prepared call reads ``x`` when it runs (see the module docstring).
+    #: False by default: a kernel that copies or transforms ``x`` in ``prepare`` must
+    #: not claim it.
+    reads_input_at_call: bool = False
     #: Whether the kernel rounds float32 operands to TF32 where the problem allows it
     #: (``fpmath="tf32"``); a kernel that does not computes such problems strictly.
     uses_tf32: bool = False

@@ -12,11 +12,11 @@ import argparse
 import signal
 import sys
 
-from convbench.cli import check, compare, listing, report, roof, sweep
+from convbench.cli import check, compare, listing, report, roof, sweep, tune
 from convbench.cli.common import EXIT_USAGE
 
 COMMANDS = {"list": listing, "run": sweep, "roof": roof, "report": report, "check": check,
-            "compare": compare}
+            "compare": compare, "tune": tune}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from convbench.present import plots
+from convbench.present import plots, tradeoff
 from convbench.present.format import fmt
 from convbench.present.plots import RunView
 from convbench.present.tables import Table
+from convbench.present.tradeoff import TradeoffView
 from convbench.store.jsonl import load_run
 
 DEFAULT_ERROR_BUDGET = 1e-5
@@ -86,6 +87,26 @@ def run_sections(view: RunView, out: Path, prefix: str, budget: float) -> list[S
     return sections
 
 
+def tradeoff_sections(view: RunView, out: Path, prefix: str,
+                      config: dict) -> list[Section]:
+    """The time-vs-error trade-off of a tuned run (``convbench tune``)."""
+    tv = TradeoffView.of(view, config)
+    tradeoff.plot_tradeoff(tv, out / f"{prefix}tradeoff.png")
+    tradeoff.plot_budgets(tv, out / f"{prefix}budgets.png")
+    who = "convbench kernels and baselines" if tv.allow_vendor else "convbench kernels"
+    return [
+        Section(f"Time vs {tv.metric} per layer, tuned within {tv.budget:g}",
+                f"{prefix}tradeoff.png", tv.choices_table(),
+                f"Each kernel's median time against its {tv.metric}; the black step is the "
+                f"Pareto front (no other kernel is both faster and more accurate), the dashed "
+                f"line the budget, the ring the fastest of the {who} within it."),
+        Section("Whole network per error budget", f"{prefix}budgets.png", tv.budgets_table(),
+                f"The tuned plan takes, per layer, the fastest of the {who} within the "
+                "budget; fixed kernels run every layer whatever their error ('over on N': "
+                "N layers exceed the budget; hatched in the figure)."),
+    ]
+
+
 def network_comparison(views: list[RunView]) -> Table:
     """Whole-network time of every kernel, one column per run."""
     kernels = list(dict.fromkeys(k for v in views for k in v.network()))
@@ -126,12 +147,15 @@ def write_report(paths: list[str], out_dir: str | Path, *,
         label = f"{Path(path).stem}"
         if env.get("hostname"):
             label += f" @ {env['hostname']}"
+        tune = tradeoff.tune_config(run)
         for view in RunView.from_run(run, label):
             views.append(view)
             without_host = re.sub(r" @ [^/]+", " ", view.label)
             prefix = f"{len(views)}-{_slug(without_host)}-"
-            blocks.append((view.label, run_sections(view, out, prefix, budget),
-                           _environment_line(run)))
+            sections = run_sections(view, out, prefix, budget)
+            if tune:
+                sections += tradeoff_sections(view, out, prefix, tune)
+            blocks.append((view.label, sections, _environment_line(run)))
     plots.plot_network(views, out / "network.png")
     network = Section("Whole network", "network.png", network_comparison(views),
                       "Sum over the suite's layers of median time x repeat count; "

@@ -34,6 +34,9 @@ class CpuKernel(KernelBase):
     A float32 problem that allows TF32 (``fpmath="tf32"``) runs in strict
     float32: TF32 permits rounding the operands, it does not require it.
 
+    The prepared call reads ``x`` when it runs (``reads_input_at_call``): a
+    subclass keeps ``x`` itself, or views of it, in its call and never a copy.
+
     Parameters
     ----------
     workspace_cap : int
@@ -43,6 +46,7 @@ class CpuKernel(KernelBase):
     backend = "cpu"
     clock = "host"
     dtypes = CPU_DTYPES
+    reads_input_at_call = True
 
     def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
         self.workspace_cap = workspace_cap

@@ -48,6 +48,9 @@ class GpuKernel(KernelBase):
     backend = "gpu"
     name = "gpu-kernel"
     dtypes = GPU_DTYPES
+    #: :meth:`device_operands` keeps a device ``x`` as it is (no copy), and the
+    #: kernels read it when their call runs.
+    reads_input_at_call = True
     #: The CUDA sources the kernel launches.
     sources: tuple[CudaSource, ...] = ()
 
@@ -102,8 +105,10 @@ class GpuKernel(KernelBase):
         """Inputs on the device, the output buffer and a bias operand (never None).
 
         Host arrays are copied here, in ``prepare``: transfers never fall
-        inside the timed call. ``w=None`` (kernels that only use transformed
-        weights) copies no weights and returns ``None`` for them.
+        inside the timed call. A device ``x`` is used as it is, so the call
+        reads the values it holds when it runs (``reads_input_at_call``).
+        ``w=None`` (kernels that only use transformed weights) copies no
+        weights and returns ``None`` for them.
         """
         rt = self.runtime
         xp = rt.xp

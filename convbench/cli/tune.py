@@ -1,0 +1,149 @@
+"""``convbench tune``: the fastest kernel within an error budget per layer, into a plan cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from convbench.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    gpu_missing_reason,
+    non_negative_float,
+    positive_int,
+    sweep_with_progress,
+)
+from convbench.cli.sweep import add_layer_options, layer_overrides
+from convbench.contract import BACKENDS
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def add_parser(sub: Any, name: str) -> None:
+    tune = sub.add_parser(
+        name, help="choose the fastest kernel within an error budget per layer; "
+                   "write a plan cache that algo='auto' and convbench.plan use")
+    tune.add_argument("descriptors", nargs="*", metavar="DESCRIPTOR",
+                      help="benchdnn descriptors to tune instead of (or besides) a suite")
+    tune.add_argument("--suite", help="suite name (see 'convbench list suites') or file path")
+    tune.add_argument("--backend", choices=BACKENDS, default="cpu")
+    tune.add_argument("--budget", type=positive_float, required=True,
+                      help="largest error a chosen kernel may have, e.g. 1e-6")
+    tune.add_argument("--metric", choices=["rel_l2", "max_rel"], default="rel_l2",
+                      help="error the budget is on (default rel_l2)")
+    tune.add_argument("--allow-vendor", action="store_true",
+                      help="let baselines (oneDNN, cuDNN) be chosen too; by default they are "
+                           "only timed for comparison")
+    tune.add_argument("--algo", default="all",
+                      help="comma list of kernels and baselines to measure (default: all)")
+    add_layer_options(tune)
+    tune.add_argument("--out", help="plan cache to merge the choices into (default: "
+                                    "$CONVBENCH_PLANS, else ~/.cache/convbench/plans.json)")
+    tune.add_argument("--records", help="JSONL file the measurements are appended to, for "
+                                        "'convbench report' (default: OUT with .jsonl)")
+    tune.add_argument("--threads", type=positive_int,
+                      help="Numba/BLAS/torch threads (default: all cores)")
+    tune.add_argument("--min-time", type=non_negative_float, default=0.2,
+                      help="timed seconds per measurement, at least (default 0.2)")
+    tune.add_argument("--min-reps", type=positive_int, default=5,
+                      help="timed runs per measurement, at least (default 5)")
+    tune.add_argument("--max-time", type=non_negative_float, default=30.0,
+                      help="stop repeating after this many seconds once min-reps ran")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    tune.add_argument("--timeout", type=non_negative_float, default=600.0,
+                      help="seconds one measurement may take before it is failed (default 600)")
+    tune.add_argument("--no-isolate", action="store_true",
+                      help="measure in this process instead of a worker (debugging)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace, command: list[str]) -> int:
+    from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench.measure.threads import default_threads  # noqa: PLC0415
+    from convbench.plans import cache, tuning  # noqa: PLC0415
+    from convbench.problem.suites import select_layers  # noqa: PLC0415
+    from convbench.registry import select_kernels  # noqa: PLC0415
+    from convbench.store import environment, jsonl  # noqa: PLC0415
+
+    if not args.suite and not args.descriptors:
+        raise ValueError("nothing to tune: give --suite or descriptors")
+    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
+                           match=args.match, **layer_overrides(args))
+    suite = Path(args.suite).stem if args.suite else "custom"
+    if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
+        print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
+              "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
+        return EXIT_USAGE
+    names = select_kernels(args.algo, args.backend)
+    out = Path(args.out).expanduser() if args.out else cache.default_path()
+    cache.read_document(out)  # a file that is not a plan cache stops here, not after the sweep
+    records_path = Path(args.records) if args.records else out.with_suffix(".jsonl")
+    settings = runner.SweepSettings(
+        backend=args.backend, mode="both", seed=args.seed, min_reps=args.min_reps,
+        min_time=args.min_time, max_time=args.max_time, threads=args.threads,
+        isolate=not args.no_isolate, timeout=args.timeout or None)
+    config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
+              "batch": args.batch, "match": args.match, "math": args.math,
+              "tune": {"budget": args.budget, "metric": args.metric,
+                       "allow_vendor": args.allow_vendor, "plans": str(out)}}
+    env = environment.environment(args.backend)
+    env["roof"] = roof.load_cached()
+    env["threads"] = args.threads or default_threads()
+    show = False if args.no_progress else None
+
+    def sweep(tasks: list, sweep_settings: Any, writer: Any, done: set) -> Any:
+        return sweep_with_progress(tasks, sweep_settings, writer, done, show=show)
+
+    with jsonl.ResultWriter(records_path) as writer:
+        writer.write(jsonl.header_record(command, config, env))
+        outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
+                              allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
+    saved = tuning.save_plans(out, outcome, args.backend)
+    print(plans_table(outcome, args.metric, args.budget, args.backend))
+    print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
+    for lp in outcome.failed:
+        print(f"convbench: {lp.layer.name or lp.layer.descriptor}: {lp.failure}",
+              file=sys.stderr)
+    if outcome.interrupted:
+        print(f"\ninterrupted: the {saved} layer(s) measured completely were saved",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_REGRESSION if outcome.failed else EXIT_OK
+
+
+def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") -> str:
+    """One row per layer: the choice, its time and error, the runner-up, the fastest overall,
+    and the vendor's time (oneDNN, cuDNN) over the choice's."""
+    from convbench.present.format import fmt  # noqa: PLC0415
+    from convbench.present.tables import Table  # noqa: PLC0415
+    from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
+
+    peer = SPEEDUP_PEER[backend]
+
+    rows = []
+    for lp in outcome.plans:
+        name = lp.layer.name or lp.layer.descriptor
+        c = lp.choice
+        if c is None:
+            rows.append([name, "none within budget", "—", "—", "—", "—", "—"])
+            continue
+        fastest = min(c.candidates, key=lambda k: k.time_s)
+        vendor = next((k for k in c.candidates if k.kernel == peer), None)
+        rows.append([
+            name, c.chosen.kernel, fmt(c.chosen.time_s * 1e3, ".3f"),
+            fmt(c.chosen.error(metric), ".2e"),
+            c.runner_up.kernel if c.runner_up else "—",
+            f"{fastest.kernel} ({fastest.error(metric):.1e})",
+            fmt(vendor.time_s / c.chosen.time_s if vendor else None, ".2f")])
+    table = Table(["layer", "chosen", "ms", metric, "runner-up", f"fastest ({metric})",
+                   f"{peer} ms / chosen ms"], rows)
+    return f"## Plans within {metric} <= {budget:g}\n\n" + table.to_markdown()
