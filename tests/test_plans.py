@@ -7,7 +7,7 @@ prepared call must convolve whatever its input buffer holds when it runs.
 
 import numpy as np
 import pytest
-from conftest import REL_L2_TOL, random_inputs, rel_l2
+from conftest import envelope_ratio, random_inputs
 
 import convbench
 from convbench import ConvProblem, KernelBase, UnsupportedProblem
@@ -48,7 +48,7 @@ def test_the_builtin_kernels_claim_the_binding_and_the_torch_baselines_do_not():
 
 
 def buffer_errors(kernel, p):
-    """rel_l2 of a prepared call after each of two new inputs is written into its buffer."""
+    """Error of a prepared call (in units of its envelope) after each of two new inputs."""
     _, w, b = random_inputs(p, seed=1)
     buffer = np.zeros(p.input_shape, dtype=p.dtype)
     call = kernel.prepare(p, buffer, w, b)
@@ -57,7 +57,7 @@ def buffer_errors(kernel, p):
         x = random_inputs(p, seed=seed)[0]
         buffer[...] = x
         y = np.array(call())  # a copy: the next call overwrites the kernel's buffer
-        errors.append(rel_l2(y, reference_for(p, x, w, b)))
+        errors.append(envelope_ratio(kernel, p, x, w, b, y))
     return errors
 
 
@@ -67,7 +67,7 @@ def test_a_kernel_that_reads_input_at_call_convolves_what_its_buffer_holds(kerne
     p = ConvProblem.parse(desc)
     if kernel.supports(p) is not None:
         pytest.skip(kernel.supports(p))
-    assert max(buffer_errors(kernel, p)) < REL_L2_TOL[(p.dtype, kernel.name)]
+    assert max(buffer_errors(kernel, p)) <= 1
 
 
 class CopiesInputInPrepare(KernelBase):
@@ -82,7 +82,7 @@ class CopiesInputInPrepare(KernelBase):
 
 
 def test_the_binding_check_catches_a_kernel_that_copies_its_input():
-    assert min(buffer_errors(CopiesInputInPrepare(), ConvProblem.parse(PROBLEMS[0]))) > 0.5
+    assert min(buffer_errors(CopiesInputInPrepare(), ConvProblem.parse(PROBLEMS[0]))) > 10
 
 
 @pytest.mark.parametrize("algo", [*CPU_KERNELS, "onednn", "numpy_im2col"])
