@@ -15,6 +15,7 @@ from convbench.cli.common import (
     EXIT_OK,
     EXIT_REGRESSION,
     EXIT_USAGE,
+    add_process_options,
     gpu_missing_reason,
     non_negative_float,
     positive_int,
@@ -50,8 +51,10 @@ def add_parser(sub: Any, name: str) -> None:
     chk.add_argument("--update", action="store_true",
                      help="rewrite the baseline entries of what was measured")
     chk.add_argument("--out", help="also append the measured records to this JSONL file")
-    chk.add_argument("--no-isolate", action="store_true", help="measure in this process")
-    chk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    chk.add_argument("--from", dest="records", metavar="RUN.jsonl", nargs="+",
+                     help="with --update: take the entries from these results files instead "
+                          "of measuring (labelled with the platform they recorded)")
+    add_process_options(chk)
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
@@ -66,6 +69,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     )
     from convbench.store.environment import environment, platform_fingerprint  # noqa: PLC0415
 
+    if args.records:
+        return seed(args)
     suites = list_suites() if args.suite == "all" else [s for s in args.suite.split(",") if s]
     dtypes = [normalize_dtype(DT_TO_DTYPE.get(d, d)) for d in args.dtype.split(",") if d]
     if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
@@ -121,6 +126,44 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     if result.findings:
         print(findings_table(result.findings))
         return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def seed(args: argparse.Namespace) -> int:
+    """``--update --from RUN.jsonl...``: a baseline from records measured before."""
+    from convbench.store.baselines import (  # noqa: PLC0415
+        Baseline,
+        baseline_meta,
+        default_baseline_path,
+        recorded_fingerprint,
+    )
+    from convbench.store.jsonl import load_run  # noqa: PLC0415
+
+    if not args.update:
+        raise ValueError("--from needs --update: it writes a baseline, it checks nothing")
+    path = Path(args.baseline) if args.baseline else default_baseline_path(args.backend,
+                                                                           args.fill)
+    baseline = Baseline.load(path) if path.exists() else Baseline()
+    count, env, batches, biases = 0, None, set(), set()
+    for name in args.records:
+        run = load_run(name)
+        env = env or (run.headers[0].get("environment") if run.headers else None)
+        ours = [r for r in run.records if r["backend"] == args.backend
+                and r.get("fill", "random") == args.fill and r.status != "failed"]
+        count += baseline.update(ours)
+        batches |= {r.get("mb") for r in ours}
+        biases |= {"--dir=FWD_B" in r["problem"] for r in ours}
+    if env is None:
+        raise ValueError("the results files carry no header with the environment they ran in")
+    batch = max(b for b in batches if b) if batches else 1
+    fingerprint = recorded_fingerprint(env, args.backend)
+    baseline.meta = baseline_meta({"backend": args.backend, "fill": args.fill, "seed": 0,
+                                   "batch": batch, "bias": biases == {True},
+                                   "seeded_from": [Path(n).name for n in args.records]},
+                                  {**env, "fingerprint": fingerprint})
+    baseline.save(path)
+    print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all), "
+          f"platform {fingerprint['id']} ({describe(fingerprint)})")
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -21,6 +22,61 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """How each measurement of a sweep is taken (``run``, ``tune``)."""
+    parser.add_argument("--threads", type=positive_int,
+                        help="Numba/BLAS/torch threads (default: all cores)")
+    parser.add_argument("--min-time", type=non_negative_float, default=0.2,
+                        help="timed seconds per measurement, at least (default 0.2)")
+    parser.add_argument("--min-reps", type=positive_int, default=5,
+                        help="timed runs per measurement, at least (default 5)")
+    parser.add_argument("--max-time", type=non_negative_float, default=30.0,
+                        help="stop repeating after this many seconds once min-reps ran")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--timeout", type=non_negative_float, default=600.0,
+                        help="seconds one measurement may take before it is failed "
+                             "(default 600)")
+    add_process_options(parser)
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-isolate`` and ``--no-progress`` (every command that sweeps)."""
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="measure in this process instead of a worker (debugging)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def sweep_settings(args: argparse.Namespace, **fixed: Any) -> Any:
+    """:class:`~convbench.measure.runner.SweepSettings` from ``add_sweep_options``'s options."""
+    from convbench.measure.runner import SweepSettings  # noqa: PLC0415
+
+    return SweepSettings(backend=args.backend, seed=args.seed, min_reps=args.min_reps,
+                         min_time=args.min_time, max_time=args.max_time, threads=args.threads,
+                         isolate=not args.no_isolate, timeout=args.timeout or None, **fixed)
+
+
+def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[list, str,
+                                                                            list[str]]:
+    """The (suite, layer) pairs, the suite's label and the kernel names ``run``/``tune`` name.
+
+    Raises
+    ------
+    ValueError
+        Nothing selected, a bad descriptor or kernel name, or ``--backend gpu``
+        where there is no GPU (the message says what is missing).
+    """
+    from convbench.problem.suites import select_layers  # noqa: PLC0415
+    from convbench.registry import select_kernels  # noqa: PLC0415
+
+    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
+                           match=args.match, **overrides)
+    if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
+        raise ValueError(f"no GPU present ({reason}); --backend gpu needs a CUDA device and "
+                         "CuPy (pip install 'convbench[gpu]')")
+    suite = Path(args.suite).stem if args.suite else "custom"
+    return layers, suite, select_kernels(args.algo, args.backend)
 
 
 def gpu_missing_reason() -> str | None:

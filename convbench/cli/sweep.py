@@ -11,10 +11,10 @@ from convbench.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REGRESSION,
-    EXIT_USAGE,
-    gpu_missing_reason,
-    non_negative_float,
+    add_sweep_options,
     positive_int,
+    selected_work,
+    sweep_settings,
     sweep_with_progress,
 )
 from convbench.contract import BACKENDS
@@ -31,15 +31,7 @@ def add_parser(sub: Any, name: str) -> None:
                      help="comma list of kernels and baselines, or 'all' (default)")
     add_layer_options(run)
     run.add_argument("--mode", choices=["perf", "accuracy", "both"], default="both")
-    run.add_argument("--threads", type=positive_int, help="Numba/BLAS/torch threads "
-                                                          "(default: all cores)")
-    run.add_argument("--min-time", type=non_negative_float, default=0.2,
-                     help="timed seconds per measurement, at least (default 0.2)")
-    run.add_argument("--min-reps", type=positive_int, default=5,
-                     help="timed runs per measurement, at least (default 5)")
-    run.add_argument("--max-time", type=non_negative_float, default=30.0,
-                     help="stop repeating after this many seconds once min-reps ran")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    add_sweep_options(run)
     run.add_argument("--fill", choices=["random", "exact"], default="random",
                      help="inputs: uniform [-1, 1] (random) or small integers on which "
                           "direct convolution is exact (exact)")
@@ -50,11 +42,6 @@ def add_parser(sub: Any, name: str) -> None:
     run.add_argument("--resume", action="store_true",
                      help="skip (problem, kernel) pairs that --out already holds")
     run.add_argument("--table", help="also write the printed tables to this Markdown file")
-    run.add_argument("--timeout", type=non_negative_float, default=600.0,
-                     help="seconds one measurement may take before it is failed (default 600)")
-    run.add_argument("--no-isolate", action="store_true",
-                     help="measure in this process instead of a worker (debugging)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 if any measurement failed")
     run.add_argument("--roof", action="store_true",
@@ -90,23 +77,11 @@ def layer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
-    from convbench.problem.suites import select_layers  # noqa: PLC0415
-    from convbench.registry import SPEEDUP_PEER, select_kernels  # noqa: PLC0415
+    from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
 
-    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
-                           match=args.match, **layer_overrides(args))
-    suite = Path(args.suite).stem if args.suite else "custom"
-    if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
-        print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
-              "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
-        return EXIT_USAGE
-    names = select_kernels(args.algo, args.backend)
-    settings = runner.SweepSettings(
-        backend=args.backend, mode=args.mode, seed=args.seed, min_reps=args.min_reps,
-        min_time=args.min_time, max_time=args.max_time, threads=args.threads,
-        isolate=not args.no_isolate, timeout=args.timeout or None, fill=args.fill,
-        flush_l2=args.flush_l2)
+    layers, suite, names = selected_work(args, layer_overrides(args))
+    settings = sweep_settings(args, mode=args.mode, fill=args.fill, flush_l2=args.flush_l2)
     out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
     done: set[tuple[str, str, str]] = set()
     previous: list[Any] = []

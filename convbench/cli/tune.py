@@ -11,10 +11,9 @@ from convbench.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REGRESSION,
-    EXIT_USAGE,
-    gpu_missing_reason,
-    non_negative_float,
-    positive_int,
+    add_sweep_options,
+    selected_work,
+    sweep_settings,
     sweep_with_progress,
 )
 from convbench.cli.sweep import add_layer_options, layer_overrides
@@ -50,47 +49,22 @@ def add_parser(sub: Any, name: str) -> None:
                                     "$CONVBENCH_PLANS, else ~/.cache/convbench/plans.json)")
     tune.add_argument("--records", help="JSONL file the measurements are appended to, for "
                                         "'convbench report' (default: OUT with .jsonl)")
-    tune.add_argument("--threads", type=positive_int,
-                      help="Numba/BLAS/torch threads (default: all cores)")
-    tune.add_argument("--min-time", type=non_negative_float, default=0.2,
-                      help="timed seconds per measurement, at least (default 0.2)")
-    tune.add_argument("--min-reps", type=positive_int, default=5,
-                      help="timed runs per measurement, at least (default 5)")
-    tune.add_argument("--max-time", type=non_negative_float, default=30.0,
-                      help="stop repeating after this many seconds once min-reps ran")
-    tune.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    tune.add_argument("--timeout", type=non_negative_float, default=600.0,
-                      help="seconds one measurement may take before it is failed (default 600)")
-    tune.add_argument("--no-isolate", action="store_true",
-                      help="measure in this process instead of a worker (debugging)")
-    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sweep_options(tune)
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.plans import cache, tuning  # noqa: PLC0415
-    from convbench.problem.suites import select_layers  # noqa: PLC0415
-    from convbench.registry import select_kernels  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
 
     if not args.suite and not args.descriptors:
         raise ValueError("nothing to tune: give --suite or descriptors")
-    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
-                           match=args.match, **layer_overrides(args))
-    suite = Path(args.suite).stem if args.suite else "custom"
-    if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
-        print(f"convbench: no GPU present ({reason}); --backend gpu needs a CUDA device "
-              "and CuPy (pip install 'convbench[gpu]')", file=sys.stderr)
-        return EXIT_USAGE
-    names = select_kernels(args.algo, args.backend)
+    layers, suite, names = selected_work(args, layer_overrides(args))
     out = Path(args.out).expanduser() if args.out else cache.default_path()
     cache.read_document(out)  # a file that is not a plan cache stops here, not after the sweep
     records_path = Path(args.records) if args.records else out.with_suffix(".jsonl")
-    settings = runner.SweepSettings(
-        backend=args.backend, mode="both", seed=args.seed, min_reps=args.min_reps,
-        min_time=args.min_time, max_time=args.max_time, threads=args.threads,
-        isolate=not args.no_isolate, timeout=args.timeout or None)
+    settings = sweep_settings(args, mode="both")
     config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
               "batch": args.batch, "match": args.match, "math": args.math,
               "tune": {"budget": args.budget, "metric": args.metric,

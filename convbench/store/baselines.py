@@ -89,5 +89,39 @@ class Baseline:
 
 def baseline_meta(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     """What a baseline file records about the check that made it and its platform."""
-    return {**settings, "cpu_model": env["cpu_model"], "versions": env["versions"],
-            "blas": env["blas"], "fingerprint": env["fingerprint"]}
+    return {**settings, "cpu_model": env.get("cpu_model"), "versions": env.get("versions"),
+            "blas": env.get("blas"), "fingerprint": env["fingerprint"]}
+
+
+def recorded_fingerprint(env: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The platform fingerprint of a results file's recorded environment.
+
+    Files written since fingerprints exist carry one; for older ones it is
+    rebuilt from what they recorded (fields they lack are None), so a
+    baseline seeded from them is labelled with their platform. It cannot
+    equal a live fingerprint where a field is missing: drift against such a
+    baseline stays information until the platform itself updates it.
+    """
+    from convbench.store.environment import fingerprint_id  # noqa: PLC0415
+
+    if env.get("fingerprint"):
+        return env["fingerprint"]
+    versions = env.get("versions") or {}
+    if backend == "gpu":
+        gpu = env.get("gpu") or {}
+        fp: dict[str, Any] = {
+            "backend": "gpu",
+            "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+                    "cuda_runtime": gpu.get("cuda_runtime"), "cublas": gpu.get("cublas"),
+                    "cudnn": gpu.get("cudnn") or versions.get("nvidia-cudnn-cu13")
+                    or versions.get("nvidia-cudnn-cu12")},
+            "cupy": versions.get("cupy-cuda13x") or versions.get("cupy-cuda12x"),
+            "scipy": versions.get("scipy")}
+    else:
+        fp = {"backend": "cpu", "cpu_isa": None,
+              "blas": sorted({f"{p.get('internal_api')} {p.get('version')} "
+                              f"{p.get('architecture')}" for p in env.get("blas") or []}),
+              "numba_cpu": None, "onednn_isa": None, "numpy": versions.get("numpy"),
+              "scipy": versions.get("scipy"), "overrides": {}}
+    fp["id"] = fingerprint_id(fp)
+    return fp

@@ -28,6 +28,62 @@
 #error "DIRECT_TILE_P, DIRECT_TILE_Q and DIRECT_K_BLOCK come from kernels/gpu/direct.py"
 #endif
 
+// The part of the problem one thread block computes: output channels k0 .. k0 +
+// k_width of group g (k_end: the group's end), image n, the output tile at (p0, q0),
+// and the input window the tile reads, from (row0, col0), halo_h x halo_w.
+struct DirectBlock {
+    int g, k0, k_end, n, p0, q0, row0, col0, halo_h, halo_w;
+};
+
+__device__ __forceinline__ DirectBlock direct_block(int k_width, int Kg, int Q, int R, int S,
+                                                    int sh, int sw, int pt, int pl, int dh,
+                                                    int dw) {
+    DirectBlock b;
+    const int k_blocks = (Kg + k_width - 1) / k_width;
+    const int tiles_q = (Q + DIRECT_TILE_Q - 1) / DIRECT_TILE_Q;
+    b.g = blockIdx.y / k_blocks;
+    b.k0 = b.g * Kg + (blockIdx.y % k_blocks) * k_width;
+    b.k_end = (b.g + 1) * Kg;
+    b.n = blockIdx.z;
+    b.p0 = (blockIdx.x / tiles_q) * DIRECT_TILE_P;
+    b.q0 = (blockIdx.x % tiles_q) * DIRECT_TILE_Q;
+    b.row0 = b.p0 * sh - pt;
+    b.col0 = b.q0 * sw - pl;
+    b.halo_h = (DIRECT_TILE_P - 1) * sh + (R - 1) * dh + 1;
+    b.halo_w = (DIRECT_TILE_Q - 1) * sw + (S - 1) * dw + 1;
+    return b;
+}
+
+// Both variants stage one chunk of input channels per round: the chunk's
+// zero-padded input halo [cc][halo_h][halo_w] and its filters [cc][R][S][k_width]
+// for output channels k0 .. k0 + k_width (zeros past the group's k_end).
+template <typename T, typename acc_t>
+__device__ __forceinline__ void stage_halo(const T* __restrict__ x, acc_t* s_in, int cc,
+                                           int halo_h, int halo_w, long long plane0, int H,
+                                           int W, int row0, int col0, int tid, int n_threads) {
+    const int halo = halo_h * halo_w;
+    for (int i = tid; i < cc * halo; i += n_threads) {
+        const int c = i / halo, rem = i - c * halo;
+        const int row = row0 + rem / halo_w, cx = col0 + rem % halo_w;
+        acc_t v = 0;
+        if (row >= 0 && row < H && cx >= 0 && cx < W)
+            v = cb_load(x, (plane0 + (long long)c * H + row) * W + cx);
+        s_in[i] = v;
+    }
+}
+
+template <typename T, typename acc_t>
+__device__ __forceinline__ void stage_filters(const T* __restrict__ w, acc_t* s_w, int cc,
+                                              int RS, int k_width, int k0, int k_end, int Cg,
+                                              int c0, int tid, int n_threads) {
+    for (int i = tid; i < cc * RS * k_width; i += n_threads) {
+        const int kk = i % k_width, crs = i / k_width;
+        const int k = k0 + kk;
+        // w[k, c0 + c, r, s] with crs = (c*R + r)*S + s
+        s_w[i] = k < k_end ? cb_load(w, ((long long)k * Cg + c0) * RS + crs) : acc_t(0);
+    }
+}
+
 template <typename T>
 __device__ void direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
                               const T* __restrict__ bias, T* __restrict__ y, int C, int H,
@@ -36,22 +92,14 @@ __device__ void direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
     typedef typename Acc<T>::type acc_t;
     CB_DYNAMIC_SHARED(acc_t, smem);
     const int Cg = C / groups, Kg = K / groups;
-    const int k_blocks = (Kg + DIRECT_K_BLOCK - 1) / DIRECT_K_BLOCK;
-    const int g = blockIdx.y / k_blocks;
-    const int k0 = g * Kg + (blockIdx.y % k_blocks) * DIRECT_K_BLOCK;
-    const int k_end = (g + 1) * Kg;
-    const int n = blockIdx.z;
-    const int tiles_q = (Q + DIRECT_TILE_Q - 1) / DIRECT_TILE_Q;
-    const int p0 = (blockIdx.x / tiles_q) * DIRECT_TILE_P;
-    const int q0 = (blockIdx.x % tiles_q) * DIRECT_TILE_Q;
-    const int halo_h = (DIRECT_TILE_P - 1) * sh + (R - 1) * dh + 1;
-    const int halo_w = (DIRECT_TILE_Q - 1) * sw + (S - 1) * dw + 1;
+    const DirectBlock blk = direct_block(DIRECT_K_BLOCK, Kg, Q, R, S, sh, sw, pt, pl, dh, dw);
+    const int g = blk.g, k0 = blk.k0, k_end = blk.k_end, n = blk.n, p0 = blk.p0, q0 = blk.q0;
+    const int halo_h = blk.halo_h, halo_w = blk.halo_w, row0 = blk.row0, col0 = blk.col0;
     const int halo = halo_h * halo_w;
     acc_t* s_in = smem;                 // [chunk][halo_h][halo_w]
     acc_t* s_w = smem + chunk * halo;   // [chunk][R][S][DIRECT_K_BLOCK]
     const int tid = threadIdx.y * blockDim.x + threadIdx.x;
     const int n_threads = blockDim.x * blockDim.y;
-    const int row0 = p0 * sh - pt, col0 = q0 * sw - pl;
     const int ty = threadIdx.y, tx = threadIdx.x;
 
     acc_t acc[DIRECT_K_BLOCK];
@@ -60,21 +108,8 @@ __device__ void direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
     for (int c0 = 0; c0 < Cg; c0 += chunk) {
         const int cc = cb_imin(chunk, Cg - c0);
         const long long plane0 = ((long long)n * C + g * Cg + c0) * H;
-        for (int i = tid; i < cc * halo; i += n_threads) {
-            const int c = i / halo, rem = i - c * halo;
-            const int row = row0 + rem / halo_w, col = col0 + rem % halo_w;
-            acc_t v = 0;
-            if (row >= 0 && row < H && col >= 0 && col < W)
-                v = cb_load(x, (plane0 + (long long)c * H + row) * W + col);
-            s_in[i] = v;
-        }
-        const int crs_count = cc * R * S;
-        for (int i = tid; i < crs_count * DIRECT_K_BLOCK; i += n_threads) {
-            const int kk = i % DIRECT_K_BLOCK, crs = i / DIRECT_K_BLOCK;
-            const int k = k0 + kk;
-            // w[k, c0 + c, r, s] with crs = (c*R + r)*S + s
-            s_w[i] = k < k_end ? cb_load(w, ((long long)k * Cg + c0) * R * S + crs) : acc_t(0);
-        }
+        stage_halo(x, s_in, cc, halo_h, halo_w, plane0, H, W, row0, col0, tid, n_threads);
+        stage_filters(w, s_w, cc, R * S, DIRECT_K_BLOCK, k0, k_end, Cg, c0, tid, n_threads);
         __syncthreads();
         for (int c = 0; c < cc; ++c) {
             for (int r = 0; r < R; ++r) {
@@ -152,16 +187,9 @@ __device__ void direct_conv2d_tiled(const T* __restrict__ x, const T* __restrict
     constexpr int KPT = DIRECT_TILED_K / DIRECT_K_GROUPS;  // channels per thread
     CB_DYNAMIC_SHARED(acc_t, smem);
     const int Cg = C / groups, Kg = K / groups;
-    const int k_blocks = (Kg + KT - 1) / KT;
-    const int g = blockIdx.y / k_blocks;
-    const int k0 = g * Kg + (blockIdx.y % k_blocks) * KT;
-    const int k_end = (g + 1) * Kg;
-    const int n = blockIdx.z;
-    const int tiles_q = (Q + DIRECT_TILE_Q - 1) / DIRECT_TILE_Q;
-    const int p0 = (blockIdx.x / tiles_q) * DIRECT_TILE_P;
-    const int q0 = (blockIdx.x % tiles_q) * DIRECT_TILE_Q;
-    const int halo_h = (DIRECT_TILE_P - 1) * sh + (R - 1) * dh + 1;
-    const int halo_w = (DIRECT_TILE_Q - 1) * sw + (S - 1) * dw + 1;
+    const DirectBlock blk = direct_block(KT, Kg, Q, R, S, sh, sw, pt, pl, dh, dw);
+    const int g = blk.g, k0 = blk.k0, k_end = blk.k_end, n = blk.n, p0 = blk.p0, q0 = blk.q0;
+    const int halo_h = blk.halo_h, halo_w = blk.halo_w, row0 = blk.row0, col0 = blk.col0;
     const int halo = halo_h * halo_w;
     // Weights start on a 16-byte boundary (vector loads): the halo is padded to 4 values.
     acc_t* s_in = smem;                               // [chunk][halo_h][halo_w]
@@ -170,7 +198,6 @@ __device__ void direct_conv2d_tiled(const T* __restrict__ x, const T* __restrict
     const int kq = threadIdx.y;                       // channel group of the block
     const int tid = threadIdx.y * blockDim.x + threadIdx.x;
     const int n_threads = blockDim.x * blockDim.y;
-    const int row0 = p0 * sh - pt, col0 = q0 * sw - pl;
 
     acc_t acc[DIRECT_TILE_P][KPT];
 #pragma unroll
@@ -181,21 +208,8 @@ __device__ void direct_conv2d_tiled(const T* __restrict__ x, const T* __restrict
     for (int c0 = 0; c0 < Cg; c0 += chunk) {
         const int cc = cb_imin(chunk, Cg - c0);
         const long long plane0 = ((long long)n * C + g * Cg + c0) * H;
-        for (int i = tid; i < cc * halo; i += n_threads) {
-            const int c = i / halo, rem = i - c * halo;
-            const int row = row0 + rem / halo_w, cx = col0 + rem % halo_w;
-            acc_t v = 0;
-            if (row >= 0 && row < H && cx >= 0 && cx < W)
-                v = cb_load(x, (plane0 + (long long)c * H + row) * W + cx);
-            s_in[i] = v;
-        }
-        const int crs_count = cc * R * S;
-        for (int i = tid; i < crs_count * KT; i += n_threads) {
-            const int kk = i % KT, crs = i / KT;
-            const int k = k0 + kk;
-            // w[k, c0 + c, r, s] with crs = (c*R + r)*S + s
-            s_w[i] = k < k_end ? cb_load(w, ((long long)k * Cg + c0) * R * S + crs) : acc_t(0);
-        }
+        stage_halo(x, s_in, cc, halo_h, halo_w, plane0, H, W, row0, col0, tid, n_threads);
+        stage_filters(w, s_w, cc, R * S, KT, k0, k_end, Cg, c0, tid, n_threads);
         __syncthreads();
         for (int c = 0; c < cc; ++c) {
             for (int r = 0; r < R; ++r) {
