@@ -317,3 +317,33 @@ def test_cudnn_gets_nonnegative_padding_and_the_problems_output_size(desc, monke
 
 def test_resnet50_has_the_strided_1x1_layers_the_device_run_failed_on():
     assert {p.name for p in STRIDED_1X1} >= {"res3a_branch1", "res4a_branch2a", "res5a_branch1"}
+
+
+class _DeviceArray:
+    """Just enough of a CUDA array for argument validation (shape, dtype, the interface)."""
+
+    __cuda_array_interface__ = {"version": 3}
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
+
+
+class _AnyGpu(KernelBase):
+    """A GPU kernel that supports everything: conv2d's empty batch never reaches it."""
+
+    name, backend = "test_any_gpu", "gpu"
+
+
+def test_an_empty_batch_on_the_gpu_returns_a_device_array(monkeypatch):
+    fake = types.ModuleType("cupy")
+    fake.ascontiguousarray = lambda a: a
+    fake.empty = lambda shape, dtype: _DeviceArray(shape, dtype)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    register(_AnyGpu())
+    try:
+        y = convbench.conv2d(_DeviceArray((0, 4, 9, 9), np.float32),
+                             _DeviceArray((4, 4, 3, 3), np.float32), padding=1,
+                             algo="test_any_gpu", backend="gpu")
+    finally:
+        unregister("test_any_gpu", "gpu")
+    assert isinstance(y, _DeviceArray) and y.shape == (0, 4, 9, 9) and y.dtype == np.float32
