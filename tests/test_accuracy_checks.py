@@ -236,6 +236,8 @@ def test_committed_baselines_cover_every_kernel_and_suite():
         assert {e["suite"] for e in entries} == {"alexnet", "deepbench", "googlenet", "lenet5",
                                                  "mobilenet_v1", "resnet50", "vgg16"}
         assert {e["dtype"] for e in entries} == {"float32", "float64"}
+        fingerprint = data["meta"]["fingerprint"]  # drift is judged on this platform only
+        assert fingerprint["backend"] == "cpu" and len(fingerprint["id"]) == 12
         if fill == "exact":
             for e in entries:
                 if e["kernel"] in ("direct", "im2col"):
