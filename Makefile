@@ -82,7 +82,7 @@ jit-cost: $(STAMP)
 # H100 image plus carried wheels; no venv, the image's CuPy is the one built for its CUDA):
 # everything a device session runs, in one call (benchmarks/device_job.sh): the GPU tests,
 # benchmarks/vs_cudnn.py, the sweeps into results/gpu/, compute-sanitizer where present.
-# OUT is where the job writes (default results/gpu/device-job).
+# OUT is where it leaves device-job.tar.gz and its summaries (default results/gpu/device-job).
 GPU_PYTHON ?= python3
 gpu:
 	GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/device_job.sh

@@ -5,20 +5,28 @@
 #   3. sweeps of ResNet-50 at batch 32 in fp32, fp16 and tf32 (every kernel and cuDNN plan);
 #   4. compute-sanitizer memcheck on the four kernels, where it is installed.
 # Each phase has a time box (seconds, overridable) so that the whole job ends inside the
-# device call; a phase that runs out keeps what it wrote. Everything lands under $OUT
-# (default results/gpu/device-job), with one log per phase and the environment.
+# device call; a phase that runs out keeps what it wrote. The job works in $WORK (a new
+# temporary folder by default), one log per phase and the environment, and leaves in $OUT
+# (default results/gpu/device-job) few files, as a device call brings back only a few:
+# device-job.tar.gz with everything, and beside it job.log, gpu-tests.log and vs_cudnn.md.
 #
 #   OUT=/somewhere PYTHONPATH=$PWD:/path/to/cudnn-frontend-1.16 bash benchmarks/device_job.sh
 set -u
 cd "$(dirname "$0")/.."
 PY=${GPU_PYTHON:-python3}
-OUT=${OUT:-results/gpu/device-job}
+FINAL=${OUT:-results/gpu/device-job}
+OUT=${WORK:-$(mktemp -d -t convbench-device-job.XXXXXX)}
 TESTS_S=${TESTS_S:-90}
 VS_CUDNN_S=${VS_CUDNN_S:-330}
 SWEEP_S=${SWEEP_S:-120}
 SANITIZER_S=${SANITIZER_S:-45}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$FINAL"
+pack() {
+  tar czf "$FINAL/device-job.tar.gz" -C "$OUT" .
+  for f in job.log gpu-tests.log vs_cudnn.md; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL/"; done
+}
+trap pack EXIT
 start=$(date +%s)
 phase() { echo "== $1 ($(( $(date +%s) - start )) s into the job)" | tee -a "$OUT/job.log"; }
 
