@@ -359,6 +359,29 @@ def margins(legitimate: Iterable[dict[str, Any]], faulty: Iterable[dict[str, Any
     return out
 
 
+def widest_margins(per_run: Iterable[list[Margin]]) -> list[Margin]:
+    """Margins over several runs (platforms): the largest legitimate value of any run
+    against the smallest fault of any run, per kernel and metric."""
+    merged: dict[tuple[str, str], Margin] = {}
+    for rows in per_run:
+        for m in rows:
+            have = merged.get((m.kernel, m.metric))
+            if have is None:
+                merged[(m.kernel, m.metric)] = Margin(**vars(m))
+                continue
+            if _above(m.largest_legitimate, have.largest_legitimate):
+                have.largest_legitimate, have.legitimate_at = m.largest_legitimate, \
+                    m.legitimate_at
+            if _above(have.smallest_fault, m.smallest_fault):
+                have.smallest_fault, have.fault_at = m.smallest_fault, m.fault_at
+    return list(merged.values())
+
+
+def _above(a: float | None, b: float | None) -> bool:
+    """``a > b``, where a missing value is below every number (and ``a`` must exist)."""
+    return a is not None and (b is None or a > b)
+
+
 # ----------------------------------------------------------------- time between runs
 @dataclass
 class Comparison:
