@@ -4,6 +4,8 @@ concurrent writers (processes merging, two `convbench tune` runs) losing nothing
 
 import json
 import multiprocessing
+import os
+import stat
 import subprocess
 import sys
 import warnings
@@ -170,6 +172,15 @@ def test_concurrent_writers_lose_no_entry(plans_file):
     assert len(entries) == 120
     assert sorted({e["worker"] for e in entries.values()}) == [0, 1, 2, 3]
     assert not list(plans_file.parent.glob(".plans.json.*.tmp"))  # no temporary file left
+
+
+def test_the_cache_file_is_as_readable_as_any_file_the_user_writes(plans_file):
+    old = os.umask(0o022)
+    try:
+        write_plan(plans_file, P3, "direct")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plans_file.stat().st_mode) == 0o644  # not mkstemp's 0600
 
 
 def _tune(out, *descriptors, budget="1e-5", extra=()):

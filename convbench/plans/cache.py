@@ -138,9 +138,14 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def write_atomically(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` to a temporary file beside ``path``, flush it to disk, rename it over."""
+    """Write ``doc`` to a temporary file beside ``path``, flush it to disk, rename it over.
+
+    The file gets the mode ``open`` would give it (0666 less the umask), not
+    ``mkstemp``'s private 0600: a plan cache is meant to be shared and committed.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
             f.write("\n")
@@ -151,6 +156,13 @@ def write_atomically(path: Path, doc: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def merge_entries(path: str | os.PathLike[str], fingerprint: Mapping[str, Any],
