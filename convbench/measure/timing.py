@@ -13,7 +13,10 @@ comparisons and the JIT-cost probe. The rules:
   of wall time run out, after ``min_reps`` at least), like pytest-benchmark's
   calibration; a run may be ``batch`` back-to-back calls, its time divided
   by ``batch``, for calls too short to time one by one;
-* ``flush_l2`` evicts the device cache before every run, outside the clock.
+* ``flush_l2`` evicts the device cache before every run, outside the clock;
+* the C heap keeps the memory it frees
+  (:func:`convbench.measure.allocator.keep_freed_memory`), so a call that
+  allocates is timed in the same state whatever ran before it in the process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from convbench.measure.allocator import keep_freed_memory
 from convbench.measure.clocks import Clock, HostClock
 
 
@@ -119,6 +123,7 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         raise ValueError(f"min_time must be >= 0, got {min_time}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    keep_freed_memory()
     clock = clock or HostClock()
     clock.synchronize()
     t0 = wall()

@@ -94,9 +94,11 @@ def environment(backend: str = "cpu") -> dict[str, Any]:
     """Where and with what a run was measured.
 
     CPU model and cores, BLAS libraries (threadpoolctl), versions of Python
-    and the numeric stack, Numba's threading layer, and for ``backend="gpu"``
+    and the numeric stack, Numba's threading layer, the C heap's thresholds
+    (which every measurement sets), and for ``backend="gpu"``
     the GPU, driver, CUDA and cuDNN versions where they can be read.
     """
+    from convbench.measure.allocator import keep_freed_memory  # noqa: PLC0415
     from convbench.measure.threads import active_layer  # noqa: PLC0415 -- imports numba
 
     env: dict[str, Any] = {
@@ -111,6 +113,7 @@ def environment(backend: str = "cpu") -> dict[str, Any]:
         "versions": {pkg: v for pkg in _PACKAGES if (v := package_version(pkg)) is not None},
         "convbench_commit": _git_commit(),
         "numba_threading_layer": active_layer(),
+        "allocator": keep_freed_memory(),
     }
     if "torch" in sys.modules or package_version("torch"):
         try:
