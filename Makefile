@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn vs-cudnn jit-cost tune browser gpu lint venv clean
+.PHONY: test bench vs-onednn vs-cudnn jit-cost tune browser gpu gpu-wheels lint venv clean
 
 venv: $(STAMP)
 
@@ -86,6 +86,12 @@ jit-cost: $(STAMP)
 GPU_PYTHON ?= python3
 gpu:
 	GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/device_job.sh
+
+# The cuDNN frontend wheel the lent H100's image lacks (it has no internet), into .whl/,
+# which git ignores and a device call carries; device_job.sh unpacks it there.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 -d .whl nvidia-cudnn-frontend==1.16.0
 
 # convbench's GPU kernels vs cuDNN (cudnn, cudnn_best, torch_cudnn), interleaved on CUDA
 # events, every math mode (QUICK=1: a subset, under 2 minutes).

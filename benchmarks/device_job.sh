@@ -10,7 +10,12 @@
 # (default results/gpu/device-job) few files, as a device call brings back only a few:
 # device-job.tar.gz with everything, and beside it job.log, gpu-tests.log and vs_cudnn.md.
 #
-#   OUT=/somewhere PYTHONPATH=$PWD:/path/to/cudnn-frontend-1.16 bash benchmarks/device_job.sh
+#   OUT=/somewhere bash benchmarks/device_job.sh
+#
+# Wheels in .whl/ (`make gpu-wheels` fetches the cuDNN frontend's; git ignores the folder, a
+# device call carries it) are unpacked into $OUT/site and put on PYTHONPATH before the
+# caller's own entries (in a temporary folder, not packed), so a machine without internet
+# gets what its image lacks.
 set -u
 cd "$(dirname "$0")/.."
 PY=${GPU_PYTHON:-python3}
@@ -20,8 +25,14 @@ TESTS_S=${TESTS_S:-90}
 VS_CUDNN_S=${VS_CUDNN_S:-330}
 SWEEP_S=${SWEEP_S:-120}
 SANITIZER_S=${SANITIZER_S:-45}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT" "$FINAL"
+SITE=
+for wheel in .whl/*.whl; do
+  [ -f "$wheel" ] || continue
+  SITE=${SITE:-$(mktemp -d -t convbench-site.XXXXXX)}
+  "$PY" -m zipfile -e "$wheel" "$SITE"
+done
+export PYTHONPATH="$PWD${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 pack() {
   tar czf "$FINAL/device-job.tar.gz" -C "$OUT" .
   for f in job.log gpu-tests.log vs_cudnn.md; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL/"; done
