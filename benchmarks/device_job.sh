@@ -13,9 +13,9 @@
 #   OUT=/somewhere bash benchmarks/device_job.sh
 #
 # Wheels in .whl/ (`make gpu-wheels` fetches the cuDNN frontend's; git ignores the folder, a
-# device call carries it) are unpacked into $OUT/site and put on PYTHONPATH before the
-# caller's own entries (in a temporary folder, not packed), so a machine without internet
-# gets what its image lacks.
+# device call carries it) are unpacked into a temporary folder (not packed) and put on
+# PYTHONPATH before the caller's own entries, so a machine without internet gets what its
+# image lacks.
 set -u
 cd "$(dirname "$0")/.."
 PY=${GPU_PYTHON:-python3}
