@@ -60,6 +60,8 @@ BUDGET    ?= 1e-6
 PLANS_DIR ?= results/cpu/plans
 tune: $(STAMP)
 	mkdir -p $(PLANS_DIR)
+	# tune merges into a plan cache and appends records: start this committed run afresh
+	rm -rf $(PLANS_DIR)/$(SUITE).json $(PLANS_DIR)/$(SUITE)-mb*.jsonl $(PLANS_DIR)/report
 	for mb in 1 8; do \
 		$(BIN)/convbench tune --suite $(SUITE) --batch $$mb --backend cpu --budget $(BUDGET) \
 			--out $(PLANS_DIR)/$(SUITE).json --records $(PLANS_DIR)/$(SUITE)-mb$$mb.jsonl \

@@ -46,8 +46,10 @@ def tuned_kernel(p: ConvProblem, backend: str = "cpu", budget: float | None = No
 
     The cache is :func:`convbench.plans.cache.default_path` (``$CONVBENCH_PLANS``
     overrides it). A cache tuned on another platform is ignored with one
-    warning. With ``budget``, the choice is made again among the kernels the
-    entry measured, on the entry's metric and with its ``allow_vendor``.
+    warning. With a ``budget`` other than the entry's, the choice is made
+    again among the kernels the entry measured, on the entry's metric and with
+    its ``allow_vendor``, by their sweep times (a runoff settled only the
+    entry's own budget).
 
     Raises
     ------
@@ -58,7 +60,7 @@ def tuned_kernel(p: ConvProblem, backend: str = "cpu", budget: float | None = No
     if entry is None:
         return None
     name = entry["choice"]["kernel"]
-    if budget is not None:
+    if budget is not None and budget != entry["budget"]:
         candidates = [Candidate.from_json(c) for c in entry["candidates"]]
         name = choose(candidates, budget=budget, metric=entry["metric"],
                       allow_vendor=entry["allow_vendor"], problem=entry["problem"]).chosen.kernel

@@ -3,15 +3,24 @@ a budget no kernel meets is a clear error naming the closest kernel, baselines a
 chosen only when allowed, and tuning turns a sweep's records into those choices.
 """
 
+import json
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convbench.measure.peers import LayerComparison
 from convbench.measure.runner import SweepOutcome, SweepSettings
 from convbench.plans import tuning
-from convbench.plans.choice import BudgetNotMet, Candidate, choose, pareto_front
+from convbench.plans.choice import (
+    BudgetNotMet,
+    Candidate,
+    choose,
+    contenders,
+    pareto_front,
+    settle,
+)
 from convbench.problem import ConvProblem
 from convbench.problem.suites import SuiteLayer
 
@@ -129,10 +138,17 @@ FAKE = {("a", "direct"): (4e-3, 2e-7), ("a", "fft"): (1e-3, 5e-6),
         ("b", "winograd"): (None, None), ("b", "onednn"): (1e-3, 2e-7)}
 
 
-def fake_sweep(tasks, settings, writer, done):
+def sweep_of(table):
+    """A stand-in for run_sweep that "measures" what ``table`` says."""
+    def sweep(tasks, settings, writer, done):
+        return fake_records(table, tasks, writer)
+    return sweep
+
+
+def fake_records(table, tasks, writer):
     records = []
     for task in tasks:
-        t, err = FAKE[(task.layer.name, task.kernel)]
+        t, err = table[(task.layer.name, task.kernel)]
         rec = {"type": "result", "problem": task.layer.descriptor, "name": task.layer.name,
                "kernel": task.kernel, "backend": "cpu",
                "kind": "baseline" if task.kernel == "onednn" else "kernel"}
@@ -145,6 +161,9 @@ def fake_sweep(tasks, settings, writer, done):
             writer.write(rec)
         records.append(rec)
     return SweepOutcome(records, False, 0, {"threads": 2})
+
+
+fake_sweep = sweep_of(FAKE)
 
 
 def test_tuning_chooses_within_the_budget_and_reports_the_layer_it_cannot_meet(tmp_path):
@@ -173,3 +192,87 @@ def test_tuning_refuses_a_sweep_without_errors():
     with pytest.raises(ValueError, match="mode must be 'both'"):
         tuning.tune(LAYERS, ["direct"], SweepSettings(mode="perf"), budget=1e-6,
                     sweep=fake_sweep)
+
+
+# ------------------------------------------------------------------ the runoff
+def test_contenders_are_the_admissible_kernels_close_to_the_choice():
+    c = choose(LAYER, budget=1e-6)  # winograd 1.5 ms; im2col 2.0 (+33%), direct 4.0
+    assert [k.kernel for k in contenders(c, 0.25)] == ["winograd"]
+    assert [k.kernel for k in contenders(c, 0.4)] == ["winograd", "im2col"]
+    # onednn (0.8 ms) and fft (over the budget) are never contenders
+    assert [k.kernel for k in contenders(c, 10)] == ["winograd", "im2col", "direct"]
+    with pytest.raises(ValueError, match="margin"):
+        contenders(c, -0.1)
+
+
+def test_the_runoff_reorders_what_it_timed_and_nothing_else():
+    c = choose(LAYER, budget=1e-6)
+    settled = settle(c, {"winograd": 2.5e-3, "im2col": 2.1e-3, "fft": 1e-4, "onednn": 1e-4})
+    assert (settled.chosen.kernel, settled.runner_up.kernel) == ("im2col", "winograd")
+    assert settled.runoff == {"im2col": 2.1e-3, "winograd": 2.5e-3}  # fft, onednn cannot win
+    assert settled.chosen.time_s == 2e-3  # the candidate keeps its sweep time
+    # untimed admissible kernels rank behind the timed ones
+    assert settle(c, {"direct": 1e-3}).runner_up.kernel == "winograd"
+    assert settle(c, {"fft": 1e-4}) is c  # nothing admissible was timed
+
+
+@given(candidates, st.floats(1e-9, 1e-3), st.booleans(),
+       st.dictionaries(st.sampled_from(["direct", "im2col", "fft", "winograd", "onednn"]),
+                       st.floats(1e-6, 1.0)))
+def test_a_settled_choice_still_meets_the_budget(layer, budget, vendor, times):
+    try:
+        c = choose(layer, budget=budget, allow_vendor=vendor)
+    except BudgetNotMet:
+        return
+    s = settle(c, times)
+    assert s.chosen.error("rel_l2") <= budget and (vendor or s.chosen.kind == "kernel")
+    if s.runoff:
+        assert s.chosen.kernel in s.runoff
+        assert s.runoff[s.chosen.kernel] == min(s.runoff.values())
+
+
+# direct within 25% of winograd's 2.0 ms on layer "a"
+close_sweep = sweep_of({**FAKE, ("a", "direct"): (2.2e-3, 2e-7)})
+
+
+def test_tuning_runs_off_close_kernels_and_keeps_the_faster_one(tmp_path):
+    calls = []
+
+    def compare(suite, p, names, peers, *, backend, rounds, per_call):
+        calls.append((p.name, tuple(names), peers, backend, rounds, per_call))
+        return LayerComparison(suite, p.name, str(p),
+                               medians_ms={"winograd": 2.4, "direct": 1.9})
+
+    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
+                          budget=1e-6, sweep=close_sweep, compare=compare)
+    assert calls == [("a", ("winograd", "direct"), (), "cpu", tuning.RUNOFF_ROUNDS, False)]
+    (a,) = outcome.chosen
+    assert (a.choice.chosen.kernel, a.choice.runner_up.kernel) == ("direct", "winograd")
+    path = tmp_path / "plans.json"
+    tuning.save_plans(path, outcome, "cpu")
+    (entry,) = json.loads(path.read_text())["platforms"].popitem()[1]["entries"].values()
+    assert entry["choice"]["kernel"] == "direct"
+    assert entry["runoff"] == {"direct": 1.9e-3, "winograd": 2.4e-3}
+
+
+def test_no_runoff_when_asked_for_none_or_when_nothing_is_close():
+    def compare(*args, **kwargs):
+        raise AssertionError("no runoff expected")
+
+    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
+                          budget=1e-6, sweep=close_sweep, compare=compare, runoff_rounds=0)
+    assert outcome.chosen[0].choice.chosen.kernel == "winograd"
+    assert outcome.chosen[0].choice.runoff is None
+    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
+                          budget=1e-6, sweep=fake_sweep, compare=compare)
+    assert outcome.chosen[0].choice.chosen.kernel == "winograd"
+
+
+def test_ctrl_c_in_the_runoff_keeps_the_sweeps_choices_and_says_interrupted():
+    def compare(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
+                          budget=1e-6, sweep=close_sweep, compare=compare)
+    assert outcome.interrupted
+    assert outcome.chosen[0].choice.chosen.kernel == "winograd"

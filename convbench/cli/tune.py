@@ -18,12 +18,20 @@ from convbench.cli.common import (
 )
 from convbench.cli.sweep import add_layer_options, layer_overrides
 from convbench.contract import BACKENDS
+from convbench.plans.tuning import RUNOFF_ROUNDS
 
 
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -44,6 +52,10 @@ def add_parser(sub: Any, name: str) -> None:
                            "only timed for comparison")
     tune.add_argument("--algo", default="all",
                       help="comma list of kernels and baselines to measure (default: all)")
+    tune.add_argument("--runoff-rounds", type=non_negative_int, default=RUNOFF_ROUNDS,
+                      help="time the kernels within 25%% of a choice again, interleaved in "
+                           f"one process, for this many rounds; 0: none (default "
+                           f"{RUNOFF_ROUNDS})")
     add_layer_options(tune)
     tune.add_argument("--out", help="plan cache to merge the choices into (default: "
                                     "$CONVBENCH_PLANS, else ~/.cache/convbench/plans.json)")
@@ -80,7 +92,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     with jsonl.ResultWriter(records_path) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
-                              allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
+                              allow_vendor=args.allow_vendor, writer=writer, sweep=sweep,
+                              runoff_rounds=args.runoff_rounds)
     saved = tuning.save_plans(out, outcome, args.backend)
     print(plans_table(outcome, args.metric, args.budget, args.backend))
     print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
@@ -112,12 +125,14 @@ def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") 
             continue
         fastest = min(c.candidates, key=lambda k: k.time_s)
         vendor = next((k for k in c.candidates if k.kernel == peer), None)
+        runoff = ", ".join(f"{k} {t * 1e3:.3f}" for k, t in
+                           sorted(c.runoff.items(), key=lambda kv: kv[1])) if c.runoff else "—"
         rows.append([
             name, c.chosen.kernel, fmt(c.chosen.time_s * 1e3, ".3f"),
             fmt(c.chosen.error(metric), ".2e"),
-            c.runner_up.kernel if c.runner_up else "—",
+            c.runner_up.kernel if c.runner_up else "—", runoff,
             f"{fastest.kernel} ({fastest.error(metric):.1e})",
             fmt(vendor.time_s / c.chosen.time_s if vendor else None, ".2f")])
-    table = Table(["layer", "chosen", "ms", metric, "runner-up", f"fastest ({metric})",
-                   f"{peer} ms / chosen ms"], rows)
+    table = Table(["layer", "chosen", "sweep ms", metric, "runner-up", "runoff ms",
+                   f"fastest ({metric})", f"{peer} ms / chosen ms"], rows)
     return f"## Plans within {metric} <= {budget:g}\n\n" + table.to_markdown()

@@ -8,13 +8,21 @@ budget, and picks the fastest; the next fastest is the runner-up. A budget
 that no candidate meets raises :class:`BudgetNotMet`, which names the
 closest candidate and its error. :func:`pareto_front` gives the candidates
 that no other beats on both time and error.
+
+The times come from a sweep, which measures one kernel after another, each
+in its own worker process. On a shared machine, kernels whose times are
+within tens of percent of each other can rank differently there than when
+they alternate in one process, as a network's layers do.
+:func:`contenders` names the candidates close enough to the choice to time
+again, interleaved, and :func:`settle` makes the choice again from those
+times (a runoff).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from convbench.store.records import Record, as_record
@@ -93,6 +101,9 @@ class Choice:
         The next fastest candidate within the budget.
     candidates : tuple of Candidate
         Every candidate measured, the ones that could not be chosen included.
+    runoff : dict or None
+        Kernel -> median seconds in the runoff that settled the choice
+        (:func:`settle`); None where there was none.
     """
 
     problem: str
@@ -102,6 +113,11 @@ class Choice:
     chosen: Candidate
     runner_up: Candidate | None
     candidates: tuple[Candidate, ...]
+    runoff: Mapping[str, float] | None = None
+
+    def admissible(self) -> list[Candidate]:
+        """The candidates that may be chosen and meet the budget, fastest in the sweep first."""
+        return admissible(self.candidates, self.budget, self.metric, self.allow_vendor)
 
 
 class BudgetNotMet(ValueError):
@@ -158,7 +174,7 @@ def choose(candidates: Iterable[Candidate], *, budget: float, metric: str = "rel
     check_budget(budget, metric)
     candidates = tuple(candidates)
     eligible = [c for c in candidates if allow_vendor or c.kind != "baseline"]
-    within = sorted((c for c in eligible if c.meets(budget, metric)), key=lambda c: c.time_s)
+    within = admissible(candidates, budget, metric, allow_vendor)
     what = "kernel or baseline" if allow_vendor else "convbench kernel"
     where = f" on {problem}" if problem else ""
     if not within:
@@ -178,6 +194,49 @@ def choose(candidates: Iterable[Candidate], *, budget: float, metric: str = "rel
         raise BudgetNotMet(message, closest)
     return Choice(problem, metric, float(budget), allow_vendor, within[0],
                   within[1] if len(within) > 1 else None, candidates)
+
+
+def admissible(candidates: Iterable[Candidate], budget: float, metric: str,
+               allow_vendor: bool) -> list[Candidate]:
+    """Candidates that may be chosen (baselines only with ``allow_vendor``) and whose
+    ``metric`` error is at most ``budget``, fastest first."""
+    return sorted((c for c in candidates if (allow_vendor or c.kind != "baseline")
+                   and c.meets(budget, metric)), key=lambda c: c.time_s)
+
+
+def contenders(choice: Choice, margin: float) -> list[Candidate]:
+    """The admissible candidates at most ``margin`` (a fraction) slower than the choice in
+    the sweep, the choice first: what a runoff times again."""
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    limit = choice.chosen.time_s * (1 + margin)
+    return [c for c in choice.admissible() if c.time_s <= limit]
+
+
+def settle(choice: Choice, times: Mapping[str, float]) -> Choice:
+    """The choice made again from a runoff's times.
+
+    Parameters
+    ----------
+    choice : Choice
+    times : mapping
+        Kernel -> median seconds, each timed interleaved with the others.
+        Only admissible kernels count; those the runoff did not time (it left
+        them out, or they failed) rank behind the ones it did, in sweep order.
+
+    Returns
+    -------
+    Choice
+        With ``chosen`` and ``runner_up`` in runoff order and ``runoff`` set;
+        ``choice`` itself where the runoff timed no admissible kernel.
+    """
+    within = choice.admissible()
+    timed = sorted((c for c in within if c.kernel in times), key=lambda c: times[c.kernel])
+    if not timed:
+        return choice
+    order = timed + [c for c in within if c.kernel not in times]
+    return replace(choice, chosen=order[0], runner_up=order[1] if len(order) > 1 else None,
+                   runoff={c.kernel: float(times[c.kernel]) for c in timed})
 
 
 def pareto_front(candidates: Iterable[Candidate], metric: str) -> list[Candidate]:
