@@ -15,6 +15,12 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
   calling again convolves the new values with the weights already
   transformed: :func:`convbench.plan` binds a kernel once per weight tensor
   this way. A kernel without the attribute is prepared again for every input;
+* ``takes_input_at_call`` (optional, default false): whether the prepared
+  call also accepts an input, ``call(x)``, and convolves that array instead
+  of the one given to ``prepare``. ``x`` is then like that one: same shape,
+  same (native) dtype, C-contiguous, on the same device. The harness never
+  passes it; :func:`convbench.plan` does, so that a call with a new input
+  neither copies it nor transforms the weights again;
 * ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
 * ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
 * ``error_model(p) -> ErrorModel``: which error envelope its results are held
@@ -97,8 +103,12 @@ class PreparedCall(Protocol):
 
     details: Mapping[str, Any]
 
-    def __call__(self) -> Any:
-        """Compute the output (into the kernel's own buffer) and return it."""
+    def __call__(self, *x: Any) -> Any:
+        """Compute the output (into the kernel's own buffer) and return it.
+
+        With an argument, a kernel that declares ``takes_input_at_call``
+        convolves it instead of the prepared input.
+        """
 
 
 class Prepared:
@@ -106,15 +116,15 @@ class Prepared:
 
     __slots__ = ("details", "fn")
 
-    def __init__(self, fn: Callable[[], Any], details: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], details: Mapping[str, Any] | None = None) -> None:
         self.fn = fn
         self.details = dict(details or {})
 
-    def __call__(self) -> Any:
-        return self.fn()
+    def __call__(self, *x: Any) -> Any:
+        return self.fn(*x)
 
 
-def as_prepared(call: Callable[[], Any]) -> PreparedCall:
+def as_prepared(call: Callable[..., Any]) -> PreparedCall:
     """``call`` as a :class:`PreparedCall` (plain callables get empty details)."""
     return call if isinstance(call, PreparedCall) else Prepared(call)
 
@@ -165,6 +175,9 @@ class KernelBase:
     #: False by default: a kernel that copies or transforms ``x`` in ``prepare`` must
     #: not claim it.
     reads_input_at_call: bool = False
+    #: Whether the prepared call accepts another input as ``call(x)`` (see the module
+    #: docstring).
+    takes_input_at_call: bool = False
     #: Whether the kernel rounds float32 operands to TF32 where the problem allows it
     #: (``fpmath="tf32"``); a kernel that does not computes such problems strictly.
     uses_tf32: bool = False
@@ -204,6 +217,10 @@ class KernelBase:
         return as_prepared(self.prepare_call(p, x, w, bias))
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any,
-                     bias: Any) -> Callable[[], Any]:  # pragma: no cover -- abstract
-        """The once-per-layer work for a supported problem; returns the timed call."""
+                     bias: Any) -> Callable[..., Any]:  # pragma: no cover -- abstract
+        """The once-per-layer work for a supported problem; returns the timed call.
+
+        A subclass that declares ``takes_input_at_call`` returns a call whose one
+        optional argument is the input (defaulting to ``x``).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement prepare_call")

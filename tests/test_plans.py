@@ -45,6 +45,9 @@ def test_the_builtin_kernels_claim_the_binding_and_the_torch_baselines_do_not():
         == {"direct", "im2col", "fft", "winograd"}
     assert not getattr(convbench.get_kernel("onednn"), "reads_input_at_call", False)
     assert all(getattr(cls(HOST), "reads_input_at_call", False) for cls in GPU_CLASSES.values())
+    assert {k.name for k in kernels("cpu") if getattr(k, "takes_input_at_call", False)} \
+        == {"direct", "im2col", "fft", "winograd"}
+    assert all(cls(HOST).takes_input_at_call for cls in GPU_CLASSES.values())
 
 
 def buffer_errors(kernel, p):
@@ -68,6 +71,25 @@ def test_a_kernel_that_reads_input_at_call_convolves_what_its_buffer_holds(kerne
     if kernel.supports(p) is not None:
         pytest.skip(kernel.supports(p))
     assert max(buffer_errors(kernel, p)) <= 1
+
+
+@pytest.mark.parametrize("kernel", _bound_kernels())
+@pytest.mark.parametrize("desc", PROBLEMS)
+def test_a_kernel_that_takes_input_at_call_convolves_the_array_it_is_given(kernel, desc):
+    p = ConvProblem.parse(desc)
+    if kernel.supports(p) is not None:
+        pytest.skip(kernel.supports(p))
+    _, w, b = random_inputs(p, seed=1)
+    buffer = np.zeros(p.input_shape, dtype=p.dtype)
+    call = kernel.prepare(p, buffer, w, b)
+    for seed in (2, 3):
+        x = random_inputs(p, seed=seed)[0]
+        y = np.array(call(x))
+        assert envelope_ratio(kernel, p, x, w, b, y) <= 1
+    assert not buffer.any()
+    # Without an argument the call still reads the array it was prepared on.
+    np.testing.assert_array_equal(np.asarray(call()), np.asarray(kernel.prepare(
+        p, buffer, w, b)()))
 
 
 class CopiesInputInPrepare(KernelBase):
@@ -112,6 +134,36 @@ def test_a_call_with_the_plans_own_buffer_needs_no_copy():
     f.input[...] = x
     np.testing.assert_array_equal(f(f.input), convbench.conv2d(x, w, b, padding=1,
                                                                algo="winograd"))
+
+
+@pytest.mark.parametrize("algo", CPU_KERNELS)
+def test_a_plan_reads_a_contiguous_input_where_it_is_and_copies_any_other(algo):
+    p = ConvProblem.parse(PROBLEMS[0])
+    _, w, b = random_inputs(p, seed=1)
+    f = convbench.plan(p.input_shape, w, b, padding=1, algo=algo)
+    x = random_inputs(p, seed=2)[0]
+    np.testing.assert_array_equal(f(x), convbench.conv2d(x, w, b, padding=1, algo=algo))
+    assert not f.input.any()  # read in place: the plan's buffer was never written
+    # A strided view and a big-endian array cannot be read as the kernel was compiled:
+    # they are copied into the buffer, and the result is the same.
+    for other in (np.asfortranarray(x), x.astype(x.dtype.newbyteorder())):
+        np.testing.assert_array_equal(f(other), convbench.conv2d(x, w, b, padding=1,
+                                                                 algo=algo))
+        np.testing.assert_array_equal(f.input, x)
+        f.input[...] = 0
+
+
+@pytest.mark.parametrize("algo", CPU_KERNELS)
+def test_a_plan_given_its_own_output_reads_it_before_overwriting_it(algo):
+    p = ConvProblem.parse('mb2ic8ih9oc8kh3ph1n"same shape"')  # output shape == input shape
+    x, w, b = random_inputs(p, seed=6)
+    f = convbench.plan(x, w, b, padding=1, algo=algo)
+    y = f(x)
+    twice = f(y)
+    assert twice is y  # the plan's output buffer, read and overwritten by one call
+    once = convbench.conv2d(x, w, b, padding=1, algo=algo)
+    expected = convbench.conv2d(once, w, b, padding=1, algo=algo)
+    np.testing.assert_array_equal(twice, expected)
 
 
 def _count_calls(monkeypatch, module, name):

@@ -233,6 +233,7 @@ class DirectKernel(CpuKernel):
 
     name = "direct"
     family = "direct"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if vectorize_over_channels(p):
@@ -242,24 +243,24 @@ class DirectKernel(CpuKernel):
         return K_BLOCK * p.ow * p.itemsize
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
         if vectorize_over_channels(p):
             kg = p.oc // p.g
             wt = np.ascontiguousarray(
                 w.reshape(p.g, kg, p.ic // p.g, p.kh, p.kw).transpose(0, 2, 3, 4, 1))
-            channel_args = (x, wt, b, y, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w)
+            channel_args = (wt, b, y, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w)
 
-            def run_channel_order() -> np.ndarray:
-                direct_conv2d_channel_order(*channel_args)
+            def run_channel_order(x: np.ndarray = x) -> np.ndarray:
+                direct_conv2d_channel_order(x, *channel_args)
                 return y
 
             return run_channel_order
-        args = (x, w, b, y, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.g)
+        args = (w, b, y, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.g)
 
-        def run() -> np.ndarray:
-            direct_conv2d(*args)
+        def run(x: np.ndarray = x) -> np.ndarray:
+            direct_conv2d(x, *args)
             return y
 
         return run

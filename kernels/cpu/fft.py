@@ -112,6 +112,7 @@ class FftKernel(CpuKernel):
 
     name = "fft"
     family = "fft"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # filter spectra, once per weight tensor
 
     def plan(self, p: ConvProblem) -> FftPlan:
@@ -125,7 +126,7 @@ class FftKernel(CpuKernel):
         return replace(super().error_model(p), transform_size=plan.lh * plan.lw)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
         plan = self.plan(p)
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
@@ -136,7 +137,7 @@ class FftKernel(CpuKernel):
                                      workers=num_threads())
             bias_planes = b[:, None, None]
 
-            def run_whole_images() -> np.ndarray:
+            def run_whole_images(x: np.ndarray = x) -> np.ndarray:
                 for n0 in range(0, p.mb, plan.batch):
                     nb = min(plan.batch, p.mb - n0)
                     spec = scipy.fft.rfft2(x[n0:n0 + nb], s=(plan.lh, plan.lw),
@@ -153,7 +154,7 @@ class FftKernel(CpuKernel):
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw
         tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
 
-        def run() -> np.ndarray:
+        def run(x: np.ndarray = x) -> np.ndarray:
             for t0 in range(0, total, plan.batch):
                 nb = min(plan.batch, total - t0)
                 tiles = tiles_buf[:nb]

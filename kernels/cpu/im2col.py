@@ -73,6 +73,7 @@ class Im2colKernel(CpuKernel):
 
     name = "im2col"
     family = "direct"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
         """Images and output rows per tile."""
@@ -82,17 +83,15 @@ class Im2colKernel(CpuKernel):
         return 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
         g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
         y = empty_output(p)
         y_blocks = y.reshape(p.mb, g, kg, p.oh * p.ow)
         w_mat = w.reshape(g, kg, cg * p.kh * p.kw)
 
         if is_pointwise_gemm(p):
-            x_mat = x.reshape(p.mb, g, cg, p.ih * p.iw)
-
-            def run_pointwise() -> np.ndarray:
-                np.matmul(w_mat, x_mat, out=y_blocks)
+            def run_pointwise(x: np.ndarray = x) -> np.ndarray:
+                np.matmul(w_mat, x.reshape(p.mb, g, cg, p.ih * p.iw), out=y_blocks)
                 if bias is not None:
                     add_bias(y, bias)
                 return y
@@ -107,7 +106,7 @@ class Im2colKernel(CpuKernel):
         col_flat = np.empty(nb * crs * rows * p.ow, dtype=p.dtype)
         geometry = (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow)
 
-        def run() -> np.ndarray:
+        def run(x: np.ndarray = x) -> np.ndarray:
             for t in tiles:
                 tile_col = col_flat[:t.nb * crs * t.rows * p.ow].reshape(t.nb, crs, t.rows * p.ow)
                 im2col_lower(x, tile_col, t.n0, t.p0, t.rows, *geometry)

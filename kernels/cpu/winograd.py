@@ -217,6 +217,7 @@ class WinogradKernel(CpuKernel):
 
     name = "winograd"
     family = "winograd"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G
@@ -232,7 +233,7 @@ class WinogradKernel(CpuKernel):
         return algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[[], np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
         g, cg = p.g, p.ic // p.g
         u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)
@@ -246,7 +247,7 @@ class WinogradKernel(CpuKernel):
         blocks = [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
                   for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
 
-        def run() -> np.ndarray:
+        def run(x: np.ndarray = x) -> np.ndarray:
             for n0, count, tr0, n_rows in blocks:
                 tiles = count * n_rows * cols
                 v = v_flat[:16 * p.ic * tiles].reshape(16, p.ic, tiles)

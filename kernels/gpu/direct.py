@@ -114,6 +114,7 @@ class GpuDirectKernel(GpuKernel):
 
     name = "direct"
     family = "direct"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
 
     def precision(self, p: ConvProblem) -> dict[str, str]:
@@ -128,17 +129,17 @@ class GpuDirectKernel(GpuKernel):
             reason = plan if isinstance(plan, str) else None
         return reason
 
-    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
         plan = plan_direct(p)
         assert isinstance(plan, DirectLaunch)
         rt = self.runtime
         xd, wd, bd, y, has_bias = self.device_operands(p, x, w, bias)
-        args = [xd, wd, bd, y, p.ic, p.ih, p.iw, p.oc, p.kh, p.kw, p.oh, p.ow, p.sh, p.sw,
+        args = [wd, bd, y, p.ic, p.ih, p.iw, p.oc, p.kh, p.kw, p.oh, p.ow, p.sh, p.sw,
                 p.ph, p.pw, p.dil_h, p.dil_w, p.g, int(has_bias), plan.chunk]
         name = self.kernel(plan.kernel, p)
 
-        def run() -> Any:
-            rt.launch(SOURCE, name, plan.grid, plan.block, args, plan.shared_bytes)
+        def run(x: Any = xd) -> Any:
+            rt.launch(SOURCE, name, plan.grid, plan.block, [x, *args], plan.shared_bytes)
             return y
 
         return self.with_details(p, run, variant=plan.kernel, chunk=plan.chunk)

@@ -58,6 +58,7 @@ class GpuFftKernel(GpuKernel):
 
     name = "fft"
     family = "fft"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
     caches_weights = True  # filter spectra, once per weight tensor
     uses_tf32 = True
@@ -87,7 +88,7 @@ class GpuFftKernel(GpuKernel):
         rounding = TF32_UNIT_ROUNDOFF if contraction_compute(p) == "tf32" else 0.0
         return ErrorModel(self.family, rounding, plan.lh * plan.lw)
 
-    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
         rt = self.runtime
         xp = rt.xp
         work = np.dtype(WORK_DTYPE[p.dtype])
@@ -121,7 +122,7 @@ class GpuFftKernel(GpuKernel):
             out = out_buf[:nb * p.oc * plan.lh * plan.lw].reshape(nb * p.oc, plan.lh, plan.lw)
             x_spec = x_spec_buf[:freqs * nb * p.ic].reshape(freqs, nb * p.ic)
             y_spec = y_spec_buf[:freqs * nb * p.oc].reshape(freqs, nb * p.oc)
-            args_gather = [xd, tiles, nb, p.ic, p.ih, p.iw, Int64(t0), plan.tile_rows,
+            args_gather = [tiles, nb, p.ic, p.ih, p.iw, Int64(t0), plan.tile_rows,
                            plan.tile_cols, plan.lh, plan.lw, step_h, step_w, p.ph, p.pw]
             args_scatter = [out, bd, y, nb, p.oc, p.oh, p.ow, Int64(t0), plan.tile_rows,
                             plan.tile_cols, plan.lh, plan.lw, plan.th, plan.tw, p.sh, p.sw,
@@ -143,10 +144,10 @@ class GpuFftKernel(GpuKernel):
                       compute)
             y_spec.reshape(freqs, nb, g, kg)[...] = yg.transpose(0, 2, 1, 3)
 
-        def run() -> Any:
+        def run(x: Any = xd) -> Any:
             for (nb, tiles, out, x_spec, y_spec, args_gather, grid_gather, args_scatter,
                  grid_scatter) in steps:
-                rt.launch(SOURCE, gather, *grid_gather, args_gather)
+                rt.launch(SOURCE, gather, *grid_gather, [x, *args_gather])
                 rt.rfft2_by_frequency(tiles, x_spec)
                 contract(nb, x_spec, y_spec)
                 rt.irfft2_by_frequency(y_spec, out)

@@ -55,6 +55,7 @@ class GpuIm2colKernel(GpuKernel):
 
     name = "im2col"
     family = "direct"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
     uses_tf32 = True
 
@@ -80,7 +81,7 @@ class GpuIm2colKernel(GpuKernel):
     def math_note(self, p: ConvProblem) -> str:
         return "GEMM " + GEMM_DESCRIPTION[gemm_compute(p.math, p.dtype)]
 
-    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
         rt = self.runtime
         xp = rt.xp
         compute = gemm_compute(p.math, p.dtype)
@@ -100,11 +101,10 @@ class GpuIm2colKernel(GpuKernel):
                 rt.launch(SOURCE, bias_name, *bias_grid, bias_args)
 
         if is_pointwise_gemm(p):
-            x_mat = xd.reshape(p.mb, g, cg, p.ih * p.iw)
-
-            def run_pointwise() -> Any:
+            def run_pointwise(x: Any = xd) -> Any:
                 start()
-                grouped_matmul(rt, w_mat, x_mat, y_blocks, compute, has_bias)
+                grouped_matmul(rt, w_mat, x.reshape(p.mb, g, cg, p.ih * p.iw), y_blocks,
+                               compute, has_bias)
                 return y
 
             return self.with_details(p, run_pointwise, gemm_calls=g if g <= p.mb else p.mb)
@@ -119,14 +119,14 @@ class GpuIm2colKernel(GpuKernel):
             col = col_flat[:size].reshape(t.nb, g, crs_g, t.rows * p.ow)
             # The output block of the tile: a strided view of y (row stride P*Q).
             out = y_blocks[t.n0:t.n0 + t.nb, :, :, t.p0 * p.ow:(t.p0 + t.rows) * p.ow]
-            args = [xd, col, t.nb, p.ic, p.ih, p.iw, t.n0, t.p0, t.rows, p.kh, p.kw, p.sh,
+            args = [col, t.nb, p.ic, p.ih, p.iw, t.n0, t.p0, t.rows, p.kh, p.kw, p.sh,
                     p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow]
             steps.append((col, out, args, row_grid(t.nb * crs, t.rows * p.ow)))
 
-        def run() -> Any:
+        def run(x: Any = xd) -> Any:
             start()
             for col, out, args, launch in steps:
-                rt.launch(SOURCE, lower, *launch, args)
+                rt.launch(SOURCE, lower, *launch, [x, *args])
                 grouped_matmul(rt, w_mat, col, out, compute, has_bias)
             return y
 

@@ -48,6 +48,7 @@ class GpuWinogradKernel(GpuKernel):
 
     name = "winograd"
     family = "winograd"
+    takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
     caches_weights = True  # U = G g G^T, once per weight tensor
 
@@ -82,7 +83,7 @@ class GpuWinogradKernel(GpuKernel):
     def workspace_bytes(self, p: ConvProblem) -> int:
         return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
-    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+    def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
         rt = self.runtime
         xp = rt.xp
         uv, m_dtype = stage_dtypes(p)
@@ -105,15 +106,15 @@ class GpuWinogradKernel(GpuKernel):
                 tiles = count * n_rows * cols
                 v = v_flat[:16 * p.ic * tiles].reshape(16 * g, cg, tiles)
                 m = m_flat[:16 * p.oc * tiles].reshape(16 * g, kg, tiles)
-                args_in = [xd, v, p.ic, p.ih, p.iw, n0, count, tr0, n_rows, cols, p.ph, p.pw]
+                args_in = [v, p.ic, p.ih, p.iw, n0, count, tr0, n_rows, cols, p.ph, p.pw]
                 args_out = [m, bd, y, p.oc, p.oh, p.ow, n0, count, tr0, n_rows, cols,
                             int(has_bias)]
                 steps.append((v, m, args_in, elementwise_grid(p.ic * tiles), args_out,
                               elementwise_grid(p.oc * tiles)))
 
-        def run() -> Any:
+        def run(x: Any = xd) -> Any:
             for v, m, args_in, grid_in, args_out, grid_out in steps:
-                rt.launch(SOURCE, name_in, *grid_in, args_in)
+                rt.launch(SOURCE, name_in, *grid_in, [x, *args_in])
                 rt.matmul(u_mat, v, m, compute)
                 rt.launch(SOURCE, name_out, *grid_out, args_out)
             return y
