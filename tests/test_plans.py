@@ -50,46 +50,49 @@ def test_the_builtin_kernels_claim_the_binding_and_the_torch_baselines_do_not():
     assert all(cls(HOST).takes_input_at_call for cls in GPU_CLASSES.values())
 
 
-def buffer_errors(kernel, p):
-    """Error of a prepared call (in units of its envelope) after each of two new inputs."""
+def buffer_errors(kernel, p, *, as_argument=False):
+    """Error of a prepared call (in units of its envelope) after each of two new inputs,
+    written into the buffer it was prepared on or, ``as_argument``, passed to the call.
+    Returns the errors and the call."""
     _, w, b = random_inputs(p, seed=1)
     buffer = np.zeros(p.input_shape, dtype=p.dtype)
     call = kernel.prepare(p, buffer, w, b)
     errors = []
     for seed in (2, 3):
         x = random_inputs(p, seed=seed)[0]
-        buffer[...] = x
-        y = np.array(call())  # a copy: the next call overwrites the kernel's buffer
+        if as_argument:
+            y = np.array(call(x))
+        else:
+            buffer[...] = x
+            y = np.array(call())  # a copy: the next call overwrites the kernel's buffer
         errors.append(envelope_ratio(kernel, p, x, w, b, y))
-    return errors
+    return errors, call
+
+
+def supported(kernel, desc):
+    """The problem ``desc``, or a skip with the reason ``kernel`` gives."""
+    p = ConvProblem.parse(desc)
+    if kernel.supports(p) is not None:
+        pytest.skip(kernel.supports(p))
+    return p
 
 
 @pytest.mark.parametrize("kernel", _bound_kernels())
 @pytest.mark.parametrize("desc", PROBLEMS)
 def test_a_kernel_that_reads_input_at_call_convolves_what_its_buffer_holds(kernel, desc):
-    p = ConvProblem.parse(desc)
-    if kernel.supports(p) is not None:
-        pytest.skip(kernel.supports(p))
-    assert max(buffer_errors(kernel, p)) <= 1
+    assert max(buffer_errors(kernel, supported(kernel, desc))[0]) <= 1
 
 
 @pytest.mark.parametrize("kernel", _bound_kernels())
 @pytest.mark.parametrize("desc", PROBLEMS)
 def test_a_kernel_that_takes_input_at_call_convolves_the_array_it_is_given(kernel, desc):
-    p = ConvProblem.parse(desc)
-    if kernel.supports(p) is not None:
-        pytest.skip(kernel.supports(p))
+    p = supported(kernel, desc)
+    errors, call = buffer_errors(kernel, p, as_argument=True)
+    assert max(errors) <= 1
+    # Without an argument the call still reads the (all-zero) array it was prepared on.
+    zeros = np.zeros(p.input_shape, dtype=p.dtype)
     _, w, b = random_inputs(p, seed=1)
-    buffer = np.zeros(p.input_shape, dtype=p.dtype)
-    call = kernel.prepare(p, buffer, w, b)
-    for seed in (2, 3):
-        x = random_inputs(p, seed=seed)[0]
-        y = np.array(call(x))
-        assert envelope_ratio(kernel, p, x, w, b, y) <= 1
-    assert not buffer.any()
-    # Without an argument the call still reads the array it was prepared on.
-    np.testing.assert_array_equal(np.asarray(call()), np.asarray(kernel.prepare(
-        p, buffer, w, b)()))
+    np.testing.assert_array_equal(np.asarray(call()), np.asarray(kernel.prepare(p, zeros, w, b)()))
 
 
 class CopiesInputInPrepare(KernelBase):
@@ -104,7 +107,7 @@ class CopiesInputInPrepare(KernelBase):
 
 
 def test_the_binding_check_catches_a_kernel_that_copies_its_input():
-    assert min(buffer_errors(CopiesInputInPrepare(), ConvProblem.parse(PROBLEMS[0]))) > 10
+    assert min(buffer_errors(CopiesInputInPrepare(), ConvProblem.parse(PROBLEMS[0]))[0]) > 10
 
 
 @pytest.mark.parametrize("algo", [*CPU_KERNELS, "onednn", "numpy_im2col"])
