@@ -10,17 +10,31 @@ from typing import Any
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _at_least(convert: Any, low: float, text: str) -> Any:
+    """``convert(text)``, refused by argparse unless it is at least ``low``."""
+    value = convert(text)
+    if not value >= low:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
     return value
 
 
+def positive_int(text: str) -> int:
+    return _at_least(int, 1, text)
+
+
+def non_negative_int(text: str) -> int:
+    return _at_least(int, 0, text)
+
+
 def non_negative_float(text: str) -> float:
+    return _at_least(float, 0, text)
+
+
+def positive_float(text: str) -> float:
+    """A positive finite number (an error budget)."""
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 

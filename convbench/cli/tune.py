@@ -12,6 +12,8 @@ from convbench.cli.common import (
     EXIT_OK,
     EXIT_REGRESSION,
     add_sweep_options,
+    non_negative_int,
+    positive_float,
     selected_work,
     sweep_settings,
     sweep_with_progress,
@@ -19,20 +21,6 @@ from convbench.cli.common import (
 from convbench.cli.sweep import add_layer_options, layer_overrides
 from convbench.contract import BACKENDS
 from convbench.plans.tuning import RUNOFF_ROUNDS
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_parser(sub: Any, name: str) -> None:
