@@ -63,13 +63,20 @@ def test_in_process_sweep_records_failures(faulty_env, tmp_path):
     assert not outcome.interrupted
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "convbench.cli", "run", "--suite", "resnet50", "--batch", "1",
          "--algo", "test_sleeping", "--mode", "perf", "--out", str(out),
          "--min-reps", "20", "--min-time", "0", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and
+        # Python keeps an ignored SIGINT ignored: give the sweep Ctrl-C as a terminal would.
+        preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline:
         if out.exists() and sum('"type": "result"' in line

@@ -84,11 +84,14 @@ def test_platforms_name_their_needs():
 
 
 def _fingerprint(code_before: str, env: dict | None = None) -> str:
+    """The fingerprint in a fresh process on the native platform, or ``env``'s."""
+    emulation = {name for p in PLATFORMS for name in p.env}  # set when make test runs emulated
+    native = {k: v for k, v in os.environ.items() if k not in emulation}
     done = subprocess.run([sys.executable, "-c", f"{code_before}\n"
                            "from convbench.store.environment import platform_fingerprint\n"
                            "print(platform_fingerprint('cpu')['id'])"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, check=True,
-                          env=dict(os.environ, **(env or {})))
+                          env=dict(native, **(env or {})))
     return done.stdout.strip()
 
 
