@@ -8,6 +8,8 @@ Public API::
     convbench.algorithms("cpu")
     convbench.ConvProblem.parse('mb8ic64ih56oc64kh3ph1n"res2a_branch2b"')
     convbench.reference(x, w, bias, stride=..., padding=..., dilation=..., groups=...)
+    layers = convbench.layers_from_torch(model, (1, 3, 224, 224))  # .suite_text()
+    layers = convbench.layers_from_onnx("model.onnx", {"input": (1, 3, 224, 224)})
 
 The package is laid out by job: ``problem`` (what a convolution is),
 ``measure`` (how numbers are taken), ``store`` (what is kept), ``present``
@@ -22,6 +24,7 @@ from convbench.contract import ErrorModel, Kernel, KernelBase, Prepared
 from convbench.errors import UnsupportedProblem
 from convbench.plans.bound import Plan, plan
 from convbench.problem import ConvProblem
+from convbench.problem.models import layers_from_onnx, layers_from_torch
 from convbench.problem.reference import reference
 from convbench.registry import algorithms, get_kernel, register
 
@@ -37,6 +40,8 @@ __all__ = [
     "auto_kernel",
     "conv2d",
     "get_kernel",
+    "layers_from_onnx",
+    "layers_from_torch",
     "plan",
     "reference",
     "register",

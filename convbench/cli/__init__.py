@@ -1,6 +1,6 @@
 """The ``convbench`` command: it parses the command line and calls the library.
 
-Each subcommand lives in its own module of this package (``list``, ``run``,
+Each subcommand lives in its own module of this package (``list``, ``layers``, ``run``,
 ``check``, ``compare``, ``roof``, ``report``) with an ``add_parser`` and a
 ``main``; exit status 0 on success, 1 on regressions or findings, 2 on usage
 errors, 130 when interrupted.
@@ -12,11 +12,12 @@ import argparse
 import signal
 import sys
 
-from convbench.cli import check, compare, listing, report, roof, sweep, tune
+from convbench.cli import check, compare, layers, listing, report, roof, sweep, tune
 from convbench.cli.common import EXIT_USAGE
+from convbench.errors import MissingExtra
 
-COMMANDS = {"list": listing, "run": sweep, "roof": roof, "report": report, "check": check,
-            "compare": compare, "tune": tune}
+COMMANDS = {"list": listing, "layers": layers, "run": sweep, "roof": roof, "report": report,
+            "check": check, "compare": compare, "tune": tune}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     command = sys.argv if argv is None else ["convbench", *argv]
     try:
         return COMMANDS[args.command].main(args, command)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, MissingExtra) as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

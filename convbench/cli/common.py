@@ -75,6 +75,12 @@ def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[
                                                                             list[str]]:
     """The (suite, layer) pairs, the suite's label and the kernel names ``run``/``tune`` name.
 
+    ``--suite`` is a comma list of suites or files; ``--model`` (``run``) adds
+    the layers of a PyTorch or ONNX model, read as the suite that ``convbench
+    layers`` would write for it (its unmodellable convolutions are reported
+    on stderr), labelled with the model's name. The label joins the suites'
+    and the model's names with ``+``.
+
     Raises
     ------
     ValueError
@@ -84,13 +90,47 @@ def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[
     from convbench.problem.suites import select_layers  # noqa: PLC0415
     from convbench.registry import select_kernels  # noqa: PLC0415
 
-    layers = select_layers([args.suite] if args.suite else [], args.descriptors,
-                           match=args.match, **overrides)
+    suites = suite_list(args.suite)
+    model = getattr(args, "model", None)
+    extra: list[tuple[str, Any]] = []
+    if model:
+        extra = model_layers(model, args.input)
+    elif getattr(args, "input", None):
+        raise ValueError("--input gives a model's input shape: it needs --model")
+    layers = select_layers(suites, args.descriptors, match=args.match, extra=extra,
+                           **overrides)
     if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
         raise ValueError(f"no GPU present ({reason}); --backend gpu needs a CUDA device and "
                          "CuPy (pip install 'convbench[gpu]')")
-    suite = Path(args.suite).stem if args.suite else "custom"
+    labels = [Path(s).stem for s in suites] + ([model_label(model)] if model else [])
+    suite = "+".join(labels) if labels else "custom"
     return layers, suite, select_kernels(args.algo, args.backend)
+
+
+def suite_list(text: str | None) -> list[str]:
+    """``--suite a,b``: the suite names or files, in order."""
+    return [s for s in (text or "").split(",") if s]
+
+
+def model_label(spec: str) -> str:
+    """What a model's layers are labelled with: the factory's name, or the ONNX file's stem."""
+    from convbench.problem.models.spec import is_onnx  # noqa: PLC0415
+
+    return Path(spec).stem if is_onnx(spec) else spec.rpartition(":")[2]
+
+
+def model_layers(spec: str, inputs: list[str]) -> list[tuple[str, Any]]:
+    """``--model SPEC --input SHAPE``: the model's suite layers, labelled with its name."""
+    from convbench.problem.models import layers_from_spec  # noqa: PLC0415
+    from convbench.problem.suites import parse_suite  # noqa: PLC0415
+
+    found = layers_from_spec(spec, inputs)
+    if found.unmodelled:
+        print(f"{len(found.unmodelled)} convolution(s) of {found.source} cannot be modelled "
+              "and are left out:", file=sys.stderr)
+        print(found.unmodelled_report(), file=sys.stderr)
+    label = model_label(spec)
+    return [(label, layer) for layer in parse_suite(found.suite_text(), spec)]
 
 
 def gpu_missing_reason() -> str | None:

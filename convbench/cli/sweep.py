@@ -17,6 +17,7 @@ from convbench.cli.common import (
     sweep_settings,
     sweep_with_progress,
 )
+from convbench.cli.layers import add_input_option
 from convbench.contract import BACKENDS
 from convbench.problem import DT_TO_DTYPE, MATH_MODES, normalize_dtype
 
@@ -25,7 +26,12 @@ def add_parser(sub: Any, name: str) -> None:
     run = sub.add_parser(name, help="sweep suite layers x kernels, write JSONL, print tables")
     run.add_argument("descriptors", nargs="*", metavar="DESCRIPTOR",
                      help="benchdnn descriptors to run instead of (or besides) a suite")
-    run.add_argument("--suite", help="suite name (see 'convbench list suites') or file path")
+    run.add_argument("--suite", help="comma list of suite names (see 'convbench list suites') "
+                                     "or files")
+    run.add_argument("--model", metavar="SPEC",
+                     help="also run a model's conv layers: MODULE:FACTORY (PyTorch) or a "
+                          ".onnx file, with --input (see 'convbench layers')")
+    add_input_option(run)
     run.add_argument("--backend", choices=BACKENDS, default="cpu")
     run.add_argument("--algo", default="all",
                      help="comma list of kernels and baselines, or 'all' (default)")
@@ -92,6 +98,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     config = {"suite": suite, "kernels": names, **runner.settings_dict(settings),
               "batch": args.batch, "match": args.match, "resume": args.resume,
               "math": args.math}
+    if args.model:
+        config["model"] = {"spec": args.model, "input": args.input}
     env = environment.environment(args.backend)
     env["roof"] = roof.measure_and_cache(args.threads, args.backend) if args.roof \
         else roof.load_cached()

@@ -140,7 +140,9 @@ def overrides(*, batch: int | None = None, dtype: str | None = None, bias: bool 
 
 
 def select_layers(suites: Iterable[str] = (), descriptors: Iterable[str] = (), *,
-                  match: str | None = None, **override: Any) -> list[tuple[str, SuiteLayer]]:
+                  match: str | None = None,
+                  extra: Iterable[tuple[str, SuiteLayer]] = (),
+                  **override: Any) -> list[tuple[str, SuiteLayer]]:
     """The (suite label, layer) pairs a command line names.
 
     Parameters
@@ -151,6 +153,8 @@ def select_layers(suites: Iterable[str] = (), descriptors: Iterable[str] = (), *
         Descriptors given on the command line, labelled ``"custom"``.
     match : str, optional
         Regex on layer names or descriptors.
+    extra : iterable of (str, SuiteLayer)
+        Layers labelled already (a model's), after the suites and descriptors.
     **override
         ``batch``, ``dtype``, ``bias``, ``fpmath`` (see :func:`overrides`).
 
@@ -165,8 +169,9 @@ def select_layers(suites: Iterable[str] = (), descriptors: Iterable[str] = (), *
         chosen += [(Path(suite).stem, layer.with_(**changes)) for layer in load_suite(suite)]
     for text in descriptors:
         chosen.append(("custom", SuiteLayer(ConvProblem.parse(text), 1, text).with_(**changes)))
+    chosen += [(label, layer.with_(**changes)) for label, layer in extra]
     if not chosen:
-        raise ValueError("nothing to run: give --suite NAME or descriptors")
+        raise ValueError("nothing to run: give --suite NAME, --model SPEC or descriptors")
     if match:
         pattern = re.compile(match)
         chosen = [(s, x) for s, x in chosen
