@@ -213,3 +213,17 @@ def test_a_suite_file_runs_what_it_can_and_skips_3d_lines(tmp_path):
                       *_quick())
     assert proc.returncode == 2 and "bad.txt:2: cannot parse" in proc.stderr
     assert not (tmp_path / "bad.jsonl").exists()  # nothing measured
+
+
+def test_run_takes_a_comma_list_of_suites(tmp_path, capsys):
+    out = tmp_path / "two.jsonl"
+    assert cli.main(["run", "--suite", "lenet5,alexnet", "--match", "^conv1$", "--algo",
+                     "direct", "--mode", "accuracy", "--batch", "1", "--out", str(out),
+                     "--no-isolate", "--no-progress"]) == 0
+    run = load_run(out)
+    assert sorted((r["suite"], r["name"]) for r in run.records) == [("alexnet", "conv1"),
+                                                                    ("lenet5", "conv1")]
+    assert run.headers[0]["config"]["suite"] == "lenet5+alexnet"
+    assert "## lenet5+alexnet" in capsys.readouterr().out
+    assert cli.main(["run", "--suite", "lenet5", "--input", "1,3,8,8"]) == 2
+    assert "--input gives a model's input shape: it needs --model" in capsys.readouterr().err
