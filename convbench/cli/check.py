@@ -16,14 +16,16 @@ from convbench.cli.common import (
     EXIT_REGRESSION,
     EXIT_USAGE,
     add_process_options,
+    cluster_for,
     gpu_missing_reason,
     non_negative_float,
     positive_int,
     sweep_with_progress,
 )
 from convbench.contract import BACKENDS
-from convbench.present.tables import findings_table
+from convbench.present.tables import findings_table, platform_label
 from convbench.problem import DT_TO_DTYPE, normalize_dtype
+from convbench.store.records import by_platform
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -96,12 +98,18 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         raise ValueError("nothing to check: no layer matches")
     from convbench.store.jsonl import ResultWriter, header_record  # noqa: PLC0415
 
+    if args.update and args.scheduler:
+        raise ValueError("--update writes the baseline of the platform it runs on: run it "
+                         "there, without --scheduler")
     with contextlib.ExitStack() as stack:
+        env = environment(args.backend) if args.out else {}
+        cluster = stack.enter_context(cluster_for(args, env))
         writer = stack.enter_context(ResultWriter(args.out)) if args.out else None
         if writer is not None:
-            writer.write(header_record(command, {"check": vars(args)}, environment(args.backend)))
+            writer.write(header_record(command, {"check": vars(args)}, env))
         outcome = sweep_with_progress(tasks, settings, writer, set(),
-                                      show=False if args.no_progress else None)
+                                      show=False if args.no_progress else None,
+                                      cluster=cluster)
     if outcome.interrupted:
         print("interrupted: nothing was compared or written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -117,14 +125,22 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
               f"platform {here['id']}")
         return EXIT_OK
     there = made_with.get("fingerprint") or {}
-    same = there.get("id") == here["id"]
-    result = check_records(outcome.records, baseline.entries if baseline else None,
-                           same_platform=same, factor=args.factor,
-                           exact_fill=args.fill == "exact")
-    print(summary(result, len(outcome.records), path if baseline else None, here, there,
-                  same, args.factor))
-    if result.findings:
-        print(findings_table(result.findings))
+    findings = []
+    groups = by_platform(outcome.records)
+    for platform, records in groups.items():
+        # A Dask worker's records carry its platform; those measured here have this one's.
+        measured_on = records[0].get("fingerprint") if platform is not None else here
+        same = there.get("id") == measured_on["id"]
+        result = check_records(records, baseline.entries if baseline else None,
+                               same_platform=same, factor=args.factor,
+                               exact_fill=args.fill == "exact")
+        if len(groups) > 1:
+            print(f"\n## {platform_label(platform, records)}")
+        print(summary(result, len(records), path if baseline else None, measured_on, there,
+                      same, args.factor))
+        findings += result.findings
+    if findings:
+        print(findings_table(findings))
         return EXIT_REGRESSION
     return EXIT_OK
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,26 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_process_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-isolate`` and ``--no-progress`` (every command that sweeps)."""
+    """``--no-isolate``, ``--no-progress`` and ``--scheduler`` (every command that sweeps)."""
     parser.add_argument("--no-isolate", action="store_true",
                         help="measure in this process instead of a worker (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT|local:N",
+                        help="measure on a Dask cluster: a running scheduler's address, or "
+                             "local:N worker processes here (needs convbench[cluster])")
+
+
+@contextlib.contextmanager
+def cluster_for(args: argparse.Namespace, env: dict[str, Any]) -> Iterator[Any]:
+    """The Dask cluster ``--scheduler`` names (None without it), its workers in ``env``."""
+    if not getattr(args, "scheduler", None):
+        yield None
+        return
+    from convbench.measure.cluster import connect  # noqa: PLC0415
+
+    with connect(args.scheduler) as cluster:
+        env["cluster"] = {"scheduler": cluster.address, "workers": cluster.workers()}
+        yield cluster
 
 
 def sweep_settings(args: argparse.Namespace, **fixed: Any) -> Any:
@@ -142,14 +160,15 @@ def gpu_missing_reason() -> str | None:
 
 
 def sweep_with_progress(tasks: list, settings: Any, writer: Any, done: set,
-                        show: bool | None = None) -> Any:
-    """:func:`~convbench.measure.runner.run_sweep` with a progress bar on a terminal."""
+                        show: bool | None = None, cluster: Any = None) -> Any:
+    """:func:`~convbench.measure.runner.run_sweep` with a progress bar on a terminal
+    (on ``cluster``, a :class:`~convbench.measure.cluster.Cluster`, where given)."""
     from convbench.measure.runner import run_sweep  # noqa: PLC0415
 
     if show is None:
         show = sys.stderr.isatty()
     if not show:
-        return run_sweep(tasks, settings, writer, done=done)
+        return run_sweep(tasks, settings, writer, done=done, cluster=cluster)
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
         MofNCompleteColumn,
@@ -167,4 +186,4 @@ def sweep_with_progress(tasks: list, settings: Any, writer: Any, done: set,
             progress.update(bar, advance=1,
                             description=f"{rec.get('name') or rec['problem']} {rec['kernel']}")
 
-        return run_sweep(tasks, settings, writer, done=done, on_record=advance)
+        return run_sweep(tasks, settings, writer, done=done, on_record=advance, cluster=cluster)

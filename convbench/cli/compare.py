@@ -31,6 +31,9 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         return EXIT_USAGE
     print(comparison_table(rows))
     flagged = [r for r in rows if r.regressions]
+    apart = sum(not r.same_platform for r in rows)
     print(f"\n{len(rows)} compared, {len(flagged)} regression(s) "
-          f"(time tolerance {args.time_tol:.0%}, error tolerance x{args.err_tol})")
+          f"(time tolerance {args.time_tol:.0%}, error tolerance x{args.err_tol})"
+          + (f"; {apart} measured on different platforms in the two runs: their times "
+             "are not compared" if apart else ""))
     return EXIT_REGRESSION if flagged else EXIT_OK

@@ -12,6 +12,7 @@ from convbench.cli.common import (
     EXIT_OK,
     EXIT_REGRESSION,
     add_sweep_options,
+    cluster_for,
     positive_int,
     selected_work,
     sweep_settings,
@@ -104,14 +105,12 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     env["roof"] = roof.measure_and_cache(args.threads, args.backend) if args.roof \
         else roof.load_cached()
     env["threads"] = args.threads or default_threads()
-    with jsonl.ResultWriter(out) as writer:
+    with cluster_for(args, env) as cluster, jsonl.ResultWriter(out) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = sweep_with_progress(tasks, settings, writer, done,
-                                      show=False if args.no_progress else None)
-    wanted = {t.key for t in tasks}
-    shown = {r.key: r for r in previous if r.key in wanted}
-    shown.update({r.key: r for r in outcome.records})
-    ordered = [shown[t.key] for t in tasks if t.key in shown]
+                                      show=False if args.no_progress else None,
+                                      cluster=cluster)
+    ordered = shown_records(tasks, previous, outcome.records)
     text = tables_text(ordered, SPEEDUP_PEER[args.backend], suite, settings, outcome, out)
     print(text)
     if args.table:
@@ -127,12 +126,28 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     return EXIT_OK
 
 
+def shown_records(tasks: list, previous: list, new: list) -> list:
+    """What the tables show: per platform, the last record of each task, in task order
+    (records reused by ``--resume`` included)."""
+    from convbench.store.records import as_record  # noqa: PLC0415
+
+    order = {t.key: i for i, t in reversed(list(enumerate(tasks)))}
+    shown: dict[tuple, Any] = {}
+    for rec in map(as_record, [*previous, *new]):
+        if rec.key in order:
+            shown[(rec.platform, rec.key)] = rec
+    platforms = list(dict.fromkeys(platform for platform, _ in shown))
+    return sorted(shown.values(), key=lambda r: (platforms.index(r.platform), order[r.key]))
+
+
 def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: Any,
                 out: Path) -> str:
     """The per-layer and whole-network tables a sweep prints."""
     from convbench.present.tables import layer_table, network_table  # noqa: PLC0415
 
     threads = (outcome.threads or {}).get("threads")
+    if outcome.threads is None:  # a Dask sweep: each record says what its worker used
+        threads = ",".join(sorted({str(r.get("threads")) for r in outcome.records})) or None
     head = (f"## {suite}: {settings.backend}, mode {settings.mode}, threads {threads}, "
             f"min {settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
             f"Results: `{out}`")

@@ -12,6 +12,7 @@ from convbench.cli.common import (
     EXIT_OK,
     EXIT_REGRESSION,
     add_sweep_options,
+    cluster_for,
     non_negative_int,
     positive_float,
     selected_work,
@@ -74,14 +75,15 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     env["threads"] = args.threads or default_threads()
     show = False if args.no_progress else None
 
-    def sweep(tasks: list, sweep_settings: Any, writer: Any, done: set) -> Any:
-        return sweep_with_progress(tasks, sweep_settings, writer, done, show=show)
+    with cluster_for(args, env) as cluster, jsonl.ResultWriter(records_path) as writer:
+        def sweep(tasks: list, sweep_settings: Any, writer: Any, done: set) -> Any:
+            return sweep_with_progress(tasks, sweep_settings, writer, done, show=show,
+                                       cluster=cluster)
 
-    with jsonl.ResultWriter(records_path) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
                               allow_vendor=args.allow_vendor, writer=writer, sweep=sweep,
-                              runoff_rounds=args.runoff_rounds)
+                              runoff_rounds=args.runoff_rounds, cluster=cluster)
     saved = tuning.save_plans(out, outcome, args.backend)
     print(plans_table(outcome, args.metric, args.budget, args.backend))
     print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
@@ -105,8 +107,11 @@ def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") 
     peer = SPEEDUP_PEER[backend]
 
     rows = []
+    several = len({lp.platform for lp in outcome.plans}) > 1
     for lp in outcome.plans:
         name = lp.layer.name or lp.layer.descriptor
+        if several:  # a Dask sweep over platforms: one plan per layer on each
+            name += f" on {lp.platform}"
         c = lp.choice
         if c is None:
             rows.append([name, "none within budget", "—", "—", "—", "—", "—"])

@@ -385,7 +385,12 @@ def _above(a: float | None, b: float | None) -> bool:
 # ----------------------------------------------------------------- time between runs
 @dataclass
 class Comparison:
-    """One (problem, kernel) present in both runs."""
+    """One (problem, kernel) present in both runs.
+
+    ``same_platform`` is false where the two were measured on different
+    platforms (known fingerprints that differ): their times are not compared
+    then, only their errors and status.
+    """
 
     key: tuple[str, str, str]
     old: Record
@@ -393,27 +398,54 @@ class Comparison:
     time_ratio: float | None  # new / old median time; > 1 is slower
     error_ratio: float | None  # new / old rel_l2; > 1 is less accurate
     regressions: list[str]
+    same_platform: bool = True
+
+
+def _pairs(old: Run, new: Run) -> list[tuple[tuple[str, str, str], Record, Record, bool]]:
+    """(key, old, new, same platform) for every measurement both runs hold.
+
+    On each platform both runs measured, the last record per key on it pairs
+    with the other run's on the same platform; a key measured only on other
+    platforms pairs across them (``same platform`` false). An unknown
+    platform (a file from before fingerprints) pairs with any.
+    """
+    olds, news = old.latest_per_platform(), new.latest_per_platform()
+    out = []
+    for key in sorted({k for d in olds.values() for k in d} & {k for d in news.values()
+                                                                for k in d}):
+        a_by = {p: d[key] for p, d in olds.items() if key in d}
+        b_by = {p: d[key] for p, d in news.items() if key in d}
+        same = [(a_by[p], b_by[p]) for p in a_by if p in b_by]
+        if not same and (None in a_by or None in b_by):
+            same = [(next(reversed(a_by.values())), next(reversed(b_by.values())))]
+        if same:
+            out += [(key, a, b, True) for a, b in same]
+        else:
+            out.append((key, next(reversed(a_by.values())), next(reversed(b_by.values())),
+                        False))
+    return out
 
 
 def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
                  err_tol: float = DEFAULT_FACTOR) -> list[Comparison]:
     """Pair up records of two runs and flag regressions.
 
-    A time regression is ``new/old > 1 + time_tol``; an error regression is a
-    ``rel_l2`` above :func:`threshold` with factor ``err_tol`` (its floor keeps
-    last-bit noise from flagging); a record that was ``ok`` and is now
-    ``failed`` is a regression too.
+    Records pair on the same platform (:meth:`Run.latest_per_platform`); a
+    measurement the two runs made only on different platforms gets no time
+    ratio, since a time means nothing on another machine. A time regression
+    is ``new/old > 1 + time_tol``; an error regression is a ``rel_l2`` above
+    :func:`threshold` with factor ``err_tol`` (its floor keeps last-bit noise
+    from flagging); a record that was ``ok`` and is now ``failed`` is a
+    regression too.
     """
-    old_latest, new_latest = old.latest(), new.latest()
     out = []
-    for key in sorted(old_latest.keys() & new_latest.keys()):
-        a, b = old_latest[key], new_latest[key]
+    for key, a, b, same_platform in _pairs(old, new):
         regressions = []
         time_ratio = error_ratio = None
         if a.get("status") == "ok" and b.get("status") == "failed":
             regressions.append(f"failed: {b.get('reason')}")
         ta, tb = a.median_s, b.median_s
-        if ta and tb:
+        if ta and tb and same_platform:
             time_ratio = tb / ta
             if time_ratio > 1 + time_tol:
                 regressions.append(f"time x{time_ratio:.2f}")
@@ -423,5 +455,5 @@ def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
             error_ratio = eb / ea if ea else (math.inf if eb else 1.0)
             if not eb <= limit:
                 regressions.append(f"rel_l2 x{error_ratio:.2f}")
-        out.append(Comparison(key, a, b, time_ratio, error_ratio, regressions))
+        out.append(Comparison(key, a, b, time_ratio, error_ratio, regressions, same_platform))
     return out

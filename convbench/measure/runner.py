@@ -294,7 +294,8 @@ def plan_tasks(layers: Iterable[tuple[str, SuiteLayer]], kernel_names: list[str]
 
 def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter | None, *,
               done: set[tuple[str, str, str]] | None = None,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> SweepOutcome:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              cluster: Any = None) -> SweepOutcome:
     """Measure ``tasks`` and write each record as soon as it exists.
 
     Parameters
@@ -308,6 +309,9 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
         Keys (problem, backend, kernel) to skip (``--resume``).
     on_record : callable, optional
         Progress callback, called with every new record.
+    cluster : convbench.measure.cluster.Cluster, optional
+        Measure on this Dask cluster instead, one Dask task per task; the
+        records are written here as they finish, in the order they finish.
 
     Returns
     -------
@@ -316,6 +320,9 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
     """
     done = done or set()
     todo = [t for t in tasks if t.key not in done]
+    if cluster is not None:
+        records, interrupted = cluster.sweep(todo, writer, on_record)
+        return SweepOutcome(records, interrupted, len(tasks) - len(todo), None)
     records: list[Record] = []
     worker: Worker | None = None
     threads_info = None

@@ -31,7 +31,7 @@ from convbench.plans.choice import (
     settle,
 )
 from convbench.problem.suites import SuiteLayer
-from convbench.store.records import Record, as_record
+from convbench.store.records import Record, as_record, by_platform
 
 
 @dataclass
@@ -46,22 +46,28 @@ class LayerPlan:
     failure : str or None
         The budget no kernel met (the message names the closest), or why the
         layer could not run at all.
+    platform : str or None
+        The fingerprint id of the platform the records were measured on, where
+        they say (a Dask sweep's); None: this one.
     """
 
     suite: str
     layer: SuiteLayer
     choice: Choice | None = None
     failure: str | None = None
+    platform: str | None = None
 
 
 @dataclass
 class TuneOutcome:
-    """What :func:`tune` measured and chose."""
+    """What :func:`tune` measured and chose (``fingerprints``: each platform id the
+    records name, a Dask sweep's, with its fingerprint)."""
 
     plans: list[LayerPlan]
     records: list[Record] = field(default_factory=list)
     interrupted: bool = False
     threads: dict[str, Any] | None = None
+    fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def chosen(self) -> list[LayerPlan]:
@@ -114,7 +120,8 @@ RUNOFF_ROUNDS = 5
 
 
 def runoff(plans: list[LayerPlan], settings: SweepSettings, *, rounds: int = RUNOFF_ROUNDS,
-           margin: float = RUNOFF_MARGIN, compare: Compare | None = None) -> bool:
+           margin: float = RUNOFF_MARGIN, compare: Compare | None = None,
+           cluster: Any = None) -> bool:
     """Settle each close choice by timing its contenders again, interleaved in one process.
 
     Parameters
@@ -131,6 +138,9 @@ def runoff(plans: list[LayerPlan], settings: SweepSettings, *, rounds: int = RUN
     compare : callable, optional
         :func:`convbench.measure.peers.compare_layer` (the default) or a
         stand-in with its signature.
+    cluster : convbench.measure.cluster.Cluster, optional
+        Run each layer's runoff as one Dask task on a worker of the layer's
+        platform (:attr:`LayerPlan.platform`), under its host's timing lock.
 
     Returns
     -------
@@ -138,6 +148,19 @@ def runoff(plans: list[LayerPlan], settings: SweepSettings, *, rounds: int = RUN
         Whether it was interrupted (Ctrl-C); the layers not run off keep the
         sweep's choice.
     """
+    if cluster is not None:
+        for lp in plans:
+            names = [c.kernel for c in contenders(lp.choice, margin)] if lp.choice else []
+            if len(names) < 2:
+                continue
+            try:
+                medians = cluster.runoff(lp.platform, lp.suite, lp.layer.problem, names,
+                                         settings, rounds)
+            except KeyboardInterrupt:
+                return True
+            if medians is not None:
+                lp.choice = settle(lp.choice, {k: ms * 1e-3 for k, ms in medians.items()})
+        return False
     if compare is None:
         from convbench.measure.peers import compare_layer as compare  # noqa: PLC0415
     from convbench.measure.threads import pinned_threads  # noqa: PLC0415 -- imports numba
@@ -161,7 +184,8 @@ def runoff(plans: list[LayerPlan], settings: SweepSettings, *, rounds: int = RUN
 def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
          settings: SweepSettings, *, budget: float, metric: str = "rel_l2",
          allow_vendor: bool = False, writer: Any = None, sweep: Sweep | None = None,
-         runoff_rounds: int = RUNOFF_ROUNDS, compare: Compare | None = None) -> TuneOutcome:
+         runoff_rounds: int = RUNOFF_ROUNDS, compare: Compare | None = None,
+         cluster: Any = None) -> TuneOutcome:
     """Measure ``kernel_names`` on ``layers`` (time and error), then choose per layer.
 
     Parameters
@@ -185,12 +209,15 @@ def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
         Rounds of the :func:`runoff` of close choices; 0 for none.
     compare : callable, optional
         The runoff's comparison (see :func:`runoff`).
+    cluster : convbench.measure.cluster.Cluster, optional
+        Where the sweep ran (``sweep`` sent it there), for the runoff.
 
     Returns
     -------
     TuneOutcome
         Choices of the layers measured; an interrupted sweep keeps those
-        whose every kernel was measured.
+        whose every kernel was measured. Records of several platforms (a
+        Dask sweep) give each layer one plan per platform.
     """
     check_budget(budget, metric)
     if settings.mode != "both":
@@ -202,25 +229,45 @@ def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
     else:
         outcome = sweep(tasks, settings, writer, set())
     records = [as_record(r) for r in outcome.records]
-    measured: dict[str, int] = {}
-    for rec in records:
-        measured[rec["problem"]] = measured.get(rec["problem"], 0) + 1
-    complete = [(s, layer) for s, layer in layers
-                if measured.get(layer.descriptor, 0) >= len(kernel_names)]
-    plans = choose_per_layer(complete, records, budget=budget, metric=metric,
-                             allow_vendor=allow_vendor)
+    plans: list[LayerPlan] = []
+    fingerprints: dict[str, dict[str, Any]] = {}
+    for platform, recs in by_platform(records).items():
+        measured: dict[str, set[str]] = {}
+        for rec in recs:
+            measured.setdefault(rec["problem"], set()).add(rec.kernel)
+        complete = [(s, layer) for s, layer in layers
+                    if len(measured.get(layer.descriptor, ())) >= len(set(kernel_names))]
+        for lp in choose_per_layer(complete, recs, budget=budget, metric=metric,
+                                   allow_vendor=allow_vendor):
+            lp.platform = platform
+            plans.append(lp)
+        if platform is not None and isinstance(recs[0].get("fingerprint"), dict):
+            fingerprints[platform] = recs[0]["fingerprint"]
     interrupted = outcome.interrupted
     if runoff_rounds and not interrupted:
-        interrupted = runoff(plans, settings, rounds=runoff_rounds, compare=compare)
-    return TuneOutcome(plans, records, interrupted, outcome.threads)
+        interrupted = runoff(plans, settings, rounds=runoff_rounds, compare=compare,
+                             cluster=cluster)
+    return TuneOutcome(plans, records, interrupted, outcome.threads, fingerprints)
 
 
 def save_plans(path: str | os.PathLike[str], outcome: TuneOutcome, backend: str) -> int:
-    """Merge the outcome's choices into the plan cache at ``path``; return how many."""
+    """Merge the outcome's choices into the plan cache at ``path``; return how many.
+
+    Each choice goes under the fingerprint of the platform it was measured on
+    (this one's, unless a Dask worker's records said otherwise).
+    """
     threads = (outcome.threads or {}).get("threads")
-    entries = {cache.entry_key(lp.layer.problem):
-               cache.make_entry(lp.choice, lp.layer.problem, backend, threads)
-               for lp in outcome.chosen}
-    if entries:
-        cache.merge_entries(path, cache.current_fingerprint(backend), entries)
-    return len(entries)
+    per_platform: dict[str | None, dict[str, Any]] = {}
+    for lp in outcome.chosen:
+        used = threads
+        if lp.platform is not None:  # a Dask worker's: the threads its records say
+            used = next((r.get("threads") for r in outcome.records
+                         if r["problem"] == lp.layer.descriptor
+                         and r.platform == lp.platform), None)
+        per_platform.setdefault(lp.platform, {})[cache.entry_key(lp.layer.problem)] = \
+            cache.make_entry(lp.choice, lp.layer.problem, backend, used)
+    for platform, entries in per_platform.items():
+        fingerprint = (outcome.fingerprints.get(platform) if platform is not None else None) \
+            or cache.current_fingerprint(backend)
+        cache.merge_entries(path, fingerprint, entries)
+    return sum(len(e) for e in per_platform.values())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convbench.present.tables import group_by_layer, network_totals
+from convbench.present.tables import group_by_layer, network_totals, platform_label
 from convbench.problem import ConvProblem
 from convbench.registry import SPEEDUP_PEER
 from convbench.store.jsonl import Run
@@ -56,12 +56,19 @@ class RunView:
 
     @classmethod
     def from_run(cls, run: Run, label: str) -> list[RunView]:
-        """One view per suite in the run (a run may sweep several)."""
-        suites: OrderedDict[str, list[Record]] = OrderedDict()
-        for rec in run.latest().values():
-            suites.setdefault(rec.get("suite") or "custom", []).append(rec)
-        views = [cls._from_records(run, recs, label if len(suites) == 1 else f"{label} / {s}")
-                 for s, recs in suites.items()]
+        """One view per suite and platform in the run (a run may sweep several suites, and
+        a Dask sweep several platforms: their times never meet in one view)."""
+        per_platform = run.latest_per_platform()
+        views = []
+        for platform, latest in per_platform.items():
+            suites: OrderedDict[str, list[Record]] = OrderedDict()
+            for rec in latest.values():
+                suites.setdefault(rec.get("suite") or "custom", []).append(rec)
+            for s, recs in suites.items():
+                name = label if len(suites) == 1 else f"{label} / {s}"
+                if len(per_platform) > 1:
+                    name += f" on {platform_label(platform, recs)}"
+                views.append(cls._from_records(run, recs, name))
         return views
 
     @classmethod

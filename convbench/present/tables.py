@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convbench.present.format import fmt
-from convbench.store.records import Record, as_record
+from convbench.store.records import Record, as_record, by_platform
 
 #: ``kind`` of convbench's own kernels (as opposed to ``baseline``).
 CONVBENCH_KIND = "kernel"
@@ -39,11 +39,30 @@ class Table:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def platform_label(platform: str | None, records: Iterable[dict[str, Any]]) -> str:
+    """``platform 1a2b3c4d5e6f (host1, host2)``: a platform and the hosts it was measured on."""
+    hosts = sorted({h for r in records if (h := r.get("host"))})
+    return f"platform {platform or 'unknown'}" + (f" ({', '.join(hosts)})" if hosts else "")
+
+
 def group_by_layer(records: Iterable[dict[str, Any]]) -> OrderedDict[str, list[Record]]:
-    """Records grouped by problem descriptor, in first-seen order, last record wins."""
+    """Records grouped by problem descriptor, in first-seen order, last record wins.
+
+    Raises
+    ------
+    ValueError
+        If the records come from more than one platform: their times must not
+        meet in one table row or ratio (split them with :func:`by_platform`).
+    """
     layers: OrderedDict[str, OrderedDict[str, Record]] = OrderedDict()
+    platforms = set()
     for rec in map(as_record, records):
         layers.setdefault(rec["problem"], OrderedDict())[rec.kernel] = rec
+        platforms.add(rec.platform)
+    if len(platforms) > 1:
+        raise ValueError(f"records of {len(platforms)} platforms "
+                         f"({', '.join(sorted(str(p) for p in platforms))}) cannot share a "
+                         "layer's row: group them by platform first")
     return OrderedDict((k, list(v.values())) for k, v in layers.items())
 
 
@@ -59,8 +78,13 @@ def layer_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> str:
     """Per layer and kernel: time, GFLOP/s, speedup over ``peer``, errors, winner.
 
     ``★`` marks the fastest entry of a layer; ``☆`` the fastest convbench
-    kernel where a baseline won.
+    kernel where a baseline won. Records of several platforms (a Dask sweep
+    over different machines) get a table each, headed by the platform.
     """
+    groups = by_platform(records)
+    if len(groups) > 1:
+        return "\n\n".join(f"**{platform_label(platform, recs)}**\n\n"
+                            + layer_table(recs, peer) for platform, recs in groups.items())
     lines = [f"| layer | kernel | median ms | GFLOP/s | x {peer} | rel_l2 | bound_ratio | |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for problem, recs in group_by_layer(records).items():
@@ -118,7 +142,16 @@ def network_totals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 def network_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Table:
-    """Whole-network line per kernel and for best-of-convbench, against ``peer``."""
+    """Whole-network line per kernel and for best-of-convbench, against ``peer``.
+
+    Records of several platforms get their own lines each, with a ``platform``
+    column: ``x peer`` is the ratio to ``peer`` on the same platform.
+    """
+    groups = by_platform(records)
+    if len(groups) > 1:
+        rows = [[platform_label(platform, recs), *row] for platform, recs in groups.items()
+                for row in network_table(recs, peer).rows]
+        return Table(["platform", *network_table([], peer).header], rows)
     layers = group_by_layer(records)
     totals = network_totals(r for recs in layers.values() for r in recs)
     flops = sum((recs[0].get("flops") or 0) * recs[0].repeat for recs in layers.values())
@@ -138,12 +171,18 @@ def network_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Ta
 
 def comparison_table(rows: list[Any]) -> str:
     """``convbench compare`` output: ratios per (problem, kernel), regressions flagged."""
-    lines = ["| layer | kernel | old ms | new ms | time new/old | rel_l2 new/old | |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    several = len({r.new.platform for r in rows} | {r.old.platform for r in rows}) > 1
+    lines = [f"| layer | kernel |{' platform |' if several else ''} old ms | new ms | "
+             "time new/old | rel_l2 new/old | |",
+             f"|---|---|{'---|' if several else ''}---:|---:|---:|---:|---|"]
     for row in rows:
         told, tnew = row.old.median_s, row.new.median_s
         flag = "**REGRESSION**: " + ", ".join(row.regressions) if row.regressions else ""
-        lines.append(f"| {row.new.label} | {row.key[2]} | "
+        if not row.same_platform:
+            flag = ("platforms differ: time not compared" + (f"; {flag}" if flag else ""))
+        where = (f" {row.new.platform or '?'} |" if row.same_platform else
+                 f" {row.old.platform or '?'} → {row.new.platform or '?'} |") if several else ""
+        lines.append(f"| {row.new.label} | {row.key[2]} |{where} "
                      f"{fmt(told * 1e3 if told else None, '.3f')} | "
                      f"{fmt(tnew * 1e3 if tnew else None, '.3f')} | "
                      f"{fmt(row.time_ratio, '.2f')} | {fmt(row.error_ratio, '.2f')} | {flag} |")

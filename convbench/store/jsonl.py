@@ -91,8 +91,17 @@ class Run:
     roofs: list[dict[str, Any]] = field(default_factory=list)
 
     def latest(self) -> dict[tuple[str, str, str], Record]:
-        """The last record of each (problem, backend, kernel): what a resume or compare uses."""
+        """The last record of each (problem, backend, kernel): what a resume uses."""
         return {r.key: r for r in self.records}
+
+    def latest_per_platform(self) -> dict[str | None, dict[tuple[str, str, str], Record]]:
+        """The last record of each (problem, backend, kernel) on each platform, platforms in
+        the order they first appear (see :attr:`Record.platform`): what tables, reports
+        and ``compare`` use, so that no ratio mixes two platforms' times."""
+        out: dict[str | None, dict[tuple[str, str, str], Record]] = {}
+        for rec in self.records:
+            out.setdefault(rec.platform, {})[rec.key] = rec
+        return out
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -119,12 +128,16 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         If the file holds no convbench records at all.
     """
     run = Run()
+    platform = None
     for rec in iter_jsonl(path):
         kind = rec.get("type")
         if kind == "header":
             run.headers.append(rec)
+            platform = ((rec.get("environment") or {}).get("fingerprint") or {}).get("id")
         elif kind == "result":
-            run.records.append(Record(rec))
+            record = Record(rec)
+            record.header_platform = platform
+            run.records.append(record)
         elif kind == "roof":
             run.roofs.append(rec)
     if not run.headers and not run.records:

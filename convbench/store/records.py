@@ -9,6 +9,7 @@ fields an older file left out. Non-finite numbers are stored as the strings
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 #: Metrics of ``record["error"]``, in the order tables show them.
@@ -26,12 +27,28 @@ def number(value: Any) -> float | None:
 
 
 class Record(dict):
-    """A result record (a ``dict``) with typed accessors."""
+    """A result record (a ``dict``) with typed accessors.
+
+    ``header_platform`` is the platform fingerprint id of the run header the
+    record was written under (:func:`~convbench.store.jsonl.load_run` sets
+    it), for records that carry no ``fingerprint`` of their own.
+    """
+
+    header_platform: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
         """Identity of a measurement: (descriptor, backend, kernel)."""
         return (self["problem"], self["backend"], self["kernel"])
+
+    @property
+    def platform(self) -> str | None:
+        """Id of the platform it was measured on: its own ``fingerprint`` (a record from a
+        Dask worker carries its worker's), else its run header's, else None (unknown)."""
+        own = self.get("fingerprint")
+        if isinstance(own, dict) and own.get("id"):
+            return own["id"]
+        return self.header_platform
 
     @property
     def kernel(self) -> str:
@@ -75,6 +92,14 @@ class Record(dict):
     @property
     def bound_ratio(self) -> float | None:
         return self.error("bound_ratio")
+
+
+def by_platform(records: Iterable[dict[str, Any]]) -> dict[str | None, list[Record]]:
+    """Records grouped by :attr:`Record.platform`, platforms in first-seen order."""
+    groups: dict[str | None, list[Record]] = {}
+    for rec in map(as_record, records):
+        groups.setdefault(rec.platform, []).append(rec)
+    return groups
 
 
 def as_record(data: dict[str, Any]) -> Record:

@@ -1,0 +1,409 @@
+"""Sweeps on a Dask cluster: one Dask task per measurement, records streamed into one file.
+
+``--scheduler tcp://HOST:PORT`` (any address ``distributed`` takes) sends a
+sweep's measurements to a running scheduler; ``--scheduler local:N`` starts a
+``LocalCluster`` of N worker processes on this machine. Every
+:class:`~convbench.measure.runner.Task` becomes one Dask task that returns
+one record; this process writes each record to the results file as its task
+finishes, so the file fills as it does without Dask.
+
+Timing stays honest with **a lock per host**: a task of a sweep that times
+(mode ``perf`` or ``both``) holds the ``distributed.Lock`` named after its
+worker's host for the whole measurement, so one timing measurement runs on a
+host at a time, however many workers the host has. Accuracy-only sweeps take
+no lock and use every worker. The host is ``CONVBENCH_HOST`` where set (say,
+containers that share one machine under different host names), else the
+host name.
+
+On a cluster of several platforms a timed sweep measures all the kernels of
+one layer on one platform, layers dealt to the platforms in proportion to
+their hosts, so that every layer's comparison is complete on the platform
+that measured it (and ``tune`` finds each layer's plan there).
+
+Each record carries ``host``, ``worker``, ``fingerprint`` (its worker's
+:func:`~convbench.store.environment.platform_fingerprint`) and ``measured_at``
+(wall-clock start and end, in seconds since the epoch, inside the lock). Tables, reports and
+``compare`` keep records of different fingerprints apart.
+
+In a worker process that may start processes (``LocalCluster`` here, or
+``dask worker`` with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``) each
+measurement runs in a convbench worker process beside it, as without Dask: a
+kernel that crashes costs one ``failed`` record, and ``--timeout`` holds. In a
+daemonic worker process it runs in the worker itself; a crash then kills that
+worker and Dask runs the task again elsewhere, until
+``distributed.scheduler.allowed-failures`` is spent, and the record is
+``failed`` with Dask's ``KilledWorker``. Either way a task whose worker dies
+runs again on another worker and its record is written once. Ctrl-C cancels
+what has not finished; every finished record is already on disk and
+``--resume`` completes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from convbench.errors import MissingExtra
+from convbench.measure import runner
+from convbench.store.records import Record
+
+CLUSTER_HINT = "sweeps on a Dask cluster need dask.distributed: pip install 'convbench[cluster]'"
+#: Prefix of the per-host timing locks' names.
+TIMING_LOCK = "convbench-timing"
+#: Seconds between checks for tasks held to a platform that has no worker left.
+STRANDED_CHECK_S = 5.0
+#: Variable that names the machine a worker runs on, for its timing lock and its records.
+HOST_VARIABLE = "CONVBENCH_HOST"
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or a :class:`MissingExtra` that says how to install it."""
+    try:
+        import distributed  # noqa: PLC0415 -- optional: the cluster extra
+    except ImportError as exc:
+        raise MissingExtra(f"{CLUSTER_HINT} ({exc})") from None
+    return distributed
+
+
+def parse_scheduler(text: str) -> tuple[str, str | int]:
+    """``"local:N"`` -> ``("local", N)``; ``"tcp://host:port"`` -> ``("address", text)``.
+
+    Raises
+    ------
+    ValueError
+        Anything else (the message shows both forms).
+    """
+    if text.startswith("local:"):
+        count = text.partition(":")[2]
+        if count.isdigit() and int(count) >= 1:
+            return "local", int(count)
+    elif "://" in text and text.partition("://")[2]:
+        return "address", text
+    raise ValueError(f"--scheduler takes tcp://HOST:PORT (a running dask scheduler) or "
+                     f"local:N (N worker processes here), got {text!r}")
+
+
+def host_name() -> str:
+    """The machine a worker runs on: ``CONVBENCH_HOST``, else the host name."""
+    return os.environ.get(HOST_VARIABLE) or socket.gethostname()
+
+
+# ------------------------------------------------------------------ worker side
+_ONE_AT_A_TIME = threading.Lock()
+_STATE: dict[str, Any] = {}
+
+
+def measure_on_worker(task: runner.Task, threads_by_host: dict[str, int]) -> Record:
+    """One measurement in a Dask worker: the record, tagged with host and platform.
+
+    Runs one measurement per worker process at a time, under the host's
+    timing lock when the sweep times. An accuracy sweep without a thread
+    count takes this host's from ``threads_by_host``.
+    """
+    import distributed  # noqa: PLC0415 -- we run inside a Dask worker
+
+    from convbench.store.environment import platform_fingerprint  # noqa: PLC0415
+
+    host = host_name()
+    settings = task.settings
+    if settings.threads is None and settings.mode == "accuracy" and host in threads_by_host:
+        task = replace(task, settings=replace(settings, threads=threads_by_host[host]))
+    with _ONE_AT_A_TIME:
+        lock = (distributed.Lock(f"{TIMING_LOCK}:{host}")
+                if task.settings.mode != "accuracy" else contextlib.nullcontext())
+        with lock:
+            started = time.time()
+            rec = _measure(task)
+            rec["measured_at"] = [started, time.time()]
+        fingerprints = _STATE.setdefault("fingerprints", {})
+        backend = task.settings.backend
+        if backend not in fingerprints:
+            fingerprints[backend] = platform_fingerprint(backend)
+        rec.update(host=host, worker=distributed.get_worker().address,
+                   fingerprint=fingerprints[backend])
+    return rec
+
+
+def _measure(task: runner.Task) -> Record:
+    """:func:`runner.measure` in a convbench worker process where one may start, else here."""
+    settings = task.settings
+    if settings.isolate and not multiprocessing.current_process().daemon:
+        worker = _STATE.get("worker")
+        if worker is None or _STATE.get("worker_threads") != settings.threads:
+            if worker is not None:
+                worker.close()
+            worker = _STATE["worker"] = runner.Worker(settings.threads)
+            _STATE["worker_threads"] = settings.threads
+        try:
+            rec = worker.run(task, settings.timeout)
+        except runner.WorkerDied as exc:
+            _STATE.pop("worker", None)
+            rec = runner.base_record(task)
+            rec.update(status="failed", reason=str(exc))
+        info = worker.threads
+    else:
+        from convbench.measure.metrics import ReferenceCache  # noqa: PLC0415
+        from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+        if _STATE.get("pinned_for", -1) != settings.threads:
+            if "pinned" in _STATE:
+                _STATE.pop("pinned").__exit__(None, None, None)
+            context = pinned_threads(settings.threads)
+            _STATE["pinned_info"] = context.__enter__()
+            _STATE["pinned"], _STATE["pinned_for"] = context, settings.threads
+        rec = runner.measure(task, _STATE.setdefault("references", ReferenceCache()))
+        info = _STATE["pinned_info"]
+    rec["threads"] = (info or {}).get("threads")
+    rec["numba_threading_layer"] = (info or {}).get("numba_threading_layer")
+    return rec
+
+
+def runoff_on_worker(suite: str, problem: Any, names: list[str], settings: runner.SweepSettings,
+                     rounds: int) -> dict[str, float]:
+    """A tune runoff (:func:`convbench.measure.peers.compare_layer`) in a Dask worker, under its
+    host's timing lock: median milliseconds per kernel."""
+    import distributed  # noqa: PLC0415 -- we run inside a Dask worker
+
+    from convbench.measure.peers import compare_layer  # noqa: PLC0415
+    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+    with _ONE_AT_A_TIME, distributed.Lock(f"{TIMING_LOCK}:{host_name()}"), \
+            pinned_threads(settings.threads):
+        result = compare_layer(suite, problem, names, (), backend=settings.backend,
+                               rounds=rounds, per_call=False)
+    return dict(result.medians_ms)
+
+
+def platform_id(backend: str) -> str:
+    """This worker's platform fingerprint id for ``backend`` (``Client.run``)."""
+    from convbench.store.environment import platform_fingerprint  # noqa: PLC0415
+
+    return platform_fingerprint(backend)["id"]
+
+
+def describe_worker() -> dict[str, Any]:
+    """What a worker says about itself for a run's header (``Client.run``)."""
+    from convbench.store.environment import cpu_model, platform_fingerprint  # noqa: PLC0415
+
+    return {"host": host_name(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "fingerprint": platform_fingerprint("cpu")["id"],
+            "daemon": multiprocessing.current_process().daemon}
+
+
+# ------------------------------------------------------------------ client side
+@dataclass
+class Cluster:
+    """A connected Dask client and how to split a host's cores among its workers.
+
+    Attributes
+    ----------
+    client : distributed.Client
+    address : str
+        The scheduler's address (``local:N`` clusters say so too).
+    threads_by_host : dict of str to int
+        Threads each measurement of an accuracy sweep gets on a host where
+        the command line sets none: the host's cores over its workers.
+        Timing sweeps use all cores (one measurement per host at a time).
+    """
+
+    client: Any
+    address: str
+    threads_by_host: dict[str, int] = field(default_factory=dict)
+    #: Task index -> the workers a timed sweep holds it to (see :meth:`_placement`).
+    _held_to: dict[int, list[str]] = field(default_factory=dict, repr=False)
+
+    def workers(self) -> dict[str, Any]:
+        """Each worker's host, CPU and platform fingerprint id (for the run's header)."""
+        return self.client.run(describe_worker)
+
+    def runoff(self, platform: str | None, suite: str, problem: Any, names: list[str],
+               settings: runner.SweepSettings, rounds: int) -> dict[str, float] | None:
+        """A tune runoff as one Dask task on a live worker of ``platform``; its median
+        milliseconds per kernel, or None (with a message) where no such worker is left."""
+        ids = self.client.run(platform_id, settings.backend)
+        workers = [address for address, fid in ids.items() if fid == platform]
+        if not workers:
+            print(f"convbench: no worker of platform {platform} is left: "
+                  f"{problem.name or problem} keeps the sweep's choice", file=sys.stderr)
+            return None
+        future = self.client.submit(runoff_on_worker, suite, problem, names, settings, rounds,
+                                    workers=workers, allow_other_workers=False, pure=False)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self.client.cancel([future])
+            raise
+
+    def sweep(self, todo: list[runner.Task], writer: Any,
+              on_record: Callable[[Record], None] | None = None) -> tuple[list[Record], bool]:
+        """Measure ``todo``, one Dask task each; write each record as its task finishes.
+
+        Returns
+        -------
+        (records, interrupted)
+            Records in the order they finished; ``interrupted`` after Ctrl-C.
+        """
+        distributed = require_distributed()
+        sweep_id = uuid.uuid4().hex[:8]
+        placement = self._placement(todo)
+        pending: dict[str, tuple[Any, runner.Task, int]] = {}
+        guard = threading.Lock()
+
+        def submit(i: int, workers: list[str] | None, attempt: str = "") -> Any:
+            # Earlier tasks first: a layer's kernels run close together in time.
+            future = self.client.submit(measure_on_worker, todo[i], self.threads_by_host,
+                                        pure=False, key=f"convbench-{sweep_id}-{i}{attempt}",
+                                        priority=-i, workers=workers)
+            pending[future.key] = (future, todo[i], i)
+            return future
+
+        records: list[Record] = []
+        with guard:
+            finished = distributed.as_completed([submit(i, placement.get(i))
+                                                 for i in range(len(todo))])
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._rescue_stranded, daemon=True,
+                                   args=(pending, guard, finished, submit, stop))
+        watcher.start()
+        try:
+            for future in finished:
+                with guard:
+                    entry = pending.pop(future.key, None)
+                if entry is None or future.cancelled():
+                    continue  # resubmitted elsewhere (its platform left)
+                rec = _result(future, entry[1])
+                if writer is not None:
+                    writer.write(rec)
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+        except KeyboardInterrupt:
+            with guard:
+                self.client.cancel([f for f, _, _ in pending.values()])
+            return records, True
+        finally:
+            stop.set()
+        return records, False
+
+    def _rescue_stranded(self, pending: dict, guard: threading.Lock, finished: Any,
+                         submit: Callable[..., Any], stop: threading.Event) -> None:
+        """Resubmit, to any worker, the tasks held to a platform whose every worker left
+        (strict placement would leave them waiting for ever)."""
+        while not stop.wait(STRANDED_CHECK_S):
+            try:
+                live = set(self.client.scheduler_info(n_workers=-1)["workers"])
+            except Exception:  # noqa: BLE001 -- the client is closing: nothing to rescue
+                return
+            with guard:
+                stranded = [(key, future, i) for key, (future, _, i) in pending.items()
+                            if self._held_to.get(i) and not live & set(self._held_to[i])]
+                for key, future, i in stranded:
+                    del pending[key]
+                    self._held_to.pop(i)
+                    self.client.cancel([future])
+                    finished.add(submit(i, None, "-anywhere"))
+
+    def platform_workers(self, backend: str) -> dict[str, list[str]]:
+        """The live workers of each platform (fingerprint id -> addresses)."""
+        out: dict[str, list[str]] = {}
+        for address, fid in self.client.run(platform_id, backend).items():
+            out.setdefault(fid, []).append(address)
+        return out
+
+    def _placement(self, todo: list[runner.Task]) -> dict[int, list[str]]:
+        """Where each timed task should run on a cluster of several platforms.
+
+        A time is compared only with times of its own platform, so a timed
+        sweep measures all the kernels of one layer on one platform: layers
+        are dealt to the platforms in turn, each platform getting a share in
+        proportion to its hosts. Should every worker of a platform leave, its
+        tasks are sent anywhere (:meth:`_rescue_stranded`). Accuracy sweeps,
+        and clusters of one platform, go anywhere.
+        """
+        self._held_to = {}
+        timed = [i for i, t in enumerate(todo) if t.settings.mode != "accuracy"]
+        if not timed:
+            return {}
+        platforms = self.platform_workers(todo[timed[0]].settings.backend)
+        if len(platforms) < 2:
+            return {}
+        hosts = self.client.run(host_name)
+        slots = [fid for fid, addresses in sorted(platforms.items())
+                 for _ in sorted({hosts[a] for a in addresses})]
+        layers: dict[str, int] = {}
+        out = {}
+        for i in timed:
+            slot = layers.setdefault(todo[i].layer.descriptor, len(layers))
+            out[i] = platforms[slots[slot % len(slots)]]
+        self._held_to = dict(out)
+        return out
+
+
+def _result(future: Any, task: runner.Task) -> Record:
+    """The record a finished future holds, or a ``failed`` one saying what Dask reported."""
+    try:
+        return Record(future.result())
+    except Exception as exc:  # noqa: BLE001 -- KilledWorker, a lost scheduler...: a record
+        rec = runner.base_record(task)
+        rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        return rec
+
+
+@contextlib.contextmanager
+def connect(scheduler: str) -> Iterator[Cluster]:
+    """A :class:`Cluster` for ``--scheduler`` (started here for ``local:N``), closed after.
+
+    Raises
+    ------
+    MissingExtra
+        dask.distributed is not installed.
+    ValueError
+        A bad ``--scheduler`` value, or a scheduler that does not answer.
+    """
+    kind, where = parse_scheduler(scheduler)
+    distributed = require_distributed()
+    import dask  # noqa: PLC0415 -- installed with distributed
+
+    with contextlib.ExitStack() as stack:
+        if kind == "local":
+            # Non-daemonic workers may start convbench's worker processes (crash isolation).
+            stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
+            local = stack.enter_context(distributed.LocalCluster(
+                n_workers=int(where), threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None))
+            client = stack.enter_context(distributed.Client(local))
+            yield Cluster(client, f"local:{where} ({local.scheduler_address})",
+                          {host_name(): max(1, _cores() // int(where))})
+            return
+        try:
+            client = stack.enter_context(distributed.Client(where, timeout="30s"))
+        except OSError as exc:
+            raise ValueError(f"no dask scheduler answers at {where}: {exc}") from None
+        yield Cluster(client, str(where), _threads_by_host(client))
+
+
+def _cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+
+
+def _host_and_cores() -> tuple[str, int]:
+    return host_name(), _cores()
+
+
+def _threads_by_host(client: Any) -> dict[str, int]:
+    """Per host, its cores over its workers (at least 1)."""
+    per_host: dict[str, list[int]] = {}
+    for host, cores in client.run(_host_and_cores).values():
+        per_host.setdefault(host, []).append(cores)
+    return {host: max(1, min(cores) // len(cores)) for host, cores in per_host.items()}

@@ -1,0 +1,320 @@
+"""Sweeps on a Dask cluster: a real scheduler and workers on 127.0.0.1.
+
+The clusters are ``dask scheduler`` and ``dask worker`` subprocesses (each worker
+with its own environment, so that two can pose as two hosts with different
+platform fingerprints), and ``LocalCluster`` through ``--scheduler local:N``.
+"""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="sweeps on a Dask cluster need dask.distributed: "
+                                          "pip install 'convbench[cluster]'")
+
+from convbench import cli  # noqa: E402
+from convbench.measure.cluster import parse_scheduler  # noqa: E402
+from convbench.store.jsonl import load_run  # noqa: E402
+
+TESTS = Path(__file__).parent
+#: Two small suites' worth of layers, four algorithms: the accuracy sweep both ways.
+ACCURACY = ("--suite", "lenet5,alexnet", "--algo", "direct,im2col,fft,winograd", "--batch", "1",
+            "--mode", "accuracy", "--fill", "exact", "--no-progress")
+SMALL = ['mb1ic8ih12oc8kh3ph1n"small3x3"', 'mb1ic8ih12oc16kh1n"small1x1"',
+         'mb1ic4ih10oc8kh5ph2n"small5x5"']
+
+
+def _env(**extra):
+    env = {**os.environ, "CONVBENCH_KERNEL_MODULES": "faulty_kernels",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS),
+                                                      os.environ.get("PYTHONPATH")]))}
+    env.pop("CONVBENCH_HOST", None)
+    return {**env, **extra}
+
+
+class DaskCluster:
+    """``dask scheduler`` and one ``dask worker`` (no nanny) per environment given."""
+
+    def __init__(self, tmp: Path, workers: list[dict]):
+        self.file = tmp / "scheduler.json"
+        self.procs = []
+        self.scheduler = self._start(tmp, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                     "--no-dashboard", "--scheduler-file", str(self.file))
+        deadline = time.time() + 120
+        while not self.file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        self.address = json.loads(self.file.read_text())["address"]
+        self.workers = [self._start(tmp, "worker", "--scheduler-file", str(self.file),
+                                    "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                                    "--no-dashboard", "--name", f"w{i}", env=env)
+                        for i, env in enumerate(workers)]
+        from distributed import Client
+
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(len(workers), timeout=120)
+
+    def _start(self, tmp, *args, env=None):
+        log = open(tmp / f"{args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=_env(**(env or {})),
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def close(self):
+        for proc in reversed(self.procs):  # test clusters keep nothing worth a clean exit
+            if proc.poll() is None:
+                self.kill(proc)
+
+
+#: Host B's oneDNN dispatch is held to the default ISA: another platform fingerprint.
+HOST_A = {"CONVBENCH_HOST": "host-a", "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+HOST_B = {"CONVBENCH_HOST": "host-b", "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+          "ATEN_CPU_CAPABILITY": "default"}
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory):
+    """Two workers posing as two hosts with different fingerprints (non-daemonic workers:
+    each measurement runs in a convbench worker process beside the Dask worker)."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("two_hosts"), [HOST_A, HOST_B])
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def one_host(tmp_path_factory):
+    """Two daemonic workers on one host (each measures in its own process)."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("one_host"), [{}, {}])
+    yield cluster
+    cluster.close()
+
+
+def _convbench(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "convbench.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=_env(**(env or {})))
+
+
+def _errors(path):
+    return {r.key: (r["status"], r.get("reason"), r.get("error")) for r in load_run(path).records}
+
+
+def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts, tmp_path):
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    proc = _convbench("run", *ACCURACY, "--out", str(here))
+    assert proc.returncode == 0, proc.stderr
+    proc = _convbench("run", *ACCURACY, "--out", str(there), "--scheduler", two_hosts.address)
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs = _errors(here), _errors(there)
+    assert len(ours) == 32 and ours.keys() == theirs.keys()
+    assert len(load_run(there).records) == 32  # each measurement once
+    assert ours == theirs  # the exact fill's errors, bit for bit
+    records = load_run(there).records
+    assert {r["host"] for r in records} == {"host-a", "host-b"}  # every worker took part
+    header = load_run(there).headers[0]["environment"]["cluster"]
+    assert header["scheduler"] == two_hosts.address
+    assert sorted(w["host"] for w in header["workers"].values()) == ["host-a", "host-b"]
+
+
+def test_perf_records_of_two_hosts_keep_their_platforms_apart(two_hosts, tmp_path):
+    out = tmp_path / "perf.jsonl"
+    proc = _convbench("run", *SMALL, "--algo", "direct,im2col,onednn", "--mode", "perf",
+                      "--min-reps", "3", "--min-time", "0", "--threads", "1", "--out", str(out),
+                      "--no-progress", "--scheduler", two_hosts.address)
+    assert proc.returncode == 0, proc.stderr
+    run = load_run(out)
+    by_host = {h: [r for r in run.records if r["host"] == h] for h in ("host-a", "host-b")}
+    assert all(by_host.values()), "both hosts measured"
+    ids = {h: {r["fingerprint"]["id"] for r in recs} for h, recs in by_host.items()}
+    assert len(ids["host-a"]) == len(ids["host-b"]) == 1 and ids["host-a"] != ids["host-b"]
+    assert all(r["fingerprint"]["overrides"].get("ATEN_CPU_CAPABILITY") == "default"
+               and r["fingerprint"]["onednn_isa"] == "DEFAULT" for r in by_host["host-b"])
+    a, b = ids["host-a"].pop(), ids["host-b"].pop()
+    # Each layer's kernels were timed on one platform, so its comparison is complete there.
+    for layer in SMALL:
+        assert len({r["host"] for r in run.records if r["problem"] == layer}) == 1
+    # The sweep's tables: one per platform, each with its own whole-network lines.
+    assert f"**platform {a} (host-a)**" in proc.stdout
+    assert f"**platform {b} (host-b)**" in proc.stdout
+    assert "| platform | kernel | whole network ms |" in proc.stdout
+    # The report: one section per platform; compare pairs only within a platform.
+    report = tmp_path / "report"
+    assert cli.main(["report", str(out), "-o", str(report)]) == 0
+    text = (report / "README.md").read_text()
+    assert f"on platform {a} (host-a)" in text and f"on platform {b} (host-b)" in text
+    from convbench.measure.compare import compare_runs
+    from convbench.present.plots import RunView
+
+    views = RunView.from_run(run, "perf")
+    assert len(views) == 2 and all(len({r.platform for r in v.records}) == 1 for v in views)
+    rows = compare_runs(run, run)
+    assert rows and all(r.same_platform and r.old.platform == r.new.platform for r in rows)
+    assert len(rows) == len(run.records)  # a key measured on both hosts pairs on each
+
+
+def test_records_of_other_platforms_get_no_time_ratio(tmp_path):
+    from convbench.measure.compare import compare_runs
+    from convbench.present.tables import group_by_layer, layer_table
+    from convbench.store.jsonl import write_records
+
+    rec = {"type": "result", "problem": SMALL[0], "backend": "cpu", "kernel": "direct",
+           "name": "small3x3", "status": "ok", "time": {"median_s": 1.0},
+           "error": {"rel_l2": 1e-7}}
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    write_records(old, [{**rec, "fingerprint": {"id": "aaaa"}}])
+    write_records(new, [{**rec, "fingerprint": {"id": "bbbb"}, "time": {"median_s": 9.0}}])
+    (row,) = compare_runs(load_run(old), load_run(new))
+    assert not row.same_platform and row.time_ratio is None and not row.regressions
+    assert cli.main(["compare", str(old), str(new)]) == 0
+    mixed = [*load_run(old).records, *load_run(new).records]
+    with pytest.raises(ValueError, match="2 platforms"):
+        group_by_layer(mixed)
+    assert layer_table(mixed).count("**platform ") == 2
+
+
+def test_one_timing_measurement_at_a_time_per_host(one_host, tmp_path):
+    out = tmp_path / "timed.jsonl"
+    proc = _convbench("run", *SMALL, "--algo", "direct,im2col,test_sleeping", "--mode", "perf",
+                      "--min-reps", "5", "--min-time", "0", "--threads", "1",
+                      "--out", str(out), "--no-progress", "--scheduler", one_host.address)
+    assert proc.returncode == 0, proc.stderr
+    records = load_run(out).records
+    assert len(records) == 9 and len({r["worker"] for r in records}) == 2
+    spans = sorted(r["measured_at"] for r in records)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start, "two timing measurements overlapped on one host"
+
+
+def test_accuracy_work_uses_every_worker_at_once(one_host, tmp_path):
+    out = tmp_path / "accuracy.jsonl"
+    proc = _convbench("run", "--suite", "resnet50", "--match", "res[45]", "--algo",
+                      "test_sleeping", "--mode", "accuracy", "--batch", "1", "--out", str(out),
+                      "--no-progress", "--scheduler", one_host.address)
+    assert proc.returncode == 0, proc.stderr
+    spans = sorted(r["measured_at"] for r in load_run(out).records)
+    assert any(end > start for (_, end), (start, _) in itertools.pairwise(spans))
+
+
+def test_a_crashing_kernel_costs_one_record_on_the_cluster(two_hosts, tmp_path):
+    out = tmp_path / "crash.jsonl"
+    proc = _convbench("run", *SMALL[:2], "--algo", "test_crashing,direct", "--mode", "accuracy",
+                      "--out", str(out), "--no-progress", "--scheduler", two_hosts.address)
+    assert proc.returncode == 0, proc.stderr
+    by_kernel = {}
+    for r in load_run(out).records:
+        by_kernel.setdefault(r["kernel"], []).append(r)
+    assert [r["status"] for r in by_kernel["direct"]] == ["ok", "ok"]
+    assert all(r["status"] == "failed" and "worker process died (signal 11)" in r["reason"]
+               for r in by_kernel["test_crashing"])
+
+
+def _wait_for_records(path, count, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and sum('"type": "result"' in line
+                                 for line in path.read_text().splitlines()) >= count:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended early: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the sweep wrote no records")
+
+
+SLEEPY = ("run", "--suite", "resnet50", "--batch", "1", "--algo", "test_sleeping", "--mode",
+          "perf", "--min-reps", "8", "--min-time", "0", "--no-progress")
+
+
+def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
+    """Host A's worker dies mid-measurement. Being its platform's only worker, the layers
+    held to it (a timed sweep keeps a layer on one platform) go to host B."""
+    cluster = DaskCluster(tmp_path, [{"CONVBENCH_HOST": "host-a"},
+                                     {"CONVBENCH_HOST": "host-b",
+                                      "ATEN_CPU_CAPABILITY": "default"}])
+    try:
+        out = tmp_path / "killed.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "convbench.cli", *SLEEPY, "--out",
+                                 str(out), "--scheduler", cluster.address],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=_env())
+        _wait_for_records(out, 3, proc)
+        victim = cluster.workers[0]
+        cluster.kill(victim)
+        killed_at = time.time()
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+    finally:
+        cluster.close()
+    records = load_run(out).records
+    keys = [r.key for r in records]
+    assert len(keys) == 20 and len(set(keys)) == 20  # ResNet-50's 20 layers, each once
+    assert all(r["status"] == "ok" for r in records)
+    hosts_before = {r["host"] for r in records if r["measured_at"][1] < killed_at}
+    assert "host-a" in hosts_before
+    assert {r["host"] for r in records if r["measured_at"][0] > killed_at} == {"host-b"}
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_keeps_every_finished_record_and_resume_completes(tmp_path):
+    out = tmp_path / "interrupted.jsonl"
+    args = [*SLEEPY, "--out", str(out), "--scheduler", "local:2"]
+    proc = subprocess.Popen([sys.executable, "-m", "convbench.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), preexec_fn=_default_sigint)
+    _wait_for_records(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    first = load_run(out).records
+    assert 2 <= len(first) < 20 and all(r["status"] == "ok" for r in first)
+    proc = _convbench(*args, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    records = load_run(out).records
+    assert sorted(r.key for r in records) == sorted(set(r.key for r in records))
+    assert len(records) == 20 and records[:len(first)] == first
+    assert f"{len(first)} measurements reused" in proc.stdout
+
+
+def test_check_and_tune_run_on_the_cluster(two_hosts, tmp_path):
+    proc = _convbench("check", "--suite", "lenet5", "--algo", "direct,im2col", "--dtype", "f32",
+                      "--no-progress", "--scheduler", two_hosts.address,
+                      "--baseline", str(tmp_path / "none.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no baseline file: the envelopes alone decided" in proc.stdout
+    plans = tmp_path / "plans.json"
+    proc = _convbench("tune", *SMALL[:2], "--algo", "direct,im2col", "--budget", "1e-5",
+                      "--min-reps", "3", "--min-time", "0", "--threads", "1", "--out",
+                      str(plans), "--no-progress", "--scheduler", two_hosts.address)
+    assert proc.returncode == 0, proc.stderr
+    assert plans.exists(), proc.stdout + proc.stderr
+    doc = json.loads(plans.read_text())
+    records = load_run(plans.with_suffix(".jsonl")).records
+    measured_on = {r["fingerprint"]["id"] for r in records}
+    # Each layer's plan is filed under the platform whose records chose it.
+    assert set(doc["platforms"]) == measured_on
+
+
+def test_scheduler_values_and_a_missing_extra(monkeypatch, capsys):
+    assert parse_scheduler("local:3") == ("local", 3)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    for bad in ("local:0", "local:x", "10.0.0.1:8786", "tcp://"):
+        with pytest.raises(ValueError, match="tcp://HOST:PORT .* or local:N"):
+            parse_scheduler(bad)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert cli.main(["run", SMALL[0], "--algo", "direct", "--scheduler", "local:2",
+                     "--out", os.devnull]) == 2
+    assert "pip install 'convbench[cluster]'" in capsys.readouterr().err
