@@ -232,8 +232,11 @@ def _wait_for_records(path, count, proc, timeout=180):
     pytest.fail("the sweep wrote no records")
 
 
-SLEEPY = ("run", "--suite", "resnet50", "--batch", "1", "--algo", "test_sleeping", "--mode",
-          "perf", "--min-reps", "8", "--min-time", "0", "--no-progress")
+#: A timed sweep of 15 quick measurements (ResNet-50's res3 to res5 layers, a sleeping kernel).
+SLEEPY = ("run", "--suite", "resnet50", "--match", "res[345]", "--batch", "1", "--algo",
+          "test_sleeping", "--mode", "perf", "--min-reps", "4", "--min-time", "0",
+          "--no-progress")
+SLEEPY_COUNT = 15
 
 
 def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
@@ -258,7 +261,7 @@ def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
         cluster.close()
     records = load_run(out).records
     keys = [r.key for r in records]
-    assert len(keys) == 20 and len(set(keys)) == 20  # ResNet-50's 20 layers, each once
+    assert len(keys) == SLEEPY_COUNT and len(set(keys)) == SLEEPY_COUNT  # each layer once
     assert all(r["status"] == "ok" for r in records)
     hosts_before = {r["host"] for r in records if r["measured_at"][1] < killed_at}
     assert "host-a" in hosts_before
@@ -269,10 +272,12 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_keeps_every_finished_record_and_resume_completes(tmp_path):
+def test_ctrl_c_keeps_every_finished_record_and_resume_completes(one_host, tmp_path):
+    """Interrupted on a LocalCluster (local:2), resumed on the running one_host cluster."""
     out = tmp_path / "interrupted.jsonl"
-    args = [*SLEEPY, "--out", str(out), "--scheduler", "local:2"]
-    proc = subprocess.Popen([sys.executable, "-m", "convbench.cli", *args],
+    args = [*SLEEPY, "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "convbench.cli", *args, "--scheduler",
+                             "local:2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), preexec_fn=_default_sigint)
     _wait_for_records(out, 2, proc)
@@ -280,12 +285,12 @@ def test_ctrl_c_keeps_every_finished_record_and_resume_completes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     first = load_run(out).records
-    assert 2 <= len(first) < 20 and all(r["status"] == "ok" for r in first)
-    proc = _convbench(*args, "--resume")
+    assert 2 <= len(first) < SLEEPY_COUNT and all(r["status"] == "ok" for r in first)
+    proc = _convbench(*args, "--resume", "--scheduler", one_host.address)
     assert proc.returncode == 0, proc.stderr
     records = load_run(out).records
     assert sorted(r.key for r in records) == sorted(set(r.key for r in records))
-    assert len(records) == 20 and records[:len(first)] == first
+    assert len(records) == SLEEPY_COUNT and records[:len(first)] == first
     assert f"{len(first)} measurements reused" in proc.stdout
 
 

@@ -129,9 +129,8 @@ def test_the_extracted_suite_runs_and_every_record_matches_the_real_shapes(tmp_p
     assert [(str(x.problem), x.repeat) for x in load_suite(str(suite))] == \
         _expected(TOY_LAYERS)
     out = tmp_path / "toy.jsonl"
-    proc = _convbench("run", "--suite", str(suite), "--algo", "im2col", "--mode", "accuracy",
-                      "--out", str(out), "--no-progress")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["run", "--suite", str(suite), "--algo", "im2col", "--mode", "accuracy",
+                     "--out", str(out), "--no-progress", "--no-isolate"]) == 0
     records = load_run(out).records
     real = _real_calls(toy_net.ToyNet(), TOY_INPUT, torch.float32)
     assert sorted(r["name"] for r in records) == sorted(name for name, _, _ in TOY_LAYERS)
@@ -146,10 +145,9 @@ def test_the_extracted_suite_runs_and_every_record_matches_the_real_shapes(tmp_p
 
 def test_run_model_runs_the_same_layers_as_its_suite(tmp_path):
     out = tmp_path / "model.jsonl"
-    proc = _convbench("run", "--model", TOY, "--input", "2,3,32,32", "--algo", "direct",
-                      "--mode", "accuracy", "--match", "^(stem|head)$", "--out", str(out),
-                      "--no-progress")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["run", "--model", TOY, "--input", "2,3,32,32", "--algo", "direct",
+                     "--mode", "accuracy", "--match", "^(stem|head)$", "--out", str(out),
+                     "--no-progress", "--no-isolate"]) == 0
     run = load_run(out)
     assert sorted(r["problem"] for r in run.records) == \
         sorted(d for d, _ in _expected(TOY_LAYERS) if d.endswith(('"stem"', '"head"')))

@@ -76,7 +76,8 @@ def cluster_for(args: argparse.Namespace, env: dict[str, Any]) -> Iterator[Any]:
     from convbench.measure.cluster import connect  # noqa: PLC0415
 
     with connect(args.scheduler) as cluster:
-        env["cluster"] = {"scheduler": cluster.address, "workers": cluster.workers()}
+        env["cluster"] = {"scheduler": cluster.address,
+                          "workers": cluster.workers(args.backend)}
         yield cluster
 
 

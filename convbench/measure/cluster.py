@@ -190,12 +190,12 @@ def platform_id(backend: str) -> str:
     return platform_fingerprint(backend)["id"]
 
 
-def describe_worker() -> dict[str, Any]:
+def describe_worker(backend: str) -> dict[str, Any]:
     """What a worker says about itself for a run's header (``Client.run``)."""
-    from convbench.store.environment import cpu_model, platform_fingerprint  # noqa: PLC0415
+    from convbench.store.environment import cpu_model  # noqa: PLC0415
 
     return {"host": host_name(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "fingerprint": platform_fingerprint("cpu")["id"],
+            "fingerprint": platform_id(backend),
             "daemon": multiprocessing.current_process().daemon}
 
 
@@ -221,9 +221,9 @@ class Cluster:
     #: Task index -> the workers a timed sweep holds it to (see :meth:`_placement`).
     _held_to: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
-    def workers(self) -> dict[str, Any]:
+    def workers(self, backend: str = "cpu") -> dict[str, Any]:
         """Each worker's host, CPU and platform fingerprint id (for the run's header)."""
-        return self.client.run(describe_worker)
+        return self.client.run(describe_worker, backend)
 
     def runoff(self, platform: str | None, suite: str, problem: Any, names: list[str],
                settings: runner.SweepSettings, rounds: int) -> dict[str, float] | None:
