@@ -7,7 +7,12 @@ comparisons and the JIT-cost probe. The rules:
 * the first call is timed on its own with the host clock (it includes Numba's
   compile or cache load, NVRTC, cuFFT plans, cuDNN autotuning) and never
   counted among the timed runs;
-* then ``warmup`` untimed calls;
+* then a ``cooldown`` pause and ``warmup`` untimed calls: the pause lets the
+  thread pools of whatever ran before (OpenBLAS's, OpenMP's, another
+  process's) go to sleep, and the warm calls bring this call's own threads,
+  caches and pages back before the clock starts. On 2 cores, oneDNN timed
+  right after a Winograd call (Numba transforms around OpenBLAS GEMMs) took
+  14-24 ms, and 0.99 ms after a 0.15 s pause and two warm calls;
 * then timed runs on the given clock until both ``min_reps`` runs and
   ``min_time`` seconds of measured time are reached (or ``max_time`` seconds
   of wall time run out, after ``min_reps`` at least), like pytest-benchmark's
@@ -86,7 +91,8 @@ class Timing:
 
 
 def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 5,
-          min_time: float = 0.2, warmup: int = 1, max_time: float = 30.0,
+          min_time: float = 0.2, warmup: int = 1, cooldown: float = 0.0,
+          max_time: float = 30.0,
           max_reps: int = 100_000, batch: int = 1, flush_l2: bool = False,
           wall: Callable[[], float] = time.perf_counter) -> Timing:
     """Time ``fn`` until ``min_reps`` runs and ``min_time`` seconds are reached.
@@ -100,7 +106,9 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     min_reps, min_time : int, float
         Both must be reached; ``min_time`` counts measured (clock) time.
     warmup : int
-        Untimed calls after the first one.
+        Untimed calls after the first one (and after the cool-down).
+    cooldown : float
+        Seconds to sleep after the first call, before the warm-up calls.
     max_time : float
         Wall-clock seconds of timed runs after which a slow call stops
         (once ``min_reps`` ran).
@@ -123,6 +131,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         raise ValueError(f"min_time must be >= 0, got {min_time}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if not cooldown >= 0:
+        raise ValueError(f"cooldown must be >= 0, got {cooldown}")
     keep_freed_memory()
     clock = clock or HostClock()
     clock.synchronize()
@@ -130,6 +140,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     fn()
     clock.synchronize()
     timing = Timing(first_call_s=wall() - t0)
+    if cooldown:
+        time.sleep(cooldown)
     for _ in range(warmup):
         fn()
     clock.synchronize()
