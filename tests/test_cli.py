@@ -142,6 +142,9 @@ def test_run_descriptor_batch_match_and_table(tmp_path):
     text = table.read_text()
     assert "x onednn" in text and "Whole network" in text
     assert "★" in text or "≈" in text  # a clean winner, or the tie the intervals show
+    assert "Machine: " in text and "3 rounds in separate processes" in text
+    (machine,) = run.noise
+    assert set(machine) >= {"noisy", "reasons", "drift", "start", "end"}
     assert text.strip() in proc.stdout
 
 

@@ -61,6 +61,11 @@ DEFAULT_ROUNDS = 3
 DEFAULT_COOLDOWN = 0.15
 #: Warm calls after the cool-down, before the clock starts.
 DEFAULT_WARMUP = 2
+#: Seconds a timed run lasts at least: calls shorter than this are timed in batches,
+#: so that a round of a microsecond call keeps about a hundred runs.
+MIN_SAMPLE_S = 1e-3
+#: Significant digits kept of each stored sample (far below any run-to-run change).
+SAMPLE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,10 @@ def measure_round(task: Task, round_index: int = 0,
         prepare_s = time.perf_counter() - t0
         if settings.timed:
             timing = _time(call, settings, kernel.clock)
-            rec["time"] = {"samples_s": list(timing.times_s), "prepare_s": prepare_s,
-                           "first_call_s": timing.first_call_s}
+            rec["time"] = {"samples_s": [float(f"{v:.{SAMPLE_DIGITS}g}")
+                                         for v in timing.times_s],
+                           "prepare_s": prepare_s, "first_call_s": timing.first_call_s,
+                           "batch": timing.batch}
             if settings.backend == "gpu":
                 rec["time"].update(clock=kernel.clock, flush_l2=settings.flush_l2)
         y = call()
@@ -273,6 +280,7 @@ def combine_rounds(task: Task, rounds: list[Record]) -> Record:
         "first_call_s": first["first_call_s"],
         "compile_s": max(0.0, first["first_call_s"] - summary.median_s),
         "cooldown_s": task.settings.cooldown, "warmup": task.settings.warmup,
+        "batch": [r["time"].get("batch", 1) for r in rounds],
         "samples_by_round_s": samples, "times_s": flat.times_s,
         **{k: v for k, v in first.items() if k in ("clock", "flush_l2")}}
     if len(rounds) < planned:
@@ -321,7 +329,8 @@ def _time(call: Callable[[], Any], settings: SweepSettings, clock: str) -> Timin
     warmup = max(settings.warmup, 3) if settings.backend == "gpu" else settings.warmup
     return bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
                  min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
-                 cooldown=settings.cooldown, flush_l2=settings.flush_l2)
+                 cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
+                 flush_l2=settings.flush_l2)
 
 
 def _release_device_memory() -> None:
