@@ -99,6 +99,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     warnings = noise.setting_warnings(args.threads)
     env["setting_warnings"] = warnings
     start = noise.snapshot()
+    env["machine_at_start"] = {k: start[k] for k in ("calibration", "loadavg", "cpu_mhz")}
     with jsonl.ResultWriter(out) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = sweep_with_progress(tasks, settings, writer, done,

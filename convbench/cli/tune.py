@@ -47,7 +47,7 @@ def add_parser(sub: Any, name: str) -> None:
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench.measure import noise, roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.plans import cache, tuning  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
@@ -71,11 +71,18 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     def sweep(tasks: list, sweep_settings: Any, writer: Any, done: set) -> Any:
         return sweep_with_progress(tasks, sweep_settings, writer, done, show=show)
 
+    warnings = noise.setting_warnings(args.threads)
+    env["setting_warnings"] = warnings
+    start = noise.snapshot()
     with jsonl.ResultWriter(records_path) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
                               allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
+        machine = noise.noise(start, noise.snapshot())
+        writer.write({"type": "noise", **machine})
     saved = tuning.save_plans(out, outcome, args.backend)
+    print(noise.noise_line(machine) + "".join(f"\n\n**Warning:** {w}." for w in warnings)
+          + "\n")
     print(plans_table(outcome, args.metric, args.budget, args.backend))
     print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
     for lp in outcome.failed:
