@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Everything a session with a GPU runs, in one call of at most 10 minutes:
-#   1. the GPU tests (device, sources, plans, emulated, absent, gemm, vs_cudnn report logic);
-#   2. benchmarks/vs_cudnn.py: ResNet-50 and VGG-16, batch 32 then 1, fp32, fp16, tf32;
-#   3. sweeps of ResNet-50 at batch 32 in fp32, fp16 and tf32 (every kernel and cuDNN plan);
-#   4. compute-sanitizer memcheck on the four kernels, where it is installed.
+# Everything a session with a GPU runs, in one call of at most TOTAL_S seconds (300: with
+# the machine's start a first call takes about 7 minutes, and a second one at a shorter
+# setting still fits a 15-minute device budget), in the order of what each phase tells:
+#   1. the GPU tests (device, sources, plans, gemm, absent, vs_cudnn report logic);
+#   2. benchmarks/vs_cudnn.py on ResNet-50 at batch 32 in fp32, fp16 and tf32;
+#   3. compute-sanitizer memcheck on a few small cases of the four kernels, where installed;
+#   4. sweeps of ResNet-50 at batch 32 in fp32, fp16 and tf32 with whatever time is left.
 # Each phase has a time box (seconds, overridable) so that the whole job ends inside the
-# device call; a phase that runs out keeps what it wrote. The job works in $WORK (a new
+# device call; a phase that runs out keeps what it wrote. A confirming second call:
+#   TOTAL_S=180 TESTS_S=45 VS_CUDNN_S=90 SANITIZER_S=20 bash benchmarks/device_job.sh The job works in $WORK (a new
 # temporary folder by default), one log per phase and the environment, and leaves in $OUT
 # (default results/gpu/device-job) few files, as a device call brings back only a few:
 # device-job.tar.gz with everything, and beside it job.log, gpu-tests.log and vs_cudnn.md.
@@ -21,10 +24,10 @@ cd "$(dirname "$0")/.."
 PY=${GPU_PYTHON:-python3}
 FINAL=${OUT:-results/gpu/device-job}
 OUT=${WORK:-$(mktemp -d -t convbench-device-job.XXXXXX)}
-TESTS_S=${TESTS_S:-90}
-VS_CUDNN_S=${VS_CUDNN_S:-330}
-SWEEP_S=${SWEEP_S:-120}
-SANITIZER_S=${SANITIZER_S:-45}
+TOTAL_S=${TOTAL_S:-300}
+TESTS_S=${TESTS_S:-70}
+VS_CUDNN_S=${VS_CUDNN_S:-130}
+SANITIZER_S=${SANITIZER_S:-30}
 mkdir -p "$OUT" "$FINAL"
 SITE=
 for wheel in .whl/*.whl; do
@@ -56,19 +59,11 @@ timeout "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_device.
   tests/test_gpu_absent.py tests/test_vs_cudnn.py > "$OUT/gpu-tests.log" 2>&1
 echo "rc=$?" >> "$OUT/gpu-tests.log"
 
-phase "vs_cudnn (${VS_CUDNN_S} s)"
-timeout --signal=INT --kill-after=20 "$VS_CUDNN_S" "$PY" benchmarks/vs_cudnn.py \
-  --budget $(( VS_CUDNN_S - 40 )) --out "$OUT/vs_cudnn" > "$OUT/vs_cudnn.log" 2>&1
+phase "vs_cudnn, ResNet-50 batch 32, fp32 fp16 tf32 (${VS_CUDNN_S} s)"
+timeout --signal=INT --kill-after=15 "$VS_CUDNN_S" "$PY" benchmarks/vs_cudnn.py \
+  --batch 32 --math fp32,fp16,tf32 --match '^(conv1|res)' --pairs 3 --accuracy-batch 32 \
+  --budget $(( VS_CUDNN_S - 25 )) --out "$OUT/vs_cudnn" > "$OUT/vs_cudnn.log" 2>&1
 echo "rc=$?" >> "$OUT/vs_cudnn.log"
-
-phase "ResNet-50 sweeps, batch 32 (${SWEEP_S} s)"
-for math in fp32 fp16 tf32; do
-  timeout --signal=INT --kill-after=10 $(( SWEEP_S / 3 )) "$PY" -m convbench run --backend gpu \
-    --suite resnet50 --batch 32 --math "$math" --algo all --mode both --no-progress \
-    --out "$OUT/resnet50-mb32-$math.jsonl" --table "$OUT/resnet50-mb32-$math.md" \
-    > "$OUT/sweep-$math.log" 2>&1
-  echo "rc=$?" >> "$OUT/sweep-$math.log"
-done
 
 phase "compute-sanitizer (${SANITIZER_S} s)"
 if command -v compute-sanitizer > /dev/null; then
@@ -80,8 +75,10 @@ for desc in ('mb2ic16ih13oc24kh3ph1', 'g2mb1ic8ih11oc12kh3sh2ph1', 'mb2ic12ih8oc
         p = ConvProblem.parse(desc).with_(dtype=dt)
         x = cupy.asarray(np.random.default_rng(0).uniform(-1, 1, p.input_shape).astype(dt))
         w = cupy.asarray(np.random.default_rng(1).uniform(-1, 1, p.weight_shape).astype(dt))
-        for algo in ('direct', 'im2col', 'fft', 'winograd'):
-            if algo == 'winograd' and p.kh != 3 or algo == 'winograd' and p.sh != 1:
+        for algo in convbench.algorithms('gpu'):
+            if convbench.get_kernel(algo, 'gpu').supports(p) is not None:
+                continue
+            if convbench.get_kernel(algo, 'gpu').kind != 'kernel':
                 continue
             convbench.conv2d(x, w, stride=(p.sh, p.sw), padding=(p.ph, p.pw), groups=p.g,
                              algo=algo, backend='gpu')
@@ -91,5 +88,17 @@ print('sanitize cases done')
   echo "rc=$?" >> "$OUT/compute-sanitizer.log"
 else
   echo "compute-sanitizer not installed" > "$OUT/compute-sanitizer.log"
+fi
+
+left=$(( TOTAL_S - ($(date +%s) - start) - 10 ))
+phase "ResNet-50 sweeps, batch 32 (${left} s left)"
+if [ "$left" -ge 30 ]; then
+  for math in fp32 fp16 tf32; do
+    timeout --signal=INT --kill-after=5 $(( left / 3 )) "$PY" -m convbench run --backend gpu \
+      --suite resnet50 --batch 32 --math "$math" --algo all --mode both --rounds 2 \
+      --no-progress --out "$OUT/resnet50-mb32-$math.jsonl" \
+      --table "$OUT/resnet50-mb32-$math.md" > "$OUT/sweep-$math.log" 2>&1
+    echo "rc=$?" >> "$OUT/sweep-$math.log"
+  done
 fi
 phase "done"

@@ -8,13 +8,13 @@ untimed call before every sample, so each library runs in its steady state):
 1. **Whole network.** Per layer: the tuned plan called as ``plan(x)`` (its
    choice from the plan cache ``--plans``, made by ``convbench tune``; the
    call copies ``x`` into the plan's buffer), oneDNN, and every convbench
-   kernel's prepared call. A round's whole-network time is the sum over
-   layers of that round's sample x the layer's repeat count. Reported per
-   round and as the median over rounds: oneDNN / plan, and best-of-convbench
+   kernel's prepared call. A pass's whole-network time is the sum over
+   layers of that pass's sample x the layer's repeat count. Reported per
+   pass and as the median over passes: oneDNN / plan, and best-of-convbench
    / plan, where best-of-convbench takes per layer the convbench kernel that
-   was fastest in this run (median over rounds) among those whose error,
+   was fastest in this run (median over passes) among those whose error,
    as the cache recorded it, meets the plan's budget. The run's noise is half
-   the range over rounds of that second ratio.
+   the range over passes of that second ratio.
 2. **Plan overhead.** FFT and Winograd called through ``plan`` against their
    prepared calls (and, for reference, with their ``prepare`` in every call,
    i.e. the weights transformed per call): prepared / plan per layer, on
@@ -59,7 +59,7 @@ QUICK_LAYERS = ("conv1", "res2_branch2b", "res3_branch2a", "res4_branch2b", "res
 
 @dataclass
 class LayerSamples:
-    """One layer's interleaved samples (seconds per call, one per round)."""
+    """One layer's interleaved samples (seconds per call, one per pass)."""
 
     name: str
     problem: str
@@ -116,7 +116,7 @@ def prepared_calls(p: ConvProblem, x: Any, w: Any, b: Any,
     return calls
 
 
-def measure_network(layers: list[tuple[ConvProblem, int]], plans: Path, rounds: int,
+def measure_network(layers: list[tuple[ConvProblem, int]], plans: Path, passes: int,
                     sample_time: float, cooldown: float) -> list[LayerSamples]:
     ours = [k.name for k in kernels("cpu", kind="kernel")]
     out = []
@@ -129,7 +129,7 @@ def measure_network(layers: list[tuple[ConvProblem, int]], plans: Path, rounds: 
         errors = {c["kernel"]: c["error"].get(entry["metric"]) for c in entry["candidates"]}
         admissible = [k for k in ours if k in calls and errors.get(k) is not None
                       and float(errors[k]) <= entry["budget"]]
-        samples = time_interleaved(calls, rounds=rounds, sample_time=sample_time,
+        samples = time_interleaved(calls, passes=passes, sample_time=sample_time,
                                    cooldown=cooldown, clock=make_clock("host"))
         layer = LayerSamples(p.name, str(p), repeat, f.kernel.name, entry["budget"],
                              admissible, samples)
@@ -140,17 +140,17 @@ def measure_network(layers: list[tuple[ConvProblem, int]], plans: Path, rounds: 
     return out
 
 
-def network_summary(layers: list[LayerSamples], rounds: int) -> dict[str, Any]:
-    """Per-round whole-network times and the ratios of the module docstring."""
+def network_summary(layers: list[LayerSamples], passes: int) -> dict[str, Any]:
+    """Per-pass whole-network times and the ratios of the module docstring."""
     def total(pick: Callable[[LayerSamples], str | None]) -> list[float] | None:
-        per_round = [0.0] * rounds
+        per_pass = [0.0] * passes
         for layer in layers:
             name = pick(layer)
             if name is None or name not in layer.samples:
                 return None
             for r, t in enumerate(layer.samples[name]):
-                per_round[r] += t * layer.repeat
-        return per_round
+                per_pass[r] += t * layer.repeat
+        return per_pass
 
     def fastest(layer: LayerSamples, names: list[str]) -> str | None:
         timed = [n for n in names if n in layer.samples]
@@ -167,14 +167,14 @@ def network_summary(layers: list[LayerSamples], rounds: int) -> dict[str, Any]:
     ratios = {}
     for name in (PEER, "best-of-convbench within budget", "best-of-convbench"):
         if totals[name] is not None:
-            per_round = [t / p for t, p in zip(totals[name], plan, strict=True)]
-            ratios[name] = {"median": statistics.median(per_round), "min": min(per_round),
-                            "max": max(per_round), "rounds": per_round}
+            per_pass = [t / p for t, p in zip(totals[name], plan, strict=True)]
+            ratios[name] = {"median": statistics.median(per_pass), "min": min(per_pass),
+                            "max": max(per_pass), "passes": per_pass}
     return {"totals_ms": {n: [t * 1e3 for t in v] for n, v in totals.items() if v},
             "ratios": ratios}
 
 
-def measure_overhead(layers: list[tuple[str, ConvProblem]], rounds: int, sample_time: float,
+def measure_overhead(layers: list[tuple[str, ConvProblem]], passes: int, sample_time: float,
                      cooldown: float) -> list[dict[str, Any]]:
     """FFT and Winograd: prepared call, plan call, and prepare in every call."""
     out = []
@@ -191,7 +191,7 @@ def measure_overhead(layers: list[tuple[str, ConvProblem]], rounds: int, sample_
                      kernel.prepare(p, x, w, b)()}
             for c in calls.values():
                 c()
-            samples = time_interleaved(calls, rounds=rounds, sample_time=sample_time,
+            samples = time_interleaved(calls, passes=passes, sample_time=sample_time,
                                        cooldown=cooldown, clock=make_clock("host"))
             ratio = statistics.median(a / c for a, c in zip(samples["prepared"],
                                                             samples[PLAN], strict=True))
@@ -206,12 +206,12 @@ def measure_overhead(layers: list[tuple[str, ConvProblem]], rounds: int, sample_
     return out
 
 
-def report(network: dict[int, dict[str, Any]], overhead: list[dict[str, Any]], rounds: int,
+def report(network: dict[int, dict[str, Any]], overhead: list[dict[str, Any]], passes: int,
            threads: int, plans: Path) -> str:
     lines = [f"Tuned plans (`convbench.plan`, choices from `{plans}`) against oneDNN and "
-             f"best-of-convbench, {threads} threads, {rounds} interleaved rounds per layer; "
-             "whole-network time per round = sum over layers of the round's sample x repeat. "
-             "Ratios t_other / t_plan (> 1: the plan is faster): median over rounds "
+             f"best-of-convbench, {threads} threads, {passes} interleaved passes per layer; "
+             "whole-network time per pass = sum over layers of the pass's sample x repeat. "
+             "Ratios t_other / t_plan (> 1: the plan is faster): median over passes "
              "[min, max].\n",
              "| mb | plan ms | oneDNN ms | best-of-convbench within budget ms | "
              "oneDNN / plan | best within budget / plan | best-of-convbench (any error) / plan "
@@ -265,7 +265,7 @@ def main() -> int:
     parser.add_argument("--batch", default="1,8", help="comma list of batch sizes (1,8)")
     parser.add_argument("--quick", action="store_true",
                         help=f"layers {', '.join(QUICK_LAYERS)} at the first batch size")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (>= 5)")
+    parser.add_argument("--passes", type=int, default=7, help="interleaved passes (>= 5)")
     parser.add_argument("--sample-time", type=float, default=0.02)
     parser.add_argument("--cooldown", type=float, default=0.15)
     parser.add_argument("--threads", type=int, default=None)
@@ -273,8 +273,8 @@ def main() -> int:
                         help="skip the FFT/Winograd plan-vs-prepared measurement")
     parser.add_argument("--out", help="write OUT.md and OUT.json too")
     args = parser.parse_args()
-    if args.rounds < 5:
-        parser.error("--rounds must be >= 5")
+    if args.passes < 5:
+        parser.error("--passes must be >= 5")
     plans = Path(args.plans)
     if not plans.exists():
         parser.error(f"{plans} does not exist: run convbench tune --out {plans} first")
@@ -295,24 +295,24 @@ def main() -> int:
         for mb in batches:
             print(f"whole network, mb{mb}:", flush=True)
             layers = [(layer.problem.with_(mb=mb), layer.repeat) for layer in suite]
-            per_layer[mb] = measure_network(layers, plans, args.rounds, args.sample_time,
+            per_layer[mb] = measure_network(layers, plans, args.passes, args.sample_time,
                                             args.cooldown)
-            network[mb] = network_summary(per_layer[mb], args.rounds)
+            network[mb] = network_summary(per_layer[mb], args.passes)
         if not args.no_overhead:
             print("plan overhead (FFT, Winograd):", flush=True)
             targets = [(args.suite, layer.problem) for layer in suite
                        if layer.problem.kh == 3] + ([] if args.quick else fives)
             for mb in batches:
                 overhead += measure_overhead([(s, p.with_(mb=mb)) for s, p in targets],
-                                             args.rounds, args.sample_time, args.cooldown)
-    text = report(network, overhead, args.rounds, pinned["threads"], plans)
+                                             args.passes, args.sample_time, args.cooldown)
+    text = report(network, overhead, args.passes, pinned["threads"], plans)
     print("\n" + text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(text + "\n")
         out.with_suffix(".json").write_text(json.dumps(
-            {"threads": pinned["threads"], "rounds": args.rounds, "plans": str(plans),
+            {"threads": pinned["threads"], "passes": args.passes, "plans": str(plans),
              "network": network, "overhead": overhead,
              "layers": {mb: [asdict(s) for s in v] for mb, v in per_layer.items()}},
             indent=1))

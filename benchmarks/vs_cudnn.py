@@ -5,8 +5,8 @@ fp16 (fp16 data, fp32 accumulation) and tf32 (fp64 on request), every layer
 goes through :func:`convbench.measure.peers.compare_layer` with
 ``backend="gpu"``: all supporting convbench GPU kernels and the peers
 ``cudnn``, ``cudnn_best`` and ``torch_cudnn`` are prepared once and warmed up,
-then interleaved ``A B C A B C ...`` for ``--pairs`` rounds in this process,
-each sample timed with CUDA events. A layer's ratio is the median over rounds
+then interleaved ``A B C A B C ...`` for ``--pairs`` passes in this process,
+each sample timed with CUDA events. A layer's ratio is the median over passes
 of ``t_peer / t_kernel`` (> 1: convbench is faster); summaries are geometric
 means over layers, and whole-network times are sums of per-layer medians
 times the layer's repeat count. ``best`` is, per layer, the fastest
@@ -185,7 +185,7 @@ def accuracy_table(results: list[Measured], names: list[str]) -> list[str]:
 
 def report(results: list[Measured], kernels: list[str], pairs: int) -> str:
     lines = [f"Ratios t_cudnn_best / t_kernel (> 1: convbench faster), median of {pairs} "
-             "interleaved rounds on CUDA events; `best`: the fastest convbench kernel per layer. "
+             "interleaved passes on CUDA events; `best`: the fastest convbench kernel per layer. "
              "`cudnn`: the frontend's heuristic plan, `torch_cudnn`: torch.nn.functional.conv2d "
              "with cudnn.benchmark, both as t_cudnn_best / t_peer.\n"]
     groups = sorted({(m.mb, m.math) for m in results}, key=lambda k: (-k[0], k[1]))
@@ -225,7 +225,7 @@ def report(results: list[Measured], kernels: list[str], pairs: int) -> str:
 
 def measure_layer(suite: str, p: ConvProblem, kernels: list[str], pairs: int,
                   sample_time: float, reference: Any) -> LayerComparison:
-    return compare_layer(suite, p, kernels, PEERS, backend="gpu", rounds=pairs,
+    return compare_layer(suite, p, kernels, PEERS, backend="gpu", passes=pairs,
                          sample_time=sample_time, cooldown=0.0, per_call=False,
                          reference=reference)
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", default="32,1", help="comma list of batch sizes (32,1)")
     parser.add_argument("--math", default="fp32,fp16,tf32",
                         help="comma list of math modes: fp32, tf32, fp16, fp64")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds (>= 3)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved passes (>= 3)")
     parser.add_argument("--sample-time", type=float, default=0.005,
                         help="seconds per sample, at least (0.005)")
     parser.add_argument("--budget", type=float, default=540.0,

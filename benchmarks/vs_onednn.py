@@ -2,12 +2,12 @@
 
 Every layer goes through :func:`convbench.measure.peers.compare_layer`: all
 supporting convbench kernels and the two peers are prepared once, warmed
-up, then interleaved ``A B C A B C ...`` for ``--pairs`` rounds in this
+up, then interleaved ``A B C A B C ...`` for ``--pairs`` passes in this
 process, same thread count, each sample after a cool-down and one untimed
 call (see that module for why). Kernels that cache a weight transform are
-also timed as ``NAME+prepare``. A layer's ratio is the median over rounds of
+also timed as ``NAME+prepare``. A layer's ratio is the median over passes of
 ``t_peer / t_kernel`` (> 1: convbench is faster); the summary is the
-geometric mean over the layers of each target group.
+geometric mean over the layers of each target group, with its 95% interval.
 
 Usage::
 
@@ -23,7 +23,13 @@ import json
 import sys
 from pathlib import Path
 
-from convbench.measure.peers import PER_CALL, LayerComparison, compare_layer, geomean
+from convbench.measure.peers import (
+    PER_CALL,
+    LayerComparison,
+    compare_layer,
+    geomean,
+    geomean_interval,
+)
 from convbench.measure.roof import gemm_gflops
 from convbench.measure.threads import pinned_threads
 from convbench.problem import ConvProblem
@@ -36,7 +42,7 @@ PEERS = ("onednn", "numpy_im2col")
 def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
                   sample_time: float, cooldown: float) -> LayerComparison:
     """One layer, every kernel against both peers (see the module docstring)."""
-    return compare_layer(suite, p, names, PEERS, rounds=pairs, sample_time=sample_time,
+    return compare_layer(suite, p, names, PEERS, passes=pairs, sample_time=sample_time,
                          cooldown=cooldown)
 
 
@@ -131,7 +137,7 @@ def report(results: list[LayerComparison], names: list[str], pairs: int, threads
            roof_gflops: float | None = None) -> str:
     columns = with_per_call(results, names)  # each kernel, then its +prepare timing
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
-             f"rounds, {threads} threads, a cool-down and a warm call before each sample. "
+             f"passes, {threads} threads, a cool-down and a warm call before each sample. "
              f"`NAME{PER_CALL}`: the kernel with its `prepare` (weight transform, buffers) in "
              "every call instead of once per weight tensor.\n",
              "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in columns)
@@ -144,16 +150,21 @@ def report(results: list[LayerComparison], names: list[str], pairs: int, threads
         cells += [f"{r.ratios[n]['numpy_im2col']:.2f}" if "numpy_im2col" in r.ratios.get(n, {})
                   else "—" for n in names]
         lines.append(f"| {r.suite} | {r.name} | {p.mb} | " + " | ".join(cells) + " |")
-    lines += ["", "| target | layers | geometric mean | met |", "|---|---:|---:|---|"]
+    lines += ["", "| target | layers | geometric mean [95% CI] | met |", "|---|---:|---:|---|"]
     for label, kernel, peer, keep, threshold in TARGETS:
-        vals = [r.ratios[kernel][peer] for r in results
-                if peer in r.ratios.get(kernel, {}) and keep(r, ConvProblem.parse(r.problem))]
-        g = geomean(vals)
+        chosen = [r for r in results
+                  if peer in r.ratios.get(kernel, {}) and keep(r, ConvProblem.parse(r.problem))]
+        values = [r.ratios[kernel][peer] for r in chosen]
+        intervals = [r.intervals.get(kernel, {}).get(peer) for r in chosen]
+        g = (geomean_interval(values, intervals) if None not in intervals else
+             (geomean(values), None, None) if values else None)
         if threshold is None:
             met = "(reference)"
         else:
-            met = "—" if g is None else ("yes" if g >= threshold else "**no**")
-        lines.append(f"| {label} | {len(vals)} | {'—' if g is None else f'{g:.2f}'} | {met} |")
+            met = "—" if g is None else ("yes" if g[0] >= threshold else "**no**")
+        text = "—" if g is None else f"{g[0]:.2f}" + (f" [{g[1]:.2f}, {g[2]:.2f}]"
+                                                       if g[1] is not None else "")
+        lines.append(f"| {label} | {len(chosen)} | {text} | {met} |")
     lines += three_times_textbook(results, names, roof_gflops)
     lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
         f"{n} {geomean(ran):.2f}x onednn" for n in columns
@@ -169,7 +180,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset, under 2 minutes")
     parser.add_argument("--batch", default="1,8", help="comma list of batch sizes (1,8)")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds (>= 5)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved passes (>= 5)")
     parser.add_argument("--sample-time", type=float, default=0.02,
                         help="seconds per sample, at least (0.02)")
     parser.add_argument("--cooldown", type=float, default=0.15,

@@ -48,8 +48,7 @@ def tuned_kernel(p: ConvProblem, backend: str = "cpu", budget: float | None = No
     overrides it). A cache tuned on another platform is ignored with one
     warning. With a ``budget`` other than the entry's, the choice is made
     again among the kernels the entry measured, on the entry's metric and with
-    its ``allow_vendor``, by their sweep times (a runoff settled only the
-    entry's own budget).
+    its ``allow_vendor``, by their sweep times.
 
     Raises
     ------

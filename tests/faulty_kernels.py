@@ -1,5 +1,6 @@
 """Kernels that misbehave on purpose, loaded through CONVBENCH_KERNEL_MODULES."""
 
+import fcntl
 import os
 import signal
 import time
@@ -47,4 +48,79 @@ class Sleeping(_Base):
         return run
 
 
-KERNELS = [Raising(), Crashing(), Sleeping()]
+def _spin(seconds):
+    """Busy for ``seconds``, as a kernel is (a sleep would hand the core away)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class Steady(_Base):
+    """Takes 0.5 ms per call, every call, in every process."""
+
+    name = "test_steady"
+
+    def prepare_call(self, p, x, w, bias):
+        y = np.zeros(p.output_shape, dtype=p.dtype)
+
+        def run():
+            _spin(5e-4)
+            return y
+        return run
+
+
+class AlternatingCalls(_Base):
+    """0.2 ms and 1.0 ms on alternate calls: two states within one process."""
+
+    name = "test_alternating"
+
+    def prepare_call(self, p, x, w, bias):
+        y = np.zeros(p.output_shape, dtype=p.dtype)
+        calls = [0]
+
+        def run():
+            calls[0] += 1
+            _spin(1e-3 if calls[0] % 2 else 2e-4)
+            return y
+        return run
+
+
+_process_parity = None
+
+
+def process_parity():
+    """0 or 1, alternating over the processes that ask, in the order they first ask.
+
+    The count lives in the file named by CONVBENCH_TEST_COUNTER (locked while
+    it is read and written), so worker processes of one sweep alternate.
+    """
+    global _process_parity
+    if _process_parity is None:
+        with open(os.environ["CONVBENCH_TEST_COUNTER"], "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            count = int(f.read() or 0)
+            f.seek(0)
+            f.truncate()
+            f.write(str(count + 1))
+        _process_parity = count % 2
+    return _process_parity
+
+
+class AlternatingProcesses(_Base):
+    """0.4 ms in one process, 1.0 ms in the next: two states between processes."""
+
+    name = "test_alternating_processes"
+
+    def prepare_call(self, p, x, w, bias):
+        y = np.zeros(p.output_shape, dtype=p.dtype)
+        seconds = 1e-3 if process_parity() else 4e-4
+
+        def run():
+            _spin(seconds)
+            return y
+        return run
+
+
+KERNELS = [Raising(), Crashing(), Sleeping(), Steady(), AlternatingCalls(),
+           AlternatingProcesses()]

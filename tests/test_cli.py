@@ -140,21 +140,34 @@ def test_run_descriptor_batch_match_and_table(tmp_path):
         assert set(rec["time"]) >= {"median_s", "min_s", "p10_s", "p90_s", "compile_s",
                                     "first_call_s", "prepare_s", "times_s"}
     text = table.read_text()
-    assert "x onednn" in text and "Whole network" in text and "★" in text
+    assert "x onednn" in text and "Whole network" in text
+    assert "★" in text or "≈" in text  # a clean winner, or the tie the intervals show
+    assert "Machine: " in text and "3 rounds in separate processes" in text
+    (machine,) = run.noise
+    assert set(machine) >= {"noisy", "reasons", "drift", "start", "end"}
     assert text.strip() in proc.stdout
+
+
+def _timed(median):
+    """Three rounds of eight samples around ``median``, the rounds 2% apart."""
+    rounds = [[median * (1 + 0.02 * (r - 1) + 0.001 * i) for i in range(8)] for r in range(3)]
+    return {"median_s": median, "samples_by_round_s": rounds}
 
 
 def test_compare_command_exit_status(tmp_path):
     rec = {"type": "result", "problem": SMALL, "backend": "cpu", "kernel": "direct",
-           "name": "small3x3", "status": "ok", "time": {"median_s": 1.0},
+           "name": "small3x3", "status": "ok", "time": _timed(1.0),
            "error": {"rel_l2": 1e-7}}
     old, same, worse = tmp_path / "old.jsonl", tmp_path / "same.jsonl", tmp_path / "worse.jsonl"
+    failed = tmp_path / "failed.jsonl"
     write_records(old, [rec])
     write_records(same, [rec])
-    write_records(worse, [{**rec, "time": {"median_s": 1.5}}])
+    write_records(worse, [{**rec, "time": _timed(1.5)}])
+    write_records(failed, [{**rec, "status": "failed", "reason": "RuntimeError: boom"}])
     assert cli.main(["compare", str(old), str(same)]) == 0
     assert cli.main(["compare", str(old), str(worse)]) == 1
     assert cli.main(["compare", str(old), str(worse), "--time-tol", "0.6"]) == 0
+    assert cli.main(["compare", str(old), str(failed)]) == 1  # ok, now failed
     assert Record(rec).key == (SMALL, "cpu", "direct")
 
 

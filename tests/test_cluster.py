@@ -191,7 +191,8 @@ def test_one_timing_measurement_at_a_time_per_host(one_host, tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = load_run(out).records
     assert len(records) == 9 and len({r["worker"] for r in records}) == 2
-    spans = sorted(r["measured_at"] for r in records)
+    assert all(len(r["measured_at"]) == 3 for r in records)  # three rounds each
+    spans = sorted(span for r in records for span in r["measured_at"])
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two timing measurements overlapped on one host"
 
@@ -202,7 +203,7 @@ def test_accuracy_work_uses_every_worker_at_once(one_host, tmp_path):
                       "test_sleeping", "--mode", "accuracy", "--batch", "1", "--out", str(out),
                       "--no-progress", "--scheduler", one_host.address)
     assert proc.returncode == 0, proc.stderr
-    spans = sorted(r["measured_at"] for r in load_run(out).records)
+    spans = sorted(span for r in load_run(out).records for span in r["measured_at"])
     assert any(end > start for (_, end), (start, _) in itertools.pairwise(spans))
 
 
@@ -234,8 +235,8 @@ def _wait_for_records(path, count, proc, timeout=180):
 
 #: A timed sweep of 15 quick measurements (ResNet-50's res3 to res5 layers, a sleeping kernel).
 SLEEPY = ("run", "--suite", "resnet50", "--match", "res[345]", "--batch", "1", "--algo",
-          "test_sleeping", "--mode", "perf", "--min-reps", "4", "--min-time", "0",
-          "--no-progress")
+          "test_sleeping", "--mode", "perf", "--rounds", "2", "--min-reps", "3",
+          "--min-time", "0", "--cooldown", "0", "--no-progress")
 SLEEPY_COUNT = 15
 
 
@@ -263,9 +264,11 @@ def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
     keys = [r.key for r in records]
     assert len(keys) == SLEEPY_COUNT and len(set(keys)) == SLEEPY_COUNT  # each layer once
     assert all(r["status"] == "ok" for r in records)
-    hosts_before = {r["host"] for r in records if r["measured_at"][1] < killed_at}
-    assert "host-a" in hosts_before
-    assert {r["host"] for r in records if r["measured_at"][0] > killed_at} == {"host-b"}
+    rounds = [(host, span) for r in records
+              for host, span in zip(r["round_hosts"], r["measured_at"], strict=True)]
+    assert "host-a" in {host for host, (_, end) in rounds if end < killed_at}
+    assert {host for host, (start, _) in rounds if start > killed_at} == {"host-b"}
+    assert all(len(r["measured_at"]) == 2 for r in records)  # every record has its rounds
 
 
 def _default_sigint():

@@ -228,12 +228,13 @@ def test_committed_results_from_before_the_layout_still_load_and_render():
     from convbench.present.tables import layer_table, network_table
     from convbench.store.jsonl import load_run
 
-    run = load_run(ROOT / "results" / "cpu" / "resnet50-mb1.jsonl")
-    assert len(run.records) == 120 and run.headers
+    # three layers of a sweep committed before the layout changed (and before rounds)
+    run = load_run(ROOT / "tests" / "data" / "legacy-resnet50-mb1.jsonl")
+    assert len(run.records) == 18 and run.headers
     rec = next(r for r in run.records if r.kernel == "winograd" and r.ok)
     assert rec.median_s == float(rec["time"]["median_s"]) and rec.rel_l2 > 0
     assert rec.key == (rec["problem"], "cpu", "winograd")
     text = layer_table(run.records)
-    assert text.count("\n") > 100 and "res2_branch2b" in text
+    assert text.count("\n") == 18 + 1 and "res2_branch2b" in text
     totals = {row[0]: row for row in network_table(run.records).rows}
-    assert totals["onednn"][4] == "20/20" and "best-of-convbench" in totals
+    assert totals["onednn"][4].startswith("3/3") and "best-of-convbench" in totals

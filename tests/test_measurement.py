@@ -132,9 +132,13 @@ def test_error_metrics_nonfinite_output_is_infinitely_wrong():
 
 
 def _rec(problem="mb1ic3ih8oc4kh3", kernel="direct", median=1.0, rel=1e-7, status="ok"):
+    """A record of three rounds of ten samples around ``median``, the rounds 1% apart."""
+    rounds = [[median * (1 + 0.01 * (r - 1)) * (1 + 0.002 * (i - 5)) for i in range(10)]
+              for r in range(3)]
     return {"type": "result", "problem": problem, "backend": "cpu", "kernel": kernel,
             "name": "x", "status": status, "reason": None,
-            "time": {"median_s": median}, "error": {"rel_l2": rel}}
+            "time": {"median_s": median, "samples_by_round_s": rounds},
+            "error": {"rel_l2": rel}}
 
 
 def test_writer_flushes_each_record_and_loader_reads_them(tmp_path):
@@ -173,9 +177,10 @@ def test_compare_flags_planted_regressions_and_passes_identical(tmp_path):
     write_records(new_path, [_rec(median=1.25), _rec(kernel="fft", rel=5e-7),
                              _rec(kernel="im2col", median=1.05)])
     rows = {r.key[2]: r for r in compare_runs(load_run(old_path), load_run(new_path))}
-    assert rows["direct"].regressions == ["time x1.25"]
+    assert rows["direct"].regressions == ["time x1.25"] and rows["direct"].verdict == "slower"
     assert rows["fft"].regressions == ["rel_l2 x5.00"]
     assert rows["im2col"].regressions == []  # within the 10% time tolerance
+    assert rows["im2col"].verdict == "same" and rows["im2col"].time_ratio.above_one
     assert compare_runs(load_run(old_path), load_run(new_path), time_tol=0.3)[0].regressions \
         == []
 

@@ -17,7 +17,7 @@ from conftest import random_inputs
 import convbench
 from convbench.api import select_kernel
 from convbench.plans import cache
-from convbench.plans.choice import BudgetNotMet, Candidate, Choice, choose, settle
+from convbench.plans.choice import BudgetNotMet, Candidate, Choice
 from convbench.problem import ConvProblem
 
 P3 = ConvProblem.parse('mb2ic16ih12oc16kh3ph1n"res_like"')  # the rule picks winograd
@@ -100,17 +100,6 @@ def test_a_budget_chooses_again_among_the_kernels_the_cache_measured(plans_file)
     assert convbench.plan(x, w, padding=1, budget=2.5e-7).kernel.name == "direct"
     with pytest.raises(BudgetNotMet, match="the closest is direct with rel_l2 2e-07"):
         convbench.plan(x, w, padding=1, budget=1e-7)
-
-
-def test_the_entrys_own_budget_keeps_the_choice_its_runoff_settled(plans_file):
-    # im2col won the runoff though winograd was faster in the sweep
-    choice = settle(choose(CANDIDATES, budget=1e-6), {"winograd": 2e-3, "im2col": 1e-3})
-    cache.merge_entries(plans_file, cache.current_fingerprint("cpu"),
-                        {cache.entry_key(P3): cache.make_entry(choice, P3, "cpu", 2)})
-    x, w, _ = random_inputs(P3)
-    assert convbench.plan(x, w, padding=1).kernel.name == "im2col"
-    assert convbench.plan(x, w, padding=1, budget=1e-6).kernel.name == "im2col"
-    assert convbench.plan(x, w, padding=1, budget=2e-6).kernel.name == "winograd"  # sweep times
 
 
 def test_a_cache_from_another_platform_is_ignored_with_one_warning(plans_file):

@@ -10,16 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convbench.measure.peers import LayerComparison
 from convbench.measure.runner import SweepOutcome, SweepSettings
+from convbench.measure.stats import summarize
 from convbench.plans import tuning
 from convbench.plans.choice import (
     BudgetNotMet,
     Candidate,
     choose,
-    contenders,
     pareto_front,
-    settle,
 )
 from convbench.problem import ConvProblem
 from convbench.problem.suites import SuiteLayer
@@ -194,85 +192,71 @@ def test_tuning_refuses_a_sweep_without_errors():
                     sweep=fake_sweep)
 
 
-# ------------------------------------------------------------------ the runoff
-def test_contenders_are_the_admissible_kernels_close_to_the_choice():
-    c = choose(LAYER, budget=1e-6)  # winograd 1.5 ms; im2col 2.0 (+33%), direct 4.0
-    assert [k.kernel for k in contenders(c, 0.25)] == ["winograd"]
-    assert [k.kernel for k in contenders(c, 0.4)] == ["winograd", "im2col"]
-    # onednn (0.8 ms) and fft (over the budget) are never contenders
-    assert [k.kernel for k in contenders(c, 10)] == ["winograd", "im2col", "direct"]
-    with pytest.raises(ValueError, match="margin"):
-        contenders(c, -0.1)
+# ------------------------------------------------------------------------ ties
+def timed(kernel, round_ms, rel_l2, kind="kernel"):
+    """A candidate measured in rounds: one list of samples (ms) per round."""
+    summary = summarize([[v * 1e-3 for v in r] for r in round_ms])
+    return Candidate(kernel, kind, summary.median_s, {"rel_l2": rel_l2, "max_rel": rel_l2},
+                     summary)
 
 
-def test_the_runoff_reorders_what_it_timed_and_nothing_else():
-    c = choose(LAYER, budget=1e-6)
-    settled = settle(c, {"winograd": 2.5e-3, "im2col": 2.1e-3, "fft": 1e-4, "onednn": 1e-4})
-    assert (settled.chosen.kernel, settled.runner_up.kernel) == ("im2col", "winograd")
-    assert settled.runoff == {"im2col": 2.1e-3, "winograd": 2.5e-3}  # fft, onednn cannot win
-    assert settled.chosen.time_s == 2e-3  # the candidate keeps its sweep time
-    # untimed admissible kernels rank behind the timed ones
-    assert settle(c, {"direct": 1e-3}).runner_up.kernel == "winograd"
-    assert settle(c, {"fft": 1e-4}) is c  # nothing admissible was timed
+def jitter(ms, spread):
+    """Three rounds of 20 samples around ``ms``, the rounds ``spread`` apart."""
+    return [[ms * (1 + spread * (r - 1)) * (1 + 0.001 * (i % 5)) for i in range(20)]
+            for r in range(3)]
 
 
-@given(candidates, st.floats(1e-9, 1e-3), st.booleans(),
-       st.dictionaries(st.sampled_from(["direct", "im2col", "fft", "winograd", "onednn"]),
-                       st.floats(1e-6, 1.0)))
-def test_a_settled_choice_still_meets_the_budget(layer, budget, vendor, times):
-    try:
-        c = choose(layer, budget=budget, allow_vendor=vendor)
-    except BudgetNotMet:
-        return
-    s = settle(c, times)
-    assert s.chosen.error("rel_l2") <= budget and (vendor or s.chosen.kind == "kernel")
-    if s.runoff:
-        assert s.chosen.kernel in s.runoff
-        assert s.runoff[s.chosen.kernel] == min(s.runoff.values())
+def test_kernels_the_intervals_cannot_tell_apart_are_tied_with_the_choice():
+    close = [timed("winograd", jitter(2.0, 0.05), 9e-7), timed("im2col", jitter(2.04, 0.05),
+                                                                  3e-7),
+             timed("direct", jitter(4.0, 0.01), 2e-7)]
+    c = choose(close, budget=1e-6)
+    assert c.chosen.kernel == "winograd" and c.tied == ("winograd", "im2col")
+    clear = [timed("winograd", jitter(2.0, 0.01), 9e-7), timed("im2col", jitter(2.5, 0.01),
+                                                                  3e-7)]
+    assert choose(clear, budget=1e-6).tied == ("winograd",)
+    # a tie is among admissible kernels only: over the budget, im2col is no contender
+    assert choose(close, budget=5e-7).tied == ("im2col",)
+    # candidates without intervals are never tied
+    assert choose(LAYER, budget=1e-6).tied == ("winograd",)
 
 
-# direct within 25% of winograd's 2.0 ms on layer "a"
-close_sweep = sweep_of({**FAKE, ("a", "direct"): (2.2e-3, 2e-7)})
+def test_a_candidates_interval_survives_the_plan_cache():
+    c = timed("winograd", jitter(2.0, 0.05), 9e-7)
+    back = Candidate.from_json(json.loads(json.dumps(c.to_json())))
+    assert back == c and back.summary.ci95_s == pytest.approx(c.summary.ci95_s)
+    assert back.summary.round_medians_s == pytest.approx(c.summary.round_medians_s)
+    assert Candidate.from_json(cand("a", 1.0, 1e-7).to_json()).summary is None
 
 
-def test_tuning_runs_off_close_kernels_and_keeps_the_faster_one(tmp_path):
-    calls = []
+def rounds_sweep(table):
+    """A fake sweep whose records keep samples by round: (layer, kernel) -> (rounds_ms, err)."""
+    def sweep(tasks, settings, writer, done):
+        records = []
+        for task in tasks:
+            rounds_ms, err = table[(task.layer.name, task.kernel)]
+            s = summarize([[v * 1e-3 for v in r] for r in rounds_ms])
+            records.append({
+                "type": "result", "problem": task.layer.descriptor, "name": task.layer.name,
+                "kernel": task.kernel, "backend": "cpu", "status": "ok",
+                "kind": "baseline" if task.kernel == "onednn" else "kernel",
+                "time": {"median_s": s.median_s, "ci95_s": list(s.ci95_s),
+                         "samples_by_round_s": [[v * 1e-3 for v in r] for r in rounds_ms]},
+                "error": {"rel_l2": err, "max_rel": 10 * err}})
+        return SweepOutcome(records, False, 0, {"threads": 2})
+    return sweep
 
-    def compare(suite, p, names, peers, *, backend, rounds, per_call):
-        calls.append((p.name, tuple(names), peers, backend, rounds, per_call))
-        return LayerComparison(suite, p.name, str(p),
-                               medians_ms={"winograd": 2.4, "direct": 1.9})
 
-    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
-                          budget=1e-6, sweep=close_sweep, compare=compare)
-    assert calls == [("a", ("winograd", "direct"), (), "cpu", tuning.RUNOFF_ROUNDS, False)]
+def test_tuning_records_the_tie_in_the_plan_cache(tmp_path):
+    table = {("a", "winograd"): (jitter(2.0, 0.06), 9e-7), ("a", "direct"): (jitter(2.05, 0.06),
+                                                                             2e-7),
+             ("a", "onednn"): (jitter(1.0, 0.01), 2e-7)}
+    outcome = tuning.tune(LAYERS[:1], ["direct", "winograd", "onednn"], SweepSettings(),
+                          budget=1e-6, sweep=rounds_sweep(table))
     (a,) = outcome.chosen
-    assert (a.choice.chosen.kernel, a.choice.runner_up.kernel) == ("direct", "winograd")
+    assert a.choice.chosen.kernel == "winograd" and a.choice.tied == ("winograd", "direct")
     path = tmp_path / "plans.json"
     tuning.save_plans(path, outcome, "cpu")
     (entry,) = json.loads(path.read_text())["platforms"].popitem()[1]["entries"].values()
-    assert entry["choice"]["kernel"] == "direct"
-    assert entry["runoff"] == {"direct": 1.9e-3, "winograd": 2.4e-3}
-
-
-def test_no_runoff_when_asked_for_none_or_when_nothing_is_close():
-    def compare(*args, **kwargs):
-        raise AssertionError("no runoff expected")
-
-    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
-                          budget=1e-6, sweep=close_sweep, compare=compare, runoff_rounds=0)
-    assert outcome.chosen[0].choice.chosen.kernel == "winograd"
-    assert outcome.chosen[0].choice.runoff is None
-    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
-                          budget=1e-6, sweep=fake_sweep, compare=compare)
-    assert outcome.chosen[0].choice.chosen.kernel == "winograd"
-
-
-def test_ctrl_c_in_the_runoff_keeps_the_sweeps_choices_and_says_interrupted():
-    def compare(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    outcome = tuning.tune(LAYERS, ["direct", "fft", "winograd", "onednn"], SweepSettings(),
-                          budget=1e-6, sweep=close_sweep, compare=compare)
-    assert outcome.interrupted
-    assert outcome.chosen[0].choice.chosen.kernel == "winograd"
+    assert entry["choice"]["kernel"] == "winograd" and entry["tied"] == ["winograd", "direct"]
+    assert len(entry["choice"]["time"]["round_medians_s"]) == 3

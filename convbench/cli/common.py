@@ -44,10 +44,17 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     """How each measurement of a sweep is taken (``run``, ``tune``)."""
     parser.add_argument("--threads", type=positive_int,
                         help="Numba/BLAS/torch threads (default: all cores)")
-    parser.add_argument("--min-time", type=non_negative_float, default=0.2,
-                        help="timed seconds per measurement, at least (default 0.2)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="rounds per timed record, each in its own worker process, the "
+                             "kernels of a layer in a new shuffled order each round; the "
+                             "95%% interval comes from them (default 3)")
+    parser.add_argument("--cooldown", type=non_negative_float, default=0.15,
+                        help="seconds of pause before each round's warm calls, so that the "
+                             "last library's threads stop spinning (default 0.15)")
+    parser.add_argument("--min-time", type=non_negative_float, default=0.1,
+                        help="timed seconds per round, at least (default 0.1)")
     parser.add_argument("--min-reps", type=positive_int, default=5,
-                        help="timed runs per measurement, at least (default 5)")
+                        help="timed runs per round, at least (default 5)")
     parser.add_argument("--max-time", type=non_negative_float, default=30.0,
                         help="stop repeating after this many seconds once min-reps ran")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -87,7 +94,8 @@ def sweep_settings(args: argparse.Namespace, **fixed: Any) -> Any:
 
     return SweepSettings(backend=args.backend, seed=args.seed, min_reps=args.min_reps,
                          min_time=args.min_time, max_time=args.max_time, threads=args.threads,
-                         isolate=not args.no_isolate, timeout=args.timeout or None, **fixed)
+                         isolate=not args.no_isolate, timeout=args.timeout or None,
+                         rounds=args.rounds, cooldown=args.cooldown, **fixed)
 
 
 def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[list, str,

@@ -1,4 +1,5 @@
-"""``convbench compare OLD NEW``: time and error ratios of two runs; exit 1 on regressions."""
+"""``convbench compare OLD NEW``: verdicts on the times and errors of two runs; exit 1 on
+regressions (a significant slowdown beyond the tolerance, an error regression, a new failure)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ def add_parser(sub: Any, name: str) -> None:
     cmp_.add_argument("old")
     cmp_.add_argument("new")
     cmp_.add_argument("--time-tol", type=non_negative_float, default=0.10,
-                      help="flag new/old time above 1 + TOL (default 0.10)")
+                      help="effect threshold: a time ratio within 1 +- TOL is 'same'; a "
+                           "significant one beyond it is 'slower' or 'faster' (default 0.10)")
     cmp_.add_argument("--err-tol", type=non_negative_float, default=2.0,
                       help="flag new/old rel_l2 above TOL (default 2.0)")
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure.compare import compare_runs  # noqa: PLC0415
+    from convbench.measure.stats import VERDICTS  # noqa: PLC0415
     from convbench.present.tables import comparison_table  # noqa: PLC0415
     from convbench.store.jsonl import load_run  # noqa: PLC0415
 
@@ -31,9 +34,12 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         return EXIT_USAGE
     print(comparison_table(rows))
     flagged = [r for r in rows if r.regressions]
+    counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
+    timed = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     apart = sum(not r.same_platform for r in rows)
-    print(f"\n{len(rows)} compared, {len(flagged)} regression(s) "
-          f"(time tolerance {args.time_tol:.0%}, error tolerance x{args.err_tol})"
+    print(f"\n{len(rows)} compared ({timed or 'none timed'}), {len(flagged)} regression(s) "
+          f"(time tolerance {args.time_tol:.0%}, 95% intervals from the rounds; error "
+          f"tolerance x{args.err_tol})"
           + (f"; {apart} measured on different platforms in the two runs: their times "
              "are not compared" if apart else ""))
     return EXIT_REGRESSION if flagged else EXIT_OK

@@ -82,7 +82,7 @@ def layer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench.measure import noise, roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
@@ -105,13 +105,20 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     env["roof"] = roof.measure_and_cache(args.threads, args.backend) if args.roof \
         else roof.load_cached()
     env["threads"] = args.threads or default_threads()
+    warnings = noise.setting_warnings(args.threads)
+    env["setting_warnings"] = warnings
+    start = noise.snapshot()
+    env["machine_at_start"] = {k: start[k] for k in ("calibration", "loadavg", "cpu_mhz")}
     with cluster_for(args, env) as cluster, jsonl.ResultWriter(out) as writer:
         writer.write(jsonl.header_record(command, config, env))
         outcome = sweep_with_progress(tasks, settings, writer, done,
                                       show=False if args.no_progress else None,
                                       cluster=cluster)
+        machine = noise.noise(start, noise.snapshot())
+        writer.write({"type": "noise", **machine})
     ordered = shown_records(tasks, previous, outcome.records)
-    text = tables_text(ordered, SPEEDUP_PEER[args.backend], suite, settings, outcome, out)
+    text = tables_text(ordered, SPEEDUP_PEER[args.backend], suite, settings, outcome, out,
+                       machine, warnings)
     print(text)
     if args.table:
         Path(args.table).write_text(text + "\n")
@@ -141,18 +148,34 @@ def shown_records(tasks: list, previous: list, new: list) -> list:
 
 
 def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: Any,
-                out: Path) -> str:
-    """The per-layer and whole-network tables a sweep prints."""
+                out: Path, machine: dict[str, Any] | None = None,
+                warnings: list[str] | None = None) -> str:
+    """The per-layer and whole-network tables a sweep prints, under a head that says how
+    it measured, how quiet the machine was and which settings slow a library here."""
+    from convbench.measure.noise import noise_line  # noqa: PLC0415
     from convbench.present.tables import layer_table, network_table  # noqa: PLC0415
 
     threads = (outcome.threads or {}).get("threads")
     if outcome.threads is None:  # a Dask sweep: each record says what its worker used
         threads = ",".join(sorted({str(r.get("threads")) for r in outcome.records})) or None
+    rounds = (f"{settings.rounds} rounds in separate processes"
+              if settings.isolate else f"{settings.rounds} rounds in this process")
     head = (f"## {suite}: {settings.backend}, mode {settings.mode}, threads {threads}, "
-            f"min {settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
+            f"{rounds if settings.timed else 'accuracy only'}, per round "
+            f"{settings.cooldown} s cool-down, {settings.warmup} warm calls, min "
+            f"{settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
             f"Results: `{out}`")
     if outcome.skipped_existing:
         head += f" ({outcome.skipped_existing} measurements reused from the file)"
+    if machine is not None:
+        head += "\n\n" + noise_line(machine)
+    for warning in warnings or []:
+        head += f"\n\n**Warning:** {warning}."
+    if settings.timed:
+        head += ("\n\nTimes are medians with their 95% interval from the rounds; `~` marks "
+                 "an unstable record (its rounds disagree). ★ marks a layer's winner only "
+                 "when it is faster than every other with confidence; tied entries share "
+                 "≈ (☆, ≈☆: the same among convbench's kernels where a baseline wins).")
     parts = [head, "### Per layer", layer_table(records, peer)]
     if settings.mode != "accuracy":
         parts += ["### Whole network (sum of median x repeat)",

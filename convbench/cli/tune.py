@@ -13,7 +13,6 @@ from convbench.cli.common import (
     EXIT_REGRESSION,
     add_sweep_options,
     cluster_for,
-    non_negative_int,
     positive_float,
     selected_work,
     sweep_settings,
@@ -21,7 +20,6 @@ from convbench.cli.common import (
 )
 from convbench.cli.sweep import add_layer_options, layer_overrides
 from convbench.contract import BACKENDS
-from convbench.plans.tuning import RUNOFF_ROUNDS
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -41,10 +39,6 @@ def add_parser(sub: Any, name: str) -> None:
                            "only timed for comparison")
     tune.add_argument("--algo", default="all",
                       help="comma list of kernels and baselines to measure (default: all)")
-    tune.add_argument("--runoff-rounds", type=non_negative_int, default=RUNOFF_ROUNDS,
-                      help="time the kernels within 25%% of a choice again, interleaved in "
-                           f"one process, for this many rounds; 0: none (default "
-                           f"{RUNOFF_ROUNDS})")
     add_layer_options(tune)
     tune.add_argument("--out", help="plan cache to merge the choices into (default: "
                                     "$CONVBENCH_PLANS, else ~/.cache/convbench/plans.json)")
@@ -54,7 +48,7 @@ def add_parser(sub: Any, name: str) -> None:
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench.measure import roof, runner  # noqa: PLC0415 -- keep 'list' fast
+    from convbench.measure import noise, roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.plans import cache, tuning  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
@@ -74,7 +68,9 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     env["roof"] = roof.load_cached()
     env["threads"] = args.threads or default_threads()
     show = False if args.no_progress else None
-
+    warnings = noise.setting_warnings(args.threads)
+    env["setting_warnings"] = warnings
+    start = noise.snapshot()
     with cluster_for(args, env) as cluster, jsonl.ResultWriter(records_path) as writer:
         def sweep(tasks: list, sweep_settings: Any, writer: Any, done: set) -> Any:
             return sweep_with_progress(tasks, sweep_settings, writer, done, show=show,
@@ -82,9 +78,12 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
 
         writer.write(jsonl.header_record(command, config, env))
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
-                              allow_vendor=args.allow_vendor, writer=writer, sweep=sweep,
-                              runoff_rounds=args.runoff_rounds, cluster=cluster)
+                              allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
+        machine = noise.noise(start, noise.snapshot())
+        writer.write({"type": "noise", **machine})
     saved = tuning.save_plans(out, outcome, args.backend)
+    print(noise.noise_line(machine) + "".join(f"\n\n**Warning:** {w}." for w in warnings)
+          + "\n")
     print(plans_table(outcome, args.metric, args.budget, args.backend))
     print(f"\n{saved} plan(s) merged into {out}; measurements in {records_path}")
     for lp in outcome.failed:
@@ -98,34 +97,44 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") -> str:
-    """One row per layer: the choice, its time and error, the runner-up, the fastest overall,
-    and the vendor's time (oneDNN, cuDNN) over the choice's."""
+    """One row per layer: the choice with its interval and error, the kernels tied with it,
+    the runner-up with its ratio to the choice, the fastest overall, and the vendor's time
+    (oneDNN, cuDNN) over the choice's."""
+    from convbench.measure.stats import ratio  # noqa: PLC0415
     from convbench.present.format import fmt  # noqa: PLC0415
-    from convbench.present.tables import Table  # noqa: PLC0415
+    from convbench.present.tables import Table, ratio_text  # noqa: PLC0415
     from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
 
     peer = SPEEDUP_PEER[backend]
+
+    def over_chosen(other: Any, chosen: Any) -> str:
+        if other.summary is not None and chosen.summary is not None:
+            return ratio_text(ratio(other.summary, chosen.summary, paired=True))
+        return fmt(other.time_s / chosen.time_s, ".2f")
 
     rows = []
     several = len({lp.platform for lp in outcome.plans}) > 1
     for lp in outcome.plans:
         name = lp.layer.name or lp.layer.descriptor
-        if several:  # a Dask sweep over platforms: one plan per layer on each
+        if several:  # a Dask sweep over platforms: a layer's plan on each
             name += f" on {lp.platform}"
         c = lp.choice
         if c is None:
-            rows.append([name, "none within budget", "—", "—", "—", "—", "—"])
+            rows.append([name, "none within budget", "—", "—", "—", "—", "—", "—"])
             continue
         fastest = min(c.candidates, key=lambda k: k.time_s)
         vendor = next((k for k in c.candidates if k.kernel == peer), None)
-        runoff = ", ".join(f"{k} {t * 1e3:.3f}" for k, t in
-                           sorted(c.runoff.items(), key=lambda kv: kv[1])) if c.runoff else "—"
+        chosen_ms = fmt(c.chosen.time_s * 1e3, ".3f")
+        if c.chosen.summary is not None:
+            lo, hi = c.chosen.summary.ci95_s
+            chosen_ms += f" [{lo * 1e3:.3f}, {hi * 1e3:.3f}]"
+        tied = ", ".join(c.tied[1:]) or "—"
+        runner = (f"{c.runner_up.kernel} x{over_chosen(c.runner_up, c.chosen)}"
+                  if c.runner_up else "—")
         rows.append([
-            name, c.chosen.kernel, fmt(c.chosen.time_s * 1e3, ".3f"),
-            fmt(c.chosen.error(metric), ".2e"),
-            c.runner_up.kernel if c.runner_up else "—", runoff,
+            name, c.chosen.kernel, chosen_ms, fmt(c.chosen.error(metric), ".2e"), tied, runner,
             f"{fastest.kernel} ({fastest.error(metric):.1e})",
-            fmt(vendor.time_s / c.chosen.time_s if vendor else None, ".2f")])
-    table = Table(["layer", "chosen", "sweep ms", metric, "runner-up", "runoff ms",
-                   f"fastest ({metric})", f"{peer} ms / chosen ms"], rows)
+            over_chosen(vendor, c.chosen) if vendor else "—"])
+    table = Table(["layer", "chosen", "median ms [95% CI]", metric, "tied with", "runner-up",
+                   f"fastest ({metric})", f"{peer} / chosen [95% CI]"], rows)
     return f"## Plans within {metric} <= {budget:g}\n\n" + table.to_markdown()

@@ -1,41 +1,50 @@
-"""Sweeps on a Dask cluster: one Dask task per measurement, records streamed into one file.
+"""Sweeps on a Dask cluster: one Dask task per round of a measurement, records streamed
+into one file.
 
 ``--scheduler tcp://HOST:PORT`` (any address ``distributed`` takes) sends a
 sweep's measurements to a running scheduler; ``--scheduler local:N`` starts a
-``LocalCluster`` of N worker processes on this machine. Every
-:class:`~convbench.measure.runner.Task` becomes one Dask task that returns
-one record; this process writes each record to the results file as its task
-finishes, so the file fills as it does without Dask.
+``LocalCluster`` of N worker processes on this machine. Each round of each
+:class:`~convbench.measure.runner.Task` is one Dask task that runs
+:func:`~convbench.measure.runner.measure_round` and returns the round's
+record; a task's next round is sent when its previous one is done, and when
+its last is, this process combines them
+(:func:`~convbench.measure.runner.combine_rounds`) and writes the record, so
+the results file fills as it does without Dask. A layer's kernels take their
+turns in the order :func:`~convbench.measure.runner.round_order` shuffles for
+each round, as Dask's priorities allow; in a worker that may start processes
+round ``r`` runs in that worker's convbench worker process ``r``.
 
-Timing stays honest with **a lock per host**: a task of a sweep that times
+Timing stays honest with **a lock per host**: a round of a sweep that times
 (mode ``perf`` or ``both``) holds the ``distributed.Lock`` named after its
-worker's host for the whole measurement, so one timing measurement runs on a
-host at a time, however many workers the host has. Accuracy-only sweeps take
-no lock and use every worker. The host is ``CONVBENCH_HOST`` where set (say,
+worker's host while it runs, so one timing measurement runs on a host at a
+time, however many workers the host has. Accuracy-only sweeps take no lock
+and use every worker. The host is ``CONVBENCH_HOST`` where set (say,
 containers that share one machine under different host names), else the
 host name.
 
 On a cluster of several platforms a timed sweep measures all the kernels of
-one layer on one platform, layers dealt to the platforms in proportion to
-their hosts, so that every layer's comparison is complete on the platform
-that measured it (and ``tune`` finds each layer's plan there).
+one layer, every round, on one platform, layers dealt to the platforms in
+proportion to their hosts, so that every layer's comparison is complete on
+the platform that measured it (and ``tune`` finds each layer's plan there).
 
-Each record carries ``host``, ``worker``, ``fingerprint`` (its worker's
-:func:`~convbench.store.environment.platform_fingerprint`) and ``measured_at``
-(wall-clock start and end, in seconds since the epoch, inside the lock). Tables, reports and
-``compare`` keep records of different fingerprints apart.
+Each record carries ``host``, ``worker`` and ``fingerprint`` (its round 0's
+worker's :func:`~convbench.store.environment.platform_fingerprint`),
+``round_hosts`` and ``measured_at`` (per round, the wall-clock start and end
+in seconds since the epoch, inside the lock). Tables, reports and ``compare``
+keep records of different fingerprints apart.
 
 In a worker process that may start processes (``LocalCluster`` here, or
-``dask worker`` with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``) each
-measurement runs in a convbench worker process beside it, as without Dask: a
-kernel that crashes costs one ``failed`` record, and ``--timeout`` holds. In a
-daemonic worker process it runs in the worker itself; a crash then kills that
-worker and Dask runs the task again elsewhere, until
+``dask worker`` with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``) each round
+runs in a convbench worker process beside it, as without Dask: a kernel that
+crashes costs one ``failed`` record, and ``--timeout`` holds. In a daemonic
+worker process it runs in the worker itself (the rounds then share it); a
+crash then kills that worker and Dask runs the round again elsewhere, until
 ``distributed.scheduler.allowed-failures`` is spent, and the record is
-``failed`` with Dask's ``KilledWorker``. Either way a task whose worker dies
-runs again on another worker and its record is written once. Ctrl-C cancels
-what has not finished; every finished record is already on disk and
-``--resume`` completes the rest.
+``failed`` with Dask's ``KilledWorker``. Either way a round whose worker dies
+runs again on another worker and the record is written once. Ctrl-C cancels
+what has not finished; every record with a finished round is on disk (those
+short of their rounds marked ``incomplete``), and ``--resume`` completes the
+rest.
 """
 
 from __future__ import annotations
@@ -44,7 +53,6 @@ import contextlib
 import multiprocessing
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -102,12 +110,13 @@ _ONE_AT_A_TIME = threading.Lock()
 _STATE: dict[str, Any] = {}
 
 
-def measure_on_worker(task: runner.Task, threads_by_host: dict[str, int]) -> Record:
-    """One measurement in a Dask worker: the record, tagged with host and platform.
+def round_on_worker(task: runner.Task, round_index: int,
+                    threads_by_host: dict[str, int]) -> Record:
+    """One round of one task in a Dask worker: the round record, tagged with host and platform.
 
-    Runs one measurement per worker process at a time, under the host's
-    timing lock when the sweep times. An accuracy sweep without a thread
-    count takes this host's from ``threads_by_host``.
+    Runs one round per worker process at a time, under the host's timing lock
+    when the sweep times. An accuracy sweep without a thread count takes this
+    host's from ``threads_by_host``.
     """
     import distributed  # noqa: PLC0415 -- we run inside a Dask worker
 
@@ -115,41 +124,36 @@ def measure_on_worker(task: runner.Task, threads_by_host: dict[str, int]) -> Rec
 
     host = host_name()
     settings = task.settings
-    if settings.threads is None and settings.mode == "accuracy" and host in threads_by_host:
+    if settings.threads is None and not settings.timed and host in threads_by_host:
         task = replace(task, settings=replace(settings, threads=threads_by_host[host]))
     with _ONE_AT_A_TIME:
-        lock = (distributed.Lock(f"{TIMING_LOCK}:{host}")
-                if task.settings.mode != "accuracy" else contextlib.nullcontext())
+        lock = (distributed.Lock(f"{TIMING_LOCK}:{host}") if settings.timed
+                else contextlib.nullcontext())
         with lock:
             started = time.time()
-            rec = _measure(task)
+            rec = _measure_round(task, round_index)
             rec["measured_at"] = [started, time.time()]
         fingerprints = _STATE.setdefault("fingerprints", {})
-        backend = task.settings.backend
-        if backend not in fingerprints:
-            fingerprints[backend] = platform_fingerprint(backend)
+        if settings.backend not in fingerprints:
+            fingerprints[settings.backend] = platform_fingerprint(settings.backend)
         rec.update(host=host, worker=distributed.get_worker().address,
-                   fingerprint=fingerprints[backend])
+                   fingerprint=fingerprints[settings.backend])
     return rec
 
 
-def _measure(task: runner.Task) -> Record:
-    """:func:`runner.measure` in a convbench worker process where one may start, else here."""
+def _measure_round(task: runner.Task, round_index: int) -> Record:
+    """:func:`runner.measure_round` in this worker's convbench worker process for the round,
+    where it may start one, else here."""
     settings = task.settings
     if settings.isolate and not multiprocessing.current_process().daemon:
-        worker = _STATE.get("worker")
-        if worker is None or _STATE.get("worker_threads") != settings.threads:
-            if worker is not None:
-                worker.close()
-            worker = _STATE["worker"] = runner.Worker(settings.threads)
-            _STATE["worker_threads"] = settings.threads
-        try:
-            rec = worker.run(task, settings.timeout)
-        except runner.WorkerDied as exc:
-            _STATE.pop("worker", None)
-            rec = runner.base_record(task)
-            rec.update(status="failed", reason=str(exc))
-        info = worker.threads
+        pool = _STATE.get("pool")
+        if pool is None or _STATE.get("pool_threads") != settings.threads:
+            if pool is not None:
+                pool.close()
+            pool = _STATE["pool"] = runner.WorkerPool(settings.threads)
+            _STATE["pool_threads"] = settings.threads
+        rec = pool.run(task, round_index, settings.timeout)
+        info = pool.threads_info
     else:
         from convbench.measure.metrics import ReferenceCache  # noqa: PLC0415
         from convbench.measure.threads import pinned_threads  # noqa: PLC0415
@@ -160,27 +164,12 @@ def _measure(task: runner.Task) -> Record:
             context = pinned_threads(settings.threads)
             _STATE["pinned_info"] = context.__enter__()
             _STATE["pinned"], _STATE["pinned_for"] = context, settings.threads
-        rec = runner.measure(task, _STATE.setdefault("references", ReferenceCache()))
+        rec = runner.measure_round(task, round_index,
+                                   _STATE.setdefault("references", ReferenceCache()))
         info = _STATE["pinned_info"]
     rec["threads"] = (info or {}).get("threads")
     rec["numba_threading_layer"] = (info or {}).get("numba_threading_layer")
     return rec
-
-
-def runoff_on_worker(suite: str, problem: Any, names: list[str], settings: runner.SweepSettings,
-                     rounds: int) -> dict[str, float]:
-    """A tune runoff (:func:`convbench.measure.peers.compare_layer`) in a Dask worker, under its
-    host's timing lock: median milliseconds per kernel."""
-    import distributed  # noqa: PLC0415 -- we run inside a Dask worker
-
-    from convbench.measure.peers import compare_layer  # noqa: PLC0415
-    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
-
-    with _ONE_AT_A_TIME, distributed.Lock(f"{TIMING_LOCK}:{host_name()}"), \
-            pinned_threads(settings.threads):
-        result = compare_layer(suite, problem, names, (), backend=settings.backend,
-                               rounds=rounds, per_call=False)
-    return dict(result.medians_ms)
 
 
 def platform_id(backend: str) -> str:
@@ -225,50 +214,44 @@ class Cluster:
         """Each worker's host, CPU and platform fingerprint id (for the run's header)."""
         return self.client.run(describe_worker, backend)
 
-    def runoff(self, platform: str | None, suite: str, problem: Any, names: list[str],
-               settings: runner.SweepSettings, rounds: int) -> dict[str, float] | None:
-        """A tune runoff as one Dask task on a live worker of ``platform``; its median
-        milliseconds per kernel, or None (with a message) where no such worker is left."""
-        ids = self.client.run(platform_id, settings.backend)
-        workers = [address for address, fid in ids.items() if fid == platform]
-        if not workers:
-            print(f"convbench: no worker of platform {platform} is left: "
-                  f"{problem.name or problem} keeps the sweep's choice", file=sys.stderr)
-            return None
-        future = self.client.submit(runoff_on_worker, suite, problem, names, settings, rounds,
-                                    workers=workers, allow_other_workers=False, pure=False)
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            self.client.cancel([future])
-            raise
-
     def sweep(self, todo: list[runner.Task], writer: Any,
               on_record: Callable[[Record], None] | None = None) -> tuple[list[Record], bool]:
-        """Measure ``todo``, one Dask task each; write each record as its task finishes.
+        """Measure ``todo``, one Dask task per round; write each record as its last round
+        finishes.
 
         Returns
         -------
         (records, interrupted)
-            Records in the order they finished; ``interrupted`` after Ctrl-C.
+            Records in the order they finished; ``interrupted`` after Ctrl-C
+            (the tasks with some rounds done are written, ``incomplete``).
         """
         distributed = require_distributed()
         sweep_id = uuid.uuid4().hex[:8]
         placement = self._placement(todo)
-        pending: dict[str, tuple[Any, runner.Task, int]] = {}
+        pending: dict[str, tuple[Any, int, int]] = {}
+        rounds: dict[int, list[Record]] = {i: [] for i in range(len(todo))}
+        priority = _priorities(todo)
         guard = threading.Lock()
 
-        def submit(i: int, workers: list[str] | None, attempt: str = "") -> Any:
-            # Earlier tasks first: a layer's kernels run close together in time.
-            future = self.client.submit(measure_on_worker, todo[i], self.threads_by_host,
-                                        pure=False, key=f"convbench-{sweep_id}-{i}{attempt}",
-                                        priority=-i, workers=workers)
-            pending[future.key] = (future, todo[i], i)
+        def submit(i: int, r: int, workers: list[str] | None, attempt: str = "") -> Any:
+            future = self.client.submit(round_on_worker, todo[i], r, self.threads_by_host,
+                                        pure=False, key=f"convbench-{sweep_id}-{i}-{r}{attempt}",
+                                        priority=priority[i, r], workers=workers)
+            pending[future.key] = (future, i, r)
             return future
 
         records: list[Record] = []
+
+        def finish(i: int) -> None:
+            rec = _combine(todo[i], rounds.pop(i))
+            if writer is not None:
+                writer.write(rec)
+            records.append(rec)
+            if on_record is not None:
+                on_record(rec)
+
         with guard:
-            finished = distributed.as_completed([submit(i, placement.get(i))
+            finished = distributed.as_completed([submit(i, 0, placement.get(i))
                                                  for i in range(len(todo))])
         stop = threading.Event()
         watcher = threading.Thread(target=self._rescue_stranded, daemon=True,
@@ -280,15 +263,19 @@ class Cluster:
                     entry = pending.pop(future.key, None)
                 if entry is None or future.cancelled():
                     continue  # resubmitted elsewhere (its platform left)
-                rec = _result(future, entry[1])
-                if writer is not None:
-                    writer.write(rec)
-                records.append(rec)
-                if on_record is not None:
-                    on_record(rec)
+                _, i, r = entry
+                rec = _result(future, todo[i], r)
+                rounds[i].append(rec)
+                if rec.get("status") == "ok" and r + 1 < todo[i].settings.planned_rounds:
+                    with guard:
+                        finished.add(submit(i, r + 1, placement.get(i)))
+                else:
+                    finish(i)
         except KeyboardInterrupt:
             with guard:
                 self.client.cancel([f for f, _, _ in pending.values()])
+            for i in [i for i, done in rounds.items() if done]:
+                finish(i)
             return records, True
         finally:
             stop.set()
@@ -304,13 +291,13 @@ class Cluster:
             except Exception:  # noqa: BLE001 -- the client is closing: nothing to rescue
                 return
             with guard:
-                stranded = [(key, future, i) for key, (future, _, i) in pending.items()
+                stranded = [(key, future, i, r) for key, (future, i, r) in pending.items()
                             if self._held_to.get(i) and not live & set(self._held_to[i])]
-                for key, future, i in stranded:
+                for key, future, i, r in stranded:
                     del pending[key]
-                    self._held_to.pop(i)
+                    self._held_to[i] = []  # its later rounds go anywhere too
                     self.client.cancel([future])
-                    finished.add(submit(i, None, "-anywhere"))
+                    finished.add(submit(i, r, None, "-anywhere"))
 
     def platform_workers(self, backend: str) -> dict[str, list[str]]:
         """The live workers of each platform (fingerprint id -> addresses)."""
@@ -348,14 +335,51 @@ class Cluster:
         return out
 
 
-def _result(future: Any, task: runner.Task) -> Record:
-    """The record a finished future holds, or a ``failed`` one saying what Dask reported."""
+def _result(future: Any, task: runner.Task, round_index: int) -> Record:
+    """The round record a finished future holds, or a ``failed`` one saying what Dask
+    reported."""
     try:
         return Record(future.result())
     except Exception as exc:  # noqa: BLE001 -- KilledWorker, a lost scheduler...: a record
         rec = runner.base_record(task)
-        rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}", round=round_index)
         return rec
+
+
+def _priorities(todo: list[runner.Task]) -> dict[tuple[int, int], int]:
+    """Dask priority of each (task, round): earlier layers first, a layer's rounds in
+    turn, and within a round its kernels in :func:`runner.round_order`'s shuffled order."""
+    out = {}
+    start = 0
+    for layer_index, group in enumerate(runner.layer_groups(todo)):
+        index = {id(t): start + k for k, t in enumerate(group)}
+        rounds = group[0].settings.planned_rounds
+        for r in range(rounds):
+            order = runner.round_order(group, group[0].settings.seed, layer_index, r)
+            for position, task in enumerate(order):
+                rank = (layer_index * rounds + r) * len(group) + position
+                out[index[id(task)], r] = -rank
+        start += len(group)
+    return out
+
+
+def _combine(task: runner.Task, rounds: list[Record]) -> Record:
+    """:func:`runner.combine_rounds`, with where the rounds ran: ``host``, ``worker`` and
+    ``fingerprint`` of round 0, ``round_hosts`` and ``measured_at`` of each. Rounds that
+    ran on several platforms (a platform's workers left mid-record) make the record's
+    time unstable, with that reason."""
+    rec = runner.combine_rounds(task, rounds)
+    for key in ("host", "worker", "fingerprint"):
+        if rounds and key in rounds[0]:
+            rec[key] = rounds[0][key]
+    rec["round_hosts"] = [r.get("host") for r in rounds]
+    rec["measured_at"] = [r["measured_at"] for r in rounds if "measured_at" in r]
+    ids = {(r.get("fingerprint") or {}).get("id") for r in rounds if r.get("fingerprint")}
+    if len(ids) > 1 and isinstance(rec.get("time"), dict) and "unstable" in rec["time"]:
+        rec["time"]["unstable"] = True
+        rec["time"]["unstable_reasons"] = [*rec["time"].get("unstable_reasons", []),
+                                           f"its rounds ran on {len(ids)} platforms"]
+    return rec
 
 
 @contextlib.contextmanager

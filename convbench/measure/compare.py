@@ -9,7 +9,8 @@ By data kind, as benchdnn's ``compare.cpp``:
   baseline of the same kernel and problem for drift on the same platform
   (:func:`check_records`);
 * **time** of a measurement against the same measurement in another run
-  (:func:`compare_runs`).
+  (:func:`compare_runs`): a verdict from the interval of the ratio, which
+  comes from each record's rounds, and an effect threshold.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from convbench.contract import ErrorModel
 from convbench.measure.metrics import UNIT_ROUNDOFF, Reference
+from convbench.measure.stats import TIME_TOLERANCE, Ratio, ratio, summary_of, verdict
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import array_module
 from convbench.store.jsonl import Run
@@ -387,16 +389,34 @@ def _above(a: float | None, b: float | None) -> bool:
 class Comparison:
     """One (problem, kernel) present in both runs.
 
-    ``same_platform`` is false where the two were measured on different
-    platforms (known fingerprints that differ): their times are not compared
-    then, only their errors and status.
+    Attributes
+    ----------
+    key : tuple
+    old, new : Record
+    time_ratio : Ratio or None
+        new / old median time with its 95% interval (> 1 is slower); None
+        where either is not timed. Records without samples have a ratio
+        without an interval (``lo`` and ``hi`` NaN).
+    verdict : str or None
+        :func:`convbench.measure.stats.verdict` of ``time_ratio``:
+        ``faster``, ``slower``, ``same`` or ``unclear``.
+    error_ratio : float or None
+        new / old ``rel_l2`` (> 1 is less accurate).
+    regressions : list of str
+        What makes this pair a regression: a significant slowdown beyond the
+        tolerance, an error beyond its threshold, or ``ok`` now ``failed``.
+    same_platform : bool
+        False where the two were measured on different platforms (known
+        fingerprints that differ): their times are not compared then
+        (``time_ratio`` and ``verdict`` None), only their errors and status.
     """
 
     key: tuple[str, str, str]
     old: Record
     new: Record
-    time_ratio: float | None  # new / old median time; > 1 is slower
-    error_ratio: float | None  # new / old rel_l2; > 1 is less accurate
+    time_ratio: Ratio | None
+    verdict: str | None
+    error_ratio: float | None
     regressions: list[str]
     same_platform: bool = True
 
@@ -426,14 +446,37 @@ def _pairs(old: Run, new: Run) -> list[tuple[tuple[str, str, str], Record, Recor
     return out
 
 
-def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
-                 err_tol: float = DEFAULT_FACTOR) -> list[Comparison]:
-    """Pair up records of two runs and flag regressions.
+def time_verdict(old: Record, new: Record,
+                 time_tol: float = TIME_TOLERANCE) -> tuple[Ratio | None, str | None]:
+    """new / old time with its interval, and its verdict (unpaired: two runs).
 
-    Records pair on the same platform (:meth:`Run.latest_per_platform`); a
-    measurement the two runs made only on different platforms gets no time
-    ratio, since a time means nothing on another machine. A time regression
-    is ``new/old > 1 + time_tol``; an error regression is a ``rel_l2`` above
+    Without samples (files that keep only medians) the ratio has no interval,
+    and a change beyond the tolerance is ``unclear``: it cannot be told from
+    noise.
+    """
+    ta, tb = old.median_s, new.median_s
+    if not ta or not tb:
+        return None, None
+    sa, sb = summary_of(old), summary_of(new)
+    if sa is None or sb is None:
+        r = Ratio(tb / ta, math.nan, math.nan, False)
+        beyond = r.value > 1 + time_tol or r.value < 1 / (1 + time_tol)
+        return r, "unclear" if beyond else "same"
+    r = ratio(sb, sa)
+    return r, verdict(r, time_tol)
+
+
+def compare_runs(old: Run, new: Run, *, time_tol: float = TIME_TOLERANCE,
+                 err_tol: float = DEFAULT_FACTOR) -> list[Comparison]:
+    """Pair up records of two runs, give each time a verdict and flag regressions.
+
+    A time regression is a ``slower`` verdict: the interval of new / old
+    lies above 1 and the ratio exceeds ``1 + time_tol``
+    (:func:`convbench.measure.stats.verdict`; the interval comes from each
+    record's rounds). Records pair on the same platform
+    (:meth:`~convbench.store.jsonl.Run.latest_per_platform`); a measurement the
+    two runs made only on different platforms gets no time ratio, since a
+    time means nothing on another machine. An error regression is a ``rel_l2`` above
     :func:`threshold` with factor ``err_tol`` (its floor keeps last-bit noise
     from flagging); a record that was ``ok`` and is now ``failed`` is a
     regression too.
@@ -441,19 +484,18 @@ def compare_runs(old: Run, new: Run, *, time_tol: float = 0.10,
     out = []
     for key, a, b, same_platform in _pairs(old, new):
         regressions = []
-        time_ratio = error_ratio = None
+        error_ratio = None
         if a.get("status") == "ok" and b.get("status") == "failed":
             regressions.append(f"failed: {b.get('reason')}")
-        ta, tb = a.median_s, b.median_s
-        if ta and tb and same_platform:
-            time_ratio = tb / ta
-            if time_ratio > 1 + time_tol:
-                regressions.append(f"time x{time_ratio:.2f}")
+        time_ratio, time_word = time_verdict(a, b, time_tol) if same_platform else (None, None)
+        if time_word == "slower":
+            regressions.append(f"time x{time_ratio.value:.2f}")
         ea, eb = a.rel_l2, b.rel_l2
         if ea is not None and eb is not None:
             limit = threshold("rel_l2", ea, b.get("dtype") or "float32", err_tol)
             error_ratio = eb / ea if ea else (math.inf if eb else 1.0)
             if not eb <= limit:
                 regressions.append(f"rel_l2 x{error_ratio:.2f}")
-        out.append(Comparison(key, a, b, time_ratio, error_ratio, regressions, same_platform))
+        out.append(Comparison(key, a, b, time_ratio, time_word, error_ratio, regressions,
+                              same_platform))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from convbench.problem.arguments import aligned_copy
 from convbench.problem.conv_problem import ConvProblem
 
 FILLS = ("random", "exact")
@@ -64,9 +65,13 @@ def exact_inputs(p: ConvProblem, seed: int = 0) -> Inputs:
 
 
 def make_inputs(p: ConvProblem, seed: int = 0, fill: str = "random") -> Inputs:
-    """Inputs for ``fill`` = ``"random"`` (uniform [-1, 1]) or ``"exact"`` (small integers)."""
+    """Inputs for ``fill`` = ``"random"`` (uniform [-1, 1]) or ``"exact"`` (small integers),
+    each on a cache-line boundary (``aligned_copy``), so that every kernel and baseline of
+    a sweep reads inputs that start alike whatever the process allocated before."""
     if fill == "random":
-        return random_inputs(p, seed)
-    if fill == "exact":
-        return exact_inputs(p, seed)
-    raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+        inputs = random_inputs(p, seed)
+    elif fill == "exact":
+        inputs = exact_inputs(p, seed)
+    else:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    return tuple(None if a is None else aligned_copy(a) for a in inputs)

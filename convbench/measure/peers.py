@@ -1,15 +1,20 @@
 """Kernels against their peers, interleaved in one process: ``A B C A B C ...``.
 
 For each layer, every kernel and peer is prepared once and warmed up; then
-the calls are interleaved for ``rounds`` rounds, so that the machine's drift
-(other tenants, clocks) hits all of them alike. Each sample times ``reps``
+the calls are interleaved for ``passes`` passes, so that the machine's drift
+(other tenants, clocks) hits all of them alike. (A pass is this module's own
+loop in one process; a sweep's *rounds* are separate processes, see
+:mod:`convbench.measure.runner`.) Each sample times ``reps``
 back-to-back calls on the kernels' clock, with ``reps`` calibrated so that a
 sample lasts at least ``sample_time``; before every sample the comparison
 pauses ``cooldown`` seconds and makes one untimed call, so that every
 library is measured in its steady state (on 2 cores, OpenBLAS's and torch's
 thread pools spin after their calls and take the cores from whoever runs
-next). The ratio of a round is ``t_peer / t_kernel`` (> 1: the kernel is
-faster); a layer's ratio is the median over rounds.
+next). The ratio of a pass is ``t_peer / t_kernel`` (> 1: the kernel is
+faster); a layer's ratio is the median over passes, with the distribution-free
+95% interval of that median (order statistics; with 5 passes it spans them
+all). :func:`geomean_interval` gives a group of layers' geometric mean with
+the interval the layers' own intervals imply.
 
 Kernels that transform their weights once per weight tensor
 (``caches_weights``) are also timed as ``NAME+prepare``, with ``prepare`` in
@@ -28,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from convbench.measure.clocks import Clock, make_clock
-from convbench.measure.inputs import random_inputs
+from convbench.measure.inputs import make_inputs
+from convbench.measure.stats import median_rank_interval
 from convbench.measure.timing import bench
 from convbench.problem import ConvProblem, to_host
 from convbench.registry import get_kernel
@@ -44,7 +50,9 @@ class LayerComparison:
     Attributes
     ----------
     ratios : dict
-        kernel -> peer -> median over rounds of ``t_peer / t_kernel``.
+        kernel -> peer -> median over passes of ``t_peer / t_kernel``.
+    intervals : dict
+        kernel -> peer -> (lo, hi), the 95% interval of that median.
     medians_ms : dict
         Every kernel and peer -> median sample time (ms).
     errors : dict
@@ -58,6 +66,7 @@ class LayerComparison:
     name: str
     problem: str
     ratios: dict[str, dict[str, float]] = field(default_factory=dict)
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     medians_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     rel_l2: dict[str, float] = field(default_factory=dict)
@@ -68,15 +77,33 @@ def geomean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], *, rounds: int, sample_time: float,
+def geomean_interval(values: list[float], intervals: list[tuple[float, float]]
+                     ) -> tuple[float, float, float] | None:
+    """Geometric mean of per-layer ratios with its 95% interval, or None for no values.
+
+    Each layer's interval gives its log-scale standard error (half its log
+    width over 1.96); the mean's error is their root sum of squares over the
+    count. Only measurement noise counts: the layers are the population.
+    """
+    if not values:
+        return None
+    z = 1.959963984540054
+    logs = [math.log(v) for v in values]
+    ses = [(math.log(hi) - math.log(lo)) / (2 * z) for lo, hi in intervals]
+    mean = sum(logs) / len(logs)
+    half = z * math.sqrt(sum(se * se for se in ses)) / len(ses)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+def time_interleaved(calls: dict[str, Callable[[], Any]], *, passes: int, sample_time: float,
                      cooldown: float, clock: Clock) -> dict[str, list[float]]:
-    """Seconds per call of each of ``calls``, one sample per round, interleaved."""
+    """Seconds per call of each of ``calls``, one sample per pass, interleaved."""
     reps = {}
     for name, fn in calls.items():
         once = bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0).times_s[0]
         reps[name] = max(1, math.ceil(sample_time / max(once, 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
+    for _ in range(passes):
         for name, fn in calls.items():
             time.sleep(cooldown)
             samples[name] += bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0,
@@ -93,7 +120,7 @@ def relative_l2(y: Any, ref: np.ndarray) -> float:
 
 
 def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str, ...], *,
-                  backend: str = "cpu", rounds: int = 5, sample_time: float = 0.02,
+                  backend: str = "cpu", passes: int = 5, sample_time: float = 0.02,
                   cooldown: float = 0.15, per_call: bool = True,
                   reference: np.ndarray | None = None) -> LayerComparison:
     """Interleave ``names`` and ``peers`` on ``p``; a kernel that raises is left out and named.
@@ -109,7 +136,7 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         Baselines every kernel is compared with.
     backend : {"cpu", "gpu"}
         On a GPU the inputs live on the device and samples are CUDA-event times.
-    rounds, sample_time, cooldown
+    passes, sample_time, cooldown
         See the module docstring.
     per_call : bool
         Also time weight-caching kernels as ``NAME+prepare``.
@@ -117,7 +144,7 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         float64 output of ``p`` on :func:`random_inputs` (seed 0): every
         kernel's and peer's ``rel_l2`` against it is recorded.
     """
-    x, w, b = random_inputs(p)
+    x, w, b = make_inputs(p)
     if backend == "gpu":
         import cupy  # noqa: PLC0415 -- only with a GPU
 
@@ -146,14 +173,19 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
     result = LayerComparison(suite, p.name, str(p), errors=errors, rel_l2=rel_l2)
     if not calls:
         return result
-    samples = time_interleaved(calls, rounds=rounds, sample_time=sample_time,
+    samples = time_interleaved(calls, passes=passes, sample_time=sample_time,
                                cooldown=cooldown, clock=make_clock(clock_name or "host"))
     result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
     for name in samples:
         if name in peers:
             continue
-        result.ratios[name] = {
-            peer: statistics.median(tp / tk for tp, tk in zip(samples[peer], samples[name],
-                                                              strict=True))
-            for peer in peers if peer in samples}
+        result.ratios[name], result.intervals[name] = {}, {}
+        for peer in peers:
+            if peer not in samples:
+                continue
+            per_pass = sorted(tp / tk for tp, tk in zip(samples[peer], samples[name],
+                                                        strict=True))
+            j, k = median_rank_interval(len(per_pass))
+            result.ratios[name][peer] = statistics.median(per_pass)
+            result.intervals[name][peer] = (per_pass[j], per_pass[k])
     return result

@@ -1,21 +1,38 @@
-"""The sweep: problems x kernels -> result records, written as they are measured.
+"""The sweep: problems x kernels -> result records, measured in rounds, written as they finish.
 
-Each measurement runs in a worker process (spawned once, reused) so that a
-kernel that crashes the interpreter (a segfault in compiled code, an abort
-in a library) costs one ``failed`` record, not the sweep: the runner starts a
-new worker and goes on. ``isolate=False`` measures in-process instead
-(debuggers, profilers). Ctrl-C stops the sweep between or during
-measurements; every finished record is already on disk.
+Every timed record is measured in ``rounds`` rounds. Round ``r`` of every
+record runs in worker process ``r`` (spawned once, reused), and within a
+layer the kernels take their turns in an order shuffled anew for every round,
+so that neither the state a process starts in (its buffers' addresses, its
+compiled code's placement, which threads it has) nor the library that ran
+just before belongs to one kernel. Each round starts with a cool-down and
+warm calls (:func:`~convbench.measure.timing.bench`). A layer's records are
+combined and written when its last round is done: the median over all
+samples, the 95% interval from the rounds, and whether the rounds agree
+(:mod:`convbench.measure.stats`).
+
+A kernel that raises, or crashes its worker (a segfault in compiled code, an
+abort in a library), costs one ``failed`` record, not the sweep: the runner
+starts a new worker and goes on. ``isolate=False`` measures in-process
+instead (debuggers, profilers; the rounds then share one process). Ctrl-C
+stops the sweep between or during measurements; every finished record is
+already on disk, and the layer that was running is written with the rounds
+it has, marked ``incomplete`` so that ``--resume`` measures it again.
+
+The seam for other executors is :func:`measure_round` (one round of one
+task, in whatever process runs it) and :func:`combine_rounds` (a task's
+rounds into its record).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import random
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +42,7 @@ from convbench.measure.clocks import make_clock
 from convbench.measure.compare import envelope
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache, error_metrics
+from convbench.measure.stats import summarize
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
 from convbench.problem import ConvProblem
@@ -35,6 +53,19 @@ from convbench.store.jsonl import ResultWriter
 from convbench.store.records import Record
 
 MODES = ("perf", "accuracy", "both")
+#: Rounds of a timed record unless asked otherwise: the fewest that give an
+#: interval from the level that varies (two would, barely; t(1) = 12.7).
+DEFAULT_ROUNDS = 3
+#: Seconds between one measurement and the next round's warm calls: long
+#: enough for idle OpenBLAS, OpenMP and Numba threads to stop spinning.
+DEFAULT_COOLDOWN = 0.15
+#: Warm calls after the cool-down, before the clock starts.
+DEFAULT_WARMUP = 2
+#: Seconds a timed run lasts at least: calls shorter than this are timed in batches,
+#: so that a round of a microsecond call keeps about a hundred runs.
+MIN_SAMPLE_S = 1e-3
+#: Significant digits kept of each stored sample (far below any run-to-run change).
+SAMPLE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -46,35 +77,60 @@ class SweepSettings:
     backend : {"cpu", "gpu"}
     mode : {"perf", "accuracy", "both"}
     seed : int
-        Seed of the inputs.
+        Seed of the inputs (and of the rounds' kernel order).
     min_reps, min_time, max_time
-        :func:`~convbench.measure.timing.bench`'s stopping rule.
+        :func:`~convbench.measure.timing.bench`'s stopping rule, per round.
     threads : int or None
         Numba, BLAS and torch threads (None: all cores).
     isolate : bool
-        Measure in a worker process (a crash costs one record, not the sweep).
+        Measure in worker processes (a crash costs one record, not the sweep;
+        each round in its own process).
     timeout : float or None
-        Seconds one measurement may take before it is failed.
+        Seconds one round of one measurement may take before it is failed.
     fill : {"random", "exact"}
     flush_l2 : bool
         GPU: evict the L2 cache before every timed run.
+    rounds : int
+        Rounds of every timed record (accuracy alone needs one).
+    cooldown : float
+        Seconds of pause before each round's warm calls.
+    warmup : int
+        Warm calls after the cool-down.
     """
 
     backend: str = "cpu"
     mode: str = "both"
     seed: int = 0
     min_reps: int = 5
-    min_time: float = 0.2
+    min_time: float = 0.1
     max_time: float = 30.0
     threads: int | None = None
     isolate: bool = True
     timeout: float | None = 600.0
     fill: str = "random"
     flush_l2: bool = False
+    rounds: int = DEFAULT_ROUNDS
+    cooldown: float = DEFAULT_COOLDOWN
+    warmup: int = DEFAULT_WARMUP
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if not self.cooldown >= 0:
+            raise ValueError(f"cooldown must be >= 0, got {self.cooldown}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+    @property
+    def timed(self) -> bool:
+        return self.mode in ("perf", "both")
+
+    @property
+    def planned_rounds(self) -> int:
+        """Rounds each record gets: ``rounds`` when timed, one for accuracy alone."""
+        return self.rounds if self.timed else 1
 
 
 @dataclass(frozen=True)
@@ -108,10 +164,25 @@ def base_record(task: Task) -> Record:
         "time": None, "error": None, "workspace_bytes": None})
 
 
-def measure(task: Task, references: ReferenceCache | None = None) -> Record:
-    """Measure one (problem, kernel): time and/or error. Never raises for kernel faults."""
+def measure_round(task: Task, round_index: int = 0,
+                  references: ReferenceCache | None = None) -> Record:
+    """One round of one (problem, kernel): timed runs, and in round 0 the error.
+
+    The round prepares the kernel afresh, times its first call apart, pauses
+    ``settings.cooldown`` seconds, makes ``settings.warmup`` warm calls, then
+    times runs until the stopping rule is met. Never raises for kernel faults:
+    they become the round's ``failed`` (or ``skipped``) status.
+
+    Returns
+    -------
+    Record
+        With ``round`` and, when timed, ``time`` = ``{"samples_s", "prepare_s",
+        "first_call_s"}`` (what :func:`combine_rounds` reduces).
+    """
     rec = base_record(task)
+    rec["round"] = round_index
     settings = task.settings
+    with_error = settings.mode in ("accuracy", "both") and round_index == 0
     references = references or ReferenceCache()
     p = task.layer.problem
     if p is None:
@@ -135,18 +206,18 @@ def measure(task: Task, references: ReferenceCache | None = None) -> Record:
         t0 = time.perf_counter()
         call = as_prepared(kernel.prepare(p, x, w, b))
         prepare_s = time.perf_counter() - t0
-        if settings.mode in ("perf", "both"):
+        if settings.timed:
             timing = _time(call, settings, kernel.clock)
-            timing.prepare_s = prepare_s
-            rec["time"] = timing.summary()
-            rec["gflops"] = p.flops / timing.median_s / 1e9
+            rec["time"] = {"samples_s": [float(f"{v:.{SAMPLE_DIGITS}g}")
+                                         for v in timing.times_s],
+                           "prepare_s": prepare_s, "first_call_s": timing.first_call_s,
+                           "batch": timing.batch}
             if settings.backend == "gpu":
-                rec["time"]["clock"] = kernel.clock
-                rec["time"]["flush_l2"] = settings.flush_l2
+                rec["time"].update(clock=kernel.clock, flush_l2=settings.flush_l2)
         y = call()
         if call.details:
             rec["details"] = dict(call.details)
-        if settings.mode in ("accuracy", "both"):
+        if with_error:
             reference = references.get(p, settings.seed, x, w, b, settings.fill,
                                        array_module(y))
             model = _error_model(kernel, p, call.details)
@@ -169,6 +240,66 @@ def measure(task: Task, references: ReferenceCache | None = None) -> Record:
         if settings.backend == "gpu":
             _release_device_memory()
     return rec
+
+
+def combine_rounds(task: Task, rounds: list[Record]) -> Record:
+    """A task's round records as its result record.
+
+    A round that failed or was skipped makes the record (its status and
+    reason; the rounds after it were not run). Otherwise the record is round
+    0's (its error, details, workspace) with the times of every round:
+    ``time.times_s`` (all samples, flat), ``time.samples_by_round_s``,
+    ``time.rounds``, ``time.median_s`` (each round weighted equally),
+    ``time.ci95_s``, ``time.round_medians_s``, ``time.unstable`` (with
+    ``time.unstable_reasons``), and ``time.incomplete`` where fewer rounds
+    than planned ran (an interrupted sweep; ``--resume`` measures it again).
+    """
+    if not rounds:
+        rec = base_record(task)
+        rec.update(status="failed", reason="no round was measured")
+        return rec
+    bad = next((r for r in rounds if r.get("status") != "ok"), None)
+    rec = Record(dict(bad if bad is not None else rounds[0]))
+    rec.pop("round", None)
+    planned = task.settings.planned_rounds
+    if bad is not None or not task.settings.timed:
+        if bad is None and len(rounds) < planned:
+            rec["incomplete"] = True
+        return rec
+    samples = [list(r["time"]["samples_s"]) for r in rounds]
+    summary = summarize(samples)
+    flat = Timing(times_s=[v for r in samples for v in r])
+    first = rounds[0]["time"]
+    rec["time"] = {
+        "rounds": len(rounds), "median_s": summary.median_s,
+        "ci95_s": list(summary.ci95_s), "round_medians_s": list(summary.round_medians_s),
+        "log_se": summary.log_se, "df": summary.df, "unstable": summary.unstable,
+        "unstable_reasons": list(summary.why_unstable),
+        "min_s": flat.min_s, "p10_s": flat.percentile(10), "p90_s": flat.percentile(90),
+        "reps": flat.reps, "prepare_s": first["prepare_s"],
+        "first_call_s": first["first_call_s"],
+        "compile_s": max(0.0, first["first_call_s"] - summary.median_s),
+        "cooldown_s": task.settings.cooldown, "warmup": task.settings.warmup,
+        "batch": [r["time"].get("batch", 1) for r in rounds],
+        "samples_by_round_s": samples, "times_s": flat.times_s,
+        **{k: v for k, v in first.items() if k in ("clock", "flush_l2")}}
+    if len(rounds) < planned:
+        rec["time"]["incomplete"] = True
+        rec["incomplete"] = True
+    p = task.layer.problem
+    rec["gflops"] = p.flops / summary.median_s / 1e9 if p is not None else None
+    return rec
+
+
+def measure(task: Task, references: ReferenceCache | None = None) -> Record:
+    """Every round of one task in this process, combined (tests, ``--no-isolate``)."""
+    references = references or ReferenceCache()
+    rounds: list[Record] = []
+    for r in range(task.settings.planned_rounds):
+        rounds.append(measure_round(task, r, references))
+        if rounds[-1].get("status") != "ok":
+            break
+    return combine_rounds(task, rounds)
 
 
 #: How the reason of a measurement that ran out of memory begins.
@@ -194,10 +325,12 @@ def is_device_oom(exc: BaseException) -> bool:
 
 
 def _time(call: Callable[[], Any], settings: SweepSettings, clock: str) -> Timing:
-    """Timing of ``call`` on the kernel's clock, by the sweep's stopping rule."""
+    """One round's timing of ``call`` on the kernel's clock, by the sweep's rule."""
+    warmup = max(settings.warmup, 3) if settings.backend == "gpu" else settings.warmup
     return bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
-                 min_time=settings.min_time, max_time=settings.max_time,
-                 warmup=3 if settings.backend == "gpu" else 1, flush_l2=settings.flush_l2)
+                 min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
+                 cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
+                 flush_l2=settings.flush_l2)
 
 
 def _release_device_memory() -> None:
@@ -213,19 +346,20 @@ def _release_device_memory() -> None:
 
 # --------------------------------------------------------------------- worker
 def _worker_main(conn: Any, threads: int | None) -> None:
-    """Worker loop: receive tasks, send records; Ctrl-C is the parent's business."""
+    """Worker loop: receive (task, round), send round records; Ctrl-C is the parent's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     references = ReferenceCache()
     with pinned_threads(threads) as pinned:
         conn.send({"ready": True, "threads": pinned})
         while True:
             try:
-                task = conn.recv()
+                message = conn.recv()
             except EOFError:
                 return
-            if task is None:
+            if message is None:
                 return
-            conn.send(measure(task, references))
+            task, round_index = message
+            conn.send(measure_round(task, round_index, references))
 
 
 class WorkerDied(RuntimeError):
@@ -233,7 +367,7 @@ class WorkerDied(RuntimeError):
 
 
 class Worker:
-    """A spawned process that measures tasks one at a time."""
+    """A spawned process that measures rounds one at a time."""
 
     def __init__(self, threads: int | None) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -257,8 +391,8 @@ class Worker:
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             raise WorkerDied(f"worker process died ({how})") from None
 
-    def run(self, task: Task, timeout: float | None) -> Record:
-        self._conn.send(task)
+    def run(self, task: Task, round_index: int, timeout: float | None) -> Record:
+        self._conn.send((task, round_index))
         return self._receive(timeout)
 
     def kill(self) -> None:
@@ -273,6 +407,33 @@ class Worker:
             pass
         self._proc.join(5)
         self.kill()
+
+
+class WorkerPool:
+    """One worker process per round, started when first needed, replaced when it dies."""
+
+    def __init__(self, threads: int | None) -> None:
+        self._threads = threads
+        self._workers: dict[int, Worker] = {}
+        self.threads_info: dict[str, Any] | None = None
+
+    def run(self, task: Task, round_index: int, timeout: float | None) -> Record:
+        try:
+            worker = self._workers.get(round_index)
+            if worker is None:
+                worker = self._workers[round_index] = Worker(self._threads)
+                self.threads_info = worker.threads
+            return worker.run(task, round_index, timeout)
+        except WorkerDied as exc:
+            self._workers.pop(round_index, None)
+            rec = base_record(task)
+            rec.update(status="failed", reason=str(exc), round=round_index)
+            return rec
+
+    def close(self, kill: bool = False) -> None:
+        for worker in self._workers.values():
+            worker.kill() if kill else worker.close()
+        self._workers.clear()
 
 
 @dataclass
@@ -292,26 +453,51 @@ def plan_tasks(layers: Iterable[tuple[str, SuiteLayer]], kernel_names: list[str]
             for name in kernel_names]
 
 
+def layer_groups(tasks: list[Task]) -> Iterator[list[Task]]:
+    """Consecutive tasks of the same layer (descriptor and suite), in order."""
+    group: list[Task] = []
+    for task in tasks:
+        if group and (task.layer.descriptor, task.suite) != (group[0].layer.descriptor,
+                                                              group[0].suite):
+            yield group
+            group = []
+        group.append(task)
+    if group:
+        yield group
+
+
+def round_order(tasks: list[Task], seed: int, layer_index: int,
+                round_index: int) -> list[Task]:
+    """The order a layer's kernels take their turns in one round: shuffled, reproducibly.
+
+    Round 0 keeps the given order only by chance: every round draws its own
+    permutation from ``(seed, layer_index, round_index)``.
+    """
+    order = list(tasks)
+    random.Random(f"{seed}:{layer_index}:{round_index}").shuffle(order)
+    return order
+
+
 def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter | None, *,
               done: set[tuple[str, str, str]] | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None,
               cluster: Any = None) -> SweepOutcome:
-    """Measure ``tasks`` and write each record as soon as it exists.
+    """Measure ``tasks`` in rounds and write each record as soon as its layer is done.
 
     Parameters
     ----------
     tasks : list of Task
     settings : SweepSettings
     writer : ResultWriter or None
-        Open writer; every record is flushed before the next task starts.
+        Open writer; every record is flushed before the next layer starts.
         ``None`` keeps the records in memory only (``convbench check``).
     done : set, optional
         Keys (problem, backend, kernel) to skip (``--resume``).
     on_record : callable, optional
         Progress callback, called with every new record.
     cluster : convbench.measure.cluster.Cluster, optional
-        Measure on this Dask cluster instead, one Dask task per task; the
-        records are written here as they finish, in the order they finish.
+        Measure on this Dask cluster instead, one Dask task per round of a
+        task; each record is written here as its last round finishes.
 
     Returns
     -------
@@ -324,42 +510,56 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
         records, interrupted = cluster.sweep(todo, writer, on_record)
         return SweepOutcome(records, interrupted, len(tasks) - len(todo), None)
     records: list[Record] = []
-    worker: Worker | None = None
+    pool = WorkerPool(settings.threads) if settings.isolate else None
     threads_info = None
     interrupted = False
     references = ReferenceCache()
     pinned_ctx = None if settings.isolate else pinned_threads(settings.threads)
-    try:
-        if pinned_ctx is not None:
-            threads_info = pinned_ctx.__enter__()
-        for task in todo:
-            if settings.isolate:
-                try:
-                    if worker is None:
-                        worker = Worker(settings.threads)
-                        threads_info = worker.threads
-                    rec = worker.run(task, settings.timeout)
-                except WorkerDied as exc:
-                    worker = None
-                    rec = base_record(task)
-                    rec.update(status="failed", reason=str(exc))
-            else:
-                rec = measure(task, references)
-            rec["threads"] = (threads_info or {}).get("threads")
-            rec["numba_threading_layer"] = (threads_info or {}).get("numba_threading_layer")
+
+    def one_round(task: Task, r: int) -> Record:
+        if pool is not None:
+            return pool.run(task, r, settings.timeout)
+        return measure_round(task, r, references)
+
+    written: set[tuple[str, str, str]] = set()
+
+    def finish(group: list[Task], rounds: dict[tuple, list[Record]]) -> None:
+        for task in group:
+            if not rounds.get(task.key) or task.key in written:
+                continue
+            written.add(task.key)
+            rec = combine_rounds(task, rounds[task.key])
+            info = (pool.threads_info if pool is not None else threads_info) or {}
+            rec["threads"] = info.get("threads")
+            rec["numba_threading_layer"] = info.get("numba_threading_layer")
             if writer is not None:
                 writer.write(rec)
             records.append(rec)
             if on_record is not None:
                 on_record(rec)
+
+    group: list[Task] = []
+    rounds: dict[tuple, list[Record]] = {}
+    try:
+        if pinned_ctx is not None:
+            threads_info = pinned_ctx.__enter__()
+        for layer_index, group in enumerate(layer_groups(todo)):
+            rounds = {t.key: [] for t in group}
+            live = list(group)
+            for r in range(settings.planned_rounds):
+                for task in round_order(live, settings.seed, layer_index, r):
+                    rounds[task.key].append(one_round(task, r))
+                live = [t for t in live if rounds[t.key][-1].get("status") == "ok"]
+                if not live:
+                    break
+            finish(group, rounds)
     except KeyboardInterrupt:
         interrupted = True
+        finish(group, rounds)
     finally:
-        if worker is not None:
-            if interrupted:
-                worker.kill()
-            else:
-                worker.close()
+        if pool is not None:
+            pool.close(kill=interrupted)
+            threads_info = pool.threads_info
         if pinned_ctx is not None:
             pinned_ctx.__exit__(None, None, None)
     return SweepOutcome(records, interrupted, len(tasks) - len(todo), threads_info)
@@ -370,5 +570,7 @@ def settings_dict(settings: SweepSettings) -> dict[str, Any]:
 
 
 def existing_keys(records: Iterable[Record]) -> set[tuple[str, str, str]]:
-    """Keys of finished measurements (``ok`` or ``skipped``; ``failed`` is retried)."""
-    return {r.key for r in records if r.status in ("ok", "skipped")}
+    """Keys of finished measurements (``ok`` or ``skipped``, all their rounds); ``failed``
+    and ``incomplete`` ones are measured again."""
+    return {r.key for r in records
+            if r.status in ("ok", "skipped") and not r.get("incomplete")}

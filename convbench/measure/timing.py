@@ -7,12 +7,20 @@ comparisons and the JIT-cost probe. The rules:
 * the first call is timed on its own with the host clock (it includes Numba's
   compile or cache load, NVRTC, cuFFT plans, cuDNN autotuning) and never
   counted among the timed runs;
-* then ``warmup`` untimed calls;
+* then a ``cooldown`` pause and ``warmup`` untimed calls: the pause lets the
+  thread pools of whatever ran before (OpenBLAS's, OpenMP's, another
+  process's) go to sleep, and the warm calls bring this call's own threads,
+  caches and pages back before the clock starts. On 2 cores, oneDNN timed
+  right after a Winograd call (Numba transforms around OpenBLAS GEMMs) took
+  14-24 ms, and 0.99 ms after a 0.15 s pause and two warm calls;
 * then timed runs on the given clock until both ``min_reps`` runs and
   ``min_time`` seconds of measured time are reached (or ``max_time`` seconds
   of wall time run out, after ``min_reps`` at least), like pytest-benchmark's
   calibration; a run may be ``batch`` back-to-back calls, its time divided
-  by ``batch``, for calls too short to time one by one;
+  by ``batch``, for calls too short to time one by one (``min_sample`` picks
+  the batch from the warm calls' times, so that a run lasts at least that
+  long and a record of a microsecond call keeps hundreds of runs, not
+  hundreds of thousands);
 * ``flush_l2`` evicts the device cache before every run, outside the clock;
 * the C heap keeps the memory it frees
   (:func:`convbench.measure.allocator.keep_freed_memory`), so a call that
@@ -21,6 +29,7 @@ comparisons and the JIT-cost probe. The rules:
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +57,7 @@ class Timing:
     prepare_s: float = 0.0
     first_call_s: float = 0.0
     times_s: list[float] = field(default_factory=list)
+    batch: int = 1
 
     @property
     def reps(self) -> int:
@@ -86,9 +96,10 @@ class Timing:
 
 
 def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 5,
-          min_time: float = 0.2, warmup: int = 1, max_time: float = 30.0,
-          max_reps: int = 100_000, batch: int = 1, flush_l2: bool = False,
-          wall: Callable[[], float] = time.perf_counter) -> Timing:
+          min_time: float = 0.2, warmup: int = 1, cooldown: float = 0.0,
+          max_time: float = 30.0,
+          max_reps: int = 100_000, batch: int = 1, min_sample: float = 0.0,
+          flush_l2: bool = False, wall: Callable[[], float] = time.perf_counter) -> Timing:
     """Time ``fn`` until ``min_reps`` runs and ``min_time`` seconds are reached.
 
     Parameters
@@ -100,7 +111,9 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     min_reps, min_time : int, float
         Both must be reached; ``min_time`` counts measured (clock) time.
     warmup : int
-        Untimed calls after the first one.
+        Untimed calls after the first one (and after the cool-down).
+    cooldown : float
+        Seconds to sleep after the first call, before the warm-up calls.
     max_time : float
         Wall-clock seconds of timed runs after which a slow call stops
         (once ``min_reps`` ran).
@@ -108,6 +121,10 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         Upper bound on the timed runs.
     batch : int
         Calls per timed run; the run's time is divided by it.
+    min_sample : float
+        If positive, the batch is chosen instead: the fewest calls whose
+        time, by the median of the warm calls (at least one is made), reaches
+        this many seconds.
     flush_l2 : bool
         Call ``clock.flush_l2()`` before every timed run, outside the clock.
     wall : callable
@@ -123,6 +140,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         raise ValueError(f"min_time must be >= 0, got {min_time}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if not cooldown >= 0:
+        raise ValueError(f"cooldown must be >= 0, got {cooldown}")
     keep_freed_memory()
     clock = clock or HostClock()
     clock.synchronize()
@@ -130,9 +149,18 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     fn()
     clock.synchronize()
     timing = Timing(first_call_s=wall() - t0)
-    for _ in range(warmup):
+    if cooldown:
+        time.sleep(cooldown)
+    warm = []
+    for _ in range(max(warmup, 1 if min_sample > 0 else 0)):
+        w0 = wall()
         fn()
-    clock.synchronize()
+        clock.synchronize()
+        warm.append(wall() - w0)
+    if min_sample > 0:
+        per_call = max(statistics.median(warm), 1e-9)
+        batch = max(1, math.ceil(min_sample / per_call))
+    timing.batch = batch
     measured = 0.0
     started = wall()
     while True:

@@ -13,7 +13,7 @@ Layout of the file::
              "choice": {"kernel": ..., "kind": ..., "time_s": ..., "error": {...}},
              "runner_up": {...} or null,
              "candidates": [{...}, ...],  # every kernel measured: re-choosing needs no re-run
-             "runoff": {"<kernel>": seconds, ...} or null,  # what settled a close choice
+             "tied": ["<kernel>", ...],    # not slower than the choice with confidence
              "threads": 2, "tuned": "2026-01-01T00:00:00+0000"}}}}}
 
 The descriptor is the problem's canonical text without its name (it carries
@@ -191,7 +191,7 @@ def make_entry(choice: Any, p: ConvProblem, backend: str, threads: int | None) -
             "choice": choice.chosen.to_json(),
             "runner_up": choice.runner_up.to_json() if choice.runner_up else None,
             "candidates": [c.to_json() for c in choice.candidates], "threads": threads,
-            "runoff": dict(choice.runoff) if choice.runoff else None,
+            "tied": list(choice.tied),
             "tuned": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

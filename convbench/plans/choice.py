@@ -9,22 +9,23 @@ that no candidate meets raises :class:`BudgetNotMet`, which names the
 closest candidate and its error. :func:`pareto_front` gives the candidates
 that no other beats on both time and error.
 
-The times come from a sweep, which measures one kernel after another, each
-in its own worker process. On a shared machine, kernels whose times are
-within tens of percent of each other can rank differently there than when
-they alternate in one process, as a network's layers do.
-:func:`contenders` names the candidates close enough to the choice to time
-again, interleaved, and :func:`settle` makes the choice again from those
-times (a runoff).
+The times come from a sweep, which measures every kernel in rounds (each
+in its own worker process, the kernels of a layer in a shuffled order), so
+each candidate carries the interval of its median. The choice is the fastest
+admissible candidate by median; the admissible candidates that are not
+slower than it with confidence (the rule the tables use to mark a winner,
+:func:`convbench.measure.stats.ranking`) are recorded as ``tied``: on this
+machine they cannot be told apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from convbench.measure.stats import Summary, ranking, summary_of
 from convbench.store.records import Record, as_record
 
 #: Error metrics a budget may be set on (see ``convbench.measure.metrics``).
@@ -44,12 +45,15 @@ class Candidate:
     errors : dict
         ``rel_l2`` and ``max_rel`` against the float64 reference (NaN where a
         metric is missing, so that it never meets a budget).
+    summary : Summary or None
+        The median's interval and rounds (None where the record had no samples).
     """
 
     kernel: str
     kind: str
     time_s: float
     errors: Mapping[str, float] = field(default_factory=dict)
+    summary: Summary | None = field(default=None, compare=False)
 
     def error(self, metric: str) -> float:
         """The error on ``metric``; NaN where it was not measured."""
@@ -60,13 +64,26 @@ class Candidate:
         return self.error(metric) <= budget
 
     def to_json(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "kind": self.kind, "time_s": self.time_s,
-                "error": {m: _finite_or_str(v) for m, v in self.errors.items()}}
+        out: dict[str, Any] = {
+            "kernel": self.kernel, "kind": self.kind, "time_s": self.time_s,
+            "error": {m: _finite_or_str(v) for m, v in self.errors.items()}}
+        if self.summary is not None:
+            s = self.summary
+            out["time"] = {"ci95_s": list(s.ci95_s), "round_medians_s": list(s.round_medians_s),
+                           "log_se": s.log_se, "df": _finite_or_str(s.df),
+                           "within_log_se": s.within_log_se, "unstable": s.unstable}
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Candidate:
+        t = data.get("time")
+        summary = None
+        if t:
+            summary = Summary(float(data["time_s"]), tuple(t["round_medians_s"]),
+                              float(t["log_se"]), float(t["df"]), tuple(t["ci95_s"]),
+                              float(t.get("within_log_se", 0.0)), bool(t.get("unstable")))
         return cls(data["kernel"], data.get("kind", "kernel"), float(data["time_s"]),
-                   {m: float(v) for m, v in (data.get("error") or {}).items()})
+                   {m: float(v) for m, v in (data.get("error") or {}).items()}, summary)
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Candidate | None:
@@ -76,7 +93,7 @@ class Candidate:
         if time_s is None:
             return None
         errors = {m: v if (v := rec.error(m)) is not None else math.nan for m in METRICS}
-        return cls(rec.kernel, rec.get("kind") or "kernel", time_s, errors)
+        return cls(rec.kernel, rec.get("kind") or "kernel", time_s, errors, summary_of(rec))
 
 
 def _finite_or_str(value: float) -> float | str:
@@ -101,9 +118,10 @@ class Choice:
         The next fastest candidate within the budget.
     candidates : tuple of Candidate
         Every candidate measured, the ones that could not be chosen included.
-    runoff : dict or None
-        Kernel -> median seconds in the runoff that settled the choice
-        (:func:`settle`); None where there was none.
+    tied : tuple of str
+        Admissible kernels not slower than ``chosen`` with confidence
+        (``chosen`` first; one name: a clear choice). Candidates without
+        intervals are never tied.
     """
 
     problem: str
@@ -113,7 +131,7 @@ class Choice:
     chosen: Candidate
     runner_up: Candidate | None
     candidates: tuple[Candidate, ...]
-    runoff: Mapping[str, float] | None = None
+    tied: tuple[str, ...] = ()
 
     def admissible(self) -> list[Candidate]:
         """The candidates that may be chosen and meet the budget, fastest in the sweep first."""
@@ -193,7 +211,21 @@ def choose(candidates: Iterable[Candidate], *, budget: float, metric: str = "rel
                         f"{metric} {vendors[0].error(metric):.3g}")
         raise BudgetNotMet(message, closest)
     return Choice(problem, metric, float(budget), allow_vendor, within[0],
-                  within[1] if len(within) > 1 else None, candidates)
+                  within[1] if len(within) > 1 else None, candidates, tied_with(within))
+
+
+def tied_with(within: list[Candidate]) -> tuple[str, ...]:
+    """Names of the candidates (fastest first) tied with the first one, by the tables' rule.
+
+    Only candidates with intervals take part; without them the first stands alone.
+    """
+    if not within:
+        return ()
+    summaries = {c.kernel: c.summary for c in within if c.summary is not None}
+    if within[0].kernel not in summaries:
+        return (within[0].kernel,)
+    rank = ranking(summaries)
+    return rank.tied if rank is not None else (within[0].kernel,)
 
 
 def admissible(candidates: Iterable[Candidate], budget: float, metric: str,
@@ -202,41 +234,6 @@ def admissible(candidates: Iterable[Candidate], budget: float, metric: str,
     ``metric`` error is at most ``budget``, fastest first."""
     return sorted((c for c in candidates if (allow_vendor or c.kind != "baseline")
                    and c.meets(budget, metric)), key=lambda c: c.time_s)
-
-
-def contenders(choice: Choice, margin: float) -> list[Candidate]:
-    """The admissible candidates at most ``margin`` (a fraction) slower than the choice in
-    the sweep, the choice first: what a runoff times again."""
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin!r}")
-    limit = choice.chosen.time_s * (1 + margin)
-    return [c for c in choice.admissible() if c.time_s <= limit]
-
-
-def settle(choice: Choice, times: Mapping[str, float]) -> Choice:
-    """The choice made again from a runoff's times.
-
-    Parameters
-    ----------
-    choice : Choice
-    times : mapping
-        Kernel -> median seconds, each timed interleaved with the others.
-        Only admissible kernels count; those the runoff did not time (it left
-        them out, or they failed) rank behind the ones it did, in sweep order.
-
-    Returns
-    -------
-    Choice
-        With ``chosen`` and ``runner_up`` in runoff order and ``runoff`` set;
-        ``choice`` itself where the runoff timed no admissible kernel.
-    """
-    within = choice.admissible()
-    timed = sorted((c for c in within if c.kernel in times), key=lambda c: times[c.kernel])
-    if not timed:
-        return choice
-    order = timed + [c for c in within if c.kernel not in times]
-    return replace(choice, chosen=order[0], runner_up=order[1] if len(order) > 1 else None,
-                   runoff={c.kernel: float(times[c.kernel]) for c in timed})
 
 
 def pareto_front(candidates: Iterable[Candidate], metric: str) -> list[Candidate]:

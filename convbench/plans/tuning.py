@@ -1,15 +1,14 @@
 """Tuning: measure every kernel on every layer, then choose per layer within the budget.
 
 :func:`tune` runs the layers x kernels through a sweep (by default
-:func:`convbench.measure.runner.run_sweep`, which measures each pair in a
-worker process, time and error, and writes each record as it is made),
+:func:`convbench.measure.runner.run_sweep`, which measures each pair in
+rounds, each round in its own worker process with the kernels of a layer in
+a shuffled order, time and error, and writes each record as it is made),
 then turns each layer's records into a
-:class:`~convbench.plans.choice.Choice`. Where other admissible kernels
-came within :data:`RUNOFF_MARGIN` of the choice, :func:`runoff` times them
-again, interleaved in this process (as ``benchmarks/plans_vs_onednn.py``
-and a network's layers run them), and the fastest there is chosen.
-:func:`save_plans` merges the choices into a plan cache under this
-platform's fingerprint.
+:class:`~convbench.plans.choice.Choice`: the fastest admissible kernel, and
+the ones tied with it by the rule the tables use. :func:`save_plans` merges
+the choices into a plan cache under the fingerprint of the platform that
+measured them (a Dask sweep's records say which; otherwise this one).
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from convbench.plans.choice import (
     Choice,
     check_budget,
     choose,
-    contenders,
-    settle,
 )
 from convbench.problem.suites import SuiteLayer
 from convbench.store.records import Record, as_record, by_platform
@@ -111,81 +108,12 @@ def choose_per_layer(layers: Iterable[tuple[str, SuiteLayer]], records: Iterable
 
 
 Sweep = Callable[..., Any]
-Compare = Callable[..., Any]
-
-#: Admissible kernels at most this much slower than the choice in the sweep are run off.
-RUNOFF_MARGIN = 0.25
-#: Interleaved rounds of a runoff (0: none).
-RUNOFF_ROUNDS = 5
-
-
-def runoff(plans: list[LayerPlan], settings: SweepSettings, *, rounds: int = RUNOFF_ROUNDS,
-           margin: float = RUNOFF_MARGIN, compare: Compare | None = None,
-           cluster: Any = None) -> bool:
-    """Settle each close choice by timing its contenders again, interleaved in one process.
-
-    Parameters
-    ----------
-    plans : list of LayerPlan
-        Their ``choice`` is replaced (see :func:`~convbench.plans.choice.settle`).
-    settings : SweepSettings
-        Backend and threads of the runoff.
-    rounds : int
-        Interleaved rounds per layer (the median over rounds decides).
-    margin : float
-        Contenders are the admissible kernels at most ``1 + margin`` times
-        the choice's sweep time.
-    compare : callable, optional
-        :func:`convbench.measure.peers.compare_layer` (the default) or a
-        stand-in with its signature.
-    cluster : convbench.measure.cluster.Cluster, optional
-        Run each layer's runoff as one Dask task on a worker of the layer's
-        platform (:attr:`LayerPlan.platform`), under its host's timing lock.
-
-    Returns
-    -------
-    bool
-        Whether it was interrupted (Ctrl-C); the layers not run off keep the
-        sweep's choice.
-    """
-    if cluster is not None:
-        for lp in plans:
-            names = [c.kernel for c in contenders(lp.choice, margin)] if lp.choice else []
-            if len(names) < 2:
-                continue
-            try:
-                medians = cluster.runoff(lp.platform, lp.suite, lp.layer.problem, names,
-                                         settings, rounds)
-            except KeyboardInterrupt:
-                return True
-            if medians is not None:
-                lp.choice = settle(lp.choice, {k: ms * 1e-3 for k, ms in medians.items()})
-        return False
-    if compare is None:
-        from convbench.measure.peers import compare_layer as compare  # noqa: PLC0415
-    from convbench.measure.threads import pinned_threads  # noqa: PLC0415 -- imports numba
-
-    for lp in plans:
-        if lp.choice is None:
-            continue
-        names = [c.kernel for c in contenders(lp.choice, margin)]
-        if len(names) < 2:
-            continue
-        try:
-            with pinned_threads(settings.threads):
-                result = compare(lp.suite, lp.layer.problem, names, (),
-                                 backend=settings.backend, rounds=rounds, per_call=False)
-        except KeyboardInterrupt:
-            return True
-        lp.choice = settle(lp.choice, {k: ms * 1e-3 for k, ms in result.medians_ms.items()})
-    return False
 
 
 def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
          settings: SweepSettings, *, budget: float, metric: str = "rel_l2",
-         allow_vendor: bool = False, writer: Any = None, sweep: Sweep | None = None,
-         runoff_rounds: int = RUNOFF_ROUNDS, compare: Compare | None = None,
-         cluster: Any = None) -> TuneOutcome:
+         allow_vendor: bool = False, writer: Any = None,
+         sweep: Sweep | None = None) -> TuneOutcome:
     """Measure ``kernel_names`` on ``layers`` (time and error), then choose per layer.
 
     Parameters
@@ -205,19 +133,14 @@ def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
         :class:`~convbench.measure.runner.SweepOutcome`; default
         :func:`~convbench.measure.runner.run_sweep` (the command passes the
         one with a progress bar).
-    runoff_rounds : int
-        Rounds of the :func:`runoff` of close choices; 0 for none.
-    compare : callable, optional
-        The runoff's comparison (see :func:`runoff`).
-    cluster : convbench.measure.cluster.Cluster, optional
-        Where the sweep ran (``sweep`` sent it there), for the runoff.
 
     Returns
     -------
     TuneOutcome
         Choices of the layers measured; an interrupted sweep keeps those
         whose every kernel was measured. Records of several platforms (a
-        Dask sweep) give each layer one plan per platform.
+        Dask sweep) give a layer a plan on each platform that measured all
+        its kernels.
     """
     check_budget(budget, metric)
     if settings.mode != "both":
@@ -243,18 +166,15 @@ def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
             plans.append(lp)
         if platform is not None and isinstance(recs[0].get("fingerprint"), dict):
             fingerprints[platform] = recs[0]["fingerprint"]
-    interrupted = outcome.interrupted
-    if runoff_rounds and not interrupted:
-        interrupted = runoff(plans, settings, rounds=runoff_rounds, compare=compare,
-                             cluster=cluster)
-    return TuneOutcome(plans, records, interrupted, outcome.threads, fingerprints)
+    return TuneOutcome(plans, records, outcome.interrupted, outcome.threads, fingerprints)
 
 
 def save_plans(path: str | os.PathLike[str], outcome: TuneOutcome, backend: str) -> int:
     """Merge the outcome's choices into the plan cache at ``path``; return how many.
 
     Each choice goes under the fingerprint of the platform it was measured on
-    (this one's, unless a Dask worker's records said otherwise).
+    (this one's, unless a Dask worker's records said otherwise), with the
+    thread count its records were measured with.
     """
     threads = (outcome.threads or {}).get("threads")
     per_platform: dict[str | None, dict[str, Any]] = {}

@@ -7,11 +7,13 @@ tables to HTML.
 from __future__ import annotations
 
 import html
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from convbench.measure.stats import Ratio, Summary, ranking, ratio, summary_of, total
 from convbench.present.format import fmt
 from convbench.store.records import Record, as_record, by_platform
 
@@ -52,7 +54,8 @@ def group_by_layer(records: Iterable[dict[str, Any]]) -> OrderedDict[str, list[R
     ------
     ValueError
         If the records come from more than one platform: their times must not
-        meet in one table row or ratio (split them with :func:`by_platform`).
+        meet in one table row or ratio (split them with
+        :func:`~convbench.store.records.by_platform`).
     """
     layers: OrderedDict[str, OrderedDict[str, Record]] = OrderedDict()
     platforms = set()
@@ -74,25 +77,97 @@ def kernel_label(rec: Record) -> str:
     return rec.kernel
 
 
-def layer_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> str:
-    """Per layer and kernel: time, GFLOP/s, speedup over ``peer``, errors, winner.
+def layer_marks(recs: list[Record]) -> dict[str, str]:
+    """Kernel -> the winner's mark on one layer.
 
-    ``★`` marks the fastest entry of a layer; ``☆`` the fastest convbench
-    kernel where a baseline won. Records of several platforms (a Dask sweep
-    over different machines) get a table each, headed by the platform.
+    ``★`` goes to the fastest entry when it is faster than every other with
+    confidence (:func:`convbench.measure.stats.ranking`: the interval of
+    other / fastest above 1 by at least ``WIN_MARGIN``) and its own record is
+    stable; otherwise every entry tied with it gets ``≈``. Where a baseline
+    wins or ties, the fastest convbench kernels get ``☆`` (or ``≈☆`` when
+    tied among themselves) by the same rule. Records without samples (files
+    written before rounds existed) are ranked by their medians alone.
+    """
+    timed = [r for r in recs if r.median_s]
+    summaries = {r.kernel: summary_of(r) for r in timed}
+    if any(v is None for v in summaries.values()):
+        return _point_marks(timed)
+    kinds = {r.kernel: r.get("kind") for r in timed}
+    marks: dict[str, str] = {}
+    overall = ranking(summaries)
+    if overall is None:
+        return marks
+    for k in overall.tied:
+        marks[k] = "★" if overall.clean else "≈"
+    if all(kinds[k] == CONVBENCH_KIND for k in overall.tied):
+        return marks
+    ours = ranking({k: v for k, v in summaries.items() if kinds[k] == CONVBENCH_KIND})
+    if ours is not None:
+        for k in ours.tied:
+            marks.setdefault(k, "☆" if ours.clean else "≈☆")
+    return marks
+
+
+def _point_marks(timed: list[Record]) -> dict[str, str]:
+    """``★``/``☆`` by median alone, for records that keep no samples."""
+    fastest = min(timed, key=lambda r: r.median_s, default=None)
+    if fastest is None:
+        return {}
+    marks = {fastest.kernel: "★"}
+    ours = min((r for r in timed if r.get("kind") == CONVBENCH_KIND),
+               key=lambda r: r.median_s, default=None)
+    if ours is not None and ours is not fastest:
+        marks[ours.kernel] = "☆"
+    return marks
+
+
+def peer_ratio(rec: Record, base: Record | None) -> Ratio | None:
+    """``base`` time / ``rec`` time (> 1: ``rec`` is faster), paired by round."""
+    if base is None or not rec.median_s or not base.median_s:
+        return None
+    a, b = summary_of(base), summary_of(rec)
+    if a is None or b is None:
+        return Ratio(base.median_s / rec.median_s, math.nan, math.nan, False)
+    return ratio(a, b, paired=True)
+
+
+def ratio_text(r: Ratio | None, spec: str = ".2f") -> str:
+    """``0.85 [0.80, 0.91]``, or the value alone where there is no interval."""
+    if r is None:
+        return "—"
+    if math.isnan(r.lo):
+        return fmt(r.value, spec)
+    return r.text(spec)
+
+
+def median_text(rec: Record) -> str:
+    """Median ms with its 95% interval, and ``~`` for an unstable record."""
+    t = rec.median_s
+    text = fmt(t * 1e3 if t else None, ".3f")
+    ci = rec.ci95_s
+    if ci:
+        text += f" [{ci[0] * 1e3:.3f}, {ci[1] * 1e3:.3f}]"
+    return text + (" ~" if rec.unstable else "")
+
+
+def layer_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> str:
+    """Per layer and kernel: time with its interval, GFLOP/s, speedup over ``peer``, errors,
+    the winner's mark (:func:`layer_marks`).
+
+    ``~`` after a time marks an unstable record (its rounds disagree; see
+    :mod:`convbench.measure.stats`). Records of several platforms (a Dask
+    sweep over different machines) get a table each, headed by the platform.
     """
     groups = by_platform(records)
     if len(groups) > 1:
         return "\n\n".join(f"**{platform_label(platform, recs)}**\n\n"
                             + layer_table(recs, peer) for platform, recs in groups.items())
-    lines = [f"| layer | kernel | median ms | GFLOP/s | x {peer} | rel_l2 | bound_ratio | |",
+    lines = [f"| layer | kernel | median ms [95% CI] | GFLOP/s | x {peer} [95% CI] | rel_l2 "
+             "| bound_ratio | |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for problem, recs in group_by_layer(records).items():
-        timed = [r for r in recs if r.median_s]
-        base = next((r for r in timed if r.kernel == peer), None)
-        fastest = min(timed, key=lambda r: r.median_s, default=None)
-        best_ours = min((r for r in timed if r.get("kind") == CONVBENCH_KIND),
-                        key=lambda r: r.median_s, default=None)
+        base = next((r for r in recs if r.kernel == peer and r.median_s), None)
+        marks = layer_marks(recs)
         for i, rec in enumerate(recs):
             label = (f"{rec.label}{f' (x{rec.repeat})' if rec.repeat > 1 else ''}"
                      f"<br>`{problem}`" if i == 0 else "")
@@ -101,13 +176,13 @@ def layer_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> str:
                 reason = (rec.get("reason") or "").replace("|", "/")[:70]
                 lines.append(f"| {label} | {rec.kernel} | {cell} | | | {reason} | | |")
                 continue
-            t = rec.median_s
-            speedup = base.median_s / t if base is not None and t else None
-            mark = "★" if rec is fastest else ("☆" if rec is best_ours else "")
+            speedup = peer_ratio(rec, base) if rec is not base else None
             lines.append(
-                f"| {label} | {kernel_label(rec)} | {fmt(t * 1e3 if t else None, '.3f')} | "
-                f"{fmt(rec.gflops, '.1f')} | {fmt(speedup, '.2f')} | "
-                f"{fmt(rec.rel_l2, '.1e')} | {fmt(rec.bound_ratio, '.2f')} | {mark} |")
+                f"| {label} | {kernel_label(rec)} | {median_text(rec)} | "
+                f"{fmt(rec.gflops, '.1f')} | "
+                f"{'1.00' if rec is base else ratio_text(speedup)} | "
+                f"{fmt(rec.rel_l2, '.1e')} | {fmt(rec.bound_ratio, '.2f')} | "
+                f"{marks.get(rec.kernel, '')} |")
     return "\n".join(lines)
 
 
@@ -116,10 +191,13 @@ def network_totals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
 
     A kernel that did not run every layer gets ``complete=False`` and the sum
     over the layers it ran. ``best-of-convbench`` takes, per layer, the
-    fastest convbench kernel.
+    fastest convbench kernel. Each entry's ``summary`` is the total with its
+    interval (:func:`convbench.measure.stats.total`), where every part has
+    samples.
     """
     layers = group_by_layer(records)
     totals: dict[str, dict[str, Any]] = OrderedDict()
+    parts: dict[str, list[tuple[Summary | None, int]]] = OrderedDict()
     best = {"time_s": 0.0, "layers": 0, "kind": "best", "complete": True}
     for recs in layers.values():
         for rec in recs:
@@ -128,21 +206,31 @@ def network_totals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
             if rec.median_s:
                 entry["time_s"] += rec.median_s * rec.repeat
                 entry["layers"] += 1
+                parts.setdefault(rec.kernel, []).append((summary_of(rec), rec.repeat))
             else:
                 entry["complete"] = False
-        ours = [r.median_s for r in recs if r.get("kind") == CONVBENCH_KIND and r.median_s]
+        ours = [r for r in recs if r.get("kind") == CONVBENCH_KIND and r.median_s]
         if ours:
-            best["time_s"] += min(ours) * recs[0].repeat
+            fastest = min(ours, key=lambda r: r.median_s)
+            best["time_s"] += fastest.median_s * recs[0].repeat
             best["layers"] += 1
+            parts.setdefault("best-of-convbench", []).append((summary_of(fastest),
+                                                              recs[0].repeat))
         else:
             best["complete"] = False
     if layers:
         totals["best-of-convbench"] = best
+    for name, entry in totals.items():
+        pieces = parts.get(name, [])
+        entry["summary"] = (total([(s, rep) for s, rep in pieces])
+                            if pieces and all(s is not None for s, _ in pieces) else None)
+        entry["unstable_layers"] = sum(1 for s, _ in pieces if s is not None and s.unstable)
     return totals
 
 
 def network_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Table:
-    """Whole-network line per kernel and for best-of-convbench, against ``peer``.
+    """Whole-network line per kernel and for best-of-convbench, against ``peer``, with the
+    95% intervals of the time and of the ratio (paired by round within one sweep).
 
     Records of several platforms get their own lines each, with a ``platform``
     column: ``x peer`` is the ratio to ``peer`` on the same platform.
@@ -156,36 +244,52 @@ def network_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Ta
     totals = network_totals(r for recs in layers.values() for r in recs)
     flops = sum((recs[0].get("flops") or 0) * recs[0].repeat for recs in layers.values())
     base = totals.get(peer)
-    base_t = base["time_s"] if base and base["complete"] else None
+    base_complete = base is not None and base["complete"] and base["time_s"]
     rows = []
     for name, entry in totals.items():
         t = entry["time_s"]
         ran = f"{entry['layers']}/{len(layers)}"
         if entry["complete"] and t:
-            rows.append([name, f"{t * 1e3:.2f}", f"{flops / t / 1e9:.1f}",
-                         fmt(base_t / t if base_t else None, ".2f"), ran])
+            summary = entry["summary"]
+            time_text = f"{t * 1e3:.2f}"
+            if summary is not None:
+                time_text += f" [{summary.ci95_s[0] * 1e3:.2f}, {summary.ci95_s[1] * 1e3:.2f}]"
+            speedup = None
+            if base_complete:
+                if summary is not None and base["summary"] is not None:
+                    speedup = ratio(base["summary"], summary, paired=True)
+                else:
+                    speedup = Ratio(base["time_s"] / t, math.nan, math.nan, False)
+            unstable = entry["unstable_layers"]
+            rows.append([name, time_text, f"{flops / t / 1e9:.1f}",
+                         "1.00" if name == peer else ratio_text(speedup),
+                         ran + (f" ({unstable} unstable)" if unstable else "")])
         else:
             rows.append([name, f"— (partial: {t * 1e3:.2f} over the layers run)", "", "", ran])
-    return Table(["kernel", "whole network ms", "GFLOP/s", f"x {peer}", "layers run"], rows)
+    return Table(["kernel", "whole network ms [95% CI]", "GFLOP/s", f"x {peer} [95% CI]",
+                  "layers run"], rows)
 
 
 def comparison_table(rows: list[Any]) -> str:
-    """``convbench compare`` output: ratios per (problem, kernel), regressions flagged."""
+    """``convbench compare`` output: per (problem, kernel) the time ratio with its interval,
+    the verdict, the error ratio, and the regressions flagged (with a platform column
+    where the runs span several)."""
     several = len({r.new.platform for r in rows} | {r.old.platform for r in rows}) > 1
     lines = [f"| layer | kernel |{' platform |' if several else ''} old ms | new ms | "
-             "time new/old | rel_l2 new/old | |",
-             f"|---|---|{'---|' if several else ''}---:|---:|---:|---:|---|"]
+             "time new/old [95% CI] | verdict | rel_l2 new/old | |",
+             f"|---|---|{'---|' if several else ''}---:|---:|---:|---|---:|---|"]
     for row in rows:
         told, tnew = row.old.median_s, row.new.median_s
         flag = "**REGRESSION**: " + ", ".join(row.regressions) if row.regressions else ""
         if not row.same_platform:
-            flag = ("platforms differ: time not compared" + (f"; {flag}" if flag else ""))
+            flag = "platforms differ: time not compared" + (f"; {flag}" if flag else "")
         where = (f" {row.new.platform or '?'} |" if row.same_platform else
                  f" {row.old.platform or '?'} → {row.new.platform or '?'} |") if several else ""
         lines.append(f"| {row.new.label} | {row.key[2]} |{where} "
                      f"{fmt(told * 1e3 if told else None, '.3f')} | "
                      f"{fmt(tnew * 1e3 if tnew else None, '.3f')} | "
-                     f"{fmt(row.time_ratio, '.2f')} | {fmt(row.error_ratio, '.2f')} | {flag} |")
+                     f"{ratio_text(row.time_ratio)} | {row.verdict or '—'} | "
+                     f"{fmt(row.error_ratio, '.2f')} | {flag} |")
     return "\n".join(lines)
 
 

@@ -137,3 +137,30 @@ def to_host(y: Any) -> Any:
 
         return cupy.asnumpy(y)
     return y
+
+
+#: Byte alignment of the host buffers convbench allocates: one cache line, the width of
+#: an AVX-512 vector, so that no aligned-layout vector load or store splits two lines.
+BUFFER_ALIGNMENT = 64
+
+
+def aligned_empty(shape: Any, dtype: Any, align: int = BUFFER_ALIGNMENT) -> np.ndarray:
+    """An uninitialized C-contiguous array whose first element sits on an ``align``-byte
+    boundary.
+
+    NumPy's own allocations are 16-byte aligned; where an array starts inside
+    a cache line then depends on whatever the process allocated before it,
+    and so does the speed of a vectorized loop over it.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray, align: int = BUFFER_ALIGNMENT) -> np.ndarray:
+    """``a`` copied into :func:`aligned_empty` storage (C order, same dtype)."""
+    out = aligned_empty(a.shape, a.dtype, align)
+    out[...] = a
+    return out

@@ -2,7 +2,8 @@
 
 A results file holds a ``header`` record (environment and command line) at
 the start of each run appended to it, then one ``result`` record per
-(problem, kernel), written and flushed as soon as it is measured. A sweep
+(problem, kernel), written and flushed as soon as it is measured, and at the
+end a ``noise`` record (how quiet the machine was during the run). A sweep
 interrupted at any point leaves a valid file; a torn last line (the process
 killed mid-write) is skipped with a warning when loading.
 """
@@ -89,6 +90,7 @@ class Run:
     headers: list[dict[str, Any]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     roofs: list[dict[str, Any]] = field(default_factory=list)
+    noise: list[dict[str, Any]] = field(default_factory=list)
 
     def latest(self) -> dict[tuple[str, str, str], Record]:
         """The last record of each (problem, backend, kernel): what a resume uses."""
@@ -140,6 +142,8 @@ def load_run(path: str | os.PathLike[str]) -> Run:
             run.records.append(record)
         elif kind == "roof":
             run.roofs.append(rec)
+        elif kind == "noise":
+            run.noise.append(rec)
     if not run.headers and not run.records:
         raise ValueError(f"{path} holds no convbench records")
     return run

@@ -78,6 +78,29 @@ class Record(dict):
         return value if value and self.ok else None
 
     @property
+    def samples_by_round_s(self) -> list[list[float]]:
+        """The timed samples of an ``ok`` record, one list per round (a file written
+        before rounds existed has one: all its samples)."""
+        t = self.get("time") or {}
+        if not self.ok:
+            return []
+        rounds = t.get("samples_by_round_s")
+        if rounds:
+            return [[float(v) for v in r] for r in rounds]
+        return [[float(v) for v in t["times_s"]]] if t.get("times_s") else []
+
+    @property
+    def ci95_s(self) -> tuple[float, float] | None:
+        """The 95% interval of the median (None where the record has none)."""
+        ci = (self.get("time") or {}).get("ci95_s")
+        return (float(ci[0]), float(ci[1])) if ci and self.ok else None
+
+    @property
+    def unstable(self) -> bool:
+        """Whether the record's rounds disagree (see ``convbench.measure.stats``)."""
+        return bool((self.get("time") or {}).get("unstable")) and self.ok
+
+    @property
     def gflops(self) -> float | None:
         return number(self.get("gflops")) if self.ok else None
 

@@ -15,6 +15,7 @@ from numba import njit, prange
 from convbench.contract import KernelBase
 from convbench.measure.threads import use_preferred_layer
 from convbench.problem import ConvProblem
+from convbench.problem.arguments import aligned_empty
 
 # Pick Numba's threading layer before any parallel kernel starts the pool
 # (why: convbench/measure/threads.py).
@@ -79,8 +80,8 @@ def add_bias(y: np.ndarray, bias: np.ndarray) -> None:
 
 
 def empty_output(p: ConvProblem) -> np.ndarray:
-    """The output buffer a prepared kernel writes into and returns."""
-    return np.empty(p.output_shape, dtype=p.dtype)
+    """The output buffer a prepared kernel writes into and returns (cache-line aligned)."""
+    return aligned_empty(p.output_shape, p.dtype)
 
 
 def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:

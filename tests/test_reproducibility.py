@@ -1,0 +1,97 @@
+"""benchmarks/reproducibility.py: spread, interval coverage, verdicts and compare over runs,
+on runs made up here and on two sweeps recorded on this project's machine."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from convbench.measure.compare import compare_runs
+from convbench.measure.stats import summarize
+from convbench.store.jsonl import Run, load_run, write_records
+from convbench.store.records import Record
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "benchmarks" / "reproducibility.py"
+RECORDED = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def repro():
+    spec = importlib.util.spec_from_file_location("reproducibility", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproducibility"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["reproducibility"]
+
+
+def rec(layer, kernel, medians, kind="kernel"):
+    rounds = [[m * (1 + 0.002 * (i % 5 - 2)) for i in range(20)] for m in medians]
+    s = summarize(rounds)
+    return Record({"type": "result", "problem": f"mb1ic8ih8oc8kh3ph1n\"{layer}\"",
+                   "name": layer, "backend": "cpu", "kernel": kernel, "kind": kind,
+                   "status": "ok", "repeat": 1,
+                   "time": {"median_s": s.median_s, "ci95_s": list(s.ci95_s),
+                            "samples_by_round_s": rounds}})
+
+
+def test_spread_coverage_and_verdicts_of_made_up_runs(repro):
+    runs = [Run(records=[rec("a", "im2col", [1.0 * f, 1.01 * f, 0.99 * f]),
+                         rec("a", "onednn", [2.0, 2.01, 1.99], "baseline"),
+                         rec("b", "im2col", [1.0, 1.01, 0.99]),
+                         rec("b", "onednn", [1.0 * g, 1.01 * g, 0.99 * g], "baseline")])
+            for f, g in ((1.0, 0.9), (1.2, 1.1))]
+    spread = repro.spreads(runs)
+    assert spread["im2col"]["largest"] == pytest.approx(0.2, rel=0.01)
+    assert spread["onednn"]["largest"] == pytest.approx(1.1 / 0.9 - 1, rel=0.01)
+    c = repro.coverage(runs)
+    assert c["pairs"] == 8 and c["inside"] == 4  # the unchanged records, both ways
+    v = repro.verdicts(runs)
+    # layer a: im2col wins in both; layer b: onednn then im2col, with no tie: a flip
+    assert v["layers"] == 2 and v["consistent"] == 1 and v["flips"][0][0].startswith("mb1")
+
+
+def test_compare_of_two_recorded_identical_sweeps_says_same_and_exits_0(repro):
+    a, b = RECORDED / "sweep-a.jsonl", RECORDED / "sweep-b.jsonl"
+    rows = [r for r in compare_runs(load_run(a), load_run(b)) if r.verdict]
+    assert len(rows) >= 20
+    same = sum(r.verdict == "same" for r in rows)
+    assert same >= 0.95 * len(rows)
+    assert not any(r.regressions for r in rows)
+    assert repro.compares([a, b])["exit_codes"] == [0]
+
+
+def test_a_kernel_made_15_percent_slower_is_slower_and_exits_1(repro, tmp_path):
+    a = RECORDED / "sweep-a.jsonl"
+    run = load_run(a)
+    kernel = "im2col"
+    slowed = []
+    for r in run.records:
+        r = Record(dict(r))
+        if r.kernel == kernel and r.ok:
+            t = dict(r["time"])
+            t["samples_by_round_s"] = [[v * 1.15 for v in rnd] for rnd in t["samples_by_round_s"]]
+            t["times_s"] = [v * 1.15 for v in t["times_s"]]
+            t["median_s"] *= 1.15
+            r["time"] = t
+        slowed.append(r)
+    path = tmp_path / "slowed.jsonl"
+    write_records(path, [*run.headers, *slowed])
+    rows = compare_runs(run, load_run(path))
+    mine = [r for r in rows if r.key[2] == kernel and r.verdict]
+    assert mine and all(r.verdict == "slower" for r in mine)
+    assert all(r.verdict == "same" for r in rows if r.key[2] != kernel and r.verdict)
+    assert repro.compares([a, path])["exit_codes"] == [1]
+
+
+def test_a_record_that_was_ok_and_now_failed_exits_1(repro, tmp_path):
+    a = RECORDED / "sweep-a.jsonl"
+    run = load_run(a)
+    first = next(r for r in run.records if r.ok)
+    broken = [Record({**r, "status": "failed", "reason": "RuntimeError: planted"})
+              if r is first else r for r in run.records]
+    path = tmp_path / "broken.jsonl"
+    write_records(path, [*run.headers, *broken])
+    assert repro.compares([a, path])["exit_codes"] == [1]
