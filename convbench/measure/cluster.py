@@ -207,7 +207,7 @@ class Cluster:
     client: Any
     address: str
     threads_by_host: dict[str, int] = field(default_factory=dict)
-    #: Task index -> the workers a timed sweep holds it to (see :meth:`_placement`).
+    #: Task index -> the workers a timed sweep holds it to (see :meth:`_place`).
     _held_to: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     def workers(self, backend: str = "cpu") -> dict[str, Any]:
@@ -227,7 +227,7 @@ class Cluster:
         """
         distributed = require_distributed()
         sweep_id = uuid.uuid4().hex[:8]
-        placement = self._placement(todo)
+        self._place(todo)
         pending: dict[str, tuple[Any, int, int]] = {}
         rounds: dict[int, list[Record]] = {i: [] for i in range(len(todo))}
         priority = _priorities(todo)
@@ -251,7 +251,7 @@ class Cluster:
                 on_record(rec)
 
         with guard:
-            finished = distributed.as_completed([submit(i, 0, placement.get(i))
+            finished = distributed.as_completed([submit(i, 0, self._held_to.get(i))
                                                  for i in range(len(todo))])
         stop = threading.Event()
         watcher = threading.Thread(target=self._rescue_stranded, daemon=True,
@@ -268,7 +268,7 @@ class Cluster:
                 rounds[i].append(rec)
                 if rec.get("status") == "ok" and r + 1 < todo[i].settings.planned_rounds:
                     with guard:
-                        finished.add(submit(i, r + 1, placement.get(i)))
+                        finished.add(submit(i, r + 1, self._held_to.get(i)))
                 else:
                     finish(i)
         except KeyboardInterrupt:
@@ -295,7 +295,7 @@ class Cluster:
                             if self._held_to.get(i) and not live & set(self._held_to[i])]
                 for key, future, i, r in stranded:
                     del pending[key]
-                    self._held_to[i] = []  # its later rounds go anywhere too
+                    del self._held_to[i]  # its later rounds go anywhere too
                     self.client.cancel([future])
                     finished.add(submit(i, r, None, "-anywhere"))
 
@@ -306,8 +306,9 @@ class Cluster:
             out.setdefault(fid, []).append(address)
         return out
 
-    def _placement(self, todo: list[runner.Task]) -> dict[int, list[str]]:
-        """Where each timed task should run on a cluster of several platforms.
+    def _place(self, todo: list[runner.Task]) -> None:
+        """Hold each timed task (every round of it) to the workers of one platform, where the
+        cluster has several (:attr:`_held_to`).
 
         A time is compared only with times of its own platform, so a timed
         sweep measures all the kernels of one layer on one platform: layers
@@ -317,22 +318,19 @@ class Cluster:
         and clusters of one platform, go anywhere.
         """
         self._held_to = {}
-        timed = [i for i, t in enumerate(todo) if t.settings.mode != "accuracy"]
+        timed = [i for i, t in enumerate(todo) if t.settings.timed]
         if not timed:
-            return {}
+            return
         platforms = self.platform_workers(todo[timed[0]].settings.backend)
         if len(platforms) < 2:
-            return {}
+            return
         hosts = self.client.run(host_name)
         slots = [fid for fid, addresses in sorted(platforms.items())
                  for _ in sorted({hosts[a] for a in addresses})]
         layers: dict[str, int] = {}
-        out = {}
         for i in timed:
             slot = layers.setdefault(todo[i].layer.descriptor, len(layers))
-            out[i] = platforms[slots[slot % len(slots)]]
-        self._held_to = dict(out)
-        return out
+            self._held_to[i] = platforms[slots[slot % len(slots)]]
 
 
 def _result(future: Any, task: runner.Task, round_index: int) -> Record:
