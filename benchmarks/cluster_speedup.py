@@ -42,7 +42,7 @@ def run_once(extra: list[str], folder: Path) -> tuple[float, float | None, int]:
         raise RuntimeError(f"sweep failed ({done.returncode}): {done.stderr[-2000:]}")
     records = [json.loads(line) for line in out.read_text().splitlines()]
     results = [r for r in records if r["type"] == "result"]
-    spans = [r["measured_at"] for r in results if "measured_at" in r]
+    spans = [span for r in results for span in r.get("measured_at", [])]  # one per round
     span = max(e for _, e in spans) - min(s for s, _ in spans) if spans else None
     return wall, span, len(results)
 

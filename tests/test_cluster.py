@@ -24,6 +24,7 @@ from convbench.measure.cluster import parse_scheduler  # noqa: E402
 from convbench.store.jsonl import load_run  # noqa: E402
 
 TESTS = Path(__file__).parent
+CORES = len(os.sched_getaffinity(0))
 #: Two small suites' worth of layers, four algorithms: the accuracy sweep both ways.
 ACCURACY = ("--suite", "lenet5,alexnet", "--algo", "direct,im2col,fft,winograd", "--batch", "1",
             "--mode", "accuracy", "--fill", "exact", "--no-progress")
@@ -40,9 +41,10 @@ def _env(**extra):
 
 
 class DaskCluster:
-    """``dask scheduler`` and one ``dask worker`` (no nanny) per environment given."""
+    """``dask scheduler`` and one ``dask worker`` per environment given (without a nanny
+    unless ``nanny``: then each worker starts with the nanny's ``pre-spawn-environ``)."""
 
-    def __init__(self, tmp: Path, workers: list[dict]):
+    def __init__(self, tmp: Path, workers: list[dict], nanny: bool = False):
         self.file = tmp / "scheduler.json"
         self.procs = []
         self.scheduler = self._start(tmp, "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -52,8 +54,9 @@ class DaskCluster:
             time.sleep(0.2)
         self.address = json.loads(self.file.read_text())["address"]
         self.workers = [self._start(tmp, "worker", "--scheduler-file", str(self.file),
-                                    "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-                                    "--no-dashboard", "--name", f"w{i}", env=env)
+                                    "--nthreads", "1", "--nanny" if nanny else "--no-nanny",
+                                    "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
+                                    env=env)
                         for i, env in enumerate(workers)]
         from distributed import Client
 
@@ -86,9 +89,9 @@ HOST_B = {"CONVBENCH_HOST": "host-b", "DASK_DISTRIBUTED__WORKER__DAEMON": "False
 
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory):
-    """Two workers posing as two hosts with different fingerprints (non-daemonic workers:
-    each measurement runs in a convbench worker process beside the Dask worker)."""
-    cluster = DaskCluster(tmp_path_factory.mktemp("two_hosts"), [HOST_A, HOST_B])
+    """Two workers posing as two hosts with different fingerprints (non-daemonic workers
+    under a nanny: each round runs in a convbench worker process beside the Dask worker)."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("two_hosts"), [HOST_A, HOST_B], nanny=True)
     yield cluster
     cluster.close()
 
@@ -122,6 +125,10 @@ def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts,
     assert ours == theirs  # the exact fill's errors, bit for bit
     records = load_run(there).records
     assert {r["host"] for r in records} == {"host-a", "host-b"}  # every worker took part
+    # One worker per host: each measurement gets all the host's cores, BLAS included
+    # (not the single thread a Dask nanny gives its worker).
+    assert {n for r in records for n in r["blas_threads"]} == {CORES}
+    assert not any("worker_environ" in r for r in records)
     header = load_run(there).headers[0]["environment"]["cluster"]
     assert header["scheduler"] == two_hosts.address
     assert sorted(w["host"] for w in header["workers"].values()) == ["host-a", "host-b"]
@@ -291,6 +298,8 @@ def test_ctrl_c_keeps_every_finished_record_and_resume_completes(one_host, tmp_p
     assert proc.returncode == 130, stderr
     first = load_run(out).records
     assert all(r["status"] == "ok" for r in first)
+    # A timed sweep gives each measurement all the cores, BLAS included.
+    assert {n for r in first for n in r["blas_threads"]} == {CORES}
     complete = [r for r in first if not r.get("incomplete")]
     # Records whose rounds the interrupt cut short are kept, marked incomplete.
     assert 2 <= len(complete) < SLEEPY_COUNT

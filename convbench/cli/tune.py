@@ -28,7 +28,8 @@ def add_parser(sub: Any, name: str) -> None:
                    "write a plan cache that algo='auto' and convbench.plan use")
     tune.add_argument("descriptors", nargs="*", metavar="DESCRIPTOR",
                       help="benchdnn descriptors to tune instead of (or besides) a suite")
-    tune.add_argument("--suite", help="suite name (see 'convbench list suites') or file path")
+    tune.add_argument("--suite", help="comma list of suite names (see 'convbench list suites') "
+                                      "or files")
     tune.add_argument("--backend", choices=BACKENDS, default="cpu")
     tune.add_argument("--budget", type=positive_float, required=True,
                       help="largest error a chosen kernel may have, e.g. 1e-6")

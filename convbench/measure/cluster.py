@@ -40,7 +40,10 @@ crashes costs one ``failed`` record, and ``--timeout`` holds. In a daemonic
 worker process it runs in the worker itself (the rounds then share it); a
 crash then kills that worker and Dask runs the round again elsewhere, until
 ``distributed.scheduler.allowed-failures`` is spent, and the record is
-``failed`` with Dask's ``KilledWorker``. Either way a round whose worker dies
+``failed`` with Dask's ``KilledWorker``; its BLAS also keeps the single thread a
+Dask nanny's ``pre-spawn-environ`` gives it (the record's ``worker_environ``
+says so), so start such workers with ``--no-nanny``. The convbench worker
+processes start without what the nanny set. Either way a round whose worker dies
 runs again on another worker and the record is written once. Ctrl-C cancels
 what has not finished; every record with a finished round is on disk (those
 short of their rounds marked ``incomplete``), and ``--resume`` completes the
@@ -124,6 +127,8 @@ def round_on_worker(task: runner.Task, round_index: int,
 
     host = host_name()
     settings = task.settings
+    if "nanny_environ" not in _STATE:
+        _STATE["nanny_environ"] = _forget_nanny_environ()
     if settings.threads is None and not settings.timed and host in threads_by_host:
         task = replace(task, settings=replace(settings, threads=threads_by_host[host]))
     with _ONE_AT_A_TIME:
@@ -145,7 +150,8 @@ def _measure_round(task: runner.Task, round_index: int) -> Record:
     """:func:`runner.measure_round` in this worker's convbench worker process for the round,
     where it may start one, else here."""
     settings = task.settings
-    if settings.isolate and not multiprocessing.current_process().daemon:
+    isolated = settings.isolate and not multiprocessing.current_process().daemon
+    if isolated:
         pool = _STATE.get("pool")
         if pool is None or _STATE.get("pool_threads") != settings.threads:
             if pool is not None:
@@ -169,7 +175,31 @@ def _measure_round(task: runner.Task, round_index: int) -> Record:
         info = _STATE["pinned_info"]
     rec["threads"] = (info or {}).get("threads")
     rec["numba_threading_layer"] = (info or {}).get("numba_threading_layer")
+    rec["blas_threads"] = [pool.get("num_threads") for pool in (info or {}).get("blas") or []
+                           if pool.get("internal_api") != "openmp"]
+    if not isolated and _STATE.get("nanny_environ"):
+        # This worker started with them, and its own BLAS keeps what they set.
+        rec["worker_environ"] = dict(_STATE["nanny_environ"])
     return rec
+
+
+def _forget_nanny_environ() -> dict[str, str]:
+    """Take out of this worker's environment what a Dask nanny put there for it.
+
+    A nanny starts its worker with ``distributed.nanny.pre-spawn-environ``:
+    single-threaded OpenMP, MKL and OpenBLAS and an eager trim of the C heap,
+    which would change what convbench measures (its thread counts and the
+    heap it fixes). A variable is taken out only where it still has the
+    nanny's value; the convbench worker processes started after that run as
+    they would without Dask. Returns what was taken out.
+    """
+    import dask  # noqa: PLC0415 -- we run inside a Dask worker
+
+    removed = {}
+    for var, value in (dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}).items():
+        if os.environ.get(var) == str(value):
+            removed[var] = os.environ.pop(var)
+    return removed
 
 
 def platform_id(backend: str) -> str:
@@ -397,8 +427,10 @@ def connect(scheduler: str) -> Iterator[Cluster]:
 
     with contextlib.ExitStack() as stack:
         if kind == "local":
-            # Non-daemonic workers may start convbench's worker processes (crash isolation).
-            stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
+            # Non-daemonic workers may start convbench's worker processes (crash isolation);
+            # no single-threaded BLAS or eager heap trim in their environment.
+            stack.enter_context(dask.config.set({"distributed.worker.daemon": False,
+                                                 "distributed.nanny.pre-spawn-environ": {}}))
             local = stack.enter_context(distributed.LocalCluster(
                 n_workers=int(where), threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=None))
