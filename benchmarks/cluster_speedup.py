@@ -8,7 +8,9 @@ configuration uses every core: the comparison is processes against threads.
 
 Reported per configuration: the median wall time of the command (start-up
 included) and, for the Dask runs, of the sweep itself (first measurement's start
-to last one's end, from the records' ``measured_at``); and the ratios.
+to last one's end, from the records' ``measured_at``); the ratios within each
+round, where the machine's load fell alike, and their medians; and the load
+average before each run (a shared machine's other tenants show there).
 
     python benchmarks/cluster_speedup.py --rounds 3 --out results/cpu/cluster_speedup
 """
@@ -54,34 +56,40 @@ def main() -> int:
     args = parser.parse_args()
     walls: dict[str, list[float]] = {name: [] for name in CONFIGS}
     spans: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    loads: dict[str, list[float]] = {name: [] for name in CONFIGS}
     counts = set()
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name, extra in CONFIGS.items():
                 time.sleep(0.15)
+                loads[name].append(os.getloadavg()[0])
                 wall, span, count = run_once(extra, Path(tmp))
                 walls[name].append(wall)
                 if span is not None:
                     spans[name].append(span)
                 counts.add(count)
-                print(f"{name}: {wall:.1f} s wall" + (f", sweep {span:.1f} s" if span else ""),
-                      file=sys.stderr)
+                print(f"{name}: {wall:.1f} s wall" + (f", sweep {span:.1f} s" if span else "")
+                      + f", load {loads[name][-1]:.1f}", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in walls.items()}
-    med_span = {k: statistics.median(v) for k, v in spans.items() if v}
+    workers = [a / b for a, b in zip(spans["local:1"], spans["local:2"], strict=True)]
+    dask = [a / b for a, b in zip(walls["no Dask"], walls["local:2"], strict=True)]
     lines = ["# Accuracy sweep: 2 Dask workers against 1, and against no Dask\n",
              f"`convbench run {' '.join(SWEEP)}` ({', '.join(map(str, sorted(counts)))} "
              f"measurements), {args.rounds} interleaved rounds on {os.cpu_count()} cores of a "
              "shared machine; medians.\n",
-             "| configuration | wall s (median) | all rounds | sweep s (median) |",
-             "|---|---:|---|---:|"]
+             "| configuration | wall s (median) | wall s, each round | sweep s, each round "
+             "| load average before, each round |",
+             "|---|---:|---|---|---|"]
     for name in CONFIGS:
-        lines.append(f"| {name} | {med[name]:.1f} | {', '.join(f'{w:.1f}' for w in walls[name])}"
-                     f" | {med_span[name]:.1f} |" if name in med_span else
-                     f"| {name} | {med[name]:.1f} | "
-                     f"{', '.join(f'{w:.1f}' for w in walls[name])} | — |")
-    lines += ["", f"* local:1 / local:2, wall: {med['local:1'] / med['local:2']:.2f}x; sweep: "
-              f"{med_span['local:1'] / med_span['local:2']:.2f}x",
-              f"* no Dask / local:2, wall: {med['no Dask'] / med['local:2']:.2f}x"]
+        each = ", ".join(f"{w:.1f}" for w in walls[name])
+        sweep = ", ".join(f"{w:.1f}" for w in spans[name]) or "—"
+        load = ", ".join(f"{w:.1f}" for w in loads[name])
+        lines.append(f"| {name} | {med[name]:.1f} | {each} | {sweep} | {load} |")
+    lines += ["", f"* local:1 / local:2, sweep time, per round: "
+              f"{', '.join(f'{r:.2f}' for r in workers)}; median "
+              f"{statistics.median(workers):.2f}x",
+              f"* no Dask / local:2, wall time, per round: {', '.join(f'{r:.2f}' for r in dask)}"
+              f"; median {statistics.median(dask):.2f}x"]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
@@ -89,7 +97,7 @@ def main() -> int:
         Path(f"{args.out}.md").write_text(text)
         Path(f"{args.out}.json").write_text(json.dumps(
             {"sweep": SWEEP, "rounds": args.rounds, "cpu_count": os.cpu_count(),
-             "wall_s": walls, "sweep_s": spans}, indent=1) + "\n")
+             "wall_s": walls, "sweep_s": spans, "loadavg": loads}, indent=1) + "\n")
     return 0
 
 

@@ -115,8 +115,7 @@ def _errors(path):
 
 def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts, tmp_path):
     here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
-    proc = _convbench("run", *ACCURACY, "--out", str(here))
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["run", *ACCURACY, "--out", str(here), "--no-isolate"]) == 0
     proc = _convbench("run", *ACCURACY, "--out", str(there), "--scheduler", two_hosts.address)
     assert proc.returncode == 0, proc.stderr
     ours, theirs = _errors(here), _errors(there)
@@ -137,8 +136,8 @@ def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts,
 def test_perf_records_of_two_hosts_keep_their_platforms_apart(two_hosts, tmp_path):
     out = tmp_path / "perf.jsonl"
     proc = _convbench("run", *SMALL, "--algo", "direct,im2col,onednn", "--mode", "perf",
-                      "--cooldown", "0", "--min-reps", "3", "--min-time", "0", "--threads", "1",
-                      "--out", str(out),
+                      "--rounds", "2", "--cooldown", "0", "--min-reps", "3", "--min-time", "0",
+                      "--threads", "1", "--out", str(out),
                       "--no-progress", "--scheduler", two_hosts.address)
     assert proc.returncode == 0, proc.stderr
     run = load_run(out)
