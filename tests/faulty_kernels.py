@@ -56,7 +56,7 @@ def _spin(seconds):
 
 
 class Steady(_Base):
-    """Takes 0.5 ms per call, every call, in every process."""
+    """Takes 2 ms per call, every call, in every process."""
 
     name = "test_steady"
 
@@ -64,13 +64,14 @@ class Steady(_Base):
         y = np.zeros(p.output_shape, dtype=p.dtype)
 
         def run():
-            _spin(5e-4)
+            _spin(2e-3)
             return y
         return run
 
 
 class AlternatingCalls(_Base):
-    """0.2 ms and 1.0 ms on alternate calls: two states within one process."""
+    """1.2 ms and 3 ms on alternate calls: two states within one process (each call is
+    longer than the sweep's shortest timed run, so every call is a sample of its own)."""
 
     name = "test_alternating"
 
@@ -80,7 +81,7 @@ class AlternatingCalls(_Base):
 
         def run():
             calls[0] += 1
-            _spin(1e-3 if calls[0] % 2 else 2e-4)
+            _spin(3e-3 if calls[0] % 2 else 1.2e-3)
             return y
         return run
 
@@ -108,13 +109,13 @@ def process_parity():
 
 
 class AlternatingProcesses(_Base):
-    """0.4 ms in one process, 1.0 ms in the next: two states between processes."""
+    """1.5 ms in one process, 4 ms in the next: two states between processes."""
 
     name = "test_alternating_processes"
 
     def prepare_call(self, p, x, w, bias):
         y = np.zeros(p.output_shape, dtype=p.dtype)
-        seconds = 1e-3 if process_parity() else 4e-4
+        seconds = 4e-3 if process_parity() else 1.5e-3
 
         def run():
             _spin(seconds)
