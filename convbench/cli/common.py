@@ -51,6 +51,9 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cooldown", type=non_negative_float, default=0.15,
                         help="seconds of pause before each round's warm calls, so that the "
                              "last library's threads stop spinning (default 0.15)")
+    parser.add_argument("--retries", type=non_negative_int, default=3,
+                        help="times a round is timed again when other processes or the "
+                             "hypervisor took CPU time while it ran (default 3)")
     parser.add_argument("--min-time", type=non_negative_float, default=0.1,
                         help="timed seconds per round, at least (default 0.1)")
     parser.add_argument("--min-reps", type=positive_int, default=5,
@@ -95,7 +98,8 @@ def sweep_settings(args: argparse.Namespace, **fixed: Any) -> Any:
     return SweepSettings(backend=args.backend, seed=args.seed, min_reps=args.min_reps,
                          min_time=args.min_time, max_time=args.max_time, threads=args.threads,
                          isolate=not args.no_isolate, timeout=args.timeout or None,
-                         rounds=args.rounds, cooldown=args.cooldown, **fixed)
+                         rounds=args.rounds, cooldown=args.cooldown,
+                         retries=args.retries, **fixed)
 
 
 def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[list, str,

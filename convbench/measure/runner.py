@@ -40,6 +40,7 @@ from convbench.contract import ErrorModel, as_prepared
 from convbench.errors import UnsupportedProblem
 from convbench.measure.clocks import make_clock
 from convbench.measure.compare import envelope
+from convbench.measure.disturbance import CpuWatch, disturbance, wait_for_quiet
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache, error_metrics
 from convbench.measure.stats import summarize
@@ -64,6 +65,8 @@ DEFAULT_WARMUP = 2
 #: Seconds a timed run lasts at least: calls shorter than this are timed in batches,
 #: so that a round of a microsecond call keeps about a hundred runs.
 MIN_SAMPLE_S = 1e-3
+#: Times a disturbed round is timed again (see :mod:`convbench.measure.disturbance`).
+DEFAULT_RETRIES = 3
 #: Significant digits kept of each stored sample (far below any run-to-run change).
 SAMPLE_DIGITS = 6
 
@@ -96,6 +99,10 @@ class SweepSettings:
         Seconds of pause before each round's warm calls.
     warmup : int
         Warm calls after the cool-down.
+    retries : int
+        Times a round is timed again when other processes or the hypervisor
+        took CPU time while it ran (:mod:`convbench.measure.disturbance`);
+        a round still disturbed after them makes its record unstable.
     """
 
     backend: str = "cpu"
@@ -112,6 +119,7 @@ class SweepSettings:
     rounds: int = DEFAULT_ROUNDS
     cooldown: float = DEFAULT_COOLDOWN
     warmup: int = DEFAULT_WARMUP
+    retries: int = DEFAULT_RETRIES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -122,6 +130,8 @@ class SweepSettings:
             raise ValueError(f"cooldown must be >= 0, got {self.cooldown}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
 
     @property
     def timed(self) -> bool:
@@ -207,11 +217,15 @@ def measure_round(task: Task, round_index: int = 0,
         call = as_prepared(kernel.prepare(p, x, w, b))
         prepare_s = time.perf_counter() - t0
         if settings.timed:
-            timing = _time(call, settings, kernel.clock)
+            timing, retries, disturbed = _time(call, settings, kernel.clock)
             rec["time"] = {"samples_s": [float(f"{v:.{SAMPLE_DIGITS}g}")
                                          for v in timing.times_s],
                            "prepare_s": prepare_s, "first_call_s": timing.first_call_s,
-                           "batch": timing.batch}
+                           "batch": timing.batch, "retries": retries,
+                           "disturbed": disturbed}
+            if timing.window is not None:
+                rec["time"].update(foreign_cores=round(timing.window["foreign_cores"], 3),
+                                   steal_cores=round(timing.window["steal_cores"], 3))
             if settings.backend == "gpu":
                 rec["time"].update(clock=kernel.clock, flush_l2=settings.flush_l2)
         y = call()
@@ -268,13 +282,18 @@ def combine_rounds(task: Task, rounds: list[Record]) -> Record:
         return rec
     samples = [list(r["time"]["samples_s"]) for r in rounds]
     summary = summarize(samples)
+    disturbed = [f"round {i}: {r['time']['disturbed']}" for i, r in enumerate(rounds)
+                 if r["time"].get("disturbed")]
     flat = Timing(times_s=[v for r in samples for v in r])
     first = rounds[0]["time"]
     rec["time"] = {
         "rounds": len(rounds), "median_s": summary.median_s,
         "ci95_s": list(summary.ci95_s), "round_medians_s": list(summary.round_medians_s),
-        "log_se": summary.log_se, "df": summary.df, "unstable": summary.unstable,
-        "unstable_reasons": list(summary.why_unstable),
+        "log_se": summary.log_se, "df": summary.df,
+        "unstable": summary.unstable or bool(disturbed),
+        "unstable_reasons": list(summary.why_unstable) + disturbed,
+        "retries": [r["time"].get("retries", 0) for r in rounds],
+        "foreign_cores": [r["time"].get("foreign_cores") for r in rounds],
         "min_s": flat.min_s, "p10_s": flat.percentile(10), "p90_s": flat.percentile(90),
         "reps": flat.reps, "prepare_s": first["prepare_s"],
         "first_call_s": first["first_call_s"],
@@ -324,13 +343,32 @@ def is_device_oom(exc: BaseException) -> bool:
                                            and "memory" in str(exc).lower())
 
 
-def _time(call: Callable[[], Any], settings: SweepSettings, clock: str) -> Timing:
-    """One round's timing of ``call`` on the kernel's clock, by the sweep's rule."""
+def _time(call: Callable[[], Any], settings: SweepSettings,
+          clock: str) -> tuple[Timing, int, str | None]:
+    """One round's timing of ``call`` on the kernel's clock, by the sweep's rule.
+
+    A host-clock round during which other processes or the hypervisor took CPU
+    time is timed again, after waiting for the machine to go quiet, up to
+    ``settings.retries`` times. Returns the timing, the retries it took, and why
+    the timing kept is still disturbed (None: it is not). The first call's time
+    is the first attempt's (the one that compiled).
+    """
     warmup = max(settings.warmup, 3) if settings.backend == "gpu" else settings.warmup
-    return bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
-                 min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
-                 cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
-                 flush_l2=settings.flush_l2)
+    watched = clock == "host"
+    first_call_s = None
+    for attempt in range(settings.retries + 1):
+        timing = bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
+                       min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
+                       cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
+                       flush_l2=settings.flush_l2, watch=CpuWatch() if watched else None)
+        if first_call_s is None:
+            first_call_s = timing.first_call_s
+        reason = disturbance(timing.window)
+        if reason is None or attempt == settings.retries:
+            break
+        wait_for_quiet()
+    timing.first_call_s = first_call_s
+    return timing, attempt, reason
 
 
 def _release_device_memory() -> None:

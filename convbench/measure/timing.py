@@ -58,6 +58,8 @@ class Timing:
     first_call_s: float = 0.0
     times_s: list[float] = field(default_factory=list)
     batch: int = 1
+    #: What a ``watch`` saw of the machine during the timed runs (None without one).
+    window: dict[str, float] | None = None
 
     @property
     def reps(self) -> int:
@@ -99,7 +101,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
           min_time: float = 0.2, warmup: int = 1, cooldown: float = 0.0,
           max_time: float = 30.0,
           max_reps: int = 100_000, batch: int = 1, min_sample: float = 0.0,
-          flush_l2: bool = False, wall: Callable[[], float] = time.perf_counter) -> Timing:
+          flush_l2: bool = False, wall: Callable[[], float] = time.perf_counter,
+          watch: Any = None) -> Timing:
     """Time ``fn`` until ``min_reps`` runs and ``min_time`` seconds are reached.
 
     Parameters
@@ -129,6 +132,11 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         Call ``clock.flush_l2()`` before every timed run, outside the clock.
     wall : callable
         Host clock in seconds (for the first call and ``max_time``).
+    watch : object with ``start()`` and ``stop() -> dict``, optional
+        Started when the timed runs start and stopped when they end; what it
+        returns becomes ``Timing.window``
+        (:class:`convbench.measure.disturbance.CpuWatch`: other processes'
+        CPU time meanwhile).
 
     Returns
     -------
@@ -162,6 +170,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         batch = max(1, math.ceil(min_sample / per_call))
     timing.batch = batch
     measured = 0.0
+    if watch is not None:
+        watch.start()
     started = wall()
     while True:
         if flush_l2:
@@ -175,4 +185,6 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         done = timing.reps >= min_reps and measured >= min_time
         late = timing.reps >= min_reps and wall() - started > max_time
         if done or late or timing.reps >= max_reps:
+            if watch is not None:
+                timing.window = watch.stop()
             return timing
