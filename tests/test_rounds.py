@@ -92,3 +92,55 @@ def test_a_failing_round_makes_the_record_and_stops_its_rounds(faulty_env):
     assert recs["test_raising"]["status"] == "failed"
     assert "planted failure" in recs["test_raising"]["reason"]
     assert recs["test_steady"]["time"]["rounds"] == 2
+
+
+def fake_rounds(monkeypatch, interrupt_at=None):
+    """measure_round replaced by a recorder of (layer, round) that returns a steady round."""
+    seen = []
+
+    def fake(task, r, references=None):
+        if len(seen) == interrupt_at:
+            raise KeyboardInterrupt
+        seen.append((task.layer.problem.ic, r))
+        rec = runner.base_record(task)
+        rec.update(status="ok", round=r, time={"samples_s": [1e-3, 1.01e-3, 0.99e-3],
+                                              "prepare_s": 0.0, "first_call_s": 0.0})
+        return rec
+    monkeypatch.setattr(runner, "measure_round", fake)
+    return seen
+
+
+def three_layers(block, rounds=3):
+    layers = select_layers([], [f"mb1ic{c}ih8oc4kh3ph1" for c in (1, 2, 3)])
+    s = runner.SweepSettings(mode="perf", rounds=rounds, isolate=False, round_block=block)
+    return runner.plan_tasks(layers, ["direct"], s), s
+
+
+def test_rounds_of_a_block_of_layers_are_interleaved_round_by_round(monkeypatch):
+    seen = fake_rounds(monkeypatch)
+    tasks, s = three_layers(block=2)
+    written = []
+    outcome = runner.run_sweep(tasks, s, None, on_record=lambda r: written.append(
+        (r["problem"], len(seen))))
+    assert seen == [(1, 0), (2, 0), (1, 1), (2, 1), (1, 2), (2, 2), (3, 0), (3, 1), (3, 2)]
+    # The first block's two records are written when its last round ends, before layer 3.
+    assert [n for _, n in written] == [6, 6, 9]
+    assert all(r["time"]["rounds"] == 3 for r in outcome.records)
+
+
+def test_block_zero_is_the_whole_sweep(monkeypatch):
+    seen = fake_rounds(monkeypatch)
+    tasks, s = three_layers(block=0, rounds=2)
+    runner.run_sweep(tasks, s, None)
+    assert seen == [(1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (3, 1)]
+
+
+def test_ctrl_c_inside_a_block_writes_its_records_incomplete(monkeypatch):
+    fake_rounds(monkeypatch, interrupt_at=3)  # after round 0 of both layers and one of round 1
+    tasks, s = three_layers(block=2)
+    outcome = runner.run_sweep(tasks, s, None)
+    assert outcome.interrupted
+    recs = {r["problem"]: r for r in outcome.records}
+    assert len(recs) == 2 and all(r["incomplete"] for r in recs.values())
+    assert sorted(r["time"]["rounds"] for r in recs.values()) == [1, 2]
+    assert runner.existing_keys([runner.Record(r) for r in outcome.records]) == set()

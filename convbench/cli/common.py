@@ -51,6 +51,10 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cooldown", type=non_negative_float, default=0.15,
                         help="seconds of pause before each round's warm calls, so that the "
                              "last library's threads stop spinning (default 0.15)")
+    parser.add_argument("--round-block", type=non_negative_int, default=8,
+                        help="layers whose rounds are interleaved: round r of each of them "
+                             "before round r+1 of any, so that a record's rounds lie far "
+                             "apart in time; 0: the whole sweep (default 8)")
     parser.add_argument("--retries", type=non_negative_int, default=3,
                         help="times a round is timed again when other processes or the "
                              "hypervisor took CPU time while it ran (default 3)")
@@ -99,7 +103,7 @@ def sweep_settings(args: argparse.Namespace, **fixed: Any) -> Any:
                          min_time=args.min_time, max_time=args.max_time, threads=args.threads,
                          isolate=not args.no_isolate, timeout=args.timeout or None,
                          rounds=args.rounds, cooldown=args.cooldown,
-                         retries=args.retries, **fixed)
+                         retries=args.retries, round_block=args.round_block, **fixed)
 
 
 def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[list, str,

@@ -65,6 +65,10 @@ DEFAULT_WARMUP = 2
 #: Seconds a timed run lasts at least: calls shorter than this are timed in batches,
 #: so that a round of a microsecond call keeps about a hundred runs.
 MIN_SAMPLE_S = 1e-3
+#: Layers whose rounds are interleaved (see ``SweepSettings.round_block``): on this
+#: project's 2-core machine a ResNet-50 layer's round of five kernels takes about 2 s, so
+#: the rounds of a record lie some 15 s apart.
+DEFAULT_ROUND_BLOCK = 8
 #: Times a disturbed round is timed again (see :mod:`convbench.measure.disturbance`).
 DEFAULT_RETRIES = 3
 #: Significant digits kept of each stored sample (far below any run-to-run change).
@@ -99,6 +103,12 @@ class SweepSettings:
         Seconds of pause before each round's warm calls.
     warmup : int
         Warm calls after the cool-down.
+    round_block : int
+        Layers whose rounds are taken together: round ``r`` of every layer of
+        a block runs before round ``r + 1`` of any of them, so a record's
+        rounds lie a pass over the block apart in time and sample the
+        machine's slower changes too; a block's records are written when its
+        last round ends. 0: the whole sweep is one block.
     retries : int
         Times a round is timed again when other processes or the hypervisor
         took CPU time while it ran (:mod:`convbench.measure.disturbance`);
@@ -120,6 +130,7 @@ class SweepSettings:
     cooldown: float = DEFAULT_COOLDOWN
     warmup: int = DEFAULT_WARMUP
     retries: int = DEFAULT_RETRIES
+    round_block: int = DEFAULT_ROUND_BLOCK
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -130,6 +141,8 @@ class SweepSettings:
             raise ValueError(f"cooldown must be >= 0, got {self.cooldown}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.round_block < 0:
+            raise ValueError(f"round_block must be >= 0, got {self.round_block}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
 
@@ -520,14 +533,18 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
               done: set[tuple[str, str, str]] | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None,
               cluster: Any = None) -> SweepOutcome:
-    """Measure ``tasks`` in rounds and write each record as soon as its layer is done.
+    """Measure ``tasks`` in rounds and write each record as soon as its block is done.
+
+    Layers are taken in blocks of ``settings.round_block``: round 0 of every
+    layer of the block (its kernels in a shuffled order), then round 1, and so
+    on; then the block's records are written and the next block starts.
 
     Parameters
     ----------
     tasks : list of Task
     settings : SweepSettings
     writer : ResultWriter or None
-        Open writer; every record is flushed before the next layer starts.
+        Open writer; every record is flushed before the next block starts.
         ``None`` keeps the records in memory only (``convbench check``).
     done : set, optional
         Keys (problem, backend, kernel) to skip (``--resume``).
@@ -576,24 +593,32 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
             if on_record is not None:
                 on_record(rec)
 
-    group: list[Task] = []
+    block: list[list[Task]] = []
     rounds: dict[tuple, list[Record]] = {}
     try:
         if pinned_ctx is not None:
             threads_info = pinned_ctx.__enter__()
-        for layer_index, group in enumerate(layer_groups(todo)):
-            rounds = {t.key: [] for t in group}
-            live = list(group)
+        groups = list(layer_groups(todo))
+        size = settings.round_block or len(groups) or 1
+        for first in range(0, len(groups), size):
+            block = groups[first:first + size]
+            rounds = {t.key: [] for group in block for t in group}
+            live = {first + i: list(group) for i, group in enumerate(block)}
             for r in range(settings.planned_rounds):
-                for task in round_order(live, settings.seed, layer_index, r):
-                    rounds[task.key].append(one_round(task, r))
-                live = [t for t in live if rounds[t.key][-1].get("status") == "ok"]
+                for layer_index, tasks_left in live.items():
+                    for task in round_order(tasks_left, settings.seed, layer_index, r):
+                        rounds[task.key].append(one_round(task, r))
+                live = {i: [t for t in left if rounds[t.key][-1].get("status") == "ok"]
+                        for i, left in live.items()}
+                live = {i: left for i, left in live.items() if left}
                 if not live:
                     break
-            finish(group, rounds)
+            for group in block:
+                finish(group, rounds)
     except KeyboardInterrupt:
         interrupted = True
-        finish(group, rounds)
+        for group in block:
+            finish(group, rounds)
     finally:
         if pool is not None:
             pool.close(kill=interrupted)
