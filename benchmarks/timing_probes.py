@@ -18,6 +18,13 @@ Each probe isolates one suspect and prints what it saw (``--out`` also writes
   cache line, interleaved in one process.
 * ``hugepages`` -- transparent huge pages: the system setting and this
   process's ``AnonHugePages`` after the inputs of a large layer exist.
+* ``contention`` -- each kernel in 0.1 s windows alone, then with one busy
+  process beside it, with the other processes' cores that
+  :class:`convbench.measure.disturbance.CpuWatch` saw in each window.
+* ``drift`` -- the machine itself over time: the calibration kernel and a
+  one-thread direct call, 0.2 s of each every second for ``--drift-s``
+  seconds, nothing else running (what is left moves with the host, not with
+  this VM's processes).
 
 Usage::
 
@@ -42,7 +49,8 @@ import numpy as np
 
 LAYER = "mb1ic64ih56oc64kh3ph1"  # ResNet-50 res2_branch2b at batch 1
 KERNELS = ("direct", "im2col", "winograd", "fft", "onednn")
-PROBES = ("processes", "threads", "spin", "order", "alignment", "hugepages")
+PROBES = ("processes", "threads", "spin", "order", "alignment", "hugepages", "contention",
+          "drift")
 
 
 def _task_stats() -> dict[int, tuple[int, int]]:
@@ -247,6 +255,76 @@ def probe_hugepages() -> dict[str, Any]:
     return out
 
 
+def _window_median(call: Any, seconds: float) -> float:
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or not times:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def probe_contention(windows: int = 5) -> dict[str, Any]:
+    """Each kernel alone and beside one busy process, 0.1 s windows (medians in ms)."""
+    from convbench.measure.disturbance import CpuWatch  # noqa: PLC0415
+    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    with pinned_threads(None):
+        calls = {k: _prepared(k) for k in KERNELS}
+        for kernel, call in calls.items():
+            call()
+            row: dict[str, Any] = {}
+            for case in ("alone", "beside a busy process"):
+                busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                        if case != "alone" else None)
+                time.sleep(0.3)
+                medians, foreign = [], []
+                for _ in range(windows):
+                    watch = CpuWatch()
+                    watch.start()
+                    medians.append(_window_median(call, 0.1) * 1e3)
+                    window = watch.stop() or {}
+                    foreign.append(round(window.get("foreign_cores", float("nan")), 2))
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+                row[case] = {"median_ms": statistics.median(medians), "foreign_cores": foreign}
+            row["slowdown"] = (row["beside a busy process"]["median_ms"]
+                               / row["alone"]["median_ms"])
+            out[kernel] = row
+            print(f"contention {kernel:9s} alone {row['alone']['median_ms']:.3f} ms, beside a "
+                  f"busy process {row['beside a busy process']['median_ms']:.3f} ms "
+                  f"({row['slowdown']:.1f}x)", flush=True)
+    return out
+
+
+def probe_drift(seconds: float = 60.0) -> dict[str, Any]:
+    """Calibration kernel and a one-thread direct call every second (medians in ms)."""
+    from convbench.measure.noise import calibrate  # noqa: PLC0415
+    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+    samples: dict[str, list[float]] = {"calibration": [], "direct, 1 thread": []}
+    with pinned_threads(1):
+        call = _prepared("direct")
+        call()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            samples["calibration"].append(calibrate(0.2)["median_s"] * 1e3)
+            samples["direct, 1 thread"].append(_window_median(call, 0.2) * 1e3)
+            time.sleep(max(0.0, 1.0 - (time.perf_counter() - t0)))
+    out = {}
+    for name, v in samples.items():
+        out[name] = {"medians_ms": [round(x, 4) for x in v], "max_over_min": max(v) / min(v),
+                     "p90_over_p10": statistics.quantiles(v, n=10)[-1]
+                     / statistics.quantiles(v, n=10)[0]}
+        print(f"drift {name}: max/min {out[name]['max_over_min']:.2f}, p90/p10 "
+              f"{out[name]['p90_over_p10']:.2f} over {len(v)} seconds", flush=True)
+    return out
+
+
 def report(results: dict[str, Any]) -> str:
     lines = ["# Timing probes", "", f"Layer `{LAYER}` (ResNet-50 res2_branch2b, batch 1), "
              "all cores. See benchmarks/timing_probes.py for what each probe does.", ""]
@@ -279,6 +357,19 @@ def report(results: dict[str, Any]) -> str:
                   for k, r in results["alignment"].items()]
     if "hugepages" in results:
         lines += ["", "## Transparent huge pages", "", f"`{results['hugepages']}`"]
+    if "contention" in results:
+        lines += ["", "## Beside one busy process (ms, median of 0.1 s windows)", "",
+                  "| kernel | alone | other processes' cores | beside a busy process | "
+                  "other processes' cores | slowdown |", "|---|---:|---|---:|---|---:|"]
+        for k, r in results["contention"].items():
+            a, b = r["alone"], r["beside a busy process"]
+            lines.append(f"| {k} | {a['median_ms']:.3f} | {a['foreign_cores']} | "
+                         f"{b['median_ms']:.3f} | {b['foreign_cores']} | {r['slowdown']:.1f}x |")
+    if "drift" in results:
+        lines += ["", "## The machine over time (one sample a second, nothing else running)",
+                  "", "| workload | seconds | max / min | p90 / p10 |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {len(r['medians_ms'])} | {r['max_over_min']:.2f} | "
+                  f"{r['p90_over_p10']:.2f} |" for k, r in results["drift"].items()]
     return "\n".join(lines)
 
 
@@ -286,6 +377,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", default=",".join(PROBES))
     parser.add_argument("--procs", type=int, default=8)
+    parser.add_argument("--drift-s", type=float, default=60.0)
     parser.add_argument("--out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -300,6 +392,10 @@ def main() -> int:
                      ("alignment", probe_alignment), ("hugepages", probe_hugepages)):
         if name in wanted:
             results[name] = fn()
+    if "contention" in wanted:
+        results["contention"] = probe_contention()
+    if "drift" in wanted:
+        results["drift"] = probe_drift(args.drift_s)
     text = report(results)
     print("\n" + text)
     if args.out:
