@@ -57,6 +57,9 @@ class CpuKernel(KernelBase):
         return None
 
     def supports(self, p: ConvProblem) -> str | None:
+        reason = self.direction_reason(p)
+        if reason is not None:
+            return reason
         if p.dtype not in CPU_DTYPES:
             return f"CPU kernels run float32 and float64, got {p.dtype} (float16 is GPU-only)"
         return self.problem_reason(p)
