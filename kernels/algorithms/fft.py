@@ -256,13 +256,14 @@ def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None
 
 
 def adjoint_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                           workers: int = 1) -> np.ndarray:
-    """``rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
+                           workers: int = 1, scale: float = 1.0) -> np.ndarray:
+    """``scale * rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
 
     ``w_f`` is the dilated filter with tap ``(0, 0)`` at ``(-pad) mod L``, as in
     the whole-image forward path; float64, rounded once.
     """
-    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers)
+    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers,
+                          scale=scale)
     return np.ascontiguousarray(np.conj(spec).transpose(0, 1, 3, 2),
                                 dtype=COMPLEX[np.dtype(dtype)])
 

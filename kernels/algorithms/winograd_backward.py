@@ -36,6 +36,8 @@ import numpy as np
 
 from convbench.problem import ConvProblem
 
+from .tiling import plan_tiles
+
 #: F(2x2,3x3): output tile, filter, input tile.
 TILE_OUT = 2
 FILTER = 3
@@ -112,6 +114,18 @@ def weight_workspace_bytes(p: ConvProblem, block: tuple[int, int, int], itemsize
     """``U`` and ``V`` of one block of tiles, plus the 16 GEMMs' sums ``M``."""
     nb, rows, cols = block
     return (16 * (p.ic + p.oc) * nb * rows * cols + 16 * p.oc * (p.ic // p.g)) * itemsize
+
+
+def plan_weight_blocks(p: ConvProblem, cap: int, itemsize: int) -> tuple[int, int, int]:
+    """(images, tile rows, tile columns) per block whose ``U`` and ``V`` fit the cap.
+
+    ``M`` and one block's own sums beside it are part of the workspace too.
+    """
+    tile_rows, tile_cols = weight_tile_grid(p)
+    per_row = 16 * (p.ic + p.oc) * tile_cols * itemsize
+    nb, rows = plan_tiles(p.mb, tile_rows, per_row,
+                          cap - 32 * p.oc * (p.ic // p.g) * itemsize)
+    return nb, rows, tile_cols
 
 
 def gradient_transform(dy_tiles: np.ndarray) -> np.ndarray:

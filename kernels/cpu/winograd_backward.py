@@ -26,7 +26,6 @@ from convbench.problem import ConvProblem
 from convbench.problem.arguments import aligned_empty
 
 from ..algorithms import winograd_backward as algorithm
-from ..algorithms.tiling import plan_tiles
 from .fft import bias_gradient
 
 
@@ -100,11 +99,8 @@ def gradient_tiles(dy, u, n0, nb, tr0, n_tile_rows, n_tile_cols):
 
 
 def plan_weight_blocks(p: ConvProblem, cap: int) -> tuple[int, int, int]:
-    """(images, tile rows, tile columns) per block whose ``U`` and ``V`` fit the cap."""
-    tile_rows, tile_cols = algorithm.weight_tile_grid(p)
-    per_row = 16 * (p.ic + p.oc) * tile_cols * p.itemsize
-    nb, rows = plan_tiles(p.mb, tile_rows, per_row, cap - 32 * p.oc * (p.ic // p.g) * p.itemsize)
-    return nb, rows, tile_cols
+    """(images, tile rows, tile columns) per block of bwd_w (see the algorithm's)."""
+    return algorithm.plan_weight_blocks(p, cap, p.itemsize)
 
 
 def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
