@@ -5,6 +5,8 @@ import dataclasses
 import numpy as np
 import torch
 
+from convbench.problem import to_host
+
 DIRECTIONS = ("bwd_d", "bwd_w", "bwd_wb")
 
 
@@ -51,6 +53,7 @@ def check_problem(kernel, base, seed=0):
     for direction in DIRECTIONS:
         p = dataclasses.replace(base, dir=direction, bias=direction == "bwd_wb")
         got = run_direction(kernel, p, x, w, dy)
+        got = tuple(to_host(g) for g in got) if isinstance(got, tuple) else to_host(got)
         if direction == "bwd_d":
             assert got.shape == p.input_shape and got.dtype == np.dtype(p.dtype)
             assert_within_bound(got, dx_ref, sx, p, f"{kernel.name} dx")
