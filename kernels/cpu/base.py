@@ -87,6 +87,16 @@ def empty_output(p: ConvProblem) -> np.ndarray:
     return aligned_empty(p.output_shape, p.dtype)
 
 
+def empty_input(p: ConvProblem) -> np.ndarray:
+    """The ``dx`` buffer a prepared bwd_d kernel writes into and returns (cache-line aligned)."""
+    return aligned_empty(p.input_shape, p.dtype)
+
+
+def empty_weights(p: ConvProblem) -> np.ndarray:
+    """The ``dw`` buffer a prepared bwd_w kernel writes into and returns (cache-line aligned)."""
+    return aligned_empty(p.weight_shape, p.dtype)
+
+
 def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:
     """The bias, or zeros: one compiled specialization serves layers with and without."""
     return bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
