@@ -51,7 +51,7 @@ def spreads(runs: list[Run]) -> dict[str, dict[str, float]]:
     for key in set.intersection(*(set(x) for x in latest)):
         medians = [x[key].median_s for x in latest]
         if all(medians):
-            per_kernel.setdefault(key[2], []).append(max(medians) / min(medians) - 1)
+            per_kernel.setdefault(key[-1], []).append(max(medians) / min(medians) - 1)
     return {k: {"median": statistics.median(v), "largest": max(v), "layers": len(v)}
             for k, v in sorted(per_kernel.items())}
 
@@ -75,7 +75,7 @@ def coverage(runs: list[Run]) -> dict[str, Any]:
             if lo <= rec.median_s <= hi:
                 inside += 1
             else:
-                misses.append((rec.label, key[2], i, j))
+                misses.append((rec.label, key[-1], i, j))
     return {"inside": inside, "pairs": total, "share": inside / total if total else None,
             "misses": misses[:20]}
 

@@ -17,6 +17,12 @@ Each kernel's ``rel_l2`` against the float64 reference is measured on the
 batch-1 layers (the reference of a batch-32 layer costs more than the whole
 comparison; the error per output does not depend on the batch).
 
+``--direction fwd,bwd_d,bwd_w`` (default ``fwd``) measures each layer in
+each listed direction: the kernels' backward passes against cuDNN's dgrad and
+wgrad engines (``cudnn_best`` is then the fastest admissible conv_dgrad or
+conv_wgrad plan), with a table, whole-network times and a target row per
+direction.
+
 Layers run in the order of the targets (batch 32 fp32, then fp16, tf32, then
 batch 1), and ``--budget`` seconds stop the run between layers: a device call
 has a time limit, and what was measured is always reported. Ctrl-C and a
@@ -27,6 +33,7 @@ Usage::
     python benchmarks/vs_cudnn.py                       # the full run
     python benchmarks/vs_cudnn.py --quick               # a subset, under 2 minutes
     python benchmarks/vs_cudnn.py --out results/gpu/vs_cudnn   # also .json and .md
+    python benchmarks/vs_cudnn.py --quick --batch 32 --math fp32 --direction fwd,bwd_d,bwd_w
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,9 @@ from convbench.measure.peers import LayerComparison, compare_layer, geomean
 from convbench.problem import ConvProblem
 from convbench.problem.conv_problem import MATH_MODES
 from convbench.problem.suites import load_suite
+
+#: The directions a run may list; bwd_wb is bwd_w with the bias gradient.
+DIRECTIONS = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
 
 PEERS = ("cudnn", "cudnn_best", "torch_cudnn")
 BEST_PEER = "cudnn_best"
@@ -64,28 +74,35 @@ class Measured:
     repeat: int
     comparison: LayerComparison
     seconds: float = 0.0
+    dir: str = "fwd"
 
     @property
     def problem(self) -> ConvProblem:
         return ConvProblem.parse(self.comparison.problem)
 
 
-def with_math(p: ConvProblem, math: str, mb: int) -> ConvProblem:
+def with_math(p: ConvProblem, math: str, mb: int, direction: str = "fwd") -> ConvProblem:
+    """``p`` at batch ``mb`` in math mode ``math`` and ``direction`` (bwd_wb: with bias)."""
     dtype, fpmath = MATH_MODES[math]
-    return p.with_(mb=mb, dtype=dtype, fpmath=fpmath)
+    p = p.with_(mb=mb, dtype=dtype, fpmath=fpmath)
+    if direction == "fwd":
+        return p
+    return replace(p, dir=direction, bias=direction == "bwd_wb")
 
 
-def plan_layers(quick: bool, batches: list[int], maths: list[str]) -> list[tuple[str, int,
-                                                                                   ConvProblem]]:
-    """(suite, repeat, problem) in measuring order: batch-major, then math mode, then layer."""
+def plan_layers(quick: bool, batches: list[int], maths: list[str],
+                directions: tuple[str, ...] = ("fwd",)) -> list[tuple[str, int, ConvProblem]]:
+    """(suite, repeat, problem) in measuring order: batch, math mode, direction, then layer."""
     out = []
     for mb in batches:
         for math in maths:
-            for suite in ("resnet50", "vgg16"):
-                for layer in load_suite(suite):
-                    if quick and layer.problem.name not in QUICK_LAYERS[suite]:
-                        continue
-                    out.append((suite, layer.repeat, with_math(layer.problem, math, mb)))
+            for direction in directions:
+                for suite in ("resnet50", "vgg16"):
+                    for layer in load_suite(suite):
+                        if quick and layer.problem.name not in QUICK_LAYERS[suite]:
+                            continue
+                        out.append((suite, layer.repeat,
+                                    with_math(layer.problem, math, mb, direction)))
     return out
 
 
@@ -101,9 +118,9 @@ def is_winograd_target(p: ConvProblem) -> bool:
 
 
 def network_times(results: list[Measured], suite: str, math: str, mb: int,
-                  kernels: list[str]) -> dict[str, float] | None:
+                  kernels: list[str], direction: str = "fwd") -> dict[str, float] | None:
     """Whole-network ms per kernel, peer and ``best``, over the layers every one of them ran."""
-    rows = [m for m in results if (m.suite, m.math, m.mb) == (suite, math, mb)]
+    rows = [m for m in results if (m.suite, m.math, m.mb, m.dir) == (suite, math, mb, direction)]
     if not rows:
         return None
     totals: dict[str, float] = {}
@@ -124,7 +141,8 @@ def _ratio(r: LayerComparison, kernel: str, peer: str = BEST_PEER) -> float | No
 def target_rows(results: list[Measured], kernels: list[str]) -> list[str]:
     """The issue's targets: ratio or error, the layers it covers, and whether it is met."""
     def select(math: str, mb: int, keep: Any) -> list[Measured]:
-        return [m for m in results if m.math == math and m.mb == mb and keep(m)]
+        return [m for m in results if m.math == math and m.mb == mb and m.dir == "fwd"
+                and keep(m)]
 
     lines = ["| target | layers | measured | met |", "|---|---:|---:|---|"]
 
@@ -154,6 +172,11 @@ def target_rows(results: list[Measured], kernels: list[str]) -> list[str]:
         g = geomean(vals)
         row(f"fp32 mb32: {kernel} >= {threshold}x cudnn_best, geometric mean over {label}",
             len(vals), g, None if g is None else g >= threshold)
+    for direction in DIRECTIONS[1:]:
+        net = network_times(results, "resnet50", "fp32", 32, kernels, direction)
+        if net and BEST_PEER in net and "best" in net:
+            row(f"fp32 mb32 {direction}: best-of-convbench whole ResNet-50 / cudnn_best "
+                "(no target: reported)", int(net["layers"]), net[BEST_PEER] / net["best"], None)
     fp16 = {k: [m.comparison.rel_l2[k] for m in results if m.math == "fp16"
                 and k in m.comparison.rel_l2] for k in kernels}
     worst = max((max(v) for v in fp16.values() if v), default=None)
@@ -188,10 +211,12 @@ def report(results: list[Measured], kernels: list[str], pairs: int) -> str:
              "interleaved passes on CUDA events; `best`: the fastest convbench kernel per layer. "
              "`cudnn`: the frontend's heuristic plan, `torch_cudnn`: torch.nn.functional.conv2d "
              "with cudnn.benchmark, both as t_cudnn_best / t_peer.\n"]
-    groups = sorted({(m.mb, m.math) for m in results}, key=lambda k: (-k[0], k[1]))
-    for mb, math in groups:
-        rows = [m for m in results if (m.mb, m.math) == (mb, math)]
-        lines += [f"\n### batch {mb}, {math}\n",
+    groups = sorted({(m.mb, m.math, m.dir) for m in results},
+                    key=lambda k: (-k[0], k[1], DIRECTIONS.index(k[2])))
+    for mb, math, direction in groups:
+        rows = [m for m in results if (m.mb, m.math, m.dir) == (mb, math, direction)]
+        title = f"batch {mb}, {math}" + ("" if direction == "fwd" else f", {direction}")
+        lines += [f"\n### {title}\n",
                   "| suite | layer | " + " | ".join(kernels) + " | best | cudnn | torch_cudnn "
                   "| cudnn_best ms |", "|---|---|" + "---:|" * (len(kernels) + 4)]
         for m in rows:
@@ -208,7 +233,7 @@ def report(results: list[Measured], kernels: list[str], pairs: int) -> str:
             f"{k} {g:.2f}x" for k in kernels
             if (g := geomean([v for m in rows if (v := _ratio(m.comparison, k)) is not None]))))
         for suite in ("resnet50", "vgg16"):
-            net = network_times(results, suite, math, mb, kernels)
+            net = network_times(results, suite, math, mb, kernels, direction)
             if net:
                 lines.append(f"\nWhole {suite} ({net['layers']:.0f} layers, x repeat), ms: "
                              + ", ".join(f"{k} {v:.3f}" for k, v in net.items()
@@ -266,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which no new layer starts (540)")
     parser.add_argument("--accuracy-batch", type=int, default=1,
                         help="batch size whose layers also measure rel_l2 (1; 0: none)")
+    parser.add_argument("--direction", default="fwd",
+                        help="comma list of directions: fwd, bwd_d, bwd_w, bwd_wb (fwd)")
     parser.add_argument("--algo", default=",".join(KERNELS))
     parser.add_argument("--match", help="regex on layer names")
     parser.add_argument("--out", help="write OUT.json and OUT.md too")
@@ -276,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(maths) - set(MATH_MODES)
     if unknown:
         parser.error(f"unknown math modes {sorted(unknown)}; choose from {list(MATH_MODES)}")
+    directions = tuple(d for d in args.direction.split(",") if d)
+    if set(directions) - set(DIRECTIONS):
+        parser.error(f"unknown directions {sorted(set(directions) - set(DIRECTIONS))}; "
+                     f"choose from {list(DIRECTIONS)}")
     kernels = [n for n in args.algo.split(",") if n]
     from convbench.kernels.gpu.runtime import cupy_unavailable_reason  # noqa: PLC0415
 
@@ -283,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"needs a GPU: {reason}", file=sys.stderr)
         return 2
-    layers = plan_layers(args.quick, [int(b) for b in args.batch.split(",")], maths)
+    layers = plan_layers(args.quick, [int(b) for b in args.batch.split(",")], maths, directions)
     if args.match:
         import re  # noqa: PLC0415
 
@@ -304,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             ref = reference_of(p, references) if p.mb == args.accuracy_batch else None
             r = measure_layer(suite, p, kernels, args.pairs, args.sample_time, ref)
-            results.append(Measured(suite, p.math, p.mb, repeat, r, time.perf_counter() - t0))
-            print(f"{suite:8s} {p.name:16s} mb{p.mb:<2d} {p.math}: " + "  ".join(
+            results.append(Measured(suite, p.math, p.mb, repeat, r, time.perf_counter() - t0,
+                                    p.dir))
+            print(f"{suite:8s} {p.name:16s} mb{p.mb:<2d} {p.math} {p.dir}: " + "  ".join(
                 f"{n} {v:.2f}" for n in kernels if (v := _ratio(r, n)) is not None)
                 + f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
             if args.out:  # after every layer: an interrupted run keeps what it measured

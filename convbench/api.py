@@ -1,4 +1,5 @@
-"""``convbench.conv2d``: run one convolution with a chosen algorithm."""
+"""``convbench.conv2d`` and its gradients: run one convolution, in one direction, with a
+chosen algorithm."""
 
 from __future__ import annotations
 
@@ -7,27 +8,34 @@ from typing import Any
 
 import numpy as np
 
-from convbench.contract import Kernel
+from convbench.contract import Kernel, refusal
 from convbench.errors import UnsupportedProblem
 from convbench.plans import cache as plan_cache
 from convbench.plans.choice import Candidate, choose
 from convbench.problem import ConvProblem, problem_from_arrays
-from convbench.problem.arguments import array_module, to_host
+from convbench.problem.arguments import (
+    array_module,
+    problem_for_backward_data,
+    problem_for_backward_weights,
+    to_host,
+)
 from convbench.registry import get_kernel, kernels
 
 
 def auto_kernel(p: ConvProblem, backend: str = "cpu") -> Kernel:
-    """The kernel ``algo="auto"`` picks for ``p`` (documented rule).
+    """The kernel ``algo="auto"`` picks for ``p`` (documented rule), per direction.
 
-    Winograd for 3x3 stride-1 layers with at least 16 input and output
-    channels per group (below that the transforms cost more than they save);
-    FFT for filters of 7x7 or more with stride 1 and at least 16 channels;
-    otherwise im2col; direct for anything the others decline.
+    Forward and ``bwd_d``: Winograd for 3x3 stride-1 layers with at least 16
+    input and output channels per group (below that the transforms cost more
+    than they save); FFT for filters of 7x7 or more with stride 1 and at
+    least 16 channels; otherwise im2col; direct for anything the others
+    decline. ``bwd_w``/``bwd_wb``: im2col (one long GEMM over ``N*P*Q``),
+    else direct. Only kernels that compute the direction are candidates.
     """
     by_name = {k.name: k for k in kernels(backend, kind="kernel")}
     cg, kg = p.ic // p.g, p.oc // p.g
     preferred = []
-    if min(cg, kg) >= 16:
+    if min(cg, kg) >= 16 and p.dir in ("fwd", "bwd_d"):
         preferred.append("winograd")
         if min(p.kh, p.kw) >= 7 and p.stride == (1, 1):
             preferred.append("fft")
@@ -35,7 +43,7 @@ def auto_kernel(p: ConvProblem, backend: str = "cpu") -> Kernel:
     preferred += [name for name in by_name if name not in preferred]
     for name in preferred:
         kernel = by_name.get(name)
-        if kernel is not None and kernel.supports(p) is None:
+        if kernel is not None and refusal(kernel, p) is None:
             return kernel
     raise UnsupportedProblem(f"no {backend} kernel supports {p}")
 
@@ -67,7 +75,7 @@ def tuned_kernel(p: ConvProblem, backend: str = "cpu", budget: float | None = No
         kernel = get_kernel(name, backend)
     except ValueError:
         kernel = None
-    if kernel is None or kernel.supports(p) is not None:
+    if kernel is None or refusal(kernel, p) is not None:
         warnings.warn(f"convbench: the plan cache chose {backend} {name!r} for {p}, which "
                       "is not registered or does not support it here; using the documented "
                       "rule", plan_cache.PlanCacheWarning, stacklevel=3)
@@ -155,3 +163,130 @@ def conv2d(x: Any, w: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
     if p.mb == 0:
         return array_module(x).empty(p.output_shape, dtype=p.dtype)
     return as_array_of(array_module(x), kernel.prepare(p, x, w, bias)())
+
+
+def _runnable(p: ConvProblem, backend: str, algo: str) -> Kernel:
+    """The kernel ``algo`` names for ``p``, or ``UnsupportedProblem`` with its reason."""
+    kernel = select_kernel(p, backend, algo)
+    reason = refusal(kernel, p)
+    if reason is not None:
+        raise UnsupportedProblem(f"{backend} {kernel.name} cannot run {p}: {reason}")
+    return kernel
+
+
+def conv2d_backward_data(dy: Any, w: Any, x_shape: Any, stride: Any = 1, padding: Any = 0,
+                         dilation: Any = 1, groups: int = 1, algo: str = "direct",
+                         backend: str = "cpu") -> Any:
+    """Gradient of :func:`conv2d` with respect to its input (backward data).
+
+    Semantics are those of :func:`torch.nn.grad.conv2d_input`: ``dx`` such
+    that ``sum(dx * x') == sum(dy * conv2d(x', w, ...))`` for every ``x'`` of
+    shape ``x_shape``.
+
+    Parameters
+    ----------
+    dy : array, shape (N, K, P, Q)
+        Gradient of the output. NumPy for ``backend="cpu"``, CuPy for ``"gpu"``.
+    w : array, shape (K, C/groups, R, S)
+        The weights; same dtype as ``dy``.
+    x_shape : sequence of 4 ints
+        The input's shape (N, C, H, W). ``dy``'s size must be exactly the
+        output size of ``x_shape`` under the parameters; where the stride leaves
+        a remainder, several input sizes give the same output, and ``x_shape``
+        says which (what torch's ``output_padding`` does).
+    stride, padding, dilation, groups
+        As for :func:`conv2d` (every padding form, ``"same"`` and ``"valid"`` too).
+    algo : str
+        A registered algorithm that computes ``bwd_d`` or ``"auto"`` (the tuned
+        choice for this problem's ``bwd_d``, else :func:`auto_kernel`'s rule).
+    backend : {"cpu", "gpu"}
+
+    Returns
+    -------
+    array, shape ``x_shape``, dtype of ``dy``
+
+    Raises
+    ------
+    UnsupportedProblem
+        The algorithm cannot compute this problem's ``bwd_d`` (the message says why).
+    ValueError, TypeError
+        Bad input; the message names the expected and the given shapes or dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np, convbench
+    >>> dy = np.ones((1, 1, 2, 2), dtype=np.float32)
+    >>> w = np.ones((1, 1, 2, 2), dtype=np.float32)
+    >>> convbench.conv2d_backward_data(dy, w, (1, 1, 3, 3))[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]], dtype=float32)
+    """
+    p, dy, w = problem_for_backward_data(dy, w, x_shape, stride=stride, padding=padding,
+                                         dilation=dilation, groups=groups)
+    kernel = _runnable(p, backend, algo)
+    xp = array_module(dy)
+    if p.mb == 0:
+        return xp.zeros(p.input_shape, dtype=p.dtype)
+    return as_array_of(xp, kernel.prepare(p, dy, w, None)())
+
+
+def conv2d_backward_weights(x: Any, dy: Any, w_shape: Any, stride: Any = 1, padding: Any = 0,
+                            dilation: Any = 1, groups: int = 1, algo: str = "direct",
+                            backend: str = "cpu", bias_grad: bool = False) -> Any:
+    """Gradient of :func:`conv2d` with respect to its weights (and bias): backward weights.
+
+    Semantics are those of :func:`torch.nn.grad.conv2d_weight`; with
+    ``bias_grad`` also ``db = dy.sum((0, 2, 3))`` (benchdnn's BWD_WB).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The forward's input. NumPy for ``backend="cpu"``, CuPy for ``"gpu"``.
+    dy : array, shape (N, K, P, Q)
+        Gradient of the output; same dtype as ``x``, and exactly the output
+        size of ``x`` under the parameters.
+    w_shape : sequence of 4 ints
+        The weights' shape (K, C/groups, R, S).
+    stride, padding, dilation, groups
+        As for :func:`conv2d`.
+    algo : str
+        A registered algorithm that computes ``bwd_w`` (``bwd_wb`` with
+        ``bias_grad``) or ``"auto"``.
+    backend : {"cpu", "gpu"}
+    bias_grad : bool
+        Also return the bias gradient.
+
+    Returns
+    -------
+    array of shape ``w_shape``, or ``(dw, db)`` with ``db`` of shape (K,) if ``bias_grad``
+
+    Raises
+    ------
+    UnsupportedProblem
+        The algorithm cannot compute this problem's direction.
+    ValueError, TypeError
+        Bad input; the message names the expected and the given shapes or dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np, convbench
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> dw, db = convbench.conv2d_backward_weights(x, np.ones((1, 1, 2, 2)), (1, 1, 2, 2),
+    ...                                            bias_grad=True)
+    >>> dw[0, 0], db
+    (array([[ 8., 12.],
+           [20., 24.]]), array([4.]))
+    """
+    p, x, dy = problem_for_backward_weights(x, dy, w_shape, stride=stride, padding=padding,
+                                            dilation=dilation, groups=groups,
+                                            bias_grad=bias_grad)
+    kernel = _runnable(p, backend, algo)
+    xp = array_module(x)
+    if p.mb == 0:
+        dw = xp.zeros(p.weight_shape, dtype=p.dtype)
+        return (dw, xp.zeros(p.oc, dtype=p.dtype)) if bias_grad else dw
+    out = kernel.prepare(p, x, dy, None)()
+    if bias_grad:
+        return as_array_of(xp, out[0]), as_array_of(xp, out[1])
+    return as_array_of(xp, out)

@@ -21,6 +21,9 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
   same (native) dtype, C-contiguous, on the same device. The harness never
   passes it; :func:`convbench.plan` does, so that a call with a new input
   neither copies it nor transforms the weights again;
+* ``directions`` (optional, default ``("fwd",)``): the directions of
+  :data:`~convbench.problem.DIRECTIONS` the kernel computes; ``supports``
+  refuses the others;
 * ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
 * ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
 * ``error_model(p) -> ErrorModel``: which error envelope its results are held
@@ -34,6 +37,22 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
   harness records; an ``error_model`` entry there (an :class:`ErrorModel`)
   overrides ``error_model(p)`` for what the call really computes (cuDNN's
   engine is only known once a plan is chosen).
+
+``prepare`` takes the operands of ``p.dir`` in the order of
+``torch.nn.grad``'s functions, and its call returns the gradient:
+
+* ``fwd``: ``prepare(p, x, w, bias)``, the call returns ``y`` (``p.output_shape``);
+* ``bwd_d``: ``prepare(p, dy, w, None)``, the call returns ``dx`` (``p.input_shape``);
+* ``bwd_w``: ``prepare(p, x, dy, None)``, the call returns ``dw`` (``p.weight_shape``);
+* ``bwd_wb``: ``prepare(p, x, dy, None)``, the call returns ``(dw, db)``, ``db`` of
+  shape ``(K,)``.
+
+The attributes above read per direction: ``caches_weights`` means, for
+``bwd_d``, that ``prepare`` transforms ``w`` once; ``reads_input_at_call``
+that the call reads the current values of its array operands (``dy`` for
+``bwd_d``, ``x`` and ``dy`` for ``bwd_w``); ``takes_input_at_call`` that the
+call accepts ``call(dy)`` for ``bwd_d`` and ``call(x, dy)`` for
+``bwd_w``/``bwd_wb``. Output buffers belong to the kernel, as in the forward.
 
 :class:`KernelBase` implements the defaults and the refusal; subclasses
 write :meth:`KernelBase.prepare_call`.
@@ -129,6 +148,29 @@ def as_prepared(call: Callable[..., Any]) -> PreparedCall:
     return call if isinstance(call, PreparedCall) else Prepared(call)
 
 
+def kernel_directions(kernel: Any) -> tuple[str, ...]:
+    """The directions ``kernel`` computes (``("fwd",)`` where it does not say)."""
+    return tuple(getattr(kernel, "directions", ("fwd",)))
+
+
+def direction_refusal(kernel: Any, p: ConvProblem) -> str | None:
+    """Why ``kernel`` does not compute ``p``'s direction, or ``None``."""
+    if p.dir in kernel_directions(kernel):
+        return None
+    return (f"{getattr(kernel, 'backend', '?')} {getattr(kernel, 'name', '?')} does not "
+            f"compute {p.dir}")
+
+
+def refusal(kernel: Any, p: ConvProblem) -> str | None:
+    """Why ``kernel`` cannot run ``p``: its direction first, then ``kernel.supports(p)``.
+
+    The harness asks this rather than ``supports`` alone, so that a third-party
+    kernel that does not declare ``directions`` is never handed a backward
+    problem it would compute as a forward one.
+    """
+    return direction_refusal(kernel, p) or kernel.supports(p)
+
+
 @runtime_checkable
 class Kernel(Protocol):
     """What every kernel and baseline provides (see the module docstring)."""
@@ -171,6 +213,9 @@ class KernelBase:
     caches_weights: bool = False
     #: Storage dtypes the kernel computes.
     dtypes: tuple[str, ...] = ("float16", "float32", "float64")
+    #: Directions the kernel computes (of :data:`~convbench.problem.DIRECTIONS`);
+    #: :meth:`supports` refuses the others.
+    directions: tuple[str, ...] = ("fwd",)
     #: Whether the prepared call reads ``x`` when it runs (see the module docstring).
     #: False by default: a kernel that copies or transforms ``x`` in ``prepare`` must
     #: not claim it.
@@ -184,7 +229,14 @@ class KernelBase:
     #: The algorithm family whose error model applies (see :data:`FAMILIES`).
     family: str = "any"
 
+    def direction_reason(self, p: ConvProblem) -> str | None:
+        """Why the kernel does not compute ``p.dir`` (``None`` if it is in :attr:`directions`)."""
+        return direction_refusal(self, p)
+
     def supports(self, p: ConvProblem) -> str | None:
+        reason = self.direction_reason(p)
+        if reason is not None:
+            return reason
         if p.dtype not in self.dtypes:
             return f"{self.backend} {self.name} runs {', '.join(self.dtypes)}, got {p.dtype}"
         return None
@@ -211,7 +263,7 @@ class KernelBase:
         UnsupportedProblem
             With the reason :meth:`supports` gave.
         """
-        reason = self.supports(p)
+        reason = self.direction_reason(p) or self.supports(p)
         if reason is not None:
             raise UnsupportedProblem(reason)
         return as_prepared(self.prepare_call(p, x, w, bias))

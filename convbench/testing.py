@@ -14,9 +14,15 @@ from typing import Any
 import numpy as np
 
 from convbench.contract import ErrorModel
-from convbench.measure.compare import envelope
-from convbench.measure.metrics import reference_and_scales
-from convbench.problem.arguments import problem_from_arrays, to_host
+from convbench.measure.compare import envelope, reduction_length
+from convbench.measure.metrics import Reference, reference_and_scales
+from convbench.problem import ConvProblem, normalize_direction
+from convbench.problem.arguments import (
+    problem_for_backward_data,
+    problem_for_backward_weights,
+    problem_from_arrays,
+    to_host,
+)
 
 #: The error-model family of each built-in algorithm name.
 FAMILY_OF = {"direct": "direct", "im2col": "direct", "onednn": "direct",
@@ -25,15 +31,27 @@ FAMILY_OF = {"direct": "direct", "im2col": "direct", "onednn": "direct",
 
 def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any = 1,
                       padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                      algo: str | ErrorModel = "direct", factor: float = 1.0) -> None:
-    """Assert that ``y`` is ``conv2d(x, w, bias, ...)`` within ``algo``'s error envelope.
+                      algo: str | ErrorModel = "direct", factor: float = 1.0,
+                      dir: str = "fwd", shape: Any = None) -> None:
+    """Assert that ``y`` is ``conv2d(x, w, bias, ...)`` (or its gradient) within ``algo``'s
+    error envelope.
 
     Parameters
     ----------
     y : array
-        The output under test (NumPy or CuPy), shape (N, K, P, Q).
+        The output under test (NumPy or CuPy): for ``dir="fwd"`` ``y`` of shape
+        (N, K, P, Q); for ``"bwd_d"`` ``dx``; for ``"bwd_w"`` ``dw``; for
+        ``"bwd_wb"`` the pair ``(dw, db)``.
     x, w, bias, stride, padding, dilation, groups
-        The convolution's arguments, as for :func:`convbench.conv2d`.
+        The convolution's arguments, as for :func:`convbench.conv2d`. In the
+        backward directions ``x, w`` are the direction's operands in
+        ``torch.nn.grad``'s order: ``(dy, w)`` for ``bwd_d``, ``(x, dy)`` for
+        ``bwd_w``/``bwd_wb``, and ``bias`` is not taken.
+    dir : {"fwd", "bwd_d", "bwd_w", "bwd_wb"}
+        Which convolution ``y`` is (benchdnn's names are taken too).
+    shape : sequence of 4 ints, optional
+        The shape the gradient has: ``x_shape`` for ``bwd_d``, ``w_shape`` for
+        ``bwd_w``/``bwd_wb`` (default: ``y``'s, or ``dw``'s, own shape).
     algo : str or ErrorModel
         The algorithm that produced ``y``: ``"direct"``, ``"im2col"``,
         ``"winograd"``, ``"fft"``; other names get the loosest envelope
@@ -49,14 +67,51 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
         and how many elements exceed it. Also on shape mismatch and on
         non-finite values where the reference is finite (or vice versa).
     """
+    direction = normalize_direction(dir)
+    model = algo if isinstance(algo, ErrorModel) else ErrorModel(FAMILY_OF.get(algo, "any"))
+    if direction != "fwd":
+        _assert_gradient_close(y, x, w, bias, direction, shape, model, factor, algo,
+                               stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return
     p, x, w, bias = problem_from_arrays(x, w, bias, stride=stride, padding=padding,
                                         dilation=dilation, groups=groups)
-    model = algo if isinstance(algo, ErrorModel) else ErrorModel(FAMILY_OF.get(algo, "any"))
+    _assert_within(y, p, reference_and_scales(p, x, w, bias), model, factor, algo, "conv output")
+
+
+def _assert_gradient_close(y: Any, a: Any, b: Any, bias: Any, direction: str, shape: Any,
+                           model: ErrorModel, factor: float, algo: Any, **params: Any) -> None:
+    """:func:`assert_conv_close` for a backward direction."""
+    if bias is not None:
+        raise TypeError(f"assert_conv_close(dir={direction!r}) takes no bias, got one")
+    if direction == "bwd_d":
+        default = getattr(y, "shape", None)
+        p, a, b = problem_for_backward_data(a, b, shape if shape is not None else default,
+                                            **params)
+        _assert_within(y, p, reference_and_scales(p, a, b, None), model, factor, algo, "dx")
+        return
+    outputs = tuple(y) if direction == "bwd_wb" else (y,)
+    if direction == "bwd_wb" and len(outputs) != 2:
+        raise AssertionError(f"bwd_wb output must be the pair (dw, db), got {len(outputs)} "
+                             "arrays")
+    default = getattr(outputs[0], "shape", None)
+    p, a, b = problem_for_backward_weights(a, b, shape if shape is not None else default,
+                                           bias_grad=direction == "bwd_wb", **params)
+    references = reference_and_scales(p, a, b, None)
+    if direction == "bwd_w":
+        _assert_within(y, p, references, model, factor, algo, "dw")
+        return
+    _assert_within(outputs[0], p, references[0], model, factor, algo, "dw")
+    _assert_within(outputs[1], p, references[1], ErrorModel("direct", model.operand_roundoff),
+                   factor, algo, "db")
+
+
+def _assert_within(y: Any, p: ConvProblem, reference: Reference, model: ErrorModel,
+                   factor: float, algo: Any, what: str) -> None:
+    """Raise ``AssertionError`` where ``y`` leaves its envelope around ``reference``."""
     y64 = np.asarray(to_host(y), dtype=np.float64)
-    if y64.shape != p.output_shape:
-        raise AssertionError(f"output shape {y64.shape} != expected {p.output_shape} for {p}")
-    reference = reference_and_scales(p, x, w, bias)
     ref = reference.ref
+    if y64.shape != ref.shape:
+        raise AssertionError(f"{what} shape {y64.shape} != expected {ref.shape} for {p}")
     finite_y, finite_ref = np.isfinite(y64), np.isfinite(ref)
     if not np.array_equal(finite_y, finite_ref):
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(finite_y != finite_ref),
@@ -75,7 +130,7 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     n_bad = int(np.count_nonzero(excess > 0))
     name = algo if isinstance(algo, str) else f"{model.family} family"
     raise AssertionError(
-        f"conv output exceeds the {name} error envelope at {n_bad} of {y64.size} elements; "
+        f"{what} exceeds the {name} error envelope at {n_bad} of {y64.size} elements; "
         f"worst y{list(idx)} = {float(y64[idx]):.9g}, reference {float(ref[idx]):.9g}, "
-        f"|diff| {diff[idx]:.3e} > bound {tol[idx]:.3e} (n = {p.reduction_length}, dtype "
+        f"|diff| {diff[idx]:.3e} > bound {tol[idx]:.3e} (n = {reduction_length(p)}, dtype "
         f"{p.dtype}, |W|*|X| = {reference.abs_scale[idx]:.3e}) for problem {p}")

@@ -168,7 +168,7 @@ def test_compare_command_exit_status(tmp_path):
     assert cli.main(["compare", str(old), str(worse)]) == 1
     assert cli.main(["compare", str(old), str(worse), "--time-tol", "0.6"]) == 0
     assert cli.main(["compare", str(old), str(failed)]) == 1  # ok, now failed
-    assert Record(rec).key == (SMALL, "cpu", "direct")
+    assert Record(rec).key == (SMALL, "fwd", "cpu", "direct")
 
 
 def test_list_suites_and_kernels(capsys):

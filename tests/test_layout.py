@@ -233,7 +233,7 @@ def test_committed_results_from_before_the_layout_still_load_and_render():
     assert len(run.records) == 18 and run.headers
     rec = next(r for r in run.records if r.kernel == "winograd" and r.ok)
     assert rec.median_s == float(rec["time"]["median_s"]) and rec.rel_l2 > 0
-    assert rec.key == (rec["problem"], "cpu", "winograd")
+    assert rec.key == (rec["problem"], "fwd", "cpu", "winograd")  # no dir: the forward
     text = layer_table(run.records)
     assert text.count("\n") == 18 + 1 and "res2_branch2b" in text
     totals = {row[0]: row for row in network_table(run.records).rows}

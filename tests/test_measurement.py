@@ -176,7 +176,7 @@ def test_compare_flags_planted_regressions_and_passes_identical(tmp_path):
     assert len(rows) == 3 and not any(r.regressions for r in rows)
     write_records(new_path, [_rec(median=1.25), _rec(kernel="fft", rel=5e-7),
                              _rec(kernel="im2col", median=1.05)])
-    rows = {r.key[2]: r for r in compare_runs(load_run(old_path), load_run(new_path))}
+    rows = {r.key[-1]: r for r in compare_runs(load_run(old_path), load_run(new_path))}
     assert rows["direct"].regressions == ["time x1.25"] and rows["direct"].verdict == "slower"
     assert rows["fft"].regressions == ["rel_l2 x5.00"]
     assert rows["im2col"].regressions == []  # within the 10% time tolerance

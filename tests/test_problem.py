@@ -1,5 +1,7 @@
 """ConvProblem: geometry, flop counts and the benchdnn descriptor both ways."""
 
+from dataclasses import replace
+
 import pytest
 
 from convbench import ConvProblem
@@ -82,7 +84,7 @@ def test_dtype_and_direction_knobs():
     ("mb1ic3ih2oc3kh5", "output size must be positive"),
     ("g2mb1ic3ih5oc4kh3", "must divide"),
     ("--dt=bf16 mb1ic3ih5oc3kh3", "unsupported data type"),
-    ("--dir=BWD_D mb1ic3ih5oc3kh3", "only forward"),
+    ("--dir=BWD_X mb1ic3ih5oc3kh3", "unknown direction"),
     ("--foo=1 mb1ic3ih5oc3kh3", "unknown option"),
 ])
 def test_bad_descriptors_say_what_is_wrong(text, message):
@@ -190,3 +192,46 @@ def test_with_recomputes_output_size():
     q = p.with_(ih=16, mb=4)
     assert (q.oh, q.ow, q.mb) == (16, 32, 4)
     assert p.with_(mb=3).oh == 32
+
+
+@pytest.mark.parametrize("knob, direction, bias", [
+    ("", "fwd", False), ("--dir=FWD_D ", "fwd", False), ("--dir=FWD_B ", "fwd", True),
+    ("--dir=FWD_I ", "fwd", False), ("--dir=BWD_D ", "bwd_d", False),
+    ("--dir=BWD_W ", "bwd_w", False), ("--dir=BWD_WB ", "bwd_wb", True),
+    ("--dir=bwd_d ", "bwd_d", False),
+])
+def test_the_dir_knob_takes_benchdnns_directions_and_round_trips(knob, direction, bias):
+    p = ConvProblem.parse(f"{knob}--dt=f64 g2mb3ic4ih9iw7oc6kh3sh2ph1n\"layer\"")
+    assert (p.dir, p.bias, p.dtype, p.g, p.sh) == (direction, bias, "float64", 2, 2)
+    assert ConvProblem.parse(str(p)) == p
+    assert ("--dir=" in str(p)) == (direction != "fwd" or bias)
+
+
+def test_direction_is_a_validated_field_that_keeps_shapes_and_flops():
+    p = ConvProblem.parse("--dir=FWD_B mb2ic8ih10oc4kh3sh2ph1")
+    assert p.dir == "fwd" and ConvProblem.make(1, 1, 3, 3, 1, 1, 1).dir == "fwd"
+    for direction in ("bwd_d", "bwd_w"):
+        q = replace(p, dir=direction)
+        assert q.dir == direction and not q.bias  # the bias enters neither dx nor dw
+        assert (q.input_shape, q.weight_shape, q.output_shape, q.flops) == (
+            p.input_shape, p.weight_shape, p.output_shape, p.flops)
+        assert ConvProblem.parse(str(q)) == q
+    wb = replace(p, dir="bwd_wb")
+    assert wb.bias and str(wb).startswith("--dir=BWD_WB ") and ConvProblem.parse(str(wb)) == wb
+    with pytest.raises(ValueError, match="bwd_wb .*needs a problem with bias"):
+        replace(p, bias=False, dir="bwd_wb")
+    with pytest.raises(ValueError, match="dir must be one of fwd, bwd_d, bwd_w, bwd_wb, got 'bwd'"):
+        replace(p, dir="bwd")
+    with pytest.raises(ValueError, match="dir must be one of"):
+        replace(p, dir=None)
+
+
+def test_normalize_direction_takes_both_spellings():
+    from convbench.problem import normalize_direction
+    assert [normalize_direction(n) for n in ("fwd", "FWD_D", "fwd_b", "BWD_D", "bwd_w",
+                                             "BWD_WB", "Bwd_D")] == [
+        "fwd", "fwd", "fwd", "bwd_d", "bwd_w", "bwd_wb", "bwd_d"]
+    with pytest.raises(ValueError, match="direction must be one of .* got 'bwd'"):
+        normalize_direction("bwd")
+    with pytest.raises(TypeError, match="direction must be a str"):
+        normalize_direction(1)

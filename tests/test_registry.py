@@ -137,3 +137,29 @@ def test_kernel_base_refuses_what_supports_refuses():
     x, w = np.ones(p.input_shape, np.float32), np.ones(p.weight_shape, np.float32)
     with pytest.raises(UnsupportedProblem, match="groups unsupported"):
         _Negating().prepare(p, x, w, None)
+
+
+def test_every_kernel_refuses_the_directions_it_does_not_list():
+    from dataclasses import replace
+
+    from convbench.contract import kernel_directions, refusal
+    from convbench.problem import DIRECTIONS
+    p = ConvProblem.parse("--dir=FWD_B mb1ic4ih6oc4kh3")
+    for kernel in registry.kernels():
+        listed = kernel_directions(kernel)
+        assert "fwd" in listed and set(listed) <= set(DIRECTIONS), kernel.name
+        for direction in set(DIRECTIONS) - set(listed):
+            q = replace(p, dir=direction)
+            reason = f"{kernel.backend} {kernel.name} does not compute {direction}"
+            assert kernel.supports(q) == reason and refusal(kernel, q) == reason
+            if isinstance(kernel, convbench.KernelBase):
+                with pytest.raises(UnsupportedProblem, match=reason):
+                    kernel.prepare(q, None, None, None)
+    # A kernel that overrides supports without asking the base, or one written without
+    # it, is still refused by the harness's question and by the base's prepare.
+    q = replace(p, dir="bwd_w")
+    assert refusal(_Bare(), q) == "cpu bare does not compute bwd_w"
+    assert refusal(_Negating(), q) == "cpu negated_direct does not compute bwd_w"
+    assert refusal(_Negating(), p) is None
+    with pytest.raises(UnsupportedProblem, match="does not compute bwd_w"):
+        _Negating().prepare(q, None, None, None)

@@ -80,9 +80,9 @@ def test_a_kernel_made_15_percent_slower_is_slower_and_exits_1(repro, tmp_path):
     path = tmp_path / "slowed.jsonl"
     write_records(path, [*run.headers, *slowed])
     rows = compare_runs(run, load_run(path))
-    mine = [r for r in rows if r.key[2] == kernel and r.verdict]
+    mine = [r for r in rows if r.key[-1] == kernel and r.verdict]
     assert mine and all(r.verdict == "slower" for r in mine)
-    assert all(r.verdict == "same" for r in rows if r.key[2] != kernel and r.verdict)
+    assert all(r.verdict == "same" for r in rows if r.key[-1] != kernel and r.verdict)
     assert repro.compares([a, path])["exit_codes"] == [1]
 
 

@@ -174,7 +174,7 @@ def test_compare_of_two_runs_gives_verdicts_and_flags_only_significant_slowdowns
                        record("c", [1.0, 1.01, 0.99])])
     new = Run(records=[record("a", [1.0, 0.99, 1.01]), record("b", [1.2, 1.21, 1.19]),
                        record("c", [1.3, 0.8, 1.6])])
-    rows = {r.key[2]: r for r in compare_runs(old, new)}
+    rows = {r.key[-1]: r for r in compare_runs(old, new)}
     assert rows["a"].verdict == "same" and not rows["a"].regressions
     assert rows["b"].verdict == "slower" and rows["b"].regressions == ["time x1.20"]
     assert rows["c"].verdict == "unclear" and not rows["c"].regressions

@@ -132,3 +132,24 @@ def test_without_a_gpu_the_script_says_so(vs_cudnn, capsys):
         pytest.skip("a GPU is present")
     assert vs_cudnn.main(["--quick"]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_directions_plan_measure_and_report_apart(vs_cudnn):
+    layers = vs_cudnn.plan_layers(True, [32], ["fp32"], ("fwd", "bwd_d", "bwd_wb"))
+    dirs = [p.dir for _, _, p in layers]
+    per = len(layers) // 3
+    assert dirs == ["fwd"] * per + ["bwd_d"] * per + ["bwd_wb"] * per
+    assert all(p.bias for _, _, p in layers if p.dir == "bwd_wb")
+    fwd = measured(vs_cudnn, "resnet50", R3, "fp32", {"winograd": 0.5, **PEERS_MS})
+    bwd = measured(vs_cudnn, "resnet50", R3, "fp32", {"winograd": 2.0, **PEERS_MS})
+    bwd.dir = "bwd_d"
+    assert vs_cudnn.network_times([fwd, bwd], "resnet50", "fp32", 32, ["winograd"])["best"] == 0.5
+    assert vs_cudnn.network_times([fwd, bwd], "resnet50", "fp32", 32, ["winograd"],
+                                  "bwd_d")["best"] == 2.0
+    text = vs_cudnn.report([fwd, bwd], ["winograd"], 3)
+    assert "### batch 32, fp32\n" in text and "### batch 32, fp32, bwd_d\n" in text
+    assert "| fp32 mb32 bwd_d: best-of-convbench whole ResNet-50 / cudnn_best (no target: " \
+        "reported) | 1 | 0.50 | — |" in text
+    # the forward's targets take only forward layers
+    assert "| fp32 mb32: best-of-convbench whole ResNet-50 >= 1.0x cudnn_best | 1 | 2.00 | yes |" \
+        in text

@@ -90,7 +90,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     layers, suite, names = selected_work(args, layer_overrides(args))
     settings = sweep_settings(args, mode=args.mode, fill=args.fill, flush_l2=args.flush_l2)
     out = Path(args.out or f"convbench-{suite}-{args.backend}.jsonl")
-    done: set[tuple[str, str, str]] = set()
+    done: set[tuple[str, str, str, str]] = set()
     previous: list[Any] = []
     if args.resume and out.exists():
         previous = jsonl.load_run(out).records

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convbench.contract import ErrorModel
-from convbench.measure.metrics import UNIT_ROUNDOFF, Reference
+from convbench.measure.metrics import UNIT_ROUNDOFF, Reference, error_metrics
 from convbench.measure.stats import TIME_TOLERANCE, Ratio, ratio, summary_of, verdict
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import array_module
@@ -54,6 +54,10 @@ WINOGRAD_TRANSFORM_WEIGHT = 42.5
 #: Rounded Winograd operands (fp16-stored U and V): each product U V is off by
 #: 2 u_in |U V|, whose squares weigh at most 2.5^2 per term, as in the GEMM.
 WINOGRAD_OPERAND_WEIGHT = 6.25
+#: Winograd F(3x3,2x2) for bwd_w: its transform matrices (Lavin & Gray's) hold
+#: larger entries than F(2x2,3x3)'s, so its envelope is F(2x2,3x3)'s model on the
+#: N * tiles contraction, times this factor: an allowance, not a derived bound.
+WINOGRAD_BWD_W_FACTOR = 4.0
 #: FFT, per level of log2(L_h L_w): the forward and inverse transforms' butterfly
 #: roundings (|twiddle| = 1, random signs), spread evenly over the tile (Parseval).
 #: A least-squares fit of the largest legitimate errors over every shipped layer
@@ -76,9 +80,53 @@ def gamma(n: int, u: float) -> float:
     return n * u / (1.0 - n * u) if n * u < 1.0 else math.inf
 
 
+def taps_reaching(extent: int, stride: int, dilation: int) -> int:
+    """Most filter taps along one axis that reach one input pixel in ``bwd_d``.
+
+    Tap ``r`` reaches input row ``h`` when ``h + pad - r*d`` is a multiple of
+    the stride: the taps that do step by ``stride / gcd(stride, d)``, so at most
+    ``ceil(extent / that)`` of them (``ceil(R / sh)`` without dilation).
+    """
+    step = stride // math.gcd(stride, dilation)
+    return -(-extent // step)
+
+
+def reduction_length(p: ConvProblem) -> int:
+    """Products summed into each output of ``p``'s direction (the envelope's ``n``).
+
+    * ``fwd``: ``C/g * R * S``;
+    * ``bwd_d``: ``K/g`` times the taps that reach one input pixel, at most
+      ``R * S`` and fewer with stride (:func:`taps_reaching`);
+    * ``bwd_w``, ``bwd_wb``: ``N * P * Q`` (the bias gradient sums as many).
+    """
+    if p.dir == "bwd_d":
+        return (p.oc // p.g) * taps_reaching(p.kh, p.sh, p.dil_h) * \
+            taps_reaching(p.kw, p.sw, p.dil_w)
+    if p.dir in ("bwd_w", "bwd_wb"):
+        return p.mb * p.oh * p.ow
+    return p.reduction_length
+
+
 def terms(p: ConvProblem) -> int:
-    """Terms of each output's sum: ``C/g * R * S``, plus one for the bias."""
-    return p.reduction_length + (1 if p.bias else 0)
+    """Terms of each output's sum: :func:`reduction_length`, plus one for a forward bias."""
+    return reduction_length(p) + (1 if p.bias and p.dir == "fwd" else 0)
+
+
+def contraction_length(p: ConvProblem, family: str) -> int:
+    """Length of the channel (or batch) contraction in transformed space.
+
+    Winograd and FFT multiply transformed tiles and sum them over a dimension
+    the transforms leave alone: ``C/g`` forward, ``K/g`` in ``bwd_d``, and in
+    ``bwd_w`` the images (FFT, whose tile is the image) or the images times
+    the 2x2 output tiles of ``dY`` (Winograd F(3x3,2x2)).
+    """
+    if p.dir == "bwd_d":
+        return p.oc // p.g
+    if p.dir in ("bwd_w", "bwd_wb"):
+        if family == "winograd":
+            return p.mb * (-(-p.oh // 2)) * (-(-p.ow // 2))
+        return p.mb
+    return p.ic // p.g
 
 
 def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
@@ -116,6 +164,15 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
     rounding at all: every partial sum is an integer the dtype holds
     (:func:`convbench.measure.inputs.exact_channels`), so its envelope is 0.
 
+    In the backward directions the same model holds with the direction's
+    reduction length (:func:`reduction_length`: ``(K/g)*R*S``, fewer with
+    stride, for ``bwd_d``; ``N*P*Q`` for ``bwd_w``) and contraction
+    (:func:`contraction_length`); ``ref`` and the scales are then those of
+    ``dx`` or ``dw`` (:func:`~convbench.measure.metrics.reference_and_scales`).
+    The weights of the Winograd terms are F(2x2,3x3)'s; F(3x3,2x2) (``bwd_w``)
+    has its own transform matrices, whose weights are not derived here, so its
+    envelope carries :data:`WINOGRAD_BWD_W_FACTOR`.
+
     Parameters
     ----------
     p : ConvProblem
@@ -138,7 +195,8 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
         return xp.zeros_like(ref)
     u_acc = UNIT_ROUNDOFF["float32" if p.dtype == "float16" else p.dtype]
     u_out = UNIT_ROUNDOFF[p.dtype]
-    n, cg = terms(p), p.ic // p.g
+    n = terms(p)
+    cg = contraction_length(p, model.family)
     lam = union_lambda(ref.size)
     r2 = r * r
     partial_sums = (n + 2) / 3.0 * ref * ref + (n + 6) / 6.0 * r2
@@ -149,11 +207,14 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
                            (gamma(n, u_acc) + gamma(n, REFERENCE_ROUNDOFF) + 2 * u_in
                             + u_in**2) * s)
     elif model.family == "winograd":
-        tile = _tile_max(xp, r, 2)
+        # F(2x2,3x3) tiles y (fwd) and dx (bwd_d) 2x2; F(3x3,2x2) makes all of a 3x3 dw.
+        tile = _tile_max(xp, r, 3 if p.dir in ("bwd_w", "bwd_wb") else 2)
         variance = (variance + (u_acc**2 * WINOGRAD_GEMM_WEIGHT * (cg + 3) / 2.0
                                 + (2 * u_in) ** 2 * WINOGRAD_OPERAND_WEIGHT) * r2
                     + u_acc**2 * WINOGRAD_TRANSFORM_WEIGHT * tile * tile)
         bound = lam * xp.sqrt(variance)
+        if p.dir in ("bwd_w", "bwd_wb"):
+            bound = WINOGRAD_BWD_W_FACTOR * bound
     else:
         size = model.transform_size or _fft_size_bound(p)
         plane = xp.maximum(xp.maximum(r, xp.sqrt(xp.mean(r2, axis=(2, 3), keepdims=True))),
@@ -163,6 +224,33 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
                                + (2 * u_in) ** 2 * FFT_OPERAND_WEIGHT) * plane * plane
         bound = lam * xp.sqrt(variance)
     return bound + u_out * xp.abs(ref)
+
+
+def output_errors(p: ConvProblem, y: Any, reference: Any, model: ErrorModel,
+                  exact_fill: bool = False) -> dict[str, Any]:
+    """Error metrics of ``p``'s output(s) against the reference, held to their envelope.
+
+    For ``bwd_wb``, ``y`` is ``(dw, db)`` and ``reference`` the pair of
+    references: each output gets its own metrics (``parts``, ``db`` held to
+    the direct family's envelope: whatever the algorithm, the bias gradient is
+    a plain sum of ``N*P*Q`` terms), and each metric of the record is the
+    worse of the two, so that a check sees either output fail.
+    """
+    if p.dir != "bwd_wb":
+        limit = envelope(p, reference, model, exact_fill)
+        return error_metrics(y, reference, p.dtype, limit)
+    if not isinstance(y, (tuple, list)) or len(y) != 2:
+        raise ValueError(f"a bwd_wb kernel returns the pair (dw, db), got {type(y).__name__}")
+    parts = {}
+    for name, out, ref, m in (("dw", y[0], reference[0], model),
+                              ("db", y[1], reference[1],
+                               ErrorModel("direct", model.operand_roundoff))):
+        parts[name] = error_metrics(out, ref, p.dtype, envelope(p, ref, m, exact_fill))
+    merged: dict[str, Any] = {key: max(parts["dw"][key], parts["db"][key])
+                              for key in parts["dw"] if key != "nonfinite"}
+    merged["nonfinite"] = parts["dw"]["nonfinite"] + parts["db"]["nonfinite"]
+    merged["parts"] = parts
+    return merged
 
 
 def _tile_max(xp: Any, a: Any, tile: int) -> Any:
@@ -411,7 +499,7 @@ class Comparison:
         (``time_ratio`` and ``verdict`` None), only their errors and status.
     """
 
-    key: tuple[str, str, str]
+    key: tuple[str, str, str, str]
     old: Record
     new: Record
     time_ratio: Ratio | None
@@ -421,7 +509,7 @@ class Comparison:
     same_platform: bool = True
 
 
-def _pairs(old: Run, new: Run) -> list[tuple[tuple[str, str, str], Record, Record, bool]]:
+def _pairs(old: Run, new: Run) -> list[tuple[tuple[str, str, str, str], Record, Record, bool]]:
     """(key, old, new, same platform) for every measurement both runs hold.
 
     On each platform both runs measured, the last record per key on it pairs

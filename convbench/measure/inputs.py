@@ -1,4 +1,9 @@
-"""Seeded inputs of a problem: uniform random data, or integers on which direct is exact."""
+"""Seeded inputs of a problem: uniform random data, or integers on which direct is exact.
+
+The inputs are the operands of the problem's direction, in the order its
+kernels' ``prepare`` takes them: ``(x, w, bias)`` forward, ``(dy, w, None)``
+for ``bwd_d``, ``(x, dy, None)`` for ``bwd_w`` and ``bwd_wb``.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,14 @@ Inputs = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
 def random_inputs(p: ConvProblem, seed: int = 0) -> Inputs:
-    """Seeded inputs, uniform in [-1, 1], in the problem's dtype (host arrays)."""
+    """Seeded inputs of ``p``'s direction, uniform in [-1, 1], in the problem's dtype (host)."""
     rng = np.random.default_rng(seed)
+    if p.dir == "bwd_d":
+        dy = rng.uniform(-1, 1, p.output_shape).astype(p.dtype)
+        return dy, rng.uniform(-1, 1, p.weight_shape).astype(p.dtype), None
     x = rng.uniform(-1, 1, p.input_shape).astype(p.dtype)
+    if p.dir in ("bwd_w", "bwd_wb"):
+        return x, rng.uniform(-1, 1, p.output_shape).astype(p.dtype), None
     w = rng.uniform(-1, 1, p.weight_shape).astype(p.dtype)
     b = rng.uniform(-1, 1, p.oc).astype(p.dtype) if p.bias else None
     return x, w, b
@@ -30,8 +40,14 @@ def exact_magnitude(p: ConvProblem) -> int:
     return 1 if p.dtype == "float16" else 2
 
 
+def exact_budget(p: ConvProblem) -> int:
+    """Products of the exact fill's largest magnitude that one output may sum exactly."""
+    m = exact_magnitude(p)
+    return (2 ** SIGNIFICAND_BITS[p.dtype] - m) // (m * m)
+
+
 def exact_channels(p: ConvProblem) -> int:
-    """Input channels per group left non-zero by the exact fill.
+    """Input channels per group left non-zero by the exact fill (forward).
 
     Values are integers in [-m, m] (see :func:`exact_magnitude`) and every
     product is at most m^2. If ``(n * m^2 + m) < 2**bits`` for the reduction
@@ -46,14 +62,50 @@ def exact_channels(p: ConvProblem) -> int:
     return max(1, min(p.ic // p.g, budget // (p.kh * p.kw)))
 
 
+def exact_output_channels(p: ConvProblem) -> int:
+    """Output channels per group of ``dy`` left non-zero by the exact fill of ``bwd_d``.
+
+    Each ``dx`` sums ``K/g`` channels times the taps that reach its pixel (at
+    most ``R*S``); as for :func:`exact_channels`, the channels beyond the
+    budget are zero.
+    """
+    return max(1, min(p.oc // p.g, exact_budget(p) // (p.kh * p.kw)))
+
+
+def exact_positions(p: ConvProblem) -> int:
+    """Positions ``(n, p, q)`` of ``dy`` left non-zero by the exact fill of ``bwd_w``/``bwd_wb``.
+
+    Each ``dw`` (and ``db``) sums ``N*P*Q`` products, one per position; the
+    positions past the budget, in ``(n, p, q)`` order, are zero in every channel.
+    """
+    return max(1, min(p.mb * p.oh * p.ow, exact_budget(p)))
+
+
 def exact_inputs(p: ConvProblem, seed: int = 0) -> Inputs:
     """Integer-valued inputs on which direct convolution is exact in the problem's dtype.
 
-    See :func:`exact_channels` for the argument; the direct algorithm and
-    im2col + GEMM must then match the float64 reference bit for bit.
+    See :func:`exact_channels` for the argument (and :func:`exact_output_channels`,
+    :func:`exact_positions` for the backward directions); the direct algorithm
+    and im2col + GEMM must then match the float64 reference bit for bit.
     """
     m = exact_magnitude(p)
     rng = np.random.default_rng(seed)
+    if p.dir == "bwd_d":
+        dy = rng.integers(-m, m + 1, p.output_shape).astype(p.dtype)
+        w = rng.integers(-m, m + 1, p.weight_shape).astype(p.dtype)
+        keep, kg = exact_output_channels(p), p.oc // p.g
+        if keep < kg:
+            dy.reshape(p.mb, p.g, kg, p.oh, p.ow)[:, :, keep:] = 0
+        return dy, w, None
+    if p.dir in ("bwd_w", "bwd_wb"):
+        x = rng.integers(-m, m + 1, p.input_shape).astype(p.dtype)
+        dy = rng.integers(-m, m + 1, p.output_shape).astype(p.dtype)
+        keep, plane = exact_positions(p), p.oh * p.ow
+        if keep < p.mb * plane:
+            position = np.arange(p.mb * plane).reshape(p.mb, 1, plane)
+            flat = dy.reshape(p.mb, p.oc, plane)
+            flat[np.broadcast_to(position >= keep, flat.shape)] = 0
+        return x, dy, None
     x = rng.integers(-m, m + 1, p.input_shape).astype(p.dtype)
     w = rng.integers(-m, m + 1, p.weight_shape).astype(p.dtype)
     keep = exact_channels(p)

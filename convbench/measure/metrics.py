@@ -66,15 +66,45 @@ class Reference:
                                                     self.image_scale)))
 
 
-def reference_and_scales(p: ConvProblem, x: Any, w: Any, b: Any) -> Reference:
-    """The float64 reference and the error scales of ``p`` on these inputs (host)."""
-    return Reference(reference_for(p, x, w, b), reference_for(p, x, w, b, operands="absolute"),
-                     np.sqrt(reference_for(p, x, w, b, operands="squared")),
-                     image_scale(p, x, w, b))
+def reference_and_scales(p: ConvProblem, x: Any, w: Any, b: Any) -> Any:
+    """The float64 reference and the error scales of ``p`` on these inputs (host).
+
+    The operands are those of ``p``'s direction, in ``prepare``'s order
+    (:func:`~convbench.problem.reference.reference_for`). For ``bwd_wb`` the
+    result is a pair: the :class:`Reference` of ``dw`` and that of ``db``.
+    """
+    ref = reference_for(p, x, w, b)
+    absolute = reference_for(p, x, w, b, operands="absolute")
+    squared = reference_for(p, x, w, b, operands="squared")
+    if p.dir == "bwd_wb":
+        rss_db = np.sqrt(squared[1])
+        return (Reference(ref[0], absolute[0], np.sqrt(squared[0]), image_scale(p, x, w, b)),
+                Reference(ref[1], absolute[1], rss_db, rss_db))
+    return Reference(ref, absolute, np.sqrt(squared), image_scale(p, x, w, b))
 
 
 def image_scale(p: ConvProblem, x: Any, w: Any, b: Any) -> np.ndarray:
-    """``sqrt(sum_c |w_kc|^2 mean_hw(x_nc^2) + b_k^2)`` as (N, K, 1, 1) (see :class:`Reference`)."""
+    """``sqrt(sum_c |w_kc|^2 mean_hw(x_nc^2) + b_k^2)`` as (N, K, 1, 1) (see :class:`Reference`).
+
+    The backward directions read it with their own roles: for ``bwd_d``
+    (operands ``dy, w``), ``sqrt(sum_k |w_kc|^2 mean_pq(dy_nk^2))`` as
+    (N, C, 1, 1); for ``bwd_w`` (operands ``x, dy``),
+    ``sqrt(sum_n |dy_nk|^2 mean_hw(x_nc^2))`` as (K, C/g, 1, 1): each output's
+    scale as if the other operand held its mean square everywhere.
+    """
+    cg, kg = p.ic // p.g, p.oc // p.g
+    if p.dir == "bwd_d":
+        dy2 = np.mean(np.square(np.asarray(to_host(x), dtype=np.float64)), axis=(2, 3))
+        w2 = np.sum(np.square(np.asarray(to_host(w), dtype=np.float64)), axis=(2, 3))
+        energy = np.einsum("ngk,gkc->ngc", dy2.reshape(p.mb, p.g, kg),
+                           w2.reshape(p.g, kg, cg)).reshape(p.mb, p.ic)
+        return np.sqrt(energy)[:, :, None, None]
+    if p.dir in ("bwd_w", "bwd_wb"):
+        x2 = np.mean(np.square(np.asarray(to_host(x), dtype=np.float64)), axis=(2, 3))
+        dy2 = np.sum(np.square(np.asarray(to_host(w), dtype=np.float64)), axis=(2, 3))
+        energy = np.einsum("ngc,ngk->gkc", x2.reshape(p.mb, p.g, cg),
+                           dy2.reshape(p.mb, p.g, kg)).reshape(p.oc, cg)
+        return np.sqrt(energy)[:, :, None, None]
     x2 = np.mean(np.square(np.asarray(to_host(x), dtype=np.float64)), axis=(2, 3))
     w2 = np.sum(np.square(np.asarray(to_host(w), dtype=np.float64)), axis=(2, 3))
     cg, kg = p.ic // p.g, p.oc // p.g
@@ -150,12 +180,12 @@ class ReferenceCache:
 
     def __init__(self) -> None:
         self._key: tuple[ConvProblem, int, str] | None = None
-        self._host: Reference | None = None
-        self._device: Reference | None = None
+        self._host: Any = None  # a Reference, or a pair of them for bwd_wb
+        self._device: Any = None
 
     def get(self, p: ConvProblem, seed: int, x: Any, w: Any, b: Any, fill: str = "random",
-            xp: Any = np) -> Reference:
-        """The entry for ``p``'s inputs, in module ``xp``'s memory."""
+            xp: Any = np) -> Any:
+        """The entry for ``p``'s inputs, in module ``xp``'s memory (a pair for ``bwd_wb``)."""
         key = (p.with_(fpmath="strict", name=""), seed, fill)
         if self._key != key:
             self._host = reference_and_scales(p, x, w, b)
@@ -165,5 +195,6 @@ class ReferenceCache:
         if xp is np:
             return self._host
         if self._device is None:
-            self._device = self._host.to(xp)
+            self._device = (tuple(r.to(xp) for r in self._host) if isinstance(self._host, tuple)
+                            else self._host.to(xp))
         return self._device

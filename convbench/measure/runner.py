@@ -36,13 +36,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from convbench.contract import ErrorModel, as_prepared
+from convbench.contract import ErrorModel, as_prepared, refusal
 from convbench.errors import UnsupportedProblem
 from convbench.measure.clocks import make_clock
-from convbench.measure.compare import envelope
+from convbench.measure.compare import output_errors
 from convbench.measure.disturbance import CpuWatch, disturbance, wait_for_quiet
 from convbench.measure.inputs import make_inputs
-from convbench.measure.metrics import ReferenceCache, error_metrics
+from convbench.measure.metrics import ReferenceCache
 from convbench.measure.stats import summarize
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
@@ -170,16 +170,19 @@ class Task:
     suite: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """(descriptor, backend, kernel): the key of the record it produces."""
-        return (self.layer.descriptor, self.settings.backend, self.kernel)
+    def key(self) -> tuple[str, str, str, str]:
+        """(descriptor, dir, backend, kernel): the key of the record it produces."""
+        p = self.layer.problem
+        return (self.layer.descriptor, p.dir if p is not None else "fwd",
+                self.settings.backend, self.kernel)
 
 
 def base_record(task: Task) -> Record:
     """The record's fields known before anything is measured."""
     p, s = task.layer.problem, task.settings
     return Record({
-        "type": "result", "problem": task.layer.descriptor, "name": task.layer.name,
+        "type": "result", "problem": task.layer.descriptor,
+        "dir": p.dir if p is not None else "fwd", "name": task.layer.name,
         "suite": task.suite, "repeat": task.layer.repeat, "kernel": task.kernel,
         "backend": s.backend, "kind": None, "dtype": p.dtype if p else None,
         "mb": p.mb if p else None, "flops": p.flops if p else None, "mode": s.mode,
@@ -217,7 +220,7 @@ def measure_round(task: Task, round_index: int = 0,
         rec.update(status="failed", reason=str(exc))
         return rec
     rec["kind"] = kernel.kind
-    reason = kernel.supports(p)
+    reason = refusal(kernel, p)
     if reason is not None:
         rec.update(status="skipped", reason=reason)
         return rec
@@ -246,10 +249,10 @@ def measure_round(task: Task, round_index: int = 0,
             rec["details"] = dict(call.details)
         if with_error:
             reference = references.get(p, settings.seed, x, w, b, settings.fill,
-                                       array_module(y))
+                                       array_module(y[0] if p.dir == "bwd_wb" else y))
             model = _error_model(kernel, p, call.details)
-            limit = envelope(p, reference, model, exact_fill=settings.fill == "exact")
-            rec["error"] = error_metrics(y, reference, p.dtype, limit)
+            rec["error"] = output_errors(p, y, reference, model,
+                                         exact_fill=settings.fill == "exact")
             rec["error_model"] = asdict(model)
         rec["status"] = "ok"
     except UnsupportedProblem as exc:
@@ -530,7 +533,7 @@ def round_order(tasks: list[Task], seed: int, layer_index: int,
 
 
 def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter | None, *,
-              done: set[tuple[str, str, str]] | None = None,
+              done: set[tuple[str, str, str, str]] | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None,
               cluster: Any = None) -> SweepOutcome:
     """Measure ``tasks`` in rounds and write each record as soon as its block is done.
@@ -547,7 +550,7 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
         Open writer; every record is flushed before the next block starts.
         ``None`` keeps the records in memory only (``convbench check``).
     done : set, optional
-        Keys (problem, backend, kernel) to skip (``--resume``).
+        Keys (problem, dir, backend, kernel) to skip (``--resume``).
     on_record : callable, optional
         Progress callback, called with every new record.
     cluster : convbench.measure.cluster.Cluster, optional
@@ -576,7 +579,7 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
             return pool.run(task, r, settings.timeout)
         return measure_round(task, r, references)
 
-    written: set[tuple[str, str, str]] = set()
+    written: set[tuple[str, str, str, str]] = set()
 
     def finish(group: list[Task], rounds: dict[tuple, list[Record]]) -> None:
         for task in group:
@@ -632,7 +635,7 @@ def settings_dict(settings: SweepSettings) -> dict[str, Any]:
     return asdict(settings)
 
 
-def existing_keys(records: Iterable[Record]) -> set[tuple[str, str, str]]:
+def existing_keys(records: Iterable[Record]) -> set[tuple[str, str, str, str]]:
     """Keys of finished measurements (``ok`` or ``skipped``, all their rounds); ``failed``
     and ``incomplete`` ones are measured again."""
     return {r.key for r in records

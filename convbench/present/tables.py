@@ -285,7 +285,7 @@ def comparison_table(rows: list[Any]) -> str:
             flag = "platforms differ: time not compared" + (f"; {flag}" if flag else "")
         where = (f" {row.new.platform or '?'} |" if row.same_platform else
                  f" {row.old.platform or '?'} → {row.new.platform or '?'} |") if several else ""
-        lines.append(f"| {row.new.label} | {row.key[2]} |{where} "
+        lines.append(f"| {row.new.label} | {row.key[-1]} |{where} "
                      f"{fmt(told * 1e3 if told else None, '.3f')} | "
                      f"{fmt(tnew * 1e3 if tnew else None, '.3f')} | "
                      f"{ratio_text(row.time_ratio)} | {row.verdict or '—'} | "

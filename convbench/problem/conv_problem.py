@@ -1,13 +1,16 @@
 """The convolution problem model and its benchdnn descriptor text.
 
-One :class:`ConvProblem` describes one 2-D forward convolution: shapes,
-stride, padding, dilation, groups, bias and dtype. Correctness checks,
+One :class:`ConvProblem` describes one 2-D convolution in one direction:
+shapes, stride, padding, dilation, groups, bias, dtype and which of the
+training convolutions is computed (``dir``: the forward pass, the gradient of
+the input, of the weights, or of the weights and the bias). Correctness checks,
 timing, suites and results all share it, as in benchdnn, so that any
 record can be reproduced by pasting its descriptor.
 
 Descriptor grammar (benchdnn's ``conv-desc``)::
 
-    [--dt=f32|f64|f16] [--dir=FWD_D|FWD_B|FWD_I] [--mb=N] [--attr-fpmath=strict|tf32]
+    [--dt=f32|f64|f16] [--dir=FWD_D|FWD_B|FWD_I|BWD_D|BWD_W|BWD_WB] [--mb=N]
+    [--attr-fpmath=strict|tf32]
     gX mbX icX ihX iwX ocX ohX owX khX kwX shX swX phX pwX dhX dwX nNAME
 
 * ``_`` between tokens is ignored; ``n"name"`` or a bare name ending the text.
@@ -25,6 +28,10 @@ Descriptor grammar (benchdnn's ``conv-desc``)::
 * ``--dt`` selects the dtype (default f32). ``--dir=FWD_B`` means with bias;
   convbench's default is *without* bias (``FWD_D``), unlike benchdnn's, because
   ``torch.nn.functional.conv2d`` defaults to ``bias=None``.
+* ``--dir=BWD_D`` (gradient of the input), ``BWD_W`` (of the weights) and
+  ``BWD_WB`` (of the weights and the bias) are benchdnn's backward directions.
+  The bias enters neither ``dx`` nor ``dw``, so a ``BWD_D``/``BWD_W`` problem
+  has ``bias=False``; ``BWD_WB`` is ``BWD_W`` of a layer with bias.
 * ``--attr-fpmath=tf32`` (benchdnn's attribute) lets float32 problems compute
   with TF32 operands (10-bit mantissa, float32 accumulation); the default
   ``strict`` forbids any implicit down-conversion.
@@ -52,6 +59,16 @@ _TOKEN_RE = re.compile(r"(mb|ic|id|ih|iw|oc|od|oh|ow|kd|kh|kw|sd|sh|sw|pd|ph|pw|
 _NAME_RE = re.compile(r'n(?:"([^"]*)"|(\S+))$')
 _KNOB_RE = re.compile(r"--(dt|cfg|dir|mb|attr-fpmath)=(\S+)")
 
+#: Directions of a problem, as in benchdnn: the forward pass, the gradient of the
+#: input (backward data), of the weights, and of the weights and the bias.
+DIRECTIONS = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
+#: benchdnn's ``--dir`` names -> convbench's direction. FWD_B is the forward pass
+#: with bias; FWD_I (inference) computes the same thing as FWD_D.
+BENCHDNN_DIRECTIONS = {"FWD_D": "fwd", "FWD_B": "fwd", "FWD_I": "fwd", "BWD_D": "bwd_d",
+                       "BWD_W": "bwd_w", "BWD_WB": "bwd_wb"}
+#: convbench's backward directions -> their benchdnn ``--dir`` spelling.
+DIRECTION_TO_DIR = {"bwd_d": "BWD_D", "bwd_w": "BWD_W", "bwd_wb": "BWD_WB"}
+
 #: Floating-point math modes of a problem (benchdnn's ``--attr-fpmath``).
 FPMATH_MODES = ("strict", "tf32")
 #: The math modes users choose, as (dtype, fpmath) of the problem.
@@ -61,6 +78,29 @@ MATH_MODES = {"fp32": ("float32", "strict"), "tf32": ("float32", "tf32"),
 
 class UnsupportedDescriptor(ValueError):
     """Well-formed descriptor text of a problem convbench does not model (3-D)."""
+
+
+def normalize_direction(name: Any) -> str:
+    """The canonical direction (``"fwd"``...) of convbench's or benchdnn's name for it.
+
+    Accepts :data:`DIRECTIONS` and benchdnn's ``--dir`` names (``FWD_D``,
+    ``FWD_B``, ``FWD_I``, ``BWD_D``, ``BWD_W``, ``BWD_WB``), in any case.
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+    ValueError
+        If it names no direction.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"direction must be a str, got {type(name).__name__}")
+    if name.lower() in DIRECTIONS:
+        return name.lower()
+    if name.upper() in BENCHDNN_DIRECTIONS:
+        return BENCHDNN_DIRECTIONS[name.upper()]
+    raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)} (or benchdnn's "
+                     f"{', '.join(BENCHDNN_DIRECTIONS)}), got {name!r}")
 
 
 def _pair(value: Any, what: str, minimum: int) -> tuple[int, int]:
@@ -101,7 +141,19 @@ def normalize_dtype(dtype: Any) -> str:
 
 @dataclass(frozen=True)
 class ConvProblem:
-    """Shape and parameters of one 2-D forward convolution (NCHW, KCRS).
+    """Shape, parameters and direction of one 2-D convolution (NCHW, KCRS).
+
+    ``dir`` is one of :data:`DIRECTIONS`: ``"fwd"`` computes ``y`` from
+    ``x`` and ``w``; ``"bwd_d"`` computes ``dx`` from ``dy`` and ``w``;
+    ``"bwd_w"`` computes ``dw`` from ``x`` and ``dy``; ``"bwd_wb"`` also
+    computes ``db``. Shapes keep their meaning in every direction
+    (:attr:`input_shape` is ``x``'s and ``dx``'s, :attr:`output_shape` is
+    ``y``'s and ``dy``'s), and so does :attr:`flops`;
+    ``dataclasses.replace(p, dir="bwd_d")`` is the same layer in another
+    direction. ``bias`` says whether the computation involves a bias: a
+    ``"bwd_d"`` or ``"bwd_w"`` problem has ``bias=False`` (it is set so, since
+    neither ``dx`` nor ``dw`` depends on it), and a ``"bwd_wb"`` problem must
+    have ``bias=True``.
 
     Field names follow benchdnn (``mb``, ``ic``, ``ih``...). ``ph``/``pw`` are
     the top/left padding; the bottom/right padding follows from ``oh``/``ow``
@@ -156,8 +208,12 @@ class ConvProblem:
     dtype: str = "float32"
     fpmath: str = "strict"
     name: str = field(default="")
+    dir: str = "fwd"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dir, str) or self.dir not in DIRECTIONS:
+            raise ValueError(f"ConvProblem.dir must be one of {', '.join(DIRECTIONS)}, "
+                             f"got {self.dir!r}")
         for attr in ("mb", "ic", "ih", "iw", "oc", "kh", "kw", "sh", "sw", "ph", "pw",
                      "dil_h", "dil_w", "g"):
             value = getattr(self, attr)
@@ -175,6 +231,11 @@ class ConvProblem:
                              f"and output channels ({self.oc})")
         object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
         object.__setattr__(self, "bias", bool(self.bias))
+        if self.dir in ("bwd_d", "bwd_w"):
+            object.__setattr__(self, "bias", False)  # neither dx nor dw depends on it
+        elif self.dir == "bwd_wb" and not self.bias:
+            raise ValueError("direction bwd_wb computes the bias gradient, so it needs a "
+                             "problem with bias (bias=True), got bias=False")
         if self.fpmath not in FPMATH_MODES:
             raise ValueError(f"fpmath must be one of {FPMATH_MODES}, got {self.fpmath!r}")
         if self.fpmath == "tf32" and self.dtype != "float32":
@@ -318,13 +379,14 @@ class ConvProblem:
         if dt not in DT_TO_DTYPE:
             raise ValueError(f"unsupported data type {dt!r} in {text!r}; expected f32, f64 or f16")
         direction = knobs.get("dir", "FWD_D").upper()
-        if direction not in ("FWD_D", "FWD_B", "FWD_I"):
-            raise ValueError(f"only forward convolution is supported, got --dir={direction} "
-                             f"in {text!r}")
+        if direction not in BENCHDNN_DIRECTIONS:
+            raise ValueError(f"unknown direction --dir={knobs['dir']} in {text!r}; expected "
+                             f"one of {', '.join(BENCHDNN_DIRECTIONS)}")
         mb = int(knobs["mb"]) if "mb" in knobs and int(knobs["mb"]) > 0 else v.get("mb", 2)
         return cls(mb=mb, ic=v["ic"], ih=v["ih"], iw=v["iw"], oc=v["oc"], kh=v["kh"],
                    kw=v["kw"], sh=sh, sw=sw, ph=ph, pw=pw, dil_h=dil_h, dil_w=dil_w,
-                   g=v.get("g", 1), oh=oh, ow=ow, bias=direction == "FWD_B",
+                   g=v.get("g", 1), oh=oh, ow=ow, bias=direction in ("FWD_B", "BWD_WB"),
+                   dir=BENCHDNN_DIRECTIONS[direction],
                    dtype=DT_TO_DTYPE[dt], fpmath=knobs.get("attr-fpmath", "strict").lower(),
                    name=name)
 
@@ -333,7 +395,9 @@ class ConvProblem:
         out = []
         if self.dtype != "float32":
             out.append(f"--dt={DTYPE_TO_DT[self.dtype]} ")
-        if self.bias:
+        if self.dir != "fwd":
+            out.append(f"--dir={DIRECTION_TO_DIR[self.dir]} ")
+        elif self.bias:
             out.append("--dir=FWD_B ")
         if self.fpmath != "strict":
             out.append(f"--attr-fpmath={self.fpmath} ")

@@ -92,15 +92,15 @@ class Run:
     roofs: list[dict[str, Any]] = field(default_factory=list)
     noise: list[dict[str, Any]] = field(default_factory=list)
 
-    def latest(self) -> dict[tuple[str, str, str], Record]:
-        """The last record of each (problem, backend, kernel): what a resume uses."""
+    def latest(self) -> dict[tuple[str, str, str, str], Record]:
+        """The last record of each (problem, dir, backend, kernel): what a resume uses."""
         return {r.key: r for r in self.records}
 
-    def latest_per_platform(self) -> dict[str | None, dict[tuple[str, str, str], Record]]:
-        """The last record of each (problem, backend, kernel) on each platform, platforms in
+    def latest_per_platform(self) -> dict[str | None, dict[tuple[str, str, str, str], Record]]:
+        """The last record of each (problem, dir, backend, kernel) on each platform, platforms in
         the order they first appear (see :attr:`Record.platform`): what tables, reports
         and ``compare`` use, so that no ratio mixes two platforms' times."""
-        out: dict[str | None, dict[tuple[str, str, str], Record]] = {}
+        out: dict[str | None, dict[tuple[str, str, str, str], Record]] = {}
         for rec in self.records:
             out.setdefault(rec.platform, {})[rec.key] = rec
         return out

@@ -37,9 +37,14 @@ class Record(dict):
     header_platform: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """Identity of a measurement: (descriptor, backend, kernel)."""
-        return (self["problem"], self["backend"], self["kernel"])
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity of a measurement: (descriptor, dir, backend, kernel)."""
+        return (self["problem"], self.dir, self["backend"], self["kernel"])
+
+    @property
+    def dir(self) -> str:
+        """The direction measured; a record from before directions were recorded is ``fwd``."""
+        return self.get("dir") or "fwd"
 
     @property
     def platform(self) -> str | None:

@@ -194,3 +194,82 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
 def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int]:
     """Image, tile row and tile column of flat tile index ``t`` (image-major, then row)."""
     return t // (tile_rows * tile_cols), (t // tile_cols) % tile_rows, t % tile_cols
+
+
+# ------------------------------------------------------------------ backward passes
+# The forward pass is c = x (*) w_f, circular cross-correlation of the image with
+# the filter w_f placed at (r*d - pad) mod L, kept at t = p*stride:
+#
+#     c[t] = sum_i x[i] w_f[(i - t) mod L],   y[p] = c[p * stride].
+#
+# Its adjoints, with dc the output gradient zero-stuffed onto t = p*stride (the
+# adjoint of keeping every stride-th value):
+#
+#     dx[i]   = sum_t dc[t] w_f[(i - t) mod L]   = irfft2(rfft2(dc) * rfft2(w_f))[i]
+#     dw_f[j] = sum_t dc[t] x[(t + j) mod L]     = irfft2(sum_n X * conj(rfft2(dc)))[j]
+#
+# so backward data multiplies by the filter spectra *unconjugated* (the forward
+# correlates, its adjoint convolves) and crops to the image; backward weights sums
+# X conj(dY) over the batch per frequency (one GEMM over N) and reads dw at the
+# taps' positions. Both hold exactly when no pair (i, t) aliases modulo L:
+# L >= H + max(pad_top, pad_bottom), L >= R_eff (distinct tap positions) and
+# L > (P-1)*stride (the stuffed gradient fits).
+
+
+def backward_length(size: int, pad_lo: int, pad_hi: int, k_eff: int, out: int, stride: int,
+                    min_length: int = 1) -> int:
+    """The whole-image FFT length of a backward pass along one axis (see above)."""
+    need = max(size + max(pad_lo, pad_hi, 0), k_eff, (out - 1) * stride + 1, min_length)
+    return scipy.fft.next_fast_len(need, real=True)
+
+
+def backward_filter_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int) -> int:
+    """Filter spectra (bwd_d) or the summed filter-gradient spectra and their inverse (bwd_w)."""
+    spectra = filter_bytes(p, lh, lw, itemsize)
+    if p.dir == "bwd_d":
+        return spectra
+    return spectra + p.oc * (p.ic // p.g) * lh * lw * itemsize
+
+
+def plan_fft_backward(p: ConvProblem, cap: int, itemsize: int | None = None,
+                      min_length: int = 1) -> FftPlan:
+    """Whole-image FFT sizes of ``p``'s backward pass; images per batch under the cap.
+
+    One tile covers each image (overlap-save has no cheap adjoint: the
+    gradient of an input pixel gathers from several tiles), so the batch is
+    what the cap leaves after the filter spectra, at least one image.
+    """
+    isz = itemsize or p.itemsize
+    (pt, pb), (pl, pr) = p.padding
+    lh = backward_length(p.ih, pt, pb, effective_extent(p.kh, p.dil_h), p.oh, p.sh, min_length)
+    lw = backward_length(p.iw, pl, pr, effective_extent(p.kw, p.dil_w), p.ow, p.sw, min_length)
+    room = cap - backward_filter_bytes(p, lh, lw, isz)
+    batch = max(1, min(p.mb, room // tile_bytes(p, lh, lw, isz)))
+    return FftPlan(lh, lw, p.oh, p.ow, 1, 1, batch)
+
+
+def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None) -> int:
+    """Filter (gradient) spectra plus one batch of whole-image spectra."""
+    isz = itemsize or p.itemsize
+    return (backward_filter_bytes(p, plan.lh, plan.lw, isz)
+            + plan.batch * tile_bytes(p, plan.lh, plan.lw, isz))
+
+
+def adjoint_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
+                           workers: int = 1, scale: float = 1.0) -> np.ndarray:
+    """``scale * rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
+
+    ``w_f`` is the dilated filter with tap ``(0, 0)`` at ``(-pad) mod L``, as in
+    the whole-image forward path; float64, rounded once.
+    """
+    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers,
+                          scale=scale)
+    return np.ascontiguousarray(np.conj(spec).transpose(0, 1, 3, 2),
+                                dtype=COMPLEX[np.dtype(dtype)])
+
+
+def tap_positions(p: ConvProblem, plan: FftPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the circular filter gradient where tap ``(r, s)`` sits."""
+    rows = (np.arange(p.kh) * p.dil_h - p.ph) % plan.lh
+    cols = (np.arange(p.kw) * p.dil_w - p.pw) % plan.lw
+    return rows, cols

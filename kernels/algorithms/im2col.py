@@ -10,6 +10,19 @@ so ``col`` viewed as ``(nb, G, C/g*R*S, rows*Q)`` times the weights
 ``(G, K/g, C/g*R*S)`` is one batched GEMM whose output *is* the NCHW output
 block ``y[n0:n0+nb].reshape(nb, G, K/g, P*Q)[..., p0*Q:(p0+rows)*Q]``. A 1x1,
 stride-1, unpadded convolution is already a GEMM and needs no lowering.
+
+The backward directions use the same lowered layout and the same tiles:
+
+* **bwd_d**: ``col = W^T dY`` (per group, ``(C/g*R*S, K/g)`` times
+  ``(K/g, rows*Q)``), then **col2im** adds each lowered element back into the
+  input pixel it was copied from (the adjoint of the lowering); the sums of
+  overlapping windows happen there, one ``(image, channel)`` plane per
+  thread, so nothing is written twice at once;
+* **bwd_w**: ``dW = dY col^T`` (per group, ``(K/g, rows*Q)`` times
+  ``(rows*Q, C/g*R*S)``), summed over the tiles: the lowering of ``X`` is
+  the forward's, tiled under the same workspace cap;
+* a pointwise layer needs no lowering in either: ``dX = W^T dY`` and
+  ``dW = sum_n dY_n X_n^T``.
 """
 
 from __future__ import annotations

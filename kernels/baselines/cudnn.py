@@ -1,7 +1,9 @@
 """cuDNN, engine by engine, through the cuDNN frontend's Python API (``import cudnn``).
 
-For each problem ``prepare`` builds the ``conv_fprop`` graph (NCHW, strides
-given explicitly), asks cuDNN's heuristics (mode A, then the fallback list)
+For each problem ``prepare`` builds the graph of its direction (NCHW, strides
+given explicitly): ``conv_fprop`` (fwd), ``conv_dgrad`` (bwd_d: ``dx`` from
+``dy`` and ``w``) or ``conv_wgrad`` (bwd_w, bwd_wb: ``dw`` from ``x`` and
+``dy``), asks cuDNN's heuristics (mode A, then the fallback list)
 for execution plans, builds *every* plan, and classifies each by its
 numerical notes (tensor core, down-converted inputs, reduced-precision
 reduction, FFT, Winograd) through the frontend's note filters. Two baselines
@@ -17,7 +19,8 @@ Math modes: float32 is strict, so plans noted TENSOR_CORE or
 DOWN_CONVERT_INPUTS (TF32) are timed and listed but not admissible; float16
 must accumulate in float32, so REDUCED_PRECISION_REDUCTION plans are not.
 Bias, when the problem has one, is a separate CuPy add after the plan (a
-fused conv+bias graph would leave only fusion engines to compare).
+fused conv+bias graph would leave only fusion engines to compare); likewise
+bwd_wb's bias gradient is a CuPy sum of ``dy`` over (N, P, Q), in float64.
 Tensors are CuPy device pointers, on CuPy's current stream. Skipped with the
 install hint when the frontend, CuPy or a GPU is missing.
 """
@@ -50,9 +53,14 @@ NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "F
 TUNE_REPS = 10
 
 
+#: The frontend's graph operation per direction.
+OPERATIONS = {"fwd": "conv_fprop", "bwd_d": "conv_dgrad", "bwd_w": "conv_wgrad",
+              "bwd_wb": "conv_wgrad"}
+
+
 @dataclass
 class CudnnPlan:
-    """One execution plan of a conv_fprop graph."""
+    """One execution plan of a convolution graph (fprop, dgrad or wgrad)."""
 
     index: int
     name: str  # engine tag with knobs, e.g. "eng28_k2=2_k3=0"
@@ -158,7 +166,7 @@ def _failed(result: Any) -> bool:
 
 
 class CudnnFrontendBaseline(KernelBase):
-    """cuDNN's conv_fprop execution plans through the frontend API.
+    """cuDNN's execution plans of conv_fprop, conv_dgrad and conv_wgrad, through the frontend.
 
     ``workspace_bytes`` is 0: each plan's workspace is in ``details.plans``.
 
@@ -171,6 +179,7 @@ class CudnnFrontendBaseline(KernelBase):
     kind = "baseline"
     clock = "cuda-events"
     dtypes = GPU_DTYPES
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     uses_tf32 = True  # tensor-core engines are admissible where fpmath allows TF32
 
     def __init__(self, select: str) -> None:
@@ -188,7 +197,12 @@ class CudnnFrontendBaseline(KernelBase):
         return default_runtime().unavailable_reason()
 
     # ------------------------------------------------------------- graph
-    def _graph(self, cudnn: Any, p: ConvProblem) -> tuple[Any, Any, Any, Any]:
+    def _graph(self, cudnn: Any, p: ConvProblem) -> tuple[Any, dict[str, Any], Any]:
+        """The graph of ``p.dir`` with its execution plans: (graph, operand tensors, result).
+
+        Operand tensors are keyed ``"x"``, ``"w"``, ``"dy"`` as the direction
+        reads them; the result is ``y``, ``dx`` or ``dw``.
+        """
         types = {"float32": cudnn.data_type.FLOAT, "float16": cudnn.data_type.HALF,
                  "float64": cudnn.data_type.DOUBLE}
         io = types[p.dtype]
@@ -197,21 +211,36 @@ class CudnnFrontendBaseline(KernelBase):
                               compute_data_type=compute, handle=shared_handle())
         n, c, h, w = p.input_shape
         k, cg, r, s = p.weight_shape
-        pre, post, (h_read, w_read) = cudnn_geometry(p)
-        x = graph.tensor(name="X", dim=[n, c, h_read, w_read], stride=[c * h * w, h * w, w, 1],
-                         data_type=io)
-        wt = graph.tensor(name="W", dim=[k, cg, r, s], stride=[cg * r * s, r * s, s, 1],
-                          data_type=io)
-        y = graph.conv_fprop(image=x, weight=wt, pre_padding=pre, post_padding=post,
-                             stride=list(p.stride), dilation=list(p.dilation),
-                             compute_data_type=compute)
         _, kk, oh, ow = p.output_shape
-        y.set_output(True).set_data_type(io).set_dim([n, kk, oh, ow]).set_stride(
-            [kk * oh * ow, oh * ow, ow, 1])
+        pre, post, (h_read, w_read) = cudnn_geometry(p)
+        # The input (or its gradient) as cuDNN sees it: trailing rows no output reads
+        # left out, strides of the whole tensor.
+        x_dims, x_strides = [n, c, h_read, w_read], [c * h * w, h * w, w, 1]
+        w_dims, w_strides = [k, cg, r, s], [cg * r * s, r * s, s, 1]
+        y_dims, y_strides = [n, kk, oh, ow], [kk * oh * ow, oh * ow, ow, 1]
+        geometry = {"pre_padding": pre, "post_padding": post, "stride": list(p.stride),
+                    "dilation": list(p.dilation), "compute_data_type": compute}
+        tensors = {}
+        if p.dir == "fwd":
+            tensors["x"] = graph.tensor(name="X", dim=x_dims, stride=x_strides, data_type=io)
+            tensors["w"] = graph.tensor(name="W", dim=w_dims, stride=w_strides, data_type=io)
+            result = graph.conv_fprop(image=tensors["x"], weight=tensors["w"], **geometry)
+            dims, strides = y_dims, y_strides
+        elif p.dir == "bwd_d":
+            tensors["dy"] = graph.tensor(name="DY", dim=y_dims, stride=y_strides, data_type=io)
+            tensors["w"] = graph.tensor(name="W", dim=w_dims, stride=w_strides, data_type=io)
+            result = graph.conv_dgrad(loss=tensors["dy"], filter=tensors["w"], **geometry)
+            dims, strides = x_dims, x_strides
+        else:
+            tensors["x"] = graph.tensor(name="X", dim=x_dims, stride=x_strides, data_type=io)
+            tensors["dy"] = graph.tensor(name="DY", dim=y_dims, stride=y_strides, data_type=io)
+            result = graph.conv_wgrad(image=tensors["x"], loss=tensors["dy"], **geometry)
+            dims, strides = w_dims, w_strides
+        result.set_output(True).set_data_type(io).set_dim(dims).set_stride(strides)
         graph.validate()
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        return graph, x, wt, y
+        return graph, tensors, result
 
     def _noted_names(self, cudnn: Any, p: ConvProblem, note: str) -> set[str]:
         """Names of the plans that carry numerical ``note`` (via the frontend's filter)."""
@@ -227,10 +256,11 @@ class CudnnFrontendBaseline(KernelBase):
                 continue
         return names
 
-    def enumerate_plans(self, p: ConvProblem) -> tuple[Any, Any, Any, Any, list[CudnnPlan]]:
+    def enumerate_plans(self, p: ConvProblem) -> tuple[Any, dict[str, Any], Any,
+                                                       list[CudnnPlan]]:
         """Build every plan cuDNN offers for ``p`` and classify it by its notes."""
         cudnn = _cudnn()
-        graph, x, wt, y = self._graph(cudnn, p)
+        graph, tensors, result = self._graph(cudnn, p)
         graph.check_support()
         graph.build_plans(cudnn.build_plan_policy.ALL)
         plans = []
@@ -252,20 +282,26 @@ class CudnnFrontendBaseline(KernelBase):
             for plan in plans:
                 if plan.name in noted:
                     plan.notes.append(note)
-        return graph, x, wt, y, plans
+        return graph, tensors, result, plans
 
     # ----------------------------------------------------------- prepare
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[[], Any]:
+        """Operands in the order of ``p.dir`` (``x, w`` / ``dy, w`` / ``x, dy``)."""
         rt = default_runtime()
         cupy = rt.xp
         cudnn = _cudnn()
-        xd, wd = rt.asarray(x), rt.asarray(w)
-        bd = None if bias is None else rt.asarray(bias).reshape(1, p.oc, 1, 1)
-        yd = cupy.empty(p.output_shape, dtype=p.dtype)
-        graph, xt, wt, yt, plans = self.enumerate_plans(p)
+        names = {"fwd": ("x", "w"), "bwd_d": ("dy", "w")}.get(p.dir, ("x", "dy"))
+        operands = {names[0]: rt.asarray(x), names[1]: rt.asarray(w)}
+        bd = None if bias is None or p.dir != "fwd" else rt.asarray(bias).reshape(1, p.oc, 1, 1)
+        shape = {"fwd": p.output_shape, "bwd_d": p.input_shape}.get(p.dir, p.weight_shape)
+        # zeros: rows of dx that no output reads are outside cuDNN's tensor (cudnn_geometry)
+        out = cupy.zeros(shape, dtype=p.dtype)
+        db = cupy.empty(p.oc, dtype=p.dtype) if p.dir == "bwd_wb" else None
+        graph, tensors, result, plans = self.enumerate_plans(p)
         stream = cupy.cuda.get_current_stream()
         cudnn.set_stream(handle=shared_handle(), stream=stream.ptr)
-        pack = {xt: xd.data.ptr, wt: wd.data.ptr, yt: yd.data.ptr}
+        pack = {tensors[key]: operands[key].data.ptr for key in tensors}
+        pack[result] = out.data.ptr
         workspace = cupy.empty(max([pl.workspace_bytes for pl in plans] + [1]), dtype=cupy.uint8)
 
         def execute(index: int) -> None:
@@ -278,11 +314,16 @@ class CudnnFrontendBaseline(KernelBase):
         def run() -> Any:
             execute(chosen.index)
             if bd is not None:
-                yd[...] += bd
-            return yd
+                out[...] += bd
+            if db is not None:
+                dy = operands["dy"]
+                db[...] = dy.reshape(p.mb, p.oc, -1).sum(axis=2, dtype=cupy.float64).sum(axis=0)
+                return out, db
+            return out
 
         return Prepared(run, {
-            "select": self.select, "chosen": chosen.index, "engine": chosen.name,
+            "select": self.select, "operation": OPERATIONS[p.dir], "chosen": chosen.index,
+            "engine": chosen.name,
             "algorithm": chosen.algorithm, "notes": chosen.notes,
             "error_model": error_model(chosen, p.math),
             "workspace_bytes": chosen.workspace_bytes,

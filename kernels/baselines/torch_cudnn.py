@@ -1,4 +1,11 @@
-"""cuDNN through PyTorch: ``torch.nn.functional.conv2d`` on CUDA, autotuned.
+"""cuDNN through PyTorch: ``torch.nn.functional.conv2d`` on CUDA, autotuned; backward too.
+
+The backward directions call aten's ``convolution_backward`` (what autograd
+runs for ``torch.nn.grad.conv2d_input`` / ``conv2d_weight``) with the output
+mask of the direction: cuDNN's backward-data or backward-filter algorithms.
+Its ``input`` (bwd_d) or ``weight`` (bwd_w) argument only gives a shape: a
+zero tensor made once. Asymmetric padding pads ``x`` once in ``prepare``
+(bwd_w) or crops the padded gradient in the call (bwd_d).
 
 ``torch.backends.cudnn.benchmark = True`` makes PyTorch time cuDNN's
 algorithms on the first call for each shape and keep the fastest (that first
@@ -44,6 +51,7 @@ class TorchCudnnBaseline(KernelBase):
     kind = "baseline"
     clock = "cuda-events"
     dtypes = GPU_DTYPES
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     uses_tf32 = True  # torch's allow_tf32 follows the problem's fpmath
 
     def supports(self, p: ConvProblem) -> str | None:
@@ -71,6 +79,8 @@ class TorchCudnnBaseline(KernelBase):
             return torch.from_dlpack(rt.asarray(a))
 
         padding, pre_pad = torch_padding(p)
+        if p.dir != "fwd":
+            return backward_call(torch, rt, p, to_torch(x), to_torch(w), padding, pre_pad)
         xt = to_torch(x)
         if pre_pad is not None:
             xt = f.pad(xt, pre_pad)
@@ -85,6 +95,57 @@ class TorchCudnnBaseline(KernelBase):
             return xp.from_dlpack(out)
 
         return run
+
+
+def backward_call(torch: Any, rt: Any, p: ConvProblem, a: Any, b: Any, padding: Any,
+                  pre_pad: tuple[int, int, int, int] | None) -> Callable[[], Any]:
+    """aten ``convolution_backward`` for ``p.dir``; ``(a, b)`` are ``(dy, w)`` or ``(x, dy)``."""
+    f = torch.nn.functional
+    xp = rt.xp
+    geometry = dict(stride=list(p.stride), padding=list(padding) if isinstance(padding, tuple)
+                    else [padding, padding], dilation=list(p.dilation), transposed=False,
+                    output_padding=[0, 0], groups=p.g)
+    backward = torch.ops.aten.convolution_backward
+    if p.dir == "bwd_d":
+        dy, w = a, b
+        (pt, _), (pl, _) = p.padding
+        shape = p.input_shape
+        if pre_pad is not None:
+            left, right, top, bottom = pre_pad
+            shape = (p.mb, p.ic, p.ih + top + bottom, p.iw + left + right)
+        x_like = torch.zeros(shape, dtype=dy.dtype, device=dy.device)
+        if pre_pad is None:
+            def run_data() -> Any:
+                with torch.no_grad():
+                    dx = backward(dy, x_like, w, None, **geometry,
+                                  output_mask=[True, False, False])[0]
+                return xp.from_dlpack(dx)
+
+            return run_data
+        rows, cols = min(p.ih, shape[2] - pt), min(p.iw, shape[3] - pl)
+        dx = torch.zeros(p.input_shape, dtype=dy.dtype, device=dy.device)
+
+        def run_data_cropped() -> Any:
+            with torch.no_grad():
+                padded = backward(dy, x_like, w, None, **geometry,
+                                  output_mask=[True, False, False])[0]
+                dx[:, :, :rows, :cols] = padded[:, :, pt:pt + rows, pl:pl + cols]
+            return xp.from_dlpack(dx)
+
+        return run_data_cropped
+    x, dy = a, b
+    if pre_pad is not None:
+        x = f.pad(x, pre_pad)
+    w_like = torch.zeros(p.weight_shape, dtype=dy.dtype, device=dy.device)
+    with_bias = p.dir == "bwd_wb"
+
+    def run_weights() -> Any:
+        with torch.no_grad():
+            _, dw, db = backward(dy, x, w_like, [p.oc] if with_bias else None, **geometry,
+                                 output_mask=[False, True, with_bias])
+        return (xp.from_dlpack(dw), xp.from_dlpack(db)) if with_bias else xp.from_dlpack(dw)
+
+    return run_weights
 
 
 KERNELS = [TorchCudnnBaseline()]

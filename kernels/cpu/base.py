@@ -57,6 +57,9 @@ class CpuKernel(KernelBase):
         return None
 
     def supports(self, p: ConvProblem) -> str | None:
+        reason = self.direction_reason(p)
+        if reason is not None:
+            return reason
         if p.dtype not in CPU_DTYPES:
             return f"CPU kernels run float32 and float64, got {p.dtype} (float16 is GPU-only)"
         return self.problem_reason(p)
@@ -82,6 +85,16 @@ def add_bias(y: np.ndarray, bias: np.ndarray) -> None:
 def empty_output(p: ConvProblem) -> np.ndarray:
     """The output buffer a prepared kernel writes into and returns (cache-line aligned)."""
     return aligned_empty(p.output_shape, p.dtype)
+
+
+def empty_input(p: ConvProblem) -> np.ndarray:
+    """The ``dx`` buffer a prepared bwd_d kernel writes into and returns (cache-line aligned)."""
+    return aligned_empty(p.input_shape, p.dtype)
+
+
+def empty_weights(p: ConvProblem) -> np.ndarray:
+    """The ``dw`` buffer a prepared bwd_w kernel writes into and returns (cache-line aligned)."""
+    return aligned_empty(p.weight_shape, p.dtype)
 
 
 def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:

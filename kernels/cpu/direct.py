@@ -32,13 +32,17 @@ off the image.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
-from convbench.problem import ConvProblem
+from convbench.problem import DIRECTIONS, ConvProblem
+from convbench.problem.arguments import aligned_empty
 
-from .base import CpuKernel, bias_or_zeros, empty_output
+from .base import CpuKernel, bias_or_zeros, empty_input, empty_output, empty_weights
+from .direct_backward import C_BLOCK, bias_gradient, direct_backward_data, direct_backward_weights
+from .direct_backward import K_BLOCK as BWD_K_BLOCK
 
 #: Row order: output channels accumulated together (each input row loaded from
 #: cache is reused K_BLOCK times).
@@ -229,13 +233,23 @@ def vectorize_over_channels(p: ConvProblem) -> bool:
 
 
 class DirectKernel(CpuKernel):
-    """Direct convolution on the CPU; every parameter combination."""
+    """Direct convolution on the CPU; every parameter combination, every direction.
+
+    The backward directions are :mod:`kernels.cpu.direct_backward`'s loop
+    nests: ``bwd_d`` a gather (``run(dy)``), ``bwd_w`` a reduction over N, P
+    and Q (``run(x, dy)``), ``bwd_wb`` with ``db`` beside it.
+    """
 
     name = "direct"
     family = "direct"
+    directions = DIRECTIONS
     takes_input_at_call = True  # run(x=x): a plan passes each new input
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir == "bwd_d":
+            return C_BLOCK * p.iw * p.itemsize  # one block of dx rows per work item
+        if p.dir in ("bwd_w", "bwd_wb"):
+            return BWD_K_BLOCK * p.kh * p.kw * p.itemsize
         if vectorize_over_channels(p):
             # The transposed weights, plus one accumulator block per work item.
             return (p.oc * p.reduction_length + Q_BLOCK * KC_BLOCK) * p.itemsize
@@ -243,7 +257,29 @@ class DirectKernel(CpuKernel):
         return K_BLOCK * p.ow * p.itemsize
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., Any]:
+        if p.dir == "bwd_d":
+            dx = empty_input(p)
+            geometry = (p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.g)
+
+            def run_backward_data(dy: np.ndarray = x) -> np.ndarray:
+                direct_backward_data(dy, w, dx, *geometry)
+                return dx
+
+            return run_backward_data
+        if p.dir in ("bwd_w", "bwd_wb"):
+            dw = empty_weights(p)
+            db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+            geometry = (p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.g)
+
+            def run_backward_weights(x: np.ndarray = x, dy: np.ndarray = w) -> Any:
+                direct_backward_weights(x, dy, dw, *geometry)
+                if db is None:
+                    return dw
+                bias_gradient(dy, db)
+                return dw, db
+
+            return run_backward_weights
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
         if vectorize_over_channels(p):

@@ -8,6 +8,14 @@ copies zero-padded input tiles, ``rfft2`` transforms them,
 :func:`correlate_spectra` contracts channels per frequency and returns to
 space, and :func:`scatter_outputs` keeps every stride-th valid value and adds
 the bias. Small images take the whole-image path, with no gather.
+
+The backward passes (:func:`prepare_backward`) transform whole images, as
+:mod:`kernels.algorithms.fft` derives them: backward data zero-stuffs ``dy``
+onto the stride grid, multiplies its spectra by the unconjugated filter
+spectra (one batched GEMM over ``K/g`` per frequency) and crops the inverse
+to the image; backward weights sums ``X conj(dY)`` over the batch per
+frequency (one batched GEMM over the images) and reads the inverse at the
+filter taps.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from numba import njit, prange
 
 from convbench.contract import ErrorModel
 from convbench.problem import ConvProblem
+from convbench.problem.arguments import aligned_empty
 
 from ..algorithms import fft as algorithm
 from ..algorithms.fft import COMPLEX, FftPlan, filter_spectra, plan_fft, whole_image_path
@@ -112,13 +121,18 @@ class FftKernel(CpuKernel):
 
     name = "fft"
     family = "fft"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # filter spectra, once per weight tensor
 
     def plan(self, p: ConvProblem) -> FftPlan:
+        if p.dir != "fwd":
+            return algorithm.plan_fft_backward(p, self.workspace_cap)
         return plan_fft(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir != "fwd":
+            return algorithm.backward_workspace_bytes(p, self.plan(p))
         return algorithm.workspace_bytes(p, self.plan(p))
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
@@ -127,6 +141,8 @@ class FftKernel(CpuKernel):
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
+        if p.dir != "fwd":
+            return prepare_backward(p, self.plan(p), x, w)
         plan = self.plan(p)
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
@@ -167,6 +183,92 @@ class FftKernel(CpuKernel):
             return y
 
         return run
+
+
+def contract_channels(spec: np.ndarray, spectra: np.ndarray, groups: int, freqs: int,
+                      dtype: np.dtype) -> np.ndarray:
+    """``(B, G*A, ...)`` spectra times ``(F, G, A, Z)`` per frequency and group: ``(B, G*Z, F)``.
+
+    One batched complex GEMM over ``A`` (a broadcast product when ``A == 1``).
+    """
+    nb, a = spec.shape[0], spec.shape[1] // groups
+    xt = np.ascontiguousarray(spec.reshape(nb, groups, a, freqs).transpose(3, 1, 0, 2))
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN inputs: NaN outputs, no noise
+        yt = xt * spectra if a == 1 else np.matmul(xt, spectra)
+    z = spectra.shape[3]
+    return np.ascontiguousarray(yt.transpose(2, 1, 3, 0),
+                                dtype=COMPLEX[np.dtype(dtype)]).reshape(nb, groups * z, freqs)
+
+
+def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
+                     b: np.ndarray) -> Callable[..., object]:
+    """The backward call of ``p.dir``: ``call(dy)`` -> dx, ``call(x, dy)`` -> dw or (dw, db).
+
+    ``(a, b)`` are ``(dy, w)`` for bwd_d and ``(x, dy)`` for bwd_w/bwd_wb, the
+    order of ``torch.nn.grad``'s functions. The zero-stuffed gradient lives in a
+    buffer zeroed once: each call overwrites only the stride grid.
+    """
+    lh, lw, half = plan.lh, plan.lw, plan.lw // 2 + 1
+    g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
+    stuffed_buf = np.zeros((plan.batch, p.oc, lh, lw), dtype=p.dtype)
+    grid = (slice(None), slice(None), slice(0, p.oh * p.sh, p.sh), slice(0, p.ow * p.sw, p.sw))
+    k_workers = fft_workers(plan.batch * p.oc * lh * lw)
+    c_workers = fft_workers(plan.batch * p.ic * lh * lw)
+    batches = [(n0, min(plan.batch, p.mb - n0)) for n0 in range(0, p.mb, plan.batch)]
+
+    def stuffed_spectra(dy: np.ndarray, n0: int, nb: int) -> np.ndarray:
+        stuffed = stuffed_buf[:nb]
+        stuffed[grid] = dy[n0:n0 + nb]
+        return scipy.fft.rfft2(stuffed, workers=k_workers)
+
+    if p.dir == "bwd_d":
+        spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype, workers=num_threads())
+        dx = aligned_empty(p.input_shape, p.dtype)
+
+        def run_data(dy: np.ndarray = a) -> np.ndarray:
+            for n0, nb in batches:
+                spec = contract_channels(stuffed_spectra(dy, n0, nb), spectra, g, plan.freqs,
+                                         p.dtype)
+                out = scipy.fft.irfft2(spec.reshape(nb, p.ic, lh, half), s=(lh, lw),
+                                       workers=c_workers)
+                dx[n0:n0 + nb] = out[:, :, :p.ih, :p.iw]
+            return dx
+
+        return run_data
+
+    rows, cols = algorithm.tap_positions(p, plan)
+    dw = aligned_empty(p.weight_shape, p.dtype)
+    db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+    cplx = COMPLEX[np.dtype(p.dtype)]
+    total = np.empty((plan.freqs, g, cg, kg), dtype=cplx)
+
+    def run_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
+        for i, (n0, nb) in enumerate(batches):
+            xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
+            ys = stuffed_spectra(dy, n0, nb)
+            # (F, G, C/g, nb) @ conj (F, G, nb, K/g): the sum over images is the GEMM's
+            xt = xs.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 2, 0)
+            yt = np.conj(ys.reshape(nb, g, kg, plan.freqs).transpose(3, 1, 0, 2))
+            with np.errstate(invalid="ignore", over="ignore"):
+                if i == 0:
+                    np.matmul(xt, yt, out=total)
+                else:
+                    np.add(total, np.matmul(xt, yt), out=total)
+        spec = np.ascontiguousarray(total.transpose(1, 3, 2, 0)).reshape(p.oc, cg, lh, half)
+        full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
+        dw[...] = full[:, :, rows[:, None], cols[None, :]]
+        if db is None:
+            return dw
+        bias_gradient(dy, db)
+        return dw, db
+
+    return run_weights
+
+
+def bias_gradient(dy: np.ndarray, db: np.ndarray) -> None:
+    """``db[k] = sum over n, p, q of dy[n, k, p, q]``, summed in float64 and rounded once."""
+    n, k = dy.shape[0], dy.shape[1]
+    db[...] = dy.reshape(n, k, -1).sum(axis=2, dtype=np.float64).sum(axis=0)
 
 
 KERNELS = [FftKernel()]

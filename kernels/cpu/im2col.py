@@ -10,15 +10,18 @@ output is the NCHW output block: no transpose afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
-from convbench.problem import ConvProblem
+from convbench.problem import DIRECTIONS, ConvProblem
+from convbench.problem.arguments import aligned_empty
 
 from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
 from ..algorithms.tiling import iter_tiles
-from .base import CpuKernel, add_bias, empty_output
+from .base import CpuKernel, add_bias, empty_input, empty_output, empty_weights
+from .direct_backward import bias_gradient
 
 
 @njit(parallel=True, cache=True)
@@ -62,6 +65,44 @@ def im2col_lower(x, col, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, out_w):
                         inner[q] = src_strided[q]
 
 
+@njit(parallel=True, cache=True)
+def col2im_add(col, dx, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, out_w):
+    """Add the lowered matrix of images ``n0:n0+nb``, output rows ``p0:p0+rows``, back into
+    ``dx`` (the adjoint of :func:`im2col_lower`).
+
+    One work item per (image, channel) plane of ``dx``: the overlapping
+    windows of a plane are summed by the thread that owns it, so no element
+    is written by two threads.
+    """
+    nb = col.shape[0]
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    for item in prange(nb * channels):
+        b = item // channels
+        c = item % channels
+        for r in range(kh):
+            for s in range(kw):
+                crow = col[b, (c * kh + r) * kw + s]
+                offset = s * dw - pl
+                lo = max(0, (-offset + sw - 1) // sw)
+                hi = min(out_w, (width - 1 - offset) // sw + 1)
+                if hi <= lo:
+                    continue
+                for pp in range(rows):
+                    row = (p0 + pp) * sh - pt + r * dh
+                    if row < 0 or row >= height:
+                        continue
+                    src = crow[pp * out_w + lo:pp * out_w + hi]
+                    dxrow = dx[n0 + b, c, row]
+                    if sw == 1:
+                        dst = dxrow[lo + offset:hi + offset]
+                        for q in range(hi - lo):
+                            dst[q] += src[q]
+                    else:
+                        dst_strided = dxrow[lo * sw + offset:(hi - 1) * sw + offset + 1:sw]
+                        for q in range(hi - lo):
+                            dst_strided[q] += src[q]
+
+
 class Im2colKernel(CpuKernel):
     """im2col lowering + one batched BLAS GEMM per tile; every parameter combination.
 
@@ -73,6 +114,7 @@ class Im2colKernel(CpuKernel):
 
     name = "im2col"
     family = "direct"
+    directions = DIRECTIONS
     takes_input_at_call = True  # run(x=x): a plan passes each new input
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
@@ -80,10 +122,19 @@ class Im2colKernel(CpuKernel):
         return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        return 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
+        lowered = 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
+        if p.dir in ("bwd_w", "bwd_wb"):
+            # Each tile's per-image products, summed into dw.
+            images = p.mb if is_pointwise_gemm(p) else self.plan(p)[0]
+            return lowered + images * p.oc * p.reduction_length * p.itemsize
+        return lowered
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
-                     bias: np.ndarray | None) -> Callable[..., np.ndarray]:
+                     bias: np.ndarray | None) -> Callable[..., Any]:
+        if p.dir == "bwd_d":
+            return self._prepare_backward_data(p, x, w)
+        if p.dir in ("bwd_w", "bwd_wb"):
+            return self._prepare_backward_weights(p, x, w)
         g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
         y = empty_output(p)
         y_blocks = y.reshape(p.mb, g, kg, p.oh * p.ow)
@@ -116,6 +167,89 @@ class Im2colKernel(CpuKernel):
             if bias is not None:
                 add_bias(y, bias)
             return y
+
+        return run
+
+    def _prepare_backward_data(self, p: ConvProblem, dy: np.ndarray,
+                               w: np.ndarray) -> Callable[..., np.ndarray]:
+        """``dx = col2im(W^T dY)``, tile by tile; the call is ``run(dy)``."""
+        g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
+        dx = empty_input(p)
+        # A transposed view: BLAS reads it with its transpose flag, no copy.
+        wt = w.reshape(g, kg, cg * p.kh * p.kw).transpose(0, 2, 1)
+
+        if is_pointwise_gemm(p):
+            dx_blocks = dx.reshape(p.mb, g, cg, p.ih * p.iw)
+
+            def run_pointwise(dy: np.ndarray = dy) -> np.ndarray:
+                np.matmul(wt, dy.reshape(p.mb, g, kg, p.oh * p.ow), out=dx_blocks)
+                return dx
+
+            return run_pointwise
+
+        nb, rows = self.plan(p)
+        tiles = list(iter_tiles(p.mb, p.oh, nb, rows))
+        crs = p.ic * p.kh * p.kw
+        col_flat = np.empty(nb * crs * rows * p.ow, dtype=p.dtype)
+        geometry = (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow)
+
+        def run(dy: np.ndarray = dy) -> np.ndarray:
+            dx[...] = 0  # input pixels no window reads keep a zero gradient
+            dy_blocks = dy.reshape(p.mb, g, kg, p.oh * p.ow)
+            for t in tiles:
+                tile_col = col_flat[:t.nb * crs * t.rows * p.ow].reshape(t.nb, crs, t.rows * p.ow)
+                block = dy_blocks[t.n0:t.n0 + t.nb, :, :, t.p0 * p.ow:(t.p0 + t.rows) * p.ow]
+                np.matmul(wt, block, out=tile_col.reshape(t.nb, g, crs // g, t.rows * p.ow))
+                col2im_add(tile_col, dx, t.n0, t.p0, t.rows, *geometry)
+            return dx
+
+        return run
+
+    def _prepare_backward_weights(self, p: ConvProblem, x: np.ndarray,
+                                  dy: np.ndarray) -> Callable[..., Any]:
+        """``dW = sum over tiles of dY col^T`` (and ``db``); the call is ``run(x, dy)``."""
+        g, kg, cg = p.g, p.oc // p.g, p.ic // p.g
+        crs_g = cg * p.kh * p.kw
+        dw = empty_weights(p)
+        dw_mat = dw.reshape(g, kg, crs_g)
+        db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+
+        def finish(dy: np.ndarray) -> Any:
+            if db is None:
+                return dw
+            bias_gradient(dy, db)
+            return dw, db
+
+        if is_pointwise_gemm(p):
+            products = np.empty((p.mb, g, kg, crs_g), dtype=p.dtype)
+
+            def run_pointwise(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+                lowered = x.reshape(p.mb, g, cg, p.ih * p.iw).transpose(0, 1, 3, 2)
+                np.matmul(dy.reshape(p.mb, g, kg, p.oh * p.ow), lowered, out=products)
+                np.sum(products, axis=0, out=dw_mat)
+                return finish(dy)
+
+            return run_pointwise
+
+        nb, rows = self.plan(p)
+        tiles = list(iter_tiles(p.mb, p.oh, nb, rows))
+        crs = p.ic * p.kh * p.kw
+        col_flat = np.empty(nb * crs * rows * p.ow, dtype=p.dtype)
+        products_flat = np.empty(nb * g * kg * crs_g, dtype=p.dtype)
+        geometry = (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow)
+
+        def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+            dw_mat[...] = 0
+            dy_blocks = dy.reshape(p.mb, g, kg, p.oh * p.ow)
+            for t in tiles:
+                tile_col = col_flat[:t.nb * crs * t.rows * p.ow].reshape(t.nb, crs, t.rows * p.ow)
+                im2col_lower(x, tile_col, t.n0, t.p0, t.rows, *geometry)
+                block = dy_blocks[t.n0:t.n0 + t.nb, :, :, t.p0 * p.ow:(t.p0 + t.rows) * p.ow]
+                lowered = tile_col.reshape(t.nb, g, crs_g, t.rows * p.ow).transpose(0, 1, 3, 2)
+                products = products_flat[:t.nb * g * kg * crs_g].reshape(t.nb, g, kg, crs_g)
+                np.matmul(block, lowered, out=products)
+                dw_mat[...] += products.sum(axis=0)
+            return finish(dy)
 
         return run
 

@@ -17,7 +17,9 @@ from numba import njit, prange
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
+from ..algorithms import winograd_backward as backward_algorithm
 from ..algorithms.winograd import FILTER, TILE_IN, TILE_OUT, G
+from . import winograd_backward
 from .base import CpuKernel, bias_or_zeros, empty_output
 
 
@@ -217,12 +219,15 @@ class WinogradKernel(CpuKernel):
 
     name = "winograd"
     family = "winograd"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G
 
     def problem_reason(self, p: ConvProblem) -> str | None:
+        if p.dir != "fwd":
+            return backward_algorithm.supports_backward(p)
         return algorithm.supports_geometry(p)
 
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
@@ -230,10 +235,14 @@ class WinogradKernel(CpuKernel):
         return algorithm.plan_blocks(p, self.workspace_cap, p.itemsize)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir != "fwd":
+            return winograd_backward.workspace_bytes(self, p)
         return algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
+        if p.dir != "fwd":
+            return winograd_backward.prepare_backward(self, p, x, w)
         g, cg = p.g, p.ic // p.g
         u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)

@@ -24,6 +24,7 @@ from typing import Any
 from convbench.problem import ConvProblem
 
 from ..algorithms.direct import input_window
+from . import backward
 from .base import GpuKernel
 from .sources import CudaSource
 
@@ -114,8 +115,9 @@ class GpuDirectKernel(GpuKernel):
 
     name = "direct"
     family = "direct"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
-    sources = (SOURCE,)
+    sources = (SOURCE, backward.SOURCE)
 
     def precision(self, p: ConvProblem) -> dict[str, str]:
         acc = "float64" if p.dtype == "float64" else "float32"
@@ -124,12 +126,17 @@ class GpuDirectKernel(GpuKernel):
 
     def problem_reason(self, p: ConvProblem) -> str | None:
         reason = super().problem_reason(p)
-        if reason is None:
+        if reason is None and p.dir == "fwd":
             plan = plan_direct(p)
             reason = plan if isinstance(plan, str) else None
         return reason
 
+    def workspace_bytes(self, p: ConvProblem) -> int:
+        return backward.workspace_bytes(self, p) if p.dir != "fwd" else 0
+
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
+        if p.dir != "fwd":
+            return backward.prepare_direct(self, p, x, w)
         plan = plan_direct(p)
         assert isinstance(plan, DirectLaunch)
         rt = self.runtime

@@ -36,6 +36,7 @@ from convbench.problem import ConvProblem
 
 from ..algorithms import fft as algorithm
 from ..algorithms.fft import COMPLEX, FftPlan, filter_spectra, plan_fft
+from . import backward
 from .base import WORK_DTYPE, GpuKernel
 from .gemm import GEMM_DESCRIPTION
 from .runtime import Int64, row_grid
@@ -58,6 +59,7 @@ class GpuFftKernel(GpuKernel):
 
     name = "fft"
     family = "fft"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
     caches_weights = True  # filter spectra, once per weight tensor
@@ -77,9 +79,14 @@ class GpuFftKernel(GpuKernel):
                 + GEMM_DESCRIPTION[contraction_compute(p)])
 
     def plan(self, p: ConvProblem) -> FftPlan:
+        if p.dir != "fwd":
+            return algorithm.plan_fft_backward(p, self.workspace_cap, self.work_itemsize(p),
+                                               MIN_FFT_LENGTH)
         return plan_fft(p, self.workspace_cap, self.work_itemsize(p), MIN_FFT_LENGTH)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir != "fwd":
+            return backward.workspace_bytes(self, p)
         return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
@@ -89,6 +96,8 @@ class GpuFftKernel(GpuKernel):
         return ErrorModel(self.family, rounding, plan.lh * plan.lw)
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
+        if p.dir != "fwd":
+            return backward.prepare_fft(self, p, x, w, contraction_compute(p))
         rt = self.runtime
         xp = rt.xp
         work = np.dtype(WORK_DTYPE[p.dtype])

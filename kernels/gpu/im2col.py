@@ -24,6 +24,7 @@ from convbench.problem import ConvProblem
 
 from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
 from ..algorithms.tiling import iter_tiles
+from . import backward
 from .base import GpuKernel
 from .gemm import GEMM_DESCRIPTION, gemm_compute
 from .runtime import Int64, elementwise_grid, row_grid
@@ -55,8 +56,9 @@ class GpuIm2colKernel(GpuKernel):
 
     name = "im2col"
     family = "direct"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
-    sources = (SOURCE,)
+    sources = (SOURCE, backward.SOURCE)
     uses_tf32 = True
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
@@ -64,6 +66,8 @@ class GpuIm2colKernel(GpuKernel):
         return plan_lowering(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir != "fwd":
+            return backward.workspace_bytes(self, p)
         if is_pointwise_gemm(p):
             return 0
         nb, rows = self.plan(p)
@@ -82,6 +86,8 @@ class GpuIm2colKernel(GpuKernel):
         return "GEMM " + GEMM_DESCRIPTION[gemm_compute(p.math, p.dtype)]
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
+        if p.dir != "fwd":
+            return backward.prepare_im2col(self, p, x, w, SOURCE)
         rt = self.runtime
         xp = rt.xp
         compute = gemm_compute(p.math, p.dtype)

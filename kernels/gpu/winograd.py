@@ -27,7 +27,9 @@ from convbench.contract import FP16_UNIT_ROUNDOFF, ErrorModel
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
+from ..algorithms import winograd_backward as backward_algorithm
 from ..algorithms.winograd import FILTER, TILE_OUT, filter_transform
+from . import backward
 from .base import GpuKernel
 from .gemm import GEMM_DESCRIPTION, gemm_compute
 from .runtime import elementwise_grid
@@ -48,11 +50,14 @@ class GpuWinogradKernel(GpuKernel):
 
     name = "winograd"
     family = "winograd"
+    directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
-    sources = (SOURCE,)
+    sources = (SOURCE, backward.SOURCE)
     caches_weights = True  # U = G g G^T, once per weight tensor
 
     def problem_reason(self, p: ConvProblem) -> str | None:
+        if p.dir != "fwd":
+            return super().problem_reason(p) or backward_algorithm.supports_backward(p)
         return super().problem_reason(p) or algorithm.supports_geometry(p)
 
     uses_tf32 = True
@@ -81,9 +86,15 @@ class GpuWinogradKernel(GpuKernel):
         return algorithm.plan_blocks(p, self.workspace_cap, self.work_itemsize(p))
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir != "fwd":
+            return backward.workspace_bytes(self, p)
         return algorithm.workspace_bytes(p, self.plan(p), self.work_itemsize(p))
 
     def prepare_call(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> Callable[..., Any]:
+        if p.dir != "fwd":
+            uv = stage_dtypes(p)[0]
+            return backward.prepare_winograd(self, p, x, w, SOURCE, stage_dtypes(p),
+                                             gemm_compute(p.math, uv))
         rt = self.runtime
         xp = rt.xp
         uv, m_dtype = stage_dtypes(p)
