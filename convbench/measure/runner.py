@@ -359,20 +359,32 @@ def is_device_oom(exc: BaseException) -> bool:
                                            and "memory" in str(exc).lower())
 
 
+#: Rounds in a row that stayed disturbed after all their retries, in this process.
+_busy_streak = 0
+#: After this many such rounds the machine is taken to be busy for longer than a retry
+#: waits: rounds are timed once (and marked) until one comes out quiet.
+BUSY_STREAK_LIMIT = 3
+
+
 def _time(call: Callable[[], Any], settings: SweepSettings,
           clock: str) -> tuple[Timing, int, str | None]:
     """One round's timing of ``call`` on the kernel's clock, by the sweep's rule.
 
     A host-clock round during which other processes or the hypervisor took CPU
     time is timed again, after waiting for the machine to go quiet, up to
-    ``settings.retries`` times. Returns the timing, the retries it took, and why
-    the timing kept is still disturbed (None: it is not). The first call's time
-    is the first attempt's (the one that compiled).
+    ``settings.retries`` times; on a machine that stays busy (see
+    :data:`BUSY_STREAK_LIMIT`) retries stop until a round is quiet again, so
+    that a busy machine costs marked records rather than hours. Returns the
+    timing, the retries it took, and why the timing kept is still disturbed
+    (None: it is not). The first call's time is the first attempt's (the one
+    that compiled).
     """
+    global _busy_streak
     warmup = max(settings.warmup, 3) if settings.backend == "gpu" else settings.warmup
     watched = clock == "host"
+    retries = settings.retries if _busy_streak < BUSY_STREAK_LIMIT else 0
     first_call_s = None
-    for attempt in range(settings.retries + 1):
+    for attempt in range(retries + 1):
         timing = bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
                        min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
                        cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
@@ -380,9 +392,10 @@ def _time(call: Callable[[], Any], settings: SweepSettings,
         if first_call_s is None:
             first_call_s = timing.first_call_s
         reason = disturbance(timing.window)
-        if reason is None or attempt == settings.retries:
+        if reason is None or attempt == retries:
             break
         wait_for_quiet()
+    _busy_streak = _busy_streak + 1 if reason is not None else 0
     timing.first_call_s = first_call_s
     return timing, attempt, reason
 
