@@ -49,8 +49,9 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
                              "kernels of a layer in a new shuffled order each round; the "
                              "95%% interval comes from them (default 3)")
     parser.add_argument("--cooldown", type=non_negative_float, default=0.15,
-                        help="seconds of pause before each round's warm calls, so that the "
-                             "last library's threads stop spinning (default 0.15)")
+                        help="longest pause before each round's warm calls; it ends once "
+                             "the worker's other threads are idle, so that the last "
+                             "library's threads stop spinning (default 0.15)")
     parser.add_argument("--round-block", type=non_negative_int, default=8,
                         help="layers whose rounds are interleaved: round r of each of them "
                              "before round r+1 of any, so that a record's rounds lie far "

@@ -7,7 +7,8 @@ loop in one process; a sweep's *rounds* are separate processes, see
 :mod:`convbench.measure.runner`.) Each sample times ``reps``
 back-to-back calls on the kernels' clock, with ``reps`` calibrated so that a
 sample lasts at least ``sample_time``; before every sample the comparison
-pauses ``cooldown`` seconds and makes one untimed call, so that every
+pauses until the process's other threads are idle, at most ``cooldown``
+seconds (:func:`convbench.measure.cooldown.cool_down`), and makes one untimed call, so that every
 library is measured in its steady state (on 2 cores, OpenBLAS's and torch's
 thread pools spin after their calls and take the cores from whoever runs
 next). The ratio of a pass is ``t_peer / t_kernel`` (> 1: the kernel is
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from convbench.measure.clocks import Clock, make_clock
+from convbench.measure.cooldown import cool_down
 from convbench.measure.inputs import make_inputs
 from convbench.measure.stats import median_rank_interval
 from convbench.measure.timing import bench
@@ -105,7 +106,7 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, passes: int, sample
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(passes):
         for name, fn in calls.items():
-            time.sleep(cooldown)
+            cool_down(cooldown)
             samples[name] += bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0,
                                    batch=reps[name]).times_s
     return samples

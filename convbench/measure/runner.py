@@ -238,6 +238,7 @@ def measure_round(task: Task, round_index: int = 0,
                                          for v in timing.times_s],
                            "prepare_s": prepare_s, "first_call_s": timing.first_call_s,
                            "batch": timing.batch, "retries": retries,
+                           "cooled_s": round(timing.cooldown_s, 4),
                            "disturbed": disturbed}
             if timing.window is not None:
                 rec["time"].update(foreign_cores=round(timing.window["foreign_cores"], 3),
@@ -314,7 +315,9 @@ def combine_rounds(task: Task, rounds: list[Record]) -> Record:
         "reps": flat.reps, "prepare_s": first["prepare_s"],
         "first_call_s": first["first_call_s"],
         "compile_s": max(0.0, first["first_call_s"] - summary.median_s),
-        "cooldown_s": task.settings.cooldown, "warmup": task.settings.warmup,
+        "cooldown_s": task.settings.cooldown,
+        "cooled_s": [r["time"].get("cooled_s") for r in rounds],
+        "warmup": task.settings.warmup,
         "batch": [r["time"].get("batch", 1) for r in rounds],
         "samples_by_round_s": samples, "times_s": flat.times_s,
         **{k: v for k, v in first.items() if k in ("clock", "flush_l2")}}

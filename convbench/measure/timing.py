@@ -7,9 +7,10 @@ comparisons and the JIT-cost probe. The rules:
 * the first call is timed on its own with the host clock (it includes Numba's
   compile or cache load, NVRTC, cuFFT plans, cuDNN autotuning) and never
   counted among the timed runs;
-* then a ``cooldown`` pause and ``warmup`` untimed calls: the pause lets the
-  thread pools of whatever ran before (OpenBLAS's, OpenMP's, another
-  process's) go to sleep, and the warm calls bring this call's own threads,
+* then a pause of at most ``cooldown`` seconds, until the process's other
+  threads are idle (:func:`convbench.measure.cooldown.cool_down`), and
+  ``warmup`` untimed calls: the pause lets the thread pools of whatever ran
+  before (OpenBLAS's, OpenMP's) go to sleep, and the warm calls bring this call's own threads,
   caches and pages back before the clock starts. On 2 cores, oneDNN timed
   right after a Winograd call (Numba transforms around OpenBLAS GEMMs) took
   14-24 ms, and 0.99 ms after a 0.15 s pause and two warm calls;
@@ -38,6 +39,7 @@ from typing import Any
 
 from convbench.measure.allocator import keep_freed_memory
 from convbench.measure.clocks import Clock, HostClock
+from convbench.measure.cooldown import cool_down
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Timing:
     first_call_s: float = 0.0
     times_s: list[float] = field(default_factory=list)
     batch: int = 1
+    #: Seconds of the pause before the warm calls (at most ``cooldown``).
+    cooldown_s: float = 0.0
     #: What a ``watch`` saw of the machine during the timed runs (None without one).
     window: dict[str, float] | None = None
 
@@ -116,7 +120,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     warmup : int
         Untimed calls after the first one (and after the cool-down).
     cooldown : float
-        Seconds to sleep after the first call, before the warm-up calls.
+        Longest pause after the first call, before the warm-up calls: it ends
+        once the process's other threads have been idle for two 10 ms slices.
     max_time : float
         Wall-clock seconds of timed runs after which a slow call stops
         (once ``min_reps`` ran).
@@ -158,7 +163,7 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     clock.synchronize()
     timing = Timing(first_call_s=wall() - t0)
     if cooldown:
-        time.sleep(cooldown)
+        timing.cooldown_s = cool_down(cooldown)
     warm = []
     for _ in range(max(warmup, 1 if min_sample > 0 else 0)):
         w0 = wall()

@@ -1,0 +1,50 @@
+"""The pause before a measurement ends when the process's other threads are idle."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from convbench.measure import cooldown
+
+
+def spinning_thread(seconds):
+    def spin():
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sum(range(1000))
+    thread = threading.Thread(target=spin)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(autouse=True)
+def needs_schedstat():
+    if cooldown.other_threads_cpu_ns() is None:
+        pytest.skip("/proc/self/task/*/schedstat is not readable here")
+
+
+def test_with_nothing_spinning_the_pause_is_two_slices():
+    assert cooldown.cool_down(0.5) < 0.1
+
+
+def test_the_pause_lasts_while_another_thread_spins_and_ends_after_it():
+    thread = spinning_thread(0.15)
+    waited = cooldown.cool_down(1.0)
+    thread.join()
+    assert 0.15 <= waited < 0.5
+
+
+def test_the_pause_never_exceeds_its_limit():
+    thread = spinning_thread(0.6)
+    waited = cooldown.cool_down(0.1)
+    thread.join()
+    assert 0.1 <= waited < 0.2
+
+
+def test_without_per_thread_counters_it_sleeps_the_whole_limit(monkeypatch):
+    monkeypatch.setattr(cooldown, "_TASKS", Path("/nonexistent/task"))
+    assert cooldown.other_threads_cpu_ns() is None
+    assert cooldown.cool_down(0.05) >= 0.05
+    assert cooldown.cool_down(0) == 0.0
