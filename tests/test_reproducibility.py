@@ -2,13 +2,14 @@
 on runs made up here and on two sweeps recorded on this project's machine."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
 import pytest
 
-from convbench.measure.compare import compare_runs
-from convbench.measure.stats import summarize
+from convbench.measure.compare import compare_runs, runs_noise
+from convbench.measure.stats import RUN_NOISE_MIN_RECORDS, summarize
 from convbench.store.jsonl import Run, load_run, write_records
 from convbench.store.records import Record
 
@@ -95,3 +96,42 @@ def test_a_record_that_was_ok_and_now_failed_exits_1(repro, tmp_path):
     path = tmp_path / "broken.jsonl"
     write_records(path, [*run.headers, *broken])
     assert repro.compares([a, path])["exit_codes"] == [1]
+
+
+def drifting_runs(factors, changed=None):
+    """Two runs of len(factors) layers; layer i's im2col moved by factors[i] between them
+    (tight rounds in both), and layer `changed` by 2x more."""
+    old, new = [], []
+    for i, f in enumerate(factors):
+        old.append(rec(f"l{i}", "im2col", [1.0, 1.002, 0.998]))
+        g = f * (2.0 if i == changed else 1.0)
+        new.append(rec(f"l{i}", "im2col", [g, g * 1.002, g * 0.998]))
+    return Run(records=old), Run(records=new)
+
+
+# Log-normal factors, sd 0.15, fixed so the test is deterministic.
+FACTORS = [math.exp(0.15 * z) for z in (
+    0.50, -1.10, 0.30, 1.40, -0.20, -0.90, 0.80, 0.10, -1.60, 1.00, -0.40, 0.60, 2.00, -0.70,
+    0.20, -1.30, 0.90, -0.10, 1.20, -0.50, 0.40, -2.10, 0.00, 0.70, -0.30, 1.60, -0.80, 0.35,
+    -1.00, 1.10)]
+
+
+def test_run_noise_pools_what_unchanged_records_move_between_two_runs():
+    old, new = drifting_runs(FACTORS)
+    noise = runs_noise(old, new)
+    assert noise.records == len(FACTORS)
+    assert 0.10 < noise.spread < 0.22  # the sd of 0.15 the factors were drawn with
+    few_old, few_new = drifting_runs(FACTORS[:RUN_NOISE_MIN_RECORDS - 1])
+    assert runs_noise(few_old, few_new).log_var == 0.0
+
+
+def test_drift_between_runs_is_not_a_regression_and_a_doubling_still_is():
+    old, new = drifting_runs(FACTORS, changed=3)
+    rows = {r.key[0]: r for r in compare_runs(old, new)}
+    slower = [k for k, r in rows.items() if r.verdict == "slower"]
+    assert slower == [rows["mb1ic8ih8oc8kh3ph1n\"l3\""].key[0]]
+    assert all(r.verdict in ("same", "unclear") for k, r in rows.items() if k not in slower)
+    # Without the pooled noise the tight rounds would call the drift itself significant.
+    tight = [r for r in rows.values() if r.time_ratio.value > 1.1 and r.verdict == "unclear"]
+    assert tight and all(summarize(r.new["time"]["samples_by_round_s"]).log_se < 0.01
+                         for r in tight)

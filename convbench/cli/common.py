@@ -52,10 +52,10 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
                         help="longest pause before each round's warm calls; it ends once "
                              "the worker's other threads are idle, so that the last "
                              "library's threads stop spinning (default 0.15)")
-    parser.add_argument("--round-block", type=non_negative_int, default=8,
+    parser.add_argument("--round-block", type=non_negative_int, default=24,
                         help="layers whose rounds are interleaved: round r of each of them "
                              "before round r+1 of any, so that a record's rounds lie far "
-                             "apart in time; 0: the whole sweep (default 8)")
+                             "apart in time; 0: the whole sweep (default 24)")
     parser.add_argument("--retries", type=non_negative_int, default=3,
                         help="times a round is timed again when other processes or the "
                              "hypervisor took CPU time while it ran (default 3)")

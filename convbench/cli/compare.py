@@ -22,13 +22,13 @@ def add_parser(sub: Any, name: str) -> None:
 
 
 def main(args: argparse.Namespace, command: list[str]) -> int:
-    from convbench.measure.compare import compare_runs  # noqa: PLC0415
+    from convbench.measure.compare import compare_runs, runs_noise  # noqa: PLC0415
     from convbench.measure.stats import VERDICTS  # noqa: PLC0415
     from convbench.present.tables import comparison_table  # noqa: PLC0415
     from convbench.store.jsonl import load_run  # noqa: PLC0415
 
-    rows = compare_runs(load_run(args.old), load_run(args.new), time_tol=args.time_tol,
-                        err_tol=args.err_tol)
+    old, new = load_run(args.old), load_run(args.new)
+    rows = compare_runs(old, new, time_tol=args.time_tol, err_tol=args.err_tol)
     if not rows:
         print("the two runs share no (problem, kernel) measurement", file=sys.stderr)
         return EXIT_USAGE
@@ -42,4 +42,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
           f"tolerance x{args.err_tol})"
           + (f"; {apart} measured on different platforms in the two runs: their times "
              "are not compared" if apart else ""))
+    noise = runs_noise(old, new)
+    if noise.records:
+        print(f"Run-to-run noise of unchanged records, pooled over {noise.records}: "
+              f"+-{noise.spread:.0%} (one standard deviation); no interval is narrower.")
     return EXIT_REGRESSION if flagged else EXIT_OK

@@ -22,7 +22,15 @@ from typing import Any
 
 from convbench.contract import ErrorModel
 from convbench.measure.metrics import UNIT_ROUNDOFF, Reference, error_metrics
-from convbench.measure.stats import TIME_TOLERANCE, Ratio, ratio, summary_of, verdict
+from convbench.measure.stats import (
+    TIME_TOLERANCE,
+    Ratio,
+    RunNoise,
+    ratio,
+    run_noise,
+    summary_of,
+    verdict,
+)
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import array_module
 from convbench.store.jsonl import Run
@@ -534,13 +542,14 @@ def _pairs(old: Run, new: Run) -> list[tuple[tuple[str, str, str, str], Record, 
     return out
 
 
-def time_verdict(old: Record, new: Record,
-                 time_tol: float = TIME_TOLERANCE) -> tuple[Ratio | None, str | None]:
+def time_verdict(old: Record, new: Record, time_tol: float = TIME_TOLERANCE,
+                 noise: RunNoise | None = None) -> tuple[Ratio | None, str | None]:
     """new / old time with its interval, and its verdict (unpaired: two runs).
 
-    Without samples (files that keep only medians) the ratio has no interval,
-    and a change beyond the tolerance is ``unclear``: it cannot be told from
-    noise.
+    ``noise`` is the two runs' pooled run-to-run noise (:func:`run_noise`),
+    which widens the interval. Without samples (files that keep only medians)
+    the ratio has no interval, and a change beyond the tolerance is
+    ``unclear``: it cannot be told from noise.
     """
     ta, tb = old.median_s, new.median_s
     if not ta or not tb:
@@ -550,8 +559,26 @@ def time_verdict(old: Record, new: Record,
         r = Ratio(tb / ta, math.nan, math.nan, False)
         beyond = r.value > 1 + time_tol or r.value < 1 / (1 + time_tol)
         return r, "unclear" if beyond else "same"
-    r = ratio(sb, sa)
+    noise = noise or RunNoise(0.0, math.inf, 0)
+    r = ratio(sb, sa, run_log_var=noise.log_var, run_df=noise.df)
     return r, verdict(r, time_tol)
+
+
+def pair_noise(pairs: list[tuple[Any, Record, Record, bool]]) -> RunNoise:
+    """:func:`~convbench.measure.stats.run_noise` of the timed, same-platform pairs."""
+    summaries = []
+    for _, a, b, same_platform in pairs:
+        if not same_platform or not a.median_s or not b.median_s:
+            continue
+        sa, sb = summary_of(a), summary_of(b)
+        if sa is not None and sb is not None:
+            summaries.append((sa, sb))
+    return run_noise(summaries)
+
+
+def runs_noise(old: Run, new: Run) -> RunNoise:
+    """The run-to-run noise that :func:`compare_runs` adds to every interval."""
+    return pair_noise(_pairs(old, new))
 
 
 def compare_runs(old: Run, new: Run, *, time_tol: float = TIME_TOLERANCE,
@@ -561,7 +588,8 @@ def compare_runs(old: Run, new: Run, *, time_tol: float = TIME_TOLERANCE,
     A time regression is a ``slower`` verdict: the interval of new / old
     lies above 1 and the ratio exceeds ``1 + time_tol``
     (:func:`convbench.measure.stats.verdict`; the interval comes from each
-    record's rounds). Records pair on the same platform
+    record's rounds, widened by the two runs' run-to-run noise pooled over all
+    their records, :func:`pair_noise`). Records pair on the same platform
     (:meth:`~convbench.store.jsonl.Run.latest_per_platform`); a measurement the
     two runs made only on different platforms gets no time ratio, since a
     time means nothing on another machine. An error regression is a ``rel_l2`` above
@@ -570,12 +598,15 @@ def compare_runs(old: Run, new: Run, *, time_tol: float = TIME_TOLERANCE,
     regression too.
     """
     out = []
-    for key, a, b, same_platform in _pairs(old, new):
+    pairs = _pairs(old, new)
+    noise = pair_noise(pairs)
+    for key, a, b, same_platform in pairs:
         regressions = []
         error_ratio = None
         if a.get("status") == "ok" and b.get("status") == "failed":
             regressions.append(f"failed: {b.get('reason')}")
-        time_ratio, time_word = time_verdict(a, b, time_tol) if same_platform else (None, None)
+        time_ratio, time_word = (time_verdict(a, b, time_tol, noise) if same_platform
+                                 else (None, None))
         if time_word == "slower":
             regressions.append(f"time x{time_ratio.value:.2f}")
         ea, eb = a.rel_l2, b.rel_l2

@@ -65,10 +65,11 @@ DEFAULT_WARMUP = 2
 #: Seconds a timed run lasts at least: calls shorter than this are timed in batches,
 #: so that a round of a microsecond call keeps about a hundred runs.
 MIN_SAMPLE_S = 1e-3
-#: Layers whose rounds are interleaved (see ``SweepSettings.round_block``): on this
-#: project's 2-core machine a ResNet-50 layer's round of five kernels takes about 2 s, so
-#: the rounds of a record lie some 15 s apart.
-DEFAULT_ROUND_BLOCK = 8
+#: Layers whose rounds are interleaved (see ``SweepSettings.round_block``): every shipped
+#: suite but GoogLeNet and DeepBench is one block, so a record's rounds spread over the
+#: whole sweep (about 30 s apart for ResNet-50 at batch 1 on this project's 2-core
+#: machine, where the speed of memory-bound kernels drifts over minutes).
+DEFAULT_ROUND_BLOCK = 24
 #: Times a disturbed round is timed again (see :mod:`convbench.measure.disturbance`).
 DEFAULT_RETRIES = 3
 #: Significant digits kept of each stored sample (far below any run-to-run change).

@@ -295,7 +295,8 @@ class Ratio:
         return f"{self.value:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
 
 
-def ratio(a: Summary, b: Summary, *, paired: bool = False) -> Ratio:
+def ratio(a: Summary, b: Summary, *, paired: bool = False, run_log_var: float = 0.0,
+          run_df: float = math.inf) -> Ratio:
     """``a.median / b.median`` with its 95% interval.
 
     Parameters
@@ -306,6 +307,10 @@ def ratio(a: Summary, b: Summary, *, paired: bool = False) -> Ratio:
         time (one sweep's kernels on one layer): the interval comes from the
         rounds' own ratios, which cancels what the two share. Otherwise (or
         when the round counts differ) the two errors add.
+    run_log_var, run_df : float
+        Unpaired only: the variance of ``log(a / b)`` that records of
+        unchanged code show between the two runs (:func:`run_noise`), and its
+        degrees of freedom; the interval is never narrower than it.
     """
     value = a.median_s / b.median_s
     if paired and a.rounds == b.rounds and a.rounds >= 2:
@@ -315,23 +320,75 @@ def ratio(a: Summary, b: Summary, *, paired: bool = False) -> Ratio:
         floor = math.sqrt(a.within_log_se ** 2 + b.within_log_se ** 2)
         se, df = max(between, floor), float(a.rounds - 1)
     else:
-        se = math.sqrt(a.log_se ** 2 + b.log_se ** 2)
-        df = _welch_df(a, b)
+        parts = [(a.log_se ** 2, a.df), (b.log_se ** 2, b.df)]
+        own = sum(v for v, _ in parts)
+        if run_log_var > own:
+            se, df = math.sqrt(run_log_var), run_df
+        else:
+            se, df = math.sqrt(own), _welch_df(parts)
         paired = False
     half = t_quantile(df) * se
     return Ratio(value, value * math.exp(-half), value * math.exp(half), paired)
 
 
-def _welch_df(a: Summary, b: Summary) -> float:
-    """Welch-Satterthwaite degrees of freedom of ``log a - log b``."""
-    va, vb = a.log_se ** 2, b.log_se ** 2
-    if math.isinf(a.df) and math.isinf(b.df):
-        return math.inf
-    denom = (va ** 2 / a.df if not math.isinf(a.df) else 0.0) + \
-            (vb ** 2 / b.df if not math.isinf(b.df) else 0.0)
+def _welch_df(parts: Sequence[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of variances ``(v, df)``."""
+    total = sum(v for v, _ in parts)
+    denom = sum(v ** 2 / df for v, df in parts if v > 0 and not math.isinf(df))
     if denom == 0:
-        return min(a.df, b.df)
-    return max(1.0, (va + vb) ** 2 / denom)
+        finite = [df for v, df in parts if v > 0]
+        return min(finite) if finite else math.inf
+    return max(1.0, total ** 2 / denom)
+
+
+@dataclass(frozen=True)
+class RunNoise:
+    """How much records of unchanged code move between two runs of the same sweep.
+
+    Attributes
+    ----------
+    log_var : float
+        Variance of a record's ``log(new / old)`` between the two runs.
+    df : float
+        Its degrees of freedom (records pooled, less one).
+    records : int
+        The record pairs it was pooled over.
+    """
+
+    log_var: float
+    df: float
+    records: int
+
+    @property
+    def spread(self) -> float:
+        """One standard deviation of it as a factor minus one (0.2: +-20%)."""
+        return math.exp(math.sqrt(self.log_var)) - 1
+
+
+#: Fewest record pairs from which :func:`run_noise` estimates anything.
+RUN_NOISE_MIN_RECORDS = 8
+
+
+def run_noise(pairs: Sequence[tuple[Summary, Summary]]) -> RunNoise:
+    """The run-to-run noise of two runs, pooled over their (old, new) record pairs.
+
+    Rounds inside a run lie seconds apart; two runs lie minutes apart, and a
+    machine whose speed drifts over minutes moves every record between runs
+    more than its rounds say. Pooled over many records, the spread of
+    ``log(new / old)`` around its median (1.4826 x MAD, robust to the few
+    records that did change) estimates what a record of unchanged code moves
+    between these two runs: a record's change is significant only beyond
+    both its own interval and that spread. A change that moves most records
+    alike (a slower machine, or code every kernel shares) shifts the median,
+    not the spread, and still shows. Fewer than
+    :data:`RUN_NOISE_MIN_RECORDS` pairs estimate nothing.
+    """
+    if len(pairs) < RUN_NOISE_MIN_RECORDS:
+        return RunNoise(0.0, math.inf, len(pairs))
+    logs = [math.log(b.median_s / a.median_s) for a, b in pairs]
+    centre = statistics.median(logs)
+    mad = statistics.median(abs(v - centre) for v in logs)
+    return RunNoise((1.4826 * mad) ** 2, float(len(pairs) - 1), len(pairs))
 
 
 VERDICTS = ("faster", "slower", "same", "unclear")
