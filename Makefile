@@ -74,7 +74,7 @@ tune: $(STAMP)
 
 # Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
 vs-onednn: $(STAMP)
-	$(BIN)/python benchmarks/vs_onednn.py $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
+	$(BIN)/python benchmarks/vs_onednn.py --direction fwd,bwd_d,bwd_w $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
 
 # Numba compile time on an empty cache against load time on a full one, per kernel.
 jit-cost: $(STAMP)

@@ -3,6 +3,7 @@
     pytest benchmarks/ --benchmark-only [--suite resnet50] [--batch 1] [--algo im2col,onednn]
     pytest benchmarks/ --benchmark-only --benchmark-json out.json
     pytest benchmarks/ --benchmark-only --benchmark-compare
+    pytest benchmarks/ --benchmark-only --direction fwd,bwd_d,bwd_w   # every direction
 """
 
 import pytest
@@ -16,6 +17,8 @@ def pytest_addoption(parser):
     group.addoption("--suite", default="resnet50", help="suite name or file (default resnet50)")
     group.addoption("--batch", type=int, default=1, help="batch size (default 1)")
     group.addoption("--algo", default="all", help="comma list of kernels/baselines, or all")
+    group.addoption("--direction", default="fwd",
+                    help="comma list of directions: fwd, bwd_d, bwd_w, bwd_wb (default fwd)")
 
 
 def pytest_generate_tests(metafunc):
@@ -27,6 +30,12 @@ def pytest_generate_tests(metafunc):
                  else [s.strip() for s in spec.split(",")])
         metafunc.parametrize("layer", layers, ids=[x.problem.name for x in layers])
         metafunc.parametrize("algo", names)
+        if "direction" in metafunc.fixturenames:
+            from convbench.problem import normalize_direction  # noqa: PLC0415
+
+            directions = list(dict.fromkeys(normalize_direction(d) for d in
+                                            config.getoption("--direction").split(",") if d))
+            metafunc.parametrize("direction", directions)
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +44,5 @@ def _group_by_layer(request):
     if "benchmark" in request.fixturenames and "layer" in request.fixturenames:
         bench = request.getfixturevalue("benchmark")
         bench.group = request.getfixturevalue("layer").problem.name
+        if "direction" in request.fixturenames:
+            bench.group += f" {request.getfixturevalue('direction')}"

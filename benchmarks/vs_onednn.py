@@ -9,11 +9,20 @@ also timed as ``NAME+prepare``. A layer's ratio is the median over passes of
 ``t_peer / t_kernel`` (> 1: convbench is faster); the summary is the
 geometric mean over the layers of each target group, with its 95% interval.
 
+With ``--direction`` the same comparison runs per direction: each layer's
+``bwd_d`` (against torch's ``convolution_backward`` for ``dx``) and ``bwd_w``
+(for ``dw``), and the report gives, per direction, suite and batch, the
+whole-network ratio of torch to best-of-convbench (the fastest convbench
+kernel of each layer), summed pass by pass so that its interval comes from
+the interleaved passes (:func:`convbench.measure.peers.whole_network_ratio`).
+
 Usage::
 
     python benchmarks/vs_onednn.py            # ResNet-50 + VGG-16 at batch 1 and 8, + 5x5 layers
     python benchmarks/vs_onednn.py --quick    # a subset, under 2 minutes
     python benchmarks/vs_onednn.py --out results/cpu/vs_onednn   # also .json and .md
+    python benchmarks/vs_onednn.py --direction fwd,bwd_d,bwd_w   # every direction
+    python benchmarks/vs_onednn.py --direction bwd_d,bwd_w --suite resnet50 --batch 8
 """
 
 from __future__ import annotations
@@ -21,18 +30,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from convbench.measure.peers import (
     PER_CALL,
     LayerComparison,
+    best_kernel,
     compare_layer,
     geomean,
     geomean_interval,
+    whole_network_ratio,
 )
 from convbench.measure.roof import gemm_gflops
 from convbench.measure.threads import pinned_threads
-from convbench.problem import ConvProblem
+from convbench.problem import ConvProblem, normalize_direction
 from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel, kernels
 
@@ -97,6 +109,88 @@ def plan_layers(quick: bool, batches: list[int]) -> list[tuple[str, ConvProblem]
         layers += [("googlenet" if p.name != "conv2" else "alexnet", p.with_(mb=batch))
                    for p in five]
     return layers
+
+
+def in_direction(layers: list[tuple[str, ConvProblem]], direction: str
+                 ) -> list[tuple[str, ConvProblem]]:
+    """The layers in ``direction`` (bwd_wb gives each a bias)."""
+    if direction == "fwd":
+        return layers
+    return [(s, replace(p, dir=direction, bias=direction == "bwd_wb")) for s, p in layers]
+
+
+def layer_repeats() -> dict[tuple[str, str], int]:
+    """(suite, layer name) -> how often the network repeats it."""
+    return {(suite, x.problem.name): x.repeat for suite in ("resnet50", "vgg16", "googlenet",
+                                                            "alexnet")
+            for x in load_suite(suite)}
+
+
+#: Backward targets: (label, direction, kernel, suite, layer filter, threshold). The
+#: kernel ``best`` is best-of-convbench over the whole network.
+BACKWARD_TARGETS = [
+    ("best-of-convbench >= 0.8x oneDNN, whole ResNet-50, bwd_d", "bwd_d", "best", "resnet50",
+     lambda p: True, 0.8),
+    ("best-of-convbench >= 0.8x oneDNN, whole ResNet-50, bwd_w", "bwd_w", "best", "resnet50",
+     lambda p: True, 0.8),
+    ("winograd bwd_d >= 1.0x oneDNN, 3x3 s1 C,K>=64 of ResNet-50 (geometric mean)", "bwd_d",
+     "winograd", "resnet50", _is_winograd_target, 1.0),
+]
+
+
+def backward_report(results: list[LayerComparison], names: list[str], direction: str,
+                    pairs: int, threads: int) -> str:
+    """One direction's table: per layer each kernel's ratio to oneDNN and the fastest
+    convbench kernel; per suite and batch the whole-network best-of-convbench ratio; the
+    targets of that direction."""
+    ran = [n for n in names if any(n in r.ratios for r in results)]
+    computed = {"bwd_d": "dx", "bwd_w": "dw", "bwd_wb": "dw and db"}.get(direction, "y")
+    lines = [f"### {direction}\n",
+             f"Ratios t_onednn / t_kernel (> 1: convbench faster), median of {pairs} "
+             f"interleaved passes, {threads} threads, a cool-down and a warm call before each "
+             f"sample; oneDNN through torch's convolution_backward "
+             f"({computed} only).\n",
+             "| suite | layer | mb | x | onednn ms | " + " | ".join(f"{n} x onednn" for n in ran)
+             + " | fastest |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(ran) + "---|"]
+    for r in results:
+        p = ConvProblem.parse(r.problem)
+        cells = [r.ratios[n]["onednn"].__format__(".2f") if "onednn" in r.ratios.get(n, {})
+                 else "—" for n in ran]
+        onednn = r.medians_ms.get("onednn")
+        lines.append(f"| {r.suite} | {r.name} | {p.mb} | {r.repeat} | "
+                     f"{'—' if onednn is None else f'{onednn:.3f}'} | " + " | ".join(cells)
+                     + f" | {best_kernel(r, ran) or '—'} |")
+    lines += ["", "| whole network | batch | onednn ms | best-of-convbench ms | "
+                  "onednn / best [95% CI] |", "|---|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, int], list[LayerComparison]] = {}
+    for r in results:
+        groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), []).append(r)
+    for (suite, mb), rs in groups.items():
+        w = whole_network_ratio(rs, ran, "onednn")
+        lines.append(f"| {suite} | {mb} | " + ("— | — | — |" if w is None else
+                     f"{w[3]:.1f} | {w[4]:.1f} | {w[0]:.2f} [{w[1]:.2f}, {w[2]:.2f}] |"))
+    targets = [t for t in BACKWARD_TARGETS if t[1] == direction]
+    if targets:
+        lines += ["", "| target | layers | ratio [95% CI] | met |", "|---|---:|---:|---|"]
+    for label, _, kernel, suite, keep, threshold in targets:
+        chosen = [r for r in results if r.suite == suite and keep(ConvProblem.parse(r.problem))]
+        if kernel == "best":
+            w = whole_network_ratio(chosen, ran, "onednn")
+            g = None if w is None else w[:3]
+        else:
+            chosen = [r for r in chosen if "onednn" in r.ratios.get(kernel, {})]
+            g = geomean_interval([r.ratios[kernel]["onednn"] for r in chosen],
+                                 [r.intervals[kernel]["onednn"] for r in chosen])
+        text = "—" if g is None else f"{g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}]"
+        met = ("— (no " + kernel + f" {direction} kernel ran)") if g is None else \
+            ("yes" if g[0] >= threshold else "**no**")
+        lines.append(f"| {label} | {len(chosen)} | {text} | {met} |")
+    failed = [f"{r.name} mb{ConvProblem.parse(r.problem).mb} {n}: {e}"
+              for r in results for n, e in r.errors.items()]
+    if failed:
+        lines.append("\nLeft out after an error: " + "; ".join(failed))
+    return "\n".join(lines)
 
 
 def three_times_textbook(results: list[LayerComparison], names: list[str],
@@ -189,9 +283,17 @@ def main() -> int:
     parser.add_argument("--algo", default="direct,im2col,fft,winograd")
     parser.add_argument("--match", help="regex on layer names")
     parser.add_argument("--out", help="write OUT.json and OUT.md too")
+    parser.add_argument("--direction", default="fwd",
+                        help="comma list of directions: fwd, bwd_d, bwd_w, bwd_wb (fwd)")
+    parser.add_argument("--suite", help="comma list of suites to keep (default: all planned)")
     args = parser.parse_args()
     if args.pairs < 5:
         parser.error("--pairs must be >= 5")
+    try:
+        directions = list(dict.fromkeys(normalize_direction(d) for d in
+                                        args.direction.split(",") if d))
+    except ValueError as exc:
+        parser.error(str(exc))
     names = [n for n in args.algo.split(",") if n]
     if get_kernel("onednn").supports(ConvProblem.parse("ic1ih3oc1kh1")) is not None:
         print("torch is not installed: pip install 'convbench[compare]'", file=sys.stderr)
@@ -201,28 +303,51 @@ def main() -> int:
         import re  # noqa: PLC0415
 
         layers = [(s, p) for s, p in layers if re.search(args.match, p.name)]
+    if args.suite:
+        keep = set(args.suite.split(","))
+        layers = [(s, p) for s, p in layers if s in keep]
+    repeats = layer_repeats()
+    work = [(d, s, p) for d in directions for s, p in in_direction(layers, d)]
     results: list[LayerComparison] = []
     interrupted = False
     with pinned_threads(args.threads) as pinned:
         roof_gflops = max(gemm_gflops(repeats=3).values())
         try:
-            for suite, p in layers:
+            for direction, suite, p in work:
                 r = measure_layer(suite, p, names, args.pairs, args.sample_time, args.cooldown)
+                r.repeat = repeats.get((suite, p.name), 1)
                 results.append(r)
-                print(f"{suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(
+                print(f"{direction:6s} {suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(
                     f"{n} {r.ratios[n]['onednn']:.2f}" for n in names if n in r.ratios),
                     flush=True)
                 if args.out:  # after every layer: an interrupted run keeps what it measured
                     save(args.out, results, names, args.pairs, pinned["threads"], roof_gflops)
         except KeyboardInterrupt:
             interrupted = True
-            print(f"\ninterrupted: reporting the {len(results)} of {len(layers)} layers "
+            print(f"\ninterrupted: reporting the {len(results)} of {len(work)} layers "
                   "measured", file=sys.stderr)
-    text = report(results, names, args.pairs, pinned["threads"], roof_gflops)
+    text = full_report(results, names, args.pairs, pinned["threads"], roof_gflops)
     print("\n" + text)
     if args.out:
         save(args.out, results, names, args.pairs, pinned["threads"], roof_gflops)
     return 130 if interrupted else 0
+
+
+def direction_of(r: LayerComparison) -> str:
+    return ConvProblem.parse(r.problem).dir
+
+
+def full_report(results: list[LayerComparison], names: list[str], pairs: int, threads: int,
+                roof_gflops: float | None) -> str:
+    """The forward report (:func:`report`) and one section per backward direction."""
+    forward = [r for r in results if direction_of(r) == "fwd"]
+    backward = [r for r in results if direction_of(r) != "fwd"]
+    parts = [report(forward, names, pairs, threads, roof_gflops)] if forward or not results \
+        else []
+    for d in dict.fromkeys(direction_of(r) for r in backward):
+        parts.append(backward_report([r for r in backward if direction_of(r) == d], names, d,
+                                     pairs, threads))
+    return "\n\n".join(parts)
 
 
 def save(out: str, results: list[LayerComparison], names: list[str], pairs: int, threads: int,
@@ -231,9 +356,9 @@ def save(out: str, results: list[LayerComparison], names: list[str], pairs: int,
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".md").write_text(
-        report(results, names, pairs, threads, roof_gflops) + "\n")
+        full_report(results, names, pairs, threads, roof_gflops) + "\n")
     path.with_suffix(".json").write_text(json.dumps(
-        {"threads": threads, "pairs": pairs, "kernels": names,
+        {"threads": threads, "pairs": pairs, "kernels": names, "command": sys.argv,
          "registered": [k.name for k in kernels("cpu")], "gemm_roof_gflops": roof_gflops,
          "layers": [r.__dict__ for r in results]}, indent=1))
     return 0

@@ -67,8 +67,62 @@ class DirectSkipsLastChannel(DirectKernel):
         return super().prepare_call(p, x, skipped, bias)
 
 
+class DirectBackwardDataSkipsLastOutputChannel(DirectKernel):
+    """bwd_d's gather stops one output channel short: the last K/g channel of dy is lost.
+
+    Every other direction is the built-in's.
+    """
+
+    fault = "direct bwd_d skips the last output channel of each group"
+
+    def prepare_call(self, p, x, w, bias):
+        if p.dir == "bwd_d":
+            w = w.copy()
+            kg = p.oc // p.g
+            w.reshape(p.g, kg, *w.shape[1:])[:, -1] = 0  # what a loop to K/g - 1 computes
+        return super().prepare_call(p, x, w, bias)
+
+
+class Im2colBackwardWeightsSkipsLastRow(Im2colKernel):
+    """bwd_w's reduction over output rows stops one short (the last row of every image).
+
+    Every other direction is the built-in's.
+    """
+
+    fault = "im2col bwd_w reduction skips the last output row"
+
+    def prepare_call(self, p, x, w, bias):
+        if p.dir in ("bwd_w", "bwd_wb"):
+            w = w.copy()  # w is dy in bwd_w
+            w[:, :, -1] = 0
+        return super().prepare_call(p, x, w, bias)
+
+
+class DirectBiasGradientSkipsLastImage(DirectKernel):
+    """bwd_wb's db sums every image but the last (dw is right)."""
+
+    fault = "direct bwd_wb bias gradient skips the last image"
+
+    def prepare_call(self, p, x, w, bias):
+        run = super().prepare_call(p, x, w, bias)
+        if p.dir != "bwd_wb":
+            return run
+
+        def wrong_db(*args):
+            dw, db = run(*args)
+            dy = args[1] if len(args) > 1 else w
+            db[...] = dy[:-1].sum(axis=(0, 2, 3)) if p.mb > 1 else 0
+            return dw, db
+
+        return wrong_db
+
+
 FAULTS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
           Im2colDroppedBias(), DirectSkipsLastChannel()]
+#: One planted fault per backward direction: direction -> fault.
+BACKWARD_FAULTS = {"bwd_d": DirectBackwardDataSkipsLastOutputChannel(),
+                   "bwd_w": Im2colBackwardWeightsSkipsLastRow(),
+                   "bwd_wb": DirectBiasGradientSkipsLastImage()}
 #: What a subprocess registers: one fault per built-in name (dropped bias has its own run).
 KERNELS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
            DirectSkipsLastChannel()]

@@ -186,7 +186,7 @@ def test_exact_fill_keeps_long_reductions_exact():
 
 
 def test_im2col_backward_tiles_under_its_workspace_cap():
-    from kernels.cpu.im2col import Im2colKernel
+    from convbench.kernels.cpu.im2col import Im2colKernel
     p = ConvProblem.parse("mb3ic4ih13iw11oc6kh3sh2ph1pw2n\"tiled\"")
     small = Im2colKernel(workspace_cap=4 * 3 * 3 * 6 * 4 * 2)  # two output rows per tile
     assert small.plan(p)[0] == 1 and small.plan(p)[1] < p.oh
@@ -380,3 +380,30 @@ def test_plans_bind_a_direction(algo):
         f_w(x)
     with pytest.raises(ValueError, match="takes no bias"):
         convbench.plan(x.shape, w, np.zeros(6, np.float32), dir="bwd_w", **params)
+
+
+@pytest.mark.parametrize("algo", ["fft", "winograd"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fft_and_winograd_backward_stay_within_their_envelope(algo, dtype):
+    # The harness's envelopes hold the other algorithms' backward passes too, on random
+    # problems (Winograd: the 3x3, stride-1, dilation-1 ones its math allows).
+    rng = np.random.default_rng(hash((algo, dtype, "bwd")) % 2**32)
+    kernel = convbench.get_kernel(algo)
+    done = 0
+    while done < 5:
+        p = random_problem(rng, dtype)
+        if algo == "winograd":
+            p = ConvProblem.make(p.mb, p.ic, p.ih + 2, p.iw + 2, p.oc, 3, 3,
+                                 padding=((p.ph, max(0, p.padding[0][1])),
+                                          (p.pw, max(0, p.padding[1][1]))),
+                                 groups=p.g, dtype=dtype)
+        params = dict(stride=p.stride, padding=requested_padding(p), dilation=p.dilation,
+                      groups=p.g)
+        for direction in ("bwd_d", "bwd_w", "bwd_wb"):
+            q = replace(p, dir=direction, bias=direction == "bwd_wb")
+            assert kernel.supports(q) is None, (str(q), kernel.supports(q))
+            a, b, _ = make_inputs(q, done)
+            out = kernel.prepare(q, a, b, None)()
+            shape = q.input_shape if direction == "bwd_d" else q.weight_shape
+            assert_conv_close(out, a, b, dir=direction, shape=shape, algo=algo, **params)
+        done += 1

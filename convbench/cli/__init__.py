@@ -13,7 +13,7 @@ import signal
 import sys
 
 from convbench.cli import check, compare, layers, listing, report, roof, sweep, tune
-from convbench.cli.common import EXIT_USAGE
+from convbench.cli.common import EXIT_USAGE, ArgumentParser
 from convbench.errors import MissingExtra
 
 COMMANDS = {"list": listing, "layers": layers, "run": sweep, "roof": roof, "report": report,
@@ -21,7 +21,7 @@ COMMANDS = {"list": listing, "layers": layers, "run": sweep, "roof": roof, "repo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="convbench",
         description="Benchmark convolution algorithms (direct, im2col, FFT, Winograd) "
                     "against the libraries you would otherwise use.")

@@ -15,12 +15,14 @@ from convbench.cli.common import (
     EXIT_OK,
     EXIT_REGRESSION,
     EXIT_USAGE,
+    add_direction_option,
     add_process_options,
     cluster_for,
     gpu_missing_reason,
     non_negative_float,
     positive_int,
     sweep_with_progress,
+    with_directions,
 )
 from convbench.contract import BACKENDS
 from convbench.present.tables import findings_table, platform_label
@@ -44,6 +46,7 @@ def add_parser(sub: Any, name: str) -> None:
     chk.add_argument("--batch", type=positive_int, default=None,
                      help="batch size (default: as the baseline was made, else 1)")
     chk.add_argument("--match", help="regex on layer names (or descriptors)")
+    add_direction_option(chk)
     chk.add_argument("--seed", type=int, default=0)
     chk.add_argument("--baseline", help="baseline file "
                                         "(default results/accuracy/<backend>-<fill>.json)")
@@ -93,6 +96,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         layers = select_layers(suites, batch=batch, dtype=dtype, bias=bias)
         layers = [(s, x) for s, x in layers if pattern is None or pattern.search(x.name)
                   or pattern.search(x.descriptor)]
+        layers = with_directions(layers, args.direction)
         tasks += runner.plan_tasks(layers, names, settings)
     if not tasks:
         raise ValueError("nothing to check: no layer matches")

@@ -40,6 +40,65 @@ def positive_float(text: str) -> float:
     return value
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that ``--dir`` never abbreviates ``--direction``.
+
+    A quoted descriptor may begin with its own ``--dir=BWD_D`` knob (benchdnn's
+    text); argparse would take ``--dir`` as an abbreviation of ``--direction``
+    and the descriptor would never reach the descriptor parser. Every other
+    abbreviation still works.
+    """
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        found = super()._get_option_tuples(option_string)
+        typed = option_string.split("=", 1)[0]
+        if typed.startswith("--") and "--direction".startswith(typed) and len(typed) <= 5:
+            found = [t for t in found if getattr(t[0], "dest", None) != "direction"]
+        return found
+
+
+def directions_list(text: str) -> list[str]:
+    """``--direction fwd,bwd_d,bwd_w``: convbench's or benchdnn's names, deduplicated in order."""
+    from convbench.problem import normalize_direction  # noqa: PLC0415
+
+    try:
+        names = [normalize_direction(d.strip()) for d in text.split(",") if d.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not names:
+        raise argparse.ArgumentTypeError(f"no direction in {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def add_direction_option(parser: argparse.ArgumentParser) -> None:
+    """``--direction`` (run, check, tune)."""
+    parser.add_argument("--direction", type=directions_list, metavar="DIRS",
+                        help="comma list of directions to run for every layer: fwd, bwd_d, "
+                             "bwd_w, bwd_wb (benchdnn's FWD_D, BWD_D, BWD_W, BWD_WB too); "
+                             "default fwd (a descriptor's own --dir= otherwise)")
+
+
+def with_directions(layers: list[tuple[str, Any]],
+                    directions: list[str] | None) -> list[tuple[str, Any]]:
+    """Each (suite, layer) once per direction, the directions of a layer together.
+
+    ``bwd_wb`` gives the layer a bias (its gradient is what that direction adds);
+    a line convbench cannot model stays once, as it is. Without directions the
+    layers are as they were given.
+    """
+    if not directions:
+        return layers
+    out = []
+    for suite, layer in layers:
+        if layer.problem is None:
+            out.append((suite, layer))
+            continue
+        for d in directions:
+            out.append((suite, layer.with_(dir=d, bias=True) if d == "bwd_wb"
+                        else layer.with_(dir=d)))
+    return out
+
+
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     """How each measurement of a sweep is taken (``run``, ``tune``)."""
     parser.add_argument("--threads", type=positive_int,
@@ -124,8 +183,9 @@ def selected_work(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[
         extra = model_layers(model, args.input)
     elif getattr(args, "input", None):
         raise ValueError("--input gives a model's input shape: it needs --model")
-    layers = select_layers(suites, args.descriptors, match=args.match, extra=extra,
-                           **overrides)
+    layers = with_directions(select_layers(suites, args.descriptors, match=args.match,
+                                           extra=extra, **overrides),
+                             getattr(args, "direction", None))
     if args.backend == "gpu" and (reason := gpu_missing_reason()) is not None:
         raise ValueError(f"no GPU present ({reason}); --backend gpu needs a CUDA device and "
                          "CuPy (pip install 'convbench[gpu]')")

@@ -11,6 +11,7 @@ from convbench.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REGRESSION,
+    add_direction_option,
     add_sweep_options,
     cluster_for,
     positive_int,
@@ -37,6 +38,7 @@ def add_parser(sub: Any, name: str) -> None:
     run.add_argument("--algo", default="all",
                      help="comma list of kernels and baselines, or 'all' (default)")
     add_layer_options(run)
+    add_direction_option(run)
     run.add_argument("--mode", choices=["perf", "accuracy", "both"], default="both")
     add_sweep_options(run)
     run.add_argument("--fill", choices=["random", "exact"], default="random",
@@ -153,7 +155,14 @@ def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: An
     """The per-layer and whole-network tables a sweep prints, under a head that says how
     it measured, how quiet the machine was and which settings slow a library here."""
     from convbench.measure.noise import noise_line  # noqa: PLC0415
-    from convbench.present.tables import layer_table, network_table  # noqa: PLC0415
+    from convbench.present.tables import (  # noqa: PLC0415
+        TRAINING_STEP,
+        directions_of,
+        layer_table,
+        network_table,
+        training_step_note,
+        training_step_table,
+    )
 
     threads = (outcome.threads or {}).get("threads")
     if outcome.threads is None:  # a Dask sweep: each record says what its worker used
@@ -178,6 +187,18 @@ def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: An
                  "≈ (☆, ≈☆: the same among convbench's kernels where a baseline wins).")
     parts = [head, "### Per layer", layer_table(records, peer)]
     if settings.mode != "accuracy":
-        parts += ["### Whole network (sum of median x repeat)",
-                  network_table(records, peer).to_markdown()]
+        directions = directions_of(records)
+        if len(directions) <= 1:
+            parts += ["### Whole network (sum of median x repeat)",
+                      network_table(records, peer).to_markdown()]
+        else:
+            for d in directions:
+                parts += [f"### Whole network, {d} (sum of median x repeat)",
+                          network_table([r for r in records if r.dir == d],
+                                        peer).to_markdown()]
+        measured = set(directions)
+        if {"fwd", "bwd_d"} <= measured and measured & {"bwd_w", "bwd_wb"}:
+            parts += [f"### Training step ({' + '.join(TRAINING_STEP)} per layer)",
+                      training_step_note(records),
+                      training_step_table(records, peer).to_markdown()]
     return "\n\n".join(parts)

@@ -11,6 +11,7 @@ from convbench.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REGRESSION,
+    add_direction_option,
     add_sweep_options,
     cluster_for,
     positive_float,
@@ -41,6 +42,7 @@ def add_parser(sub: Any, name: str) -> None:
     tune.add_argument("--algo", default="all",
                       help="comma list of kernels and baselines to measure (default: all)")
     add_layer_options(tune)
+    add_direction_option(tune)
     tune.add_argument("--out", help="plan cache to merge the choices into (default: "
                                     "$CONVBENCH_PLANS, else ~/.cache/convbench/plans.json)")
     tune.add_argument("--records", help="JSONL file the measurements are appended to, for "

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from convbench.contract import refusal
 from convbench.measure.clocks import Clock, make_clock
 from convbench.measure.inputs import make_inputs
 from convbench.measure.stats import median_rank_interval
@@ -60,6 +61,11 @@ class LayerComparison:
     rel_l2 : dict
         Kernel or peer -> ``||y - ref|| / ||ref||`` of its output, when a
         reference was given.
+    samples_ms : dict
+        Every kernel and peer -> its sample of each pass (ms), in pass order:
+        what a sum over layers pairs pass by pass (:func:`whole_network_ratio`).
+    repeat : int
+        How often the network repeats the layer (the caller says).
     """
 
     suite: str
@@ -70,6 +76,46 @@ class LayerComparison:
     medians_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     rel_l2: dict[str, float] = field(default_factory=dict)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
+    repeat: int = 1
+
+
+def best_kernel(r: LayerComparison, names: list[str]) -> str | None:
+    """The fastest of ``names`` on the layer, by median (None if none of them ran)."""
+    ran = [n for n in names if n in r.medians_ms]
+    return min(ran, key=lambda n: r.medians_ms[n]) if ran else None
+
+
+def whole_network_ratio(results: list[LayerComparison], names: list[str], peer: str
+                        ) -> tuple[float, float, float, float, float] | None:
+    """``peer``'s whole-network time over best-of-``names``'s, with its 95% interval.
+
+    Best-of takes, per layer, the fastest of ``names`` by median; each pass's
+    totals sum ``repeat x sample`` over the layers, so the layers' pass ``i``
+    were interleaved with each other's pass ``i``, and the ratio of a pass is
+    ``peer total / best total``. Returns ``(median ratio, lo, hi, peer ms,
+    best ms)``, the interval distribution-free over the passes, or None where
+    a layer lacks the peer or every one of ``names``.
+    """
+    if not results:
+        return None
+    peer_totals: list[float] | None = None
+    best_totals: list[float] | None = None
+    for r in results:
+        best = best_kernel(r, names)
+        if best is None or peer not in r.samples_ms or best not in r.samples_ms:
+            return None
+        theirs = [v * r.repeat for v in r.samples_ms[peer]]
+        ours = [v * r.repeat for v in r.samples_ms[best]]
+        peer_totals = theirs if peer_totals is None else [a + b for a, b in
+                                                          zip(peer_totals, theirs, strict=True)]
+        best_totals = ours if best_totals is None else [a + b for a, b in
+                                                        zip(best_totals, ours, strict=True)]
+    assert peer_totals is not None and best_totals is not None
+    per_pass = sorted(a / b for a, b in zip(peer_totals, best_totals, strict=True))
+    j, k = median_rank_interval(len(per_pass))
+    return (statistics.median(per_pass), per_pass[j], per_pass[k],
+            statistics.median(peer_totals), statistics.median(best_totals))
 
 
 def geomean(values: list[float]) -> float | None:
@@ -111,8 +157,12 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, passes: int, sample
     return samples
 
 
-def relative_l2(y: Any, ref: np.ndarray) -> float:
-    """``||y - ref|| / ||ref||`` in float64 (``y`` on the host or a device)."""
+def relative_l2(y: Any, ref: Any) -> float:
+    """``||y - ref|| / ||ref||`` in float64 (``y`` on the host or a device); for bwd_wb's
+    pair ``(dw, db)`` over both, as one vector."""
+    if isinstance(ref, tuple):
+        y = np.concatenate([np.asarray(to_host(a), dtype=np.float64).ravel() for a in y])
+        ref = np.concatenate([np.ravel(a) for a in ref])
     y64 = np.asarray(to_host(y), dtype=np.float64)
     norm = float(np.linalg.norm(ref))
     diff = float(np.linalg.norm(y64 - ref))
@@ -141,8 +191,8 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
     per_call : bool
         Also time weight-caching kernels as ``NAME+prepare``.
     reference : ndarray, optional
-        float64 output of ``p`` on :func:`random_inputs` (seed 0): every
-        kernel's and peer's ``rel_l2`` against it is recorded.
+        float64 output of ``p`` (in its direction) on :func:`random_inputs`
+        (seed 0): every kernel's and peer's ``rel_l2`` against it is recorded.
     """
     x, w, b = make_inputs(p)
     if backend == "gpu":
@@ -155,7 +205,7 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
     clock_name = None
     for name in [*names, *peers]:
         kernel = get_kernel(name, backend)
-        if kernel.supports(p) is not None:
+        if refusal(kernel, p) is not None:
             continue
         try:
             fn = kernel.prepare(p, x, w, b)
@@ -176,6 +226,7 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
     samples = time_interleaved(calls, passes=passes, sample_time=sample_time,
                                cooldown=cooldown, clock=make_clock(clock_name or "host"))
     result.medians_ms = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
+    result.samples_ms = {n: [v * 1e3 for v in s] for n, s in samples.items()}
     for name in samples:
         if name in peers:
             continue

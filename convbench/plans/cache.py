@@ -8,7 +8,7 @@ Layout of the file::
          "fingerprint": {...},            # platform_fingerprint(backend)
          "entries": {
            "<descriptor>|<dtype>|<math>": {
-             "problem": ..., "name": ..., "backend": ..., "dtype": ..., "math": ...,
+             "problem": ..., "name": ..., "dir": ..., "backend": ..., "dtype": ..., "math": ...,
              "metric": "rel_l2", "budget": 1e-06, "allow_vendor": false,
              "choice": {"kernel": ..., "kind": ..., "time_s": ..., "error": {...}},
              "runner_up": {...} or null,
@@ -17,7 +17,7 @@ Layout of the file::
              "threads": 2, "tuned": "2026-01-01T00:00:00+0000"}}}}}
 
 The descriptor is the problem's canonical text without its name (it carries
-the batch size, bias, dtype and ``--attr-fpmath``), so one entry serves
+the batch size, bias, dtype, direction and ``--attr-fpmath``), so one entry serves
 every layer of that shape. The fingerprint is the one accuracy baselines
 use (:func:`current_fingerprint`): it changes with the instruction set,
 BLAS, Numba's target, oneDNN's ISA, the NumPy and SciPy versions, or the
@@ -69,7 +69,12 @@ def default_path() -> Path:
 
 
 def entry_key(p: ConvProblem) -> str:
-    """``"<descriptor without name>|<dtype>|<math>"``: what a plan is kept and found under."""
+    """``"<descriptor without name>|<dtype>|<math>"``: what a plan is kept and found under.
+
+    The descriptor carries the direction (``--dir=BWD_D``...), so each direction of a
+    layer has its own plan; a forward entry written before directions existed is
+    found by a forward problem as it was.
+    """
     return f"{p.with_(name='')}|{p.dtype}|{p.math}"
 
 
@@ -185,8 +190,8 @@ def merge_entries(path: str | os.PathLike[str], fingerprint: Mapping[str, Any],
 
 def make_entry(choice: Any, p: ConvProblem, backend: str, threads: int | None) -> dict[str, Any]:
     """The cache entry of a :class:`~convbench.plans.choice.Choice` made on ``p``."""
-    return {"problem": str(p.with_(name="")), "name": p.name, "backend": backend,
-            "dtype": p.dtype, "math": p.math, "metric": choice.metric,
+    return {"problem": str(p.with_(name="")), "name": p.name, "dir": p.dir,
+            "backend": backend, "dtype": p.dtype, "math": p.math, "metric": choice.metric,
             "budget": choice.budget, "allow_vendor": choice.allow_vendor,
             "choice": choice.chosen.to_json(),
             "runner_up": choice.runner_up.to_json() if choice.runner_up else None,

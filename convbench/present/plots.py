@@ -68,7 +68,13 @@ class RunView:
                 name = label if len(suites) == 1 else f"{label} / {s}"
                 if len(per_platform) > 1:
                     name += f" on {platform_label(platform, recs)}"
-                views.append(cls._from_records(run, recs, name))
+                # Each direction is a view of its own: a layer's fwd and bwd_d times are
+                # different convolutions, never one row of a figure.
+                directions = list(dict.fromkeys(r.dir for r in recs))
+                for d in directions:
+                    mine = [r for r in recs if r.dir == d]
+                    views.append(cls._from_records(
+                        run, mine, name if len(directions) == 1 else f"{name} [{d}]"))
         return views
 
     @classmethod

@@ -13,11 +13,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from convbench.present import plots, tradeoff
 from convbench.present.format import fmt
 from convbench.present.plots import RunView
-from convbench.present.tables import Table
+from convbench.present.tables import (
+    TRAINING_STEP,
+    Table,
+    directions_of,
+    platform_label,
+    training_step_note,
+    training_step_table,
+)
 from convbench.present.tradeoff import TradeoffView
 from convbench.store.jsonl import load_run
 
@@ -121,6 +129,31 @@ def network_comparison(views: list[RunView]) -> Table:
     return Table(["kernel", *(f"{v.label} (ms)" for v in views)], rows)
 
 
+def training_step_blocks(run: Any, label: str) -> list[tuple[str, list[Section], str]]:
+    """A "training step" block per suite and platform of ``run`` that measured fwd, bwd_d
+    and bwd_w (:func:`~convbench.present.tables.training_step_table`; a table, no figure)."""
+    blocks = []
+    for platform, latest in run.latest_per_platform().items():
+        suites: dict[str, list[Any]] = {}
+        for rec in latest.values():
+            suites.setdefault(rec.get("suite") or "custom", []).append(rec)
+        for suite, recs in suites.items():
+            measured = set(directions_of(recs))
+            if not ({"fwd", "bwd_d"} <= measured and measured & {"bwd_w", "bwd_wb"}):
+                continue
+            name = f"{label} / {suite}" if len(suites) > 1 else label
+            if len(run.latest_per_platform()) > 1:
+                name += f" on {platform_label(platform, recs)}"
+            peer = RunView.from_run(run, label)[0].baseline
+            section = Section(f"Training step ({' + '.join(TRAINING_STEP)} per layer)", "",
+                              training_step_table(recs, peer),
+                              "Sum over the suite's layers of median time x repeat count, "
+                              "per direction and for the whole step. "
+                              + training_step_note(recs))
+            blocks.append((f"{name}: training step", [section], ""))
+    return blocks
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "run"
 
@@ -156,6 +189,7 @@ def write_report(paths: list[str], out_dir: str | Path, *,
             if tune:
                 sections += tradeoff_sections(view, out, prefix, tune)
             blocks.append((view.label, sections, _environment_line(run)))
+        blocks += training_step_blocks(run, label)
     plots.plot_network(views, out / "network.png")
     network = Section("Whole network", "network.png", network_comparison(views),
                       "Sum over the suite's layers of median time x repeat count; "
@@ -187,8 +221,10 @@ def _markdown(title: str, network: Section, blocks) -> str:
         if env:
             parts.append(env + "\n")
         for s in sections:
-            parts += [f"### {s.title}\n", s.note + "\n", f"![{s.title}]({s.image})\n",
-                      s.table.to_markdown() + "\n"]
+            parts += [f"### {s.title}\n", s.note + "\n"]
+            if s.image:
+                parts.append(f"![{s.title}]({s.image})\n")
+            parts.append(s.table.to_markdown() + "\n")
     return "\n".join(parts)
 
 
@@ -202,9 +238,9 @@ _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
 
 def _html(title: str, network: Section, blocks) -> str:
     def section(s: Section, level: int = 3) -> str:
+        image = f"<img src='{s.image}' alt='{html.escape(s.title)}'>" if s.image else ""
         return (f"<h{level}>{html.escape(s.title)}</h{level}><p>{html.escape(s.note)}</p>"
-                f"<div class='pair'><img src='{s.image}' alt='{html.escape(s.title)}'>"
-                f"{s.table.to_html()}</div>")
+                f"<div class='pair'>{image}{s.table.to_html()}</div>")
 
     body = [f"<h1>{html.escape(title)}</h1>", section(network, 2)]
     for label, sections, env in blocks:

@@ -48,7 +48,8 @@ def platform_label(platform: str | None, records: Iterable[dict[str, Any]]) -> s
 
 
 def group_by_layer(records: Iterable[dict[str, Any]]) -> OrderedDict[str, list[Record]]:
-    """Records grouped by problem descriptor, in first-seen order, last record wins.
+    """Records grouped by problem descriptor (and direction), in first-seen order, last
+    record wins.
 
     Raises
     ------
@@ -60,6 +61,8 @@ def group_by_layer(records: Iterable[dict[str, Any]]) -> OrderedDict[str, list[R
     layers: OrderedDict[str, OrderedDict[str, Record]] = OrderedDict()
     platforms = set()
     for rec in map(as_record, records):
+        # The descriptor names the direction (--dir=BWD_D...); a record from before
+        # directions were recorded is a forward one, whose descriptor has no --dir=BWD.
         layers.setdefault(rec["problem"], OrderedDict())[rec.kernel] = rec
         platforms.add(rec.platform)
     if len(platforms) > 1:
@@ -169,7 +172,8 @@ def layer_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> str:
         base = next((r for r in recs if r.kernel == peer and r.median_s), None)
         marks = layer_marks(recs)
         for i, rec in enumerate(recs):
-            label = (f"{rec.label}{f' (x{rec.repeat})' if rec.repeat > 1 else ''}"
+            direction = f" [{rec.dir}]" if rec.dir != "fwd" else ""
+            label = (f"{rec.label}{direction}{f' (x{rec.repeat})' if rec.repeat > 1 else ''}"
                      f"<br>`{problem}`" if i == 0 else "")
             if not rec.ok:
                 cell = "skipped" if rec.status == "skipped" else "**FAILED**"
@@ -268,6 +272,100 @@ def network_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Ta
             rows.append([name, f"— (partial: {t * 1e3:.2f} over the layers run)", "", "", ran])
     return Table(["kernel", "whole network ms [95% CI]", "GFLOP/s", f"x {peer} [95% CI]",
                   "layers run"], rows)
+
+
+def directions_of(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The directions the records measured, in :data:`~convbench.problem.DIRECTIONS` order."""
+    from convbench.problem import DIRECTIONS  # noqa: PLC0415
+
+    seen = {as_record(r).dir for r in records}
+    return [d for d in DIRECTIONS if d in seen]
+
+
+def layer_identity(rec: Record) -> str:
+    """The layer a record measured, whatever its direction: its forward descriptor without
+    bias (a line convbench cannot model: its text)."""
+    from convbench.problem import ConvProblem  # noqa: PLC0415
+
+    try:
+        p = ConvProblem.parse(rec["problem"])
+    except ValueError:
+        return rec["problem"]
+    return str(p.with_(dir="fwd", bias=False))
+
+
+#: The directions of a training step: forward, backward data and backward weights
+#: (with the bias gradient where the layer has a bias).
+TRAINING_STEP = ("fwd", "bwd_d", "bwd_w")
+
+
+def training_step_records(records: Iterable[dict[str, Any]]) -> tuple[list[Record], list[str]]:
+    """The records a training step sums, and the layers left out of its ``bwd_d``.
+
+    A training step computes, per layer, the forward pass, the gradient of the
+    weights (``bwd_w``, or ``bwd_wb`` where that was measured) and the gradient
+    of the input (``bwd_d``), except for the first layer of each suite: it is
+    taken as the network's input layer, whose ``dx`` nothing upstream needs.
+    """
+    recs = [as_record(r) for r in records]
+    first: dict[str, str] = {}
+    for rec in recs:
+        first.setdefault(rec.get("suite") or "", layer_identity(rec))
+    has_wb = {layer_identity(r) for r in recs if r.dir == "bwd_wb"}
+    chosen, left_out = [], []
+    for rec in recs:
+        layer = layer_identity(rec)
+        if rec.dir == "bwd_d" and first.get(rec.get("suite") or "") == layer:
+            if rec.label not in left_out:
+                left_out.append(rec.label)
+            continue
+        if rec.dir == "bwd_w" and layer in has_wb:
+            continue  # the layer's bwd_wb computes dw and db: that one counts
+        chosen.append(rec)
+    return chosen, left_out
+
+
+def training_step_table(records: Iterable[dict[str, Any]], peer: str = "onednn") -> Table:
+    """Whole-network training step per kernel and for best-of-convbench, against ``peer``.
+
+    A training step is fwd + bwd_d + bwd_w per layer (:func:`training_step_records`:
+    the first line of a suite is the input layer and gets no bwd_d). Each
+    direction's sum is a column; the step's time has its 95% interval, and its
+    ratio to ``peer`` is paired by round. A kernel that did not run every part
+    gets the sum over the parts it ran, marked partial. Records of several
+    platforms get their own lines each.
+    """
+    groups = by_platform(records)
+    if len(groups) > 1:
+        rows = [[platform_label(platform, recs), *row] for platform, recs in groups.items()
+                for row in training_step_table(recs, peer).rows]
+        return Table(["platform", *training_step_table([], peer).header], rows)
+    chosen, _ = training_step_records(records)
+    step = network_table(chosen, peer)
+    per_direction = {d: network_totals([r for r in chosen if r.dir == d
+                                        or (d == "bwd_w" and r.dir == "bwd_wb")])
+                     for d in TRAINING_STEP}
+    rows = []
+    for row in step.rows:
+        name = row[0]
+        cells = []
+        for d in TRAINING_STEP:
+            entry = per_direction[d].get(name)
+            cells.append(f"{entry['time_s'] * 1e3:.2f}" if entry and entry["complete"]
+                         and entry["time_s"] else "—")
+        rows.append([name, *cells, *row[1:]])
+    return Table(["kernel", "fwd ms", "bwd_d ms", "bwd_w ms", "training step ms [95% CI]",
+                  "GFLOP/s", f"x {peer} [95% CI]", "parts run"], rows)
+
+
+def training_step_note(records: Iterable[dict[str, Any]]) -> str:
+    """The sentence that says which layers' bwd_d a training step leaves out, and why."""
+    _, left_out = training_step_records(records)
+    if not left_out:
+        return "Every layer's bwd_d is counted."
+    return (f"The first line of the suite ({', '.join(left_out)}) is taken as the network's "
+            "input layer: its bwd_d (the gradient of the image) is not part of the training "
+            "step and is left out of the sum.")
 
 
 def comparison_table(rows: list[Any]) -> str:

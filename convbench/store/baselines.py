@@ -1,6 +1,6 @@
 """Accuracy baseline files: what ``convbench check --update`` keeps and ``check`` reads.
 
-A baseline file holds, per (kernel, problem with dtype), the measured
+A baseline file holds, per (kernel, problem with dtype and direction), the measured
 ``rel_l2``, ``max_rel`` and ``bound_ratio`` on seeded inputs, one entry a line
 (so that an update reads well as a diff), and in ``meta`` the settings of
 the check that made it and the platform it ran on.
@@ -36,6 +36,10 @@ def entry_from_record(rec: dict[str, Any]) -> dict[str, Any]:
     rec = as_record(rec)
     entry = {"suite": rec.get("suite"), "name": rec.get("name"), "problem": rec["problem"],
              "kernel": rec.kernel, "dtype": rec["dtype"], "status": rec.status}
+    if rec.dir != "fwd":
+        # The descriptor already says it (--dir=BWD_D...); the field is for readers. A
+        # forward entry has none, as entries written before directions existed.
+        entry["dir"] = rec.dir
     if rec.ok:
         entry.update({m: rec.error(m) for m in BASELINE_METRICS})
     else:
