@@ -1,10 +1,19 @@
-"""Gradients by torch float64 autograd, and the normwise bound the backward tests apply."""
+"""Gradients by torch float64 autograd, and what the backward tests hold a kernel to.
+
+Two checks per gradient: against torch's float64 autograd within a normwise
+bound ``16 u (sqrt(n) + 8) max(S)`` (``S`` the same gradient of the operands'
+absolute values, ``n`` the direction's reduction length), and against
+convbench's own float64 reference within the kernel's error envelope of the
+direction (:func:`convbench.measure.compare.output_errors`).
+"""
 
 import dataclasses
 
 import numpy as np
 import torch
 
+from convbench.measure.compare import output_errors
+from convbench.measure.metrics import reference_and_scales
 from convbench.problem import to_host
 
 DIRECTIONS = ("bwd_d", "bwd_w", "bwd_wb")
@@ -43,7 +52,8 @@ def run_direction(kernel, p, x, w, dy):
     return kernel.prepare(p, x, dy, None)()
 
 
-def check_problem(kernel, base, seed=0):
+def check_problem(kernel, base, seed=0, envelope=True):
+    """Every backward direction of ``base`` by ``kernel``, checked both ways (see above)."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, base.input_shape).astype(base.dtype)
     w = rng.uniform(-1, 1, base.weight_shape).astype(base.dtype)
@@ -54,6 +64,12 @@ def check_problem(kernel, base, seed=0):
         p = dataclasses.replace(base, dir=direction, bias=direction == "bwd_wb")
         got = run_direction(kernel, p, x, w, dy)
         got = tuple(to_host(g) for g in got) if isinstance(got, tuple) else to_host(got)
+        if envelope:
+            a, b = (dy, w) if direction == "bwd_d" else (x, dy)
+            errors = output_errors(p, got, reference_and_scales(p, a, b, None),
+                                   kernel.error_model(p))
+            assert errors["envelope_ratio"] <= 1, \
+                f"{kernel.name} {p}: {errors['envelope_ratio']:.3g} of its envelope"
         if direction == "bwd_d":
             assert got.shape == p.input_shape and got.dtype == np.dtype(p.dtype)
             assert_within_bound(got, dx_ref, sx, p, f"{kernel.name} dx")

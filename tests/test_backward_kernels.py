@@ -202,3 +202,14 @@ def test_fft_backward_lengths_hold_every_image_without_aliasing():
         p = dataclasses.replace(base, dir=direction)
         assert 1 < plan_fft_backward(p, 1_500_000).batch < p.mb  # the cap splits the batch
     check_problem(FftKernel(workspace_cap=1_500_000), base)
+
+
+@pytest.mark.parametrize("algo", [FftKernel, WinogradKernel])
+def test_zero_batch_gives_empty_and_zero_gradients(algo):
+    base = ConvProblem.make(0, 4, 7, 9, 6, 3, 3, padding=1)
+    dy, w = np.zeros(base.output_shape, np.float32), np.ones(base.weight_shape, np.float32)
+    x = np.zeros(base.input_shape, np.float32)
+    dx = algo().prepare(dataclasses.replace(base, dir="bwd_d"), dy, w, None)()
+    dw, db = algo().prepare(dataclasses.replace(base, dir="bwd_wb", bias=True), x, dy, None)()
+    assert dx.shape == base.input_shape
+    assert not dw.any() and dw.shape == base.weight_shape and not db.any()

@@ -207,3 +207,13 @@ def test_gpu_baselines_declare_every_direction():
     assert torch_cudnn.TorchCudnnBaseline.directions == ("fwd", *DIRECTIONS)
     for kernel in cudnn_baseline.KERNELS:
         assert kernel.directions == ("fwd", *DIRECTIONS)
+
+
+@needs_emulator
+@pytest.mark.parametrize("algo", ["direct", "im2col", "fft", "winograd"])
+def test_emulated_zero_batch_gives_zero_weight_gradients(algo):
+    base = ConvProblem.make(0, 4, 7, 9, 6, 3, 3, padding=1)
+    p = dataclasses.replace(base, dir="bwd_wb", bias=True)
+    dw, db = CLASSES[algo](RUNTIME).prepare(p, np.zeros(base.input_shape, np.float32),
+                                            np.zeros(base.output_shape, np.float32), None)()
+    assert dw.shape == base.weight_shape and not dw.any() and not db.any()

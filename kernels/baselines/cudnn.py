@@ -317,7 +317,8 @@ class CudnnFrontendBaseline(KernelBase):
                 out[...] += bd
             if db is not None:
                 dy = operands["dy"]
-                db[...] = dy.reshape(p.mb, p.oc, -1).sum(axis=2, dtype=cupy.float64).sum(axis=0)
+                db[...] = dy.reshape(p.mb, p.oc, p.oh * p.ow).sum(axis=2,
+                                                                  dtype=cupy.float64).sum(axis=0)
                 return out, db
             return out
 

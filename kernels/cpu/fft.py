@@ -243,6 +243,8 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
     total = np.empty((plan.freqs, g, cg, kg), dtype=cplx)
 
     def run_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
+        if not batches:  # no images: nothing is summed
+            total[...] = 0
         for i, (n0, nb) in enumerate(batches):
             xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
             ys = stuffed_spectra(dy, n0, nb)
@@ -268,7 +270,7 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
 def bias_gradient(dy: np.ndarray, db: np.ndarray) -> None:
     """``db[k] = sum over n, p, q of dy[n, k, p, q]``, summed in float64 and rounded once."""
     n, k = dy.shape[0], dy.shape[1]
-    db[...] = dy.reshape(n, k, -1).sum(axis=2, dtype=np.float64).sum(axis=0)
+    db[...] = dy.reshape(n, k, dy.shape[2] * dy.shape[3]).sum(axis=2, dtype=np.float64).sum(axis=0)
 
 
 KERNELS = [FftKernel()]

@@ -172,6 +172,8 @@ def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,
               for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
 
     def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+        if not blocks:  # no images: nothing is summed
+            m[...] = 0
         for i, (n0, count, tr0, n_rows) in enumerate(blocks):
             tiles = count * n_rows * cols
             v = v_flat[:16 * p.ic * tiles].reshape(16, g, cg, tiles)

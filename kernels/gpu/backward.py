@@ -68,7 +68,7 @@ def finish_weights(rt: Any, p: ConvProblem, dw: Any, db: Any, dy: Any) -> Any:
     """``dw``, or ``(dw, db)`` with ``db`` summed from ``dy`` in float64 (bwd_wb)."""
     if db is None:
         return dw
-    db[...] = dy.reshape(p.mb, p.oc, -1).sum(axis=2, dtype=rt.xp.float64).sum(axis=0)
+    db[...] = dy.reshape(p.mb, p.oc, p.oh * p.ow).sum(axis=2, dtype=rt.xp.float64).sum(axis=0)
     return dw, db
 
 
@@ -185,6 +185,8 @@ def prepare_im2col(kernel: Any, p: ConvProblem, a: Any, b: Any,
     def run_weights(x: Any = a_d, dy: Any = b_d) -> Any:
         dy_blocks = dy.reshape(p.mb, g, kg, p.oh * p.ow)
         first = True
+        if not tiles:  # no images: nothing is summed
+            dw_acc[...] = 0
         for t in tiles:
             size = t.nb * g * crs_g * t.rows * p.ow
             col = col_flat[:size].reshape(t.nb, g, crs_g, t.rows * p.ow)
@@ -263,6 +265,8 @@ def prepare_fft(kernel: Any, p: ConvProblem, a: Any, b: Any,
     full = xp.empty((p.oc * cg, lh, lw), dtype=work)
 
     def run_weights(x: Any = x_d, dy: Any = dy_d) -> Any:
+        if not batches:  # no images: nothing is summed
+            total[...] = 0
         for i, (n0, nb) in enumerate(batches):
             padded[:nb, :, :p.ih, :p.iw] = x[n0:n0 + nb]
             x_spec = x_spec_buf[:freqs * nb * p.ic].reshape(freqs, nb * p.ic)
@@ -325,6 +329,8 @@ def prepare_winograd(kernel: Any, p: ConvProblem, a: Any, b: Any, input_source: 
               for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
 
     def run_weights(x: Any = x_d, dy: Any = dy_d) -> Any:
+        if not blocks:  # no images: nothing is summed
+            m[...] = 0
         for i, (n0, count, tr0, n_rows) in enumerate(blocks):
             tiles = count * n_rows * cols
             v = v_flat[:16 * p.ic * tiles].reshape(16 * g, cg, tiles)
