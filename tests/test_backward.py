@@ -201,6 +201,15 @@ def test_im2col_backward_tiles_under_its_workspace_cap():
             np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=1e-12)
         assert small.workspace_bytes(q) >= small.workspace_bytes(replace(p, dtype="float64"))
     del rng
+    # bwd_w keeps its lowered tile within backward_weights_tile_bytes (cache-sized) even
+    # under a large cap; the forward and bwd_d tile as before.
+    from convbench.kernels.algorithms.im2col import lowered_bytes
+    big = ConvProblem.parse("mb8ic64ih56oc64kh3ph1")
+    default = Im2colKernel()
+    tile = default.plan(replace(big, dir="bwd_w"))
+    assert lowered_bytes(big, *tile) <= default.backward_weights_tile_bytes < \
+        lowered_bytes(big, *default.plan(big))
+    assert default.plan(replace(big, dir="bwd_d")) == default.plan(big)
 
 
 def test_backward_envelopes_use_the_directions_reduction_length():
