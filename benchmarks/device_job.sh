@@ -2,8 +2,9 @@
 # Everything a session with a GPU runs, in one call of at most TOTAL_S seconds (300: with
 # the machine's start a first call takes about 7 minutes, and a second one at a shorter
 # setting still fits a 15-minute device budget), in the order of what each phase tells:
-#   1. the GPU tests (device, sources, plans, gemm, absent, vs_cudnn report logic);
-#   2. benchmarks/vs_cudnn.py on ResNet-50 at batch 32 in fp32, fp16 and tf32;
+#   1. the GPU tests (device, sources, plans, gemm, absent, vs_cudnn report logic, backward);
+#   2. benchmarks/vs_cudnn.py on ResNet-50 at batch 32 in fp32, fp16 and tf32, forward then
+#      backward data and weights, as far as its budget goes;
 #   3. compute-sanitizer memcheck on a few small cases of the four kernels, where installed;
 #   4. sweeps of ResNet-50 at batch 32 in fp32, fp16 and tf32 with whatever time is left.
 # Each phase has a time box (seconds, overridable) so that the whole job ends inside the
@@ -56,12 +57,14 @@ phase environment
 phase "GPU tests (${TESTS_S} s)"
 timeout "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_device.py \
   tests/test_gpu_sources.py tests/test_gpu_plans.py tests/test_gpu_gemm.py \
-  tests/test_gpu_absent.py tests/test_vs_cudnn.py > "$OUT/gpu-tests.log" 2>&1
+  tests/test_gpu_absent.py tests/test_vs_cudnn.py tests/test_gpu_backward_device.py \
+  > "$OUT/gpu-tests.log" 2>&1
 echo "rc=$?" >> "$OUT/gpu-tests.log"
 
 phase "vs_cudnn, ResNet-50 batch 32, fp32 fp16 tf32 (${VS_CUDNN_S} s)"
 timeout --signal=INT --kill-after=15 "$VS_CUDNN_S" "$PY" benchmarks/vs_cudnn.py \
-  --batch 32 --math fp32,fp16,tf32 --match '^(conv1|res)' --pairs 3 --accuracy-batch 32 \
+  --batch 32 --math fp32,fp16,tf32 --direction fwd,bwd_d,bwd_w --match '^(conv1|res)' \
+  --pairs 3 --accuracy-batch 32 \
   --budget $(( VS_CUDNN_S - 25 )) --out "$OUT/vs_cudnn" > "$OUT/vs_cudnn.log" 2>&1
 echo "rc=$?" >> "$OUT/vs_cudnn.log"
 
