@@ -51,7 +51,7 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
     """
     p, x, w, bias = problem_from_arrays(x, w, bias, stride=stride, padding=padding,
                                         dilation=dilation, groups=groups)
-    model = algo if isinstance(algo, ErrorModel) else ErrorModel(FAMILY_OF.get(algo, "any"))
+    model = algo if isinstance(algo, ErrorModel) else _model_of(algo, p)
     y64 = np.asarray(to_host(y), dtype=np.float64)
     if y64.shape != p.output_shape:
         raise AssertionError(f"output shape {y64.shape} != expected {p.output_shape} for {p}")
@@ -79,3 +79,16 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
         f"worst y{list(idx)} = {float(y64[idx]):.9g}, reference {float(ref[idx]):.9g}, "
         f"|diff| {diff[idx]:.3e} > bound {tol[idx]:.3e} (n = {p.reduction_length}, dtype "
         f"{p.dtype}, |W|*|X| = {reference.abs_scale[idx]:.3e}) for problem {p}")
+
+
+def _model_of(algo: str, p: Any) -> ErrorModel:
+    """The error model of an algorithm name: its family, or a registered kernel's own
+    model (a Winograd tile's transforms), else the loosest."""
+    if algo in FAMILY_OF:
+        return ErrorModel(FAMILY_OF[algo])
+    from convbench.registry import get_kernel  # noqa: PLC0415 -- the registry imports kernels
+
+    try:
+        return get_kernel(algo, "cpu").error_model(p)
+    except ValueError:
+        return ErrorModel("any")

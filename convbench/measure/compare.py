@@ -15,6 +15,7 @@ By data kind, as benchdnn's ``compare.cpp``:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -149,10 +150,18 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
                            (gamma(n, u_acc) + gamma(n, REFERENCE_ROUNDOFF) + 2 * u_in
                             + u_in**2) * s)
     elif model.family == "winograd":
-        tile = _tile_max(xp, r, 2)
-        variance = (variance + (u_acc**2 * WINOGRAD_GEMM_WEIGHT * (cg + 3) / 2.0
-                                + (2 * u_in) ** 2 * WINOGRAD_OPERAND_WEIGHT) * r2
-                    + u_acc**2 * WINOGRAD_TRANSFORM_WEIGHT * tile * tile)
+        if model.transforms is None:
+            m, gemm_w, transform_w, operand_w = (2, WINOGRAD_GEMM_WEIGHT,
+                                                 WINOGRAD_TRANSFORM_WEIGHT,
+                                                 WINOGRAD_OPERAND_WEIGHT)
+        else:
+            growth = winograd_growth(model.transforms)
+            m, gemm_w, transform_w = growth.m, growth.gemm_weight, growth.transform_weight
+            operand_w = gemm_w
+        tile = _tile_max(xp, r, m)
+        variance = (variance + (u_acc**2 * gemm_w * (cg + 3) / 2.0
+                                + (2 * u_in) ** 2 * operand_w) * r2
+                    + u_acc**2 * transform_w * tile * tile)
         bound = lam * xp.sqrt(variance)
     else:
         size = model.transform_size or _fft_size_bound(p)
@@ -163,6 +172,100 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
                                + (2 * u_in) ** 2 * FFT_OPERAND_WEIGHT) * plane * plane
         bound = lam * xp.sqrt(variance)
     return bound + u_out * xp.abs(ref)
+
+
+@dataclass(frozen=True)
+class WinogradGrowth:
+    """Growth factors of one Winograd algorithm's transforms, from its matrices.
+
+    Attributes
+    ----------
+    m : int
+        Output tile.
+    gemm_weight : float
+        ``max_{p,a} k_p(a)^2`` with ``k_p(a) = sum_xi A_xi,p^2 |G_xi|^2 (B^T_xi,a)^2``:
+        the weight of the squared terms of the GEMM's partial sums in one output
+        (6.25 for F(2x2,3x3), as :data:`WINOGRAD_GEMM_WEIGHT`).
+    transform_weight : float
+        The transforms' own roundings, in units of the tile's largest squared
+        scale: the largest, over data patterns, of the first-order variance of
+        an output from every stored value of ``B^T d``, ``B^T d B``, ``U``,
+        ``A^T M`` and ``A^T M A`` (each rounding scaled by the sum of squares
+        of its partial sums, in the kernels' order), divided by the tile's
+        largest ``sum (w x)^2``. The patterns: one input pixel at each place of
+        the tile with each single filter tap and with all taps, and full tiles
+        of ones and of fixed random signs.
+    """
+
+    m: int
+    gemm_weight: float
+    transform_weight: float
+
+
+def _partial_squares(terms: Any) -> float:
+    """``sum_k (sum_{l<=k} |t_l|)^2`` over the nonzero terms: a sum's rounding scale."""
+    out, run = 0.0, 0.0
+    for t in terms:
+        if t != 0.0:
+            run += abs(float(t))
+            out += run * run
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def winograd_growth(transforms: tuple) -> WinogradGrowth:
+    """:class:`WinogradGrowth` of ``(A^T, G, B^T)`` (nested tuples, as ErrorModel holds)."""
+    import numpy as np  # noqa: PLC0415 -- host arithmetic on matrices of at most 8x8
+
+    a_t, g, b_t = (np.array(mat, dtype=np.float64) for mat in transforms)
+    m, alpha = a_t.shape
+    taps = g.shape[1]
+    k = (a_t.T**2 * (g**2).sum(axis=1)[:, None]).T @ (b_t**2)  # k[p, a]
+    gemm_weight = float(k.max()) ** 2
+    rng = np.random.default_rng(0)
+    patterns = []
+    for a in range(alpha):
+        for b in range(alpha):
+            d = np.zeros((alpha, alpha))
+            d[a, b] = 1.0
+            for tap in range(taps * taps + 1):
+                f = np.ones((taps, taps)) if tap == taps * taps else \
+                    np.eye(1, taps * taps, tap).reshape(taps, taps)
+                patterns.append((d, f))
+    patterns.append((np.ones((alpha, alpha)), np.ones((taps, taps))))
+    for _ in range(4):
+        patterns.append((rng.choice([-1.0, 1.0], (alpha, alpha)),
+                         rng.choice([-1.0, 1.0], (taps, taps))))
+    worst = 0.0
+    for d, f in patterns:
+        u = g @ f @ g.T
+        t1 = b_t @ d
+        v = t1 @ b_t.T
+        mm = u * v
+        t2 = a_t @ mm
+        r2 = np.array([[np.sum(f**2 * d[p:p + taps, q:q + taps] ** 2) for q in range(m)]
+                       for p in range(m)])
+        if r2.max() == 0:
+            continue
+        var = np.zeros((m, m))
+        for p in range(m):
+            for q in range(m):
+                total = 0.0
+                for xi in range(alpha):
+                    for col in range(alpha):
+                        deriv = a_t[p, xi] * np.sum(a_t[q] * u[xi] * b_t[:, col])
+                        total += deriv**2 * _partial_squares(b_t[xi] * d[:, col])
+                    for nu in range(alpha):
+                        scale = a_t[p, xi] * a_t[q, nu]
+                        total += (scale * u[xi, nu]) ** 2 * _partial_squares(
+                            t1[xi] * b_t[nu])
+                        total += (scale * v[xi, nu]) ** 2 * u[xi, nu] ** 2
+                for nu in range(alpha):
+                    total += a_t[q, nu] ** 2 * _partial_squares(a_t[p] * mm[:, nu])
+                total += _partial_squares(t2[p] * a_t[q])
+                var[p, q] = total
+        worst = max(worst, float(var.max() / r2.max()))
+    return WinogradGrowth(m, gemm_weight, worst)
 
 
 def _tile_max(xp: Any, a: Any, tile: int) -> Any:
