@@ -9,8 +9,8 @@
 // batched cuBLAS call. Layouts are the CPU kernel's
 // (kernels/cpu/winograd_tiles.py): V is (alpha^2, C, T), M is (alpha^2, K, T)
 // with tile t = (b*tile_rows + i)*tile_cols + j, and a zero coefficient is
-// skipped as there. Wt is the transforms' type (float32 for float16 data),
-// Vt the stored V (float16 for float16 data: the tensor-core GEMM's operand).
+// skipped as there. Wt is the transforms' type and Vt the stored V: float32
+// for float16 data (these tiles' growth factors are too large for fp16 operands).
 // One thread per (image, channel, tile); alpha <= WINOGRAD_TILES_MAX_ALPHA.
 
 template <typename T, typename Wt, typename Vt>
@@ -121,4 +121,4 @@ __device__ void winograd_tiles_output(const Wt* __restrict__ mm, const Wt* __res
 
 DEFINE_WINOGRAD_TILES(f32, float, float, float)
 DEFINE_WINOGRAD_TILES(f64, double, double, double)
-DEFINE_WINOGRAD_TILES(f16, cb_half, float, cb_half)
+DEFINE_WINOGRAD_TILES(f16, cb_half, float, float)
