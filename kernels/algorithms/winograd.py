@@ -274,7 +274,7 @@ def cook_toom(m: int, r: int, points: Any, name: str = "custom") -> WinogradTran
 #: ``convbench`` (F(6,3)) is what a search scored by measured float32 error
 #: over VGG-16's 3x3 layers chose (``benchmarks/winograd_points.py``: every
 #: symmetric set of small rationals, then a local search over single
-#: replacements, then random sets): no other points of small rationals beat
+#: replacements): no other points of small rationals beat
 #: NNPACK's, and the winner is NNPACK's points in ascending order. The order
 #: changes only the summation order of ``A^T M A`` (the rows of ``B^T`` and
 #: ``G`` permute, each entry stays), which measured 1-8% lower ``rel_l2``;
