@@ -11,6 +11,7 @@ sets) and oneDNN (``torch.nn.functional.conv2d``):
   is the median over passes of ``t_onednn / t_kernel`` (> 1: convbench is
   faster) with its distribution-free 95% interval; effective GFLOP/s count
   the direct convolution's flops;
+  direct and FFT are timed at batch 1 only unless ``--all-batches``;
 * **error** (at batch 1, the inputs of :func:`convbench.measure.inputs.make_inputs`):
   ``rel_l2``, ``max_rel``, ``bound_ratio`` and the envelope ratio in float32,
   and float64's ``rel_l2`` as the floor each algorithm reaches with more bits.
@@ -53,6 +54,9 @@ from convbench.registry import get_kernel
 WINOGRAD = ("winograd", "winograd_4x4", "winograd_6x6", "winograd_6x6_standard")
 ALGOS = ("direct", "im2col", "fft", *WINOGRAD)
 PEER = "onednn"
+#: Timed at batch 1 only unless --all-batches: at batch 8 FFT (2-20 GFLOP/s on 3x3 layers)
+#: and direct alone would take the default run past ten minutes.
+BATCH1_ONLY = ("direct", "fft")
 #: Tile and point set of each Winograd name, for the tables and the picture.
 TILE_OF = {"winograd": ("F(2x2,3x3)", "standard"), "winograd_4x4": ("F(4x4,3x3)", "standard"),
            "winograd_6x6": ("F(6x6,3x3)", "convbench"),
@@ -299,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cooldown", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--algo", default=",".join(ALGOS))
+    parser.add_argument("--all-batches", action="store_true",
+                        help=f"time {', '.join(BATCH1_ONLY)} at every batch (default: batch 1)")
     parser.add_argument("--out", default=None, help="write OUT.json, OUT.md and OUT.png")
     args = parser.parse_args(argv)
     convbench.register(Winograd6x6Standard(), replace=True)
@@ -311,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             errors[f"{suite} {p.name}"] = errors_of(p, algos)
             for mb in batches:
                 q = p.with_(mb=mb)
-                t = time_layer(q, algos, args.passes, args.sample_time, args.cooldown)
+                timed = tuple(n for n in algos
+                              if mb == 1 or args.all_batches or n not in BATCH1_ONLY)
+                t = time_layer(q, timed, args.passes, args.sample_time, args.cooldown)
                 rows.append({"suite": suite, "name": p.name, "mb": mb, "problem": str(q),
                              "target": is_target(q), **t})
                 print(f"{suite:8s} {p.name:14s} mb{mb}: " + "  ".join(
@@ -330,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(text)
         out.with_suffix(".json").write_text(json.dumps(
             {"meta": meta, "rows": rows, "errors": errors}, indent=1, default=float))
-        picture(rows, errors, out.with_suffix(".png"), max(batches))
+        for mb in batches:  # OUT.png at the first batch, OUT-mbN.png at the others
+            name = out.with_suffix(".png") if mb == batches[0] else \
+                out.with_name(f"{out.name}-mb{mb}.png")
+            picture(rows, errors, name, mb)
     return 0
 
 

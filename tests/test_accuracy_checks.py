@@ -208,9 +208,7 @@ SUBSET = ("--suite", "resnet50,lenet5", "--match", "res3_branch2b|res4a_branch1|
 
 
 @pytest.mark.parametrize("modules, algos", [
-    ("planted_faults", "direct,im2col,fft,winograd"),
-    # The tile faults are caught in-process above; this subprocess run of the CLI is slow.
-    pytest.param("planted_faults", "winograd_4x4,winograd_6x6", marks=pytest.mark.slow),
+    ("planted_faults", "direct,im2col,fft,winograd,winograd_4x4,winograd_6x6"),
     ("planted_bias_fault", "im2col"),
 ])
 def test_convbench_check_cli_flags_planted_faults_against_committed_baseline(modules, algos):
