@@ -67,11 +67,12 @@ def sandwich_product(w, g_matrix, u):
                     u[i, j, k, c] = acc
 
 
-# As in kernels/cpu/winograd.py, every inner loop runs over unit-stride 1-D
-# views with an index >= 0, which LLVM vectorizes: a row of tiles is
-# transformed along its rows first (whole input rows at once), then split into
-# its m column phases (``phase[s][t] = row[m t + s]``) so that input column b of
-# tile t is ``phase[b % m][t + b // m]``, a contiguous run over t.
+# Every transform loop runs over the tiles of one image in the block at once
+# (unit-stride 1-D views of length rows x cols, indices >= 0), which LLVM
+# vectorizes: the input tiles of a channel are first gathered into
+# ``d[a, b, t]`` (the zero padding written there), then ``B^T d`` and
+# ``(B^T d) B`` are scaled vector additions over ``t``; the output transform
+# likewise computes ``A^T M A`` over ``t`` and scatters the tiles into ``y``.
 
 
 @njit(parallel=True, cache=True)
@@ -84,43 +85,50 @@ def input_transform(x, v, b_t, m, n0, nb, tr0, n_tile_rows, n_tile_cols, pt, pl)
     alpha = b_t.shape[0]
     channels = x.shape[1]
     span = m * n_tile_cols + alpha - m  # input columns under one row of tiles
-    phase_len = n_tile_cols + (alpha - 1) // m
+    per_image = n_tile_rows * n_tile_cols
     for item in prange(nb * channels):
         b = item // channels
         c = item % channels
-        d = np.empty((alpha, span), dtype=x.dtype)
-        row = np.zeros(m * phase_len, dtype=x.dtype)
-        phase = np.empty((m, phase_len), dtype=x.dtype)
+        row = np.empty(span, dtype=x.dtype)
+        d = np.empty((alpha, alpha, per_image), dtype=x.dtype)
+        btd = np.empty((alpha, per_image), dtype=x.dtype)
         for ti in range(n_tile_rows):
             row0 = (tr0 + ti) * m - pt
-            for i in range(alpha):
-                load_padded_row(x, n0 + b, c, row0 + i, -pl, d[i])
-            t0 = (b * n_tile_rows + ti) * n_tile_cols
+            for a in range(alpha):
+                load_padded_row(x, n0 + b, c, row0 + a, -pl, row)
+                for e in range(alpha):
+                    dst = d[a, e, ti * n_tile_cols:(ti + 1) * n_tile_cols]
+                    src = row[e:e + m * (n_tile_cols - 1) + 1:m]
+                    for tj in range(n_tile_cols):
+                        dst[tj] = src[tj]
+        t0 = b * per_image
+        for e in range(alpha):  # column e of B^T d, for every tile
             for xi in range(alpha):
-                # row xi of B^T d, for every column of the tile row at once
-                for j in range(span):
-                    row[j] = 0
+                out = btd[xi]
+                for t in range(per_image):
+                    out[t] = 0
                 for a in range(alpha):
                     coef = b_t[xi, a]
                     if coef != 0:
-                        da = d[a]
-                        for j in range(span):
-                            row[j] += coef * da[j]
-                for s in range(m):
-                    ph = phase[s]
-                    for t in range(phase_len):
-                        ph[t] = row[t * m + s]
-                # (B^T d) B: one contiguous run of v per nu
-                for nu in range(alpha):
-                    out = v[xi * alpha + nu, c, t0:t0 + n_tile_cols]
-                    for t in range(n_tile_cols):
-                        out[t] = 0
-                    for bcol in range(alpha):
-                        coef = b_t[nu, bcol]
-                        if coef != 0:
-                            src = phase[bcol % m, bcol // m:bcol // m + n_tile_cols]
-                            for t in range(n_tile_cols):
-                                out[t] += coef * src[t]
+                        src = d[a, e]
+                        for t in range(per_image):
+                            out[t] += coef * src[t]
+            for xi in range(alpha):  # stored back over d[xi, e]: d[a, e] is no longer read
+                src = btd[xi]
+                dst = d[xi, e]
+                for t in range(per_image):
+                    dst[t] = src[t]
+        for xi in range(alpha):  # (B^T d) B
+            for nu in range(alpha):
+                out = v[xi * alpha + nu, c, t0:t0 + per_image]
+                for t in range(per_image):
+                    out[t] = 0
+                for e in range(alpha):
+                    coef = b_t[nu, e]
+                    if coef != 0:
+                        src = d[xi, e]
+                        for t in range(per_image):
+                            out[t] += coef * src[t]
 
 
 @njit(parallel=True, cache=True)
@@ -131,48 +139,50 @@ def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_tile_rows, n_tile_cols):
     """
     m, alpha = a_t.shape
     k_total, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    full = out_w // m
-    rest = out_w - full * m
+    per_image = n_tile_rows * n_tile_cols
     for item in prange(nb * k_total):
         b = item // k_total
         k = item % k_total
         bk = bias[k]
-        s = np.empty((alpha, n_tile_cols), dtype=y.dtype)
-        phase = np.empty((m, n_tile_cols), dtype=y.dtype)
-        for ti in range(n_tile_rows):
-            p0 = (tr0 + ti) * m
-            t0 = (b * n_tile_rows + ti) * n_tile_cols
-            for p in range(m):
-                if p0 + p >= out_h:
-                    break
-                # row p of A^T M, for every tile of the row
+        t0 = b * per_image
+        s = np.empty((alpha, per_image), dtype=y.dtype)
+        tile = np.empty((m, per_image), dtype=y.dtype)
+        for p in range(m):
+            for nu in range(alpha):  # row p of A^T M, column nu, for every tile
+                acc = s[nu]
+                for t in range(per_image):
+                    acc[t] = 0
+                for xi in range(alpha):
+                    coef = a_t[p, xi]
+                    if coef != 0:
+                        src = mm[xi * alpha + nu, k, t0:t0 + per_image]
+                        for t in range(per_image):
+                            acc[t] += coef * src[t]
+            for q in range(m):  # (A^T M) A, + bias
+                out_q = tile[q]
+                for t in range(per_image):
+                    out_q[t] = 0
                 for nu in range(alpha):
-                    acc = s[nu]
-                    for t in range(n_tile_cols):
-                        acc[t] = 0
-                    for xi in range(alpha):
-                        coef = a_t[p, xi]
-                        if coef != 0:
-                            src = mm[xi * alpha + nu, k, t0:t0 + n_tile_cols]
-                            for t in range(n_tile_cols):
-                                acc[t] += coef * src[t]
-                # (A^T M) A: output column q of every tile
+                    coef = a_t[q, nu]
+                    if coef != 0:
+                        src = s[nu]
+                        for t in range(per_image):
+                            out_q[t] += coef * src[t]
+                for t in range(per_image):
+                    out_q[t] += bk
+            for ti in range(n_tile_rows):
+                row = (tr0 + ti) * m + p
+                if row >= out_h:
+                    break
+                out = y[n0 + b, k, row]
                 for q in range(m):
-                    out_q = phase[q]
-                    for t in range(n_tile_cols):
-                        out_q[t] = 0
-                    for nu in range(alpha):
-                        coef = a_t[q, nu]
-                        if coef != 0:
-                            src = s[nu]
-                            for t in range(n_tile_cols):
-                                out_q[t] += coef * src[t]
-                out = y[n0 + b, k, p0 + p]
-                for t in range(full):
-                    for q in range(m):
-                        out[t * m + q] = phase[q, t] + bk
-                for q in range(rest):
-                    out[full * m + q] = phase[q, full] + bk
+                    width = (out_w - q + m - 1) // m  # tiles whose column q exists
+                    if width > n_tile_cols:
+                        width = n_tile_cols
+                    src = tile[q, ti * n_tile_cols:ti * n_tile_cols + width]
+                    dst = out[q:q + m * (width - 1) + 1:m]
+                    for tj in range(width):
+                        dst[tj] = src[tj]
 
 
 class WinogradTileKernel(CpuKernel):
