@@ -202,14 +202,13 @@ class WinogradGrowth:
     transform_weight: float
 
 
-def _partial_squares(terms: Any) -> float:
-    """``sum_k (sum_{l<=k} |t_l|)^2`` over the nonzero terms: a sum's rounding scale."""
-    out, run = 0.0, 0.0
-    for t in terms:
-        if t != 0.0:
-            run += abs(float(t))
-            out += run * run
-    return out
+def _partial_squares(terms: Any) -> Any:
+    """``sum_k (sum_{l<=k} |t_l|)^2`` over the nonzero terms of the last axis: a sum's
+    rounding scale."""
+    import numpy as np  # noqa: PLC0415
+
+    run = np.cumsum(np.abs(terms), axis=-1)
+    return np.sum(run * run * (terms != 0), axis=-1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -236,10 +235,11 @@ def winograd_growth(transforms: tuple) -> WinogradGrowth:
     for _ in range(4):
         patterns.append((rng.choice([-1.0, 1.0], (alpha, alpha)),
                          rng.choice([-1.0, 1.0], (taps, taps))))
+    a2 = a_t**2
     worst = 0.0
     for d, f in patterns:
         u = g @ f @ g.T
-        t1 = b_t @ d
+        t1 = b_t @ d  # t1[xi, col] = sum_a B^T[xi, a] d[a, col]
         v = t1 @ b_t.T
         mm = u * v
         t2 = a_t @ mm
@@ -247,23 +247,17 @@ def winograd_growth(transforms: tuple) -> WinogradGrowth:
                        for p in range(m)])
         if r2.max() == 0:
             continue
-        var = np.zeros((m, m))
-        for p in range(m):
-            for q in range(m):
-                total = 0.0
-                for xi in range(alpha):
-                    for col in range(alpha):
-                        deriv = a_t[p, xi] * np.sum(a_t[q] * u[xi] * b_t[:, col])
-                        total += deriv**2 * _partial_squares(b_t[xi] * d[:, col])
-                    for nu in range(alpha):
-                        scale = a_t[p, xi] * a_t[q, nu]
-                        total += (scale * u[xi, nu]) ** 2 * _partial_squares(
-                            t1[xi] * b_t[nu])
-                        total += (scale * v[xi, nu]) ** 2 * u[xi, nu] ** 2
-                for nu in range(alpha):
-                    total += a_t[q, nu] ** 2 * _partial_squares(a_t[p] * mm[:, nu])
-                total += _partial_squares(t2[p] * a_t[q])
-                var[p, q] = total
+        # B^T d: dy[p,q]/dt1[xi,col] = A^T[p,xi] sum_nu A^T[q,nu] U[xi,nu] B^T[nu,col]
+        w = np.einsum("qn,xn,nc->qxc", a_t, u, b_t)
+        ps1 = _partial_squares(b_t[:, None, :] * d.T[None, :, :])  # [xi, col] over a
+        var = np.einsum("px,qxc,xc->pq", a2, w**2, ps1)
+        # B^T d B: dy/dV[xi,nu] = A^T[p,xi] A^T[q,nu] U[xi,nu]; U rounded: ... V[xi,nu]
+        ps2 = _partial_squares(t1[:, None, :] * b_t[None, :, :])  # [xi, nu] over col
+        var = var + np.einsum("px,qn,xn->pq", a2, a2, u**2 * ps2 + v**2 * u**2)
+        # A^T M: dy[p,q]/dt2[p,nu] = A^T[q,nu]; A^T M A: the output's own sum
+        ps4 = _partial_squares(a_t[:, None, :] * mm.T[None, :, :])  # [p, nu] over xi
+        var = var + np.einsum("qn,pn->pq", a2, ps4)
+        var = var + _partial_squares(t2[:, None, :] * a_t[None, :, :])  # [p, q] over nu
         worst = max(worst, float(var.max() / r2.max()))
     return WinogradGrowth(m, gemm_weight, worst)
 
