@@ -3,9 +3,8 @@
 The same three phases as F(2x2,3x3) (:mod:`kernels.cpu.winograd`), for any
 output tile ``m`` and any interpolation points: the transforms are
 :func:`kernels.algorithms.winograd.cook_toom`'s matrices, rounded once to the
-problem's dtype, applied as scaled vector additions over whole rows of
-tiles (a zero coefficient is skipped, a unit one is a plain addition after
-LLVM folds the multiplication by one). The GEMM stage is one ``matmul`` of
+problem's dtype, applied as scaled vector additions over all tiles of an
+image in a block at once (a zero coefficient is skipped). The GEMM stage is one ``matmul`` of
 ``U (alpha^2, G, K/g, C/g)`` with ``V (alpha^2, G, C/g, T)``, each product
 as large as a block of tiles allows, and a depthwise layer is an element-wise
 product. Border tiles read zeros outside the image and write only the outputs
