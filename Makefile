@@ -11,7 +11,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn vs-cudnn jit-cost tune browser gpu gpu-wheels lint venv clean
+.PHONY: test bench vs-onednn vs-cudnn jit-cost winograd-tiles winograd-points tune browser gpu gpu-wheels lint venv clean
 
 venv: $(STAMP)
 
@@ -75,6 +75,15 @@ tune: $(STAMP)
 # Kernels vs oneDNN, interleaved in one process (QUICK=1: a subset, under 2 minutes).
 vs-onednn: $(STAMP)
 	$(BIN)/python benchmarks/vs_onednn.py --direction fwd,bwd_d,bwd_w $(if $(QUICK),--quick,--out results/cpu/vs_onednn)
+
+# The Winograd family (F(2x2), F(4x4), F(6x6), both F(6x6) point sets) against direct, im2col,
+# FFT and oneDNN on VGG-16's and ResNet-50's 3x3 layers: time, error, the picture.
+winograd-tiles: $(STAMP)
+	$(BIN)/python benchmarks/winograd_tiles.py $(if $(QUICK),--quick,--out results/cpu/winograd_tiles)
+
+# The search behind convbench's F(6x6,3x3) interpolation points.
+winograd-points: $(STAMP)
+	$(BIN)/python benchmarks/winograd_points.py --out results/accuracy/winograd_points
 
 # Numba compile time on an empty cache against load time on a full one, per kernel.
 jit-cost: $(STAMP)

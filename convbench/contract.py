@@ -95,16 +95,28 @@ class ErrorModel:
     transform_size : int or None
         Points of the FFT (``L_h * L_w``), where the family is ``"fft"``;
         None: an upper bound from the problem.
+    transforms : tuple or None
+        Winograd's ``(A^T, G, B^T)`` as nested tuples of floats, where the
+        family is ``"winograd"``: the envelope's growth factors are computed
+        from them. None: F(2x2,3x3) with Lavin & Gray's matrices.
     """
 
     family: str = "any"
     operand_roundoff: float = 0.0
     transform_size: int | None = None
+    transforms: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"error model family must be one of {FAMILIES}, "
                              f"got {self.family!r}")
+        if self.transforms is not None:
+            # Arrays or lists (a record's JSON) become tuples: the model stays hashable.
+            mats = tuple(tuple(tuple(float(v) for v in row) for row in mat)
+                         for mat in self.transforms)
+            if len(mats) != 3:
+                raise ValueError(f"transforms must be (A^T, G, B^T), got {len(mats)} matrices")
+            object.__setattr__(self, "transforms", mats)
 
 
 #: How each math mode computes, unless a kernel says more.

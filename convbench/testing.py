@@ -68,18 +68,18 @@ def assert_conv_close(y: Any, x: Any, w: Any, bias: Any = None, *, stride: Any =
         non-finite values where the reference is finite (or vice versa).
     """
     direction = normalize_direction(dir)
-    model = algo if isinstance(algo, ErrorModel) else ErrorModel(FAMILY_OF.get(algo, "any"))
     if direction != "fwd":
-        _assert_gradient_close(y, x, w, bias, direction, shape, model, factor, algo,
+        _assert_gradient_close(y, x, w, bias, direction, shape, factor, algo,
                                stride=stride, padding=padding, dilation=dilation, groups=groups)
         return
     p, x, w, bias = problem_from_arrays(x, w, bias, stride=stride, padding=padding,
                                         dilation=dilation, groups=groups)
-    _assert_within(y, p, reference_and_scales(p, x, w, bias), model, factor, algo, "conv output")
+    _assert_within(y, p, reference_and_scales(p, x, w, bias), _model_of(algo, p), factor,
+                   algo, "conv output")
 
 
 def _assert_gradient_close(y: Any, a: Any, b: Any, bias: Any, direction: str, shape: Any,
-                           model: ErrorModel, factor: float, algo: Any, **params: Any) -> None:
+                           factor: float, algo: Any, **params: Any) -> None:
     """:func:`assert_conv_close` for a backward direction."""
     if bias is not None:
         raise TypeError(f"assert_conv_close(dir={direction!r}) takes no bias, got one")
@@ -87,7 +87,8 @@ def _assert_gradient_close(y: Any, a: Any, b: Any, bias: Any, direction: str, sh
         default = getattr(y, "shape", None)
         p, a, b = problem_for_backward_data(a, b, shape if shape is not None else default,
                                             **params)
-        _assert_within(y, p, reference_and_scales(p, a, b, None), model, factor, algo, "dx")
+        _assert_within(y, p, reference_and_scales(p, a, b, None), _model_of(algo, p), factor,
+                       algo, "dx")
         return
     outputs = tuple(y) if direction == "bwd_wb" else (y,)
     if direction == "bwd_wb" and len(outputs) != 2:
@@ -96,6 +97,7 @@ def _assert_gradient_close(y: Any, a: Any, b: Any, bias: Any, direction: str, sh
     default = getattr(outputs[0], "shape", None)
     p, a, b = problem_for_backward_weights(a, b, shape if shape is not None else default,
                                            bias_grad=direction == "bwd_wb", **params)
+    model = _model_of(algo, p)
     references = reference_and_scales(p, a, b, None)
     if direction == "bwd_w":
         _assert_within(y, p, references, model, factor, algo, "dw")
@@ -134,3 +136,18 @@ def _assert_within(y: Any, p: ConvProblem, reference: Reference, model: ErrorMod
         f"worst y{list(idx)} = {float(y64[idx]):.9g}, reference {float(ref[idx]):.9g}, "
         f"|diff| {diff[idx]:.3e} > bound {tol[idx]:.3e} (n = {reduction_length(p)}, dtype "
         f"{p.dtype}, |W|*|X| = {reference.abs_scale[idx]:.3e}) for problem {p}")
+
+
+def _model_of(algo: str | ErrorModel, p: Any) -> ErrorModel:
+    """The error model of an algorithm name: its family, or a registered kernel's own
+    model (a Winograd tile's transforms), else the loosest; an ErrorModel as given."""
+    if isinstance(algo, ErrorModel):
+        return algo
+    if algo in FAMILY_OF:
+        return ErrorModel(FAMILY_OF[algo])
+    from convbench.registry import get_kernel  # noqa: PLC0415 -- the registry imports kernels
+
+    try:
+        return get_kernel(algo, "cpu").error_model(p)
+    except ValueError:
+        return ErrorModel("any")

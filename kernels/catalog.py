@@ -14,8 +14,8 @@ from typing import Any
 #: Packages whose modules may define ``KERNELS``.
 PACKAGES = ("cpu", "gpu", "baselines")
 #: How ``convbench list`` and the tables order the built-ins.
-LISTING_ORDER = ("direct", "im2col", "fft", "winograd", "onednn", "numpy_im2col", "cudnn",
-                 "cudnn_best", "torch_cudnn")
+LISTING_ORDER = ("direct", "im2col", "fft", "winograd", "winograd_4x4", "winograd_6x6", "onednn",
+                 "numpy_im2col", "cudnn", "cudnn_best", "torch_cudnn")
 
 
 def builtin_kernels() -> list[Any]:

@@ -14,6 +14,7 @@ from convbench.kernels.cpu.direct import DirectKernel
 from convbench.kernels.cpu.fft import FftKernel
 from convbench.kernels.cpu.im2col import Im2colKernel
 from convbench.kernels.cpu.winograd import WinogradKernel
+from convbench.kernels.cpu.winograd_tiles import Winograd4x4Kernel, Winograd6x6Kernel
 from convbench.problem import effective_extent
 
 REPLACES_BUILTINS = True
@@ -25,6 +26,32 @@ class WinogradPerturbedCoefficient(WinogradKernel):
     fault = "winograd transform coefficient perturbed by 1e-3 relative"
     filter_matrix = G.copy()
     filter_matrix[1, 0] *= 1 + 1e-3
+
+
+class _WrongTransformCoefficient:
+    """One entry of ``B^T`` off by ``relative``: a mistyped constant in the input transform."""
+
+    entry = (1, 2)
+    relative = 1e-3
+
+    def matrices(self, dtype):
+        a_t, g, b_t = super().matrices(dtype)
+        b_t = b_t.copy()
+        b_t[self.entry] *= 1 + self.relative
+        return a_t, g, b_t
+
+
+class Winograd4x4WrongCoefficient(_WrongTransformCoefficient, Winograd4x4Kernel):
+    """F(4x4,3x3) with B^T[1, 2] = -4 (1 + 1e-3)."""
+
+    fault = "winograd_4x4 input transform coefficient B^T[1, 2] off by 1e-3 relative"
+
+
+class Winograd6x6WrongCoefficient(_WrongTransformCoefficient, Winograd6x6Kernel):
+    """F(6x6,3x3) with B^T[1, 3] = 4.25 (1 + 1e-3): 4.254 typed for 17/4."""
+
+    entry = (1, 3)
+    fault = "winograd_6x6 input transform coefficient B^T[1, 3] off by 1e-3 relative"
 
 
 class Im2colBottomBorderOffByOne(Im2colKernel):
@@ -118,11 +145,12 @@ class DirectBiasGradientSkipsLastImage(DirectKernel):
 
 
 FAULTS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
-          Im2colDroppedBias(), DirectSkipsLastChannel()]
+          Im2colDroppedBias(), DirectSkipsLastChannel(), Winograd4x4WrongCoefficient(),
+          Winograd6x6WrongCoefficient()]
 #: One planted fault per backward direction: direction -> fault.
 BACKWARD_FAULTS = {"bwd_d": DirectBackwardDataSkipsLastOutputChannel(),
                    "bwd_w": Im2colBackwardWeightsSkipsLastRow(),
                    "bwd_wb": DirectBiasGradientSkipsLastImage()}
 #: What a subprocess registers: one fault per built-in name (dropped bias has its own run).
 KERNELS = [WinogradPerturbedCoefficient(), Im2colBottomBorderOffByOne(), FftOneTooSmall(),
-           DirectSkipsLastChannel()]
+           DirectSkipsLastChannel(), Winograd4x4WrongCoefficient(), Winograd6x6WrongCoefficient()]

@@ -105,7 +105,8 @@ def clean_baseline():
     problems = [FAULT_PROBLEM] + [x.problem for x in load_suite("resnet50", batch=1, bias=True)
                                   if x.problem.name in ("res3_branch2b", "res5_branch2b")]
     baseline = Baseline()
-    baseline.update(_records(problems, ["direct", "im2col", "fft", "winograd"]))
+    baseline.update(_records(problems, ["direct", "im2col", "fft", "winograd", "winograd_4x4",
+                                        "winograd_6x6"]))
     return problems, baseline
 
 
@@ -207,7 +208,7 @@ SUBSET = ("--suite", "resnet50,lenet5", "--match", "res3_branch2b|res4a_branch1|
 
 
 @pytest.mark.parametrize("modules, algos", [
-    ("planted_faults", "direct,im2col,fft,winograd"),
+    ("planted_faults", "direct,im2col,fft,winograd,winograd_4x4,winograd_6x6"),
     ("planted_bias_fault", "im2col"),
 ])
 def test_convbench_check_cli_flags_planted_faults_against_committed_baseline(modules, algos):
@@ -220,10 +221,11 @@ def test_convbench_check_cli_flags_planted_faults_against_committed_baseline(mod
     flagged = {line.split("|")[2].strip() for line in faulty.stdout.splitlines()
                if line.startswith(("| res", "| conv2"))}
     expected = set(algos.split(","))
+    on_3x3 = {line.split("|")[2].strip() for line in faulty.stdout.splitlines()
+              if line.startswith("| res3_branch2b")}
     if modules == "planted_faults":
-        expected.discard("winograd")  # res4a_branch1 is 1x1: winograd is checked on 3x3 only
-        assert "winograd" in {line.split("|")[2].strip() for line in faulty.stdout.splitlines()
-                              if line.startswith("| res3_branch2b")}
+        # res4a_branch1 is 1x1: the Winograd kernels are checked on 3x3 only
+        assert {n for n in expected if n.startswith("winograd")} <= on_3x3
     assert expected <= flagged
 
 

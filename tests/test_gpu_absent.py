@@ -20,7 +20,8 @@ from convbench.measure.runner import OUT_OF_GPU_MEMORY, is_device_oom, measure
 from convbench.measure.timing import bench
 from convbench.registry import register, unregister
 
-GPU_NAMES = ["direct", "im2col", "fft", "winograd", "cudnn", "cudnn_best", "torch_cudnn"]
+GPU_NAMES = ["direct", "im2col", "fft", "winograd", "winograd_4x4", "winograd_6x6", "cudnn",
+             "cudnn_best", "torch_cudnn"]
 SMALL = "mb1ic4ih9oc4kh3ph1"
 no_gpu = pytest.mark.skipif(runtime.cupy_unavailable_reason() is None, reason="a GPU is present")
 

@@ -14,6 +14,7 @@ from convbench import ConvProblem, KernelBase, UnsupportedProblem
 from convbench.kernels.catalog import builtin_kernels
 from convbench.kernels.cpu import fft as cpu_fft
 from convbench.kernels.cpu import winograd as cpu_winograd
+from convbench.kernels.cpu import winograd_tiles as cpu_winograd_tiles
 from convbench.kernels.gpu.runtime import HostRuntime, cupy_unavailable_reason
 from convbench.problem.reference import reference_for
 from convbench.registry import kernels
@@ -42,11 +43,11 @@ def _bound_kernels():
 
 def test_the_builtin_kernels_claim_the_binding_and_the_torch_baselines_do_not():
     assert {k.name for k in kernels("cpu") if getattr(k, "reads_input_at_call", False)} \
-        == {"direct", "im2col", "fft", "winograd"}
+        == {"direct", "im2col", "fft", "winograd", "winograd_4x4", "winograd_6x6"}
     assert not getattr(convbench.get_kernel("onednn"), "reads_input_at_call", False)
     assert all(getattr(cls(HOST), "reads_input_at_call", False) for cls in GPU_CLASSES.values())
     assert {k.name for k in kernels("cpu") if getattr(k, "takes_input_at_call", False)} \
-        == {"direct", "im2col", "fft", "winograd"}
+        == {"direct", "im2col", "fft", "winograd", "winograd_4x4", "winograd_6x6"}
     assert all(cls(HOST).takes_input_at_call for cls in GPU_CLASSES.values())
 
 
@@ -183,6 +184,7 @@ def _count_calls(monkeypatch, module, name):
 
 @pytest.mark.parametrize(("algo", "module", "transform"), [
     ("winograd", cpu_winograd, "filter_transform"),   # U = G g G^T
+    ("winograd_6x6", cpu_winograd_tiles, "filter_transform"),
     ("fft", cpu_fft, "filter_spectra"),               # the filters' FFTs
 ])
 @pytest.mark.parametrize("desc", [PROBLEMS[0], PROBLEMS[1]])

@@ -15,6 +15,7 @@ By data kind, as benchdnn's ``compare.cpp``:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -215,11 +216,19 @@ def envelope(p: ConvProblem, reference: Reference, model: ErrorModel,
                            (gamma(n, u_acc) + gamma(n, REFERENCE_ROUNDOFF) + 2 * u_in
                             + u_in**2) * s)
     elif model.family == "winograd":
-        # F(2x2,3x3) tiles y (fwd) and dx (bwd_d) 2x2; F(3x3,2x2) makes all of a 3x3 dw.
-        tile = _tile_max(xp, r, 3 if p.dir in ("bwd_w", "bwd_wb") else 2)
-        variance = (variance + (u_acc**2 * WINOGRAD_GEMM_WEIGHT * (cg + 3) / 2.0
-                                + (2 * u_in) ** 2 * WINOGRAD_OPERAND_WEIGHT) * r2
-                    + u_acc**2 * WINOGRAD_TRANSFORM_WEIGHT * tile * tile)
+        if model.transforms is None:
+            # F(2x2,3x3) tiles y (fwd) and dx (bwd_d) 2x2; F(3x3,2x2) makes all of a 3x3 dw.
+            m = 3 if p.dir in ("bwd_w", "bwd_wb") else 2
+            gemm_w, transform_w, operand_w = (WINOGRAD_GEMM_WEIGHT, WINOGRAD_TRANSFORM_WEIGHT,
+                                              WINOGRAD_OPERAND_WEIGHT)
+        else:
+            growth = winograd_growth(model.transforms)
+            m, gemm_w, transform_w = growth.m, growth.gemm_weight, growth.transform_weight
+            operand_w = gemm_w
+        tile = _tile_max(xp, r, m)
+        variance = (variance + (u_acc**2 * gemm_w * (cg + 3) / 2.0
+                                + (2 * u_in) ** 2 * operand_w) * r2
+                    + u_acc**2 * transform_w * tile * tile)
         bound = lam * xp.sqrt(variance)
         if p.dir in ("bwd_w", "bwd_wb"):
             bound = WINOGRAD_BWD_W_FACTOR * bound
@@ -259,6 +268,94 @@ def output_errors(p: ConvProblem, y: Any, reference: Any, model: ErrorModel,
     merged["nonfinite"] = parts["dw"]["nonfinite"] + parts["db"]["nonfinite"]
     merged["parts"] = parts
     return merged
+
+
+@dataclass(frozen=True)
+class WinogradGrowth:
+    """Growth factors of one Winograd algorithm's transforms, from its matrices.
+
+    Attributes
+    ----------
+    m : int
+        Output tile.
+    gemm_weight : float
+        ``max_{p,a} k_p(a)^2`` with ``k_p(a) = sum_xi A_xi,p^2 |G_xi|^2 (B^T_xi,a)^2``:
+        the weight of the squared terms of the GEMM's partial sums in one output
+        (6.25 for F(2x2,3x3), as :data:`WINOGRAD_GEMM_WEIGHT`).
+    transform_weight : float
+        The transforms' own roundings, in units of the tile's largest squared
+        scale: the largest, over data patterns, of the first-order variance of
+        an output from every stored value of ``B^T d``, ``B^T d B``, ``U``,
+        ``A^T M`` and ``A^T M A`` (each rounding scaled by the sum of squares
+        of its partial sums, in the kernels' order), divided by the tile's
+        largest ``sum (w x)^2``. The patterns: one input pixel at each place of
+        the tile with each single filter tap and with all taps, and full tiles
+        of ones and of fixed random signs.
+    """
+
+    m: int
+    gemm_weight: float
+    transform_weight: float
+
+
+def _partial_squares(terms: Any) -> Any:
+    """``sum_k (sum_{l<=k} |t_l|)^2`` over the nonzero terms of the last axis: a sum's
+    rounding scale."""
+    import numpy as np  # noqa: PLC0415
+
+    run = np.cumsum(np.abs(terms), axis=-1)
+    return np.sum(run * run * (terms != 0), axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def winograd_growth(transforms: tuple) -> WinogradGrowth:
+    """:class:`WinogradGrowth` of ``(A^T, G, B^T)`` (nested tuples, as ErrorModel holds)."""
+    import numpy as np  # noqa: PLC0415 -- host arithmetic on matrices of at most 8x8
+
+    a_t, g, b_t = (np.array(mat, dtype=np.float64) for mat in transforms)
+    m, alpha = a_t.shape
+    taps = g.shape[1]
+    k = (a_t.T**2 * (g**2).sum(axis=1)[:, None]).T @ (b_t**2)  # k[p, a]
+    gemm_weight = float(k.max()) ** 2
+    rng = np.random.default_rng(0)
+    patterns = []
+    for a in range(alpha):
+        for b in range(alpha):
+            d = np.zeros((alpha, alpha))
+            d[a, b] = 1.0
+            for tap in range(taps * taps + 1):
+                f = np.ones((taps, taps)) if tap == taps * taps else \
+                    np.eye(1, taps * taps, tap).reshape(taps, taps)
+                patterns.append((d, f))
+    patterns.append((np.ones((alpha, alpha)), np.ones((taps, taps))))
+    for _ in range(4):
+        patterns.append((rng.choice([-1.0, 1.0], (alpha, alpha)),
+                         rng.choice([-1.0, 1.0], (taps, taps))))
+    a2 = a_t**2
+    worst = 0.0
+    for d, f in patterns:
+        u = g @ f @ g.T
+        t1 = b_t @ d  # t1[xi, col] = sum_a B^T[xi, a] d[a, col]
+        v = t1 @ b_t.T
+        mm = u * v
+        t2 = a_t @ mm
+        r2 = np.array([[np.sum(f**2 * d[p:p + taps, q:q + taps] ** 2) for q in range(m)]
+                       for p in range(m)])
+        if r2.max() == 0:
+            continue
+        # B^T d: dy[p,q]/dt1[xi,col] = A^T[p,xi] sum_nu A^T[q,nu] U[xi,nu] B^T[nu,col]
+        w = np.einsum("qn,xn,nc->qxc", a_t, u, b_t)
+        ps1 = _partial_squares(b_t[:, None, :] * d.T[None, :, :])  # [xi, col] over a
+        var = np.einsum("px,qxc,xc->pq", a2, w**2, ps1)
+        # B^T d B: dy/dV[xi,nu] = A^T[p,xi] A^T[q,nu] U[xi,nu]; U rounded: ... V[xi,nu]
+        ps2 = _partial_squares(t1[:, None, :] * b_t[None, :, :])  # [xi, nu] over col
+        var = var + np.einsum("px,qn,xn->pq", a2, a2, u**2 * ps2 + v**2 * u**2)
+        # A^T M: dy[p,q]/dt2[p,nu] = A^T[q,nu]; A^T M A: the output's own sum
+        ps4 = _partial_squares(a_t[:, None, :] * mm.T[None, :, :])  # [p, nu] over xi
+        var = var + np.einsum("qn,pn->pq", a2, ps4)
+        var = var + _partial_squares(t2[:, None, :] * a_t[None, :, :])  # [p, q] over nu
+        worst = max(worst, float(var.max() / r2.max()))
+    return WinogradGrowth(m, gemm_weight, worst)
 
 
 def _tile_max(xp: Any, a: Any, tile: int) -> Any:
