@@ -57,10 +57,10 @@ def cpu_names() -> list[str]:
     return [k.name for k in kernels("cpu") if k.name != "numpy_im2col"]
 
 
-def per_layer(batch: int) -> list[dict]:
+def per_layer(batch: int, suites: tuple[str, ...] = SUITES) -> list[dict]:
     """One row per (suite, layer, direction, kernel)."""
     rows = []
-    for suite in SUITES:
+    for suite in suites:
         for layer in load_suite(suite, batch=batch):
             for direction in DIRECTIONS:
                 p = layer.problem if direction == "fwd" else replace(layer.problem, dir=direction)
@@ -173,6 +173,8 @@ def report(rows: list[dict], grow: list[dict], batch: int, threads: int,
     if missing:
         lines.append(f"\n{', '.join(missing)}: no backward direction is computed by the "
                      "kernels registered when this ran, so only their forward rows appear.")
+    if not grow:
+        return "\n".join(lines)
     lines += ["\n## bwd_w: error against the reduction length N·P·Q\n",
               f"Layer `{GROWTH_LAYER}` in bwd_w at (batch, image) = "
               + ", ".join(f"({m}, {s})" for m, s in GROWTH)
@@ -222,13 +224,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="write OUT.md and OUT.json")
-    parser.add_argument("--skip-suites", action="store_true",
-                        help="only the bwd_w growth study")
+    parser.add_argument("--suites", default=",".join(SUITES),
+                        help="comma list of suites of the first study (resnet50,vgg16); empty: "
+                             "none")
+    parser.add_argument("--skip-studies", action="store_true",
+                        help="leave out the bwd_w growth study and the planted faults")
     args = parser.parse_args()
     with pinned_threads(args.threads) as pinned:
-        rows = [] if args.skip_suites else per_layer(args.batch)
-        grow = growth()
-        faults = fault_margins(args.batch)
+        rows = per_layer(args.batch, tuple(s for s in args.suites.split(",") if s))
+        grow = [] if args.skip_studies else growth()
+        faults = [] if args.skip_studies else fault_margins(args.batch)
     text = report(rows, grow, args.batch, pinned["threads"], faults)
     print(text)
     if args.out:

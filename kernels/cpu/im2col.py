@@ -117,9 +117,10 @@ class Im2colKernel(CpuKernel):
     directions = DIRECTIONS
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     #: bwd_w's lowered tile, at most: each tile is written by the lowering and read
-    #: straight back by the GEMM, which then finds it in the last-level cache instead of
-    #: memory (8 MiB: a quarter of this machine's 32 MiB L3; on ResNet-50 at batch 8 it
-    #: measured 2-4x faster than whole-batch tiles, exploratory and noisy).
+    #: straight back by the GEMM, which can then find it in the last-level cache (8 MiB:
+    #: a quarter of a 32 MiB L3). Exploratory timing on a loaded machine suggested 2-4x;
+    #: the interleaved ResNet-50 batch-8 run moved its 3x3 layers by a few percent only
+    #: (results/cpu/vs_onednn_backward_resnet50_mb8.md): the GEMM, not memory, limits it.
     backward_weights_tile_bytes = 8 * 2**20
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
