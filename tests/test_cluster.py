@@ -137,7 +137,7 @@ def test_perf_records_of_two_hosts_keep_their_platforms_apart(two_hosts, tmp_pat
     out = tmp_path / "perf.jsonl"
     proc = _convbench("run", *SMALL, "--algo", "direct,im2col,onednn", "--mode", "perf",
                       "--rounds", "2", "--cooldown", "0", "--min-reps", "3", "--min-time", "0",
-                      "--threads", "1", "--out", str(out),
+                      "--retries", "0", "--threads", "1", "--out", str(out),
                       "--no-progress", "--scheduler", two_hosts.address)
     assert proc.returncode == 0, proc.stderr
     run = load_run(out)
@@ -194,7 +194,7 @@ def test_one_timing_measurement_at_a_time_per_host(one_host, tmp_path):
     out = tmp_path / "timed.jsonl"
     proc = _convbench("run", *SMALL, "--algo", "direct,im2col,test_sleeping", "--mode", "perf",
                       "--rounds", "2", "--cooldown", "0", "--min-reps", "3", "--min-time", "0",
-                      "--threads", "1",
+                      "--retries", "0", "--threads", "1",
                       "--out", str(out), "--no-progress", "--scheduler", one_host.address)
     assert proc.returncode == 0, proc.stderr
     records = load_run(out).records
@@ -242,9 +242,11 @@ def _wait_for_records(path, count, proc, timeout=180):
 
 
 #: A timed sweep of 15 quick measurements (ResNet-50's res3 to res5 layers, a sleeping kernel).
+#: No retries: a sleeping kernel leaves the CPU to the cluster's other processes, which the
+#: round's watch would count as disturbance; these tests are about records, not timing.
 SLEEPY = ("run", "--suite", "resnet50", "--match", "res[345]", "--batch", "1", "--algo",
           "test_sleeping", "--mode", "perf", "--rounds", "2", "--min-reps", "3",
-          "--min-time", "0", "--cooldown", "0", "--no-progress")
+          "--min-time", "0", "--cooldown", "0", "--retries", "0", "--no-progress")
 SLEEPY_COUNT = 15
 
 

@@ -34,7 +34,7 @@ FOREIGN_LIMIT_CORES = 0.3
 #: Average cores that the hypervisor may have taken (steal time) during a timed round.
 STEAL_LIMIT_CORES = 0.05
 #: Longest wait for a quiet machine before a disturbed round is timed again.
-QUIET_WAIT_S = 2.0
+QUIET_WAIT_S = 0.5
 #: Length of each look at the machine while waiting for it to go quiet.
 QUIET_PROBE_S = 0.2
 

@@ -367,7 +367,7 @@ def is_device_oom(exc: BaseException) -> bool:
 _busy_streak = 0
 #: After this many such rounds the machine is taken to be busy for longer than a retry
 #: waits: rounds are timed once (and marked) until one comes out quiet.
-BUSY_STREAK_LIMIT = 3
+BUSY_STREAK_LIMIT = 2
 
 
 def _time(call: Callable[[], Any], settings: SweepSettings,
