@@ -72,7 +72,10 @@ def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "convbench.cli", "run", "--suite", "resnet50", "--batch", "1",
          "--algo", "test_sleeping", "--mode", "perf", "--out", str(out),
-         "--min-reps", "20", "--min-time", "0", "--no-progress"],
+         "--min-reps", "20", "--min-time", "0", "--no-progress",
+         # Blocks of one layer write each layer's records as it ends, so the test can
+         # wait for two of them before it presses Ctrl-C.
+         "--round-block", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell without job control starts background jobs with SIGINT ignored, and
         # Python keeps an ignored SIGINT ignored: give the sweep Ctrl-C as a terminal would.
