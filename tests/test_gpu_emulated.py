@@ -289,9 +289,9 @@ def test_gpu_sweep_records_on_the_emulator(emulated_kernels, tmp_path):
                              isolate=False, flush_l2=True)
     tasks = plan_tasks([("t", layer) for layer in layers], emulated_kernels, settings)
     records = run_sweep(tasks, settings, None).records
-    assert len(records) == 16
+    assert len(records) == len(layers) * len(emulated_kernels)
     for rec in records:
-        if rec["kernel"] == "winograd_emulated" and "kh1" in rec["problem"]:
+        if rec["kernel"].startswith("winograd") and "kh1" in rec["problem"]:
             assert rec["status"] == "skipped" and "3x3" in rec["reason"]
             continue
         assert rec["status"] == "ok", rec.get("reason")
