@@ -5,6 +5,12 @@ additions they are (no multiplications by 0 or 1), so a NaN or Inf reaches
 exactly the outputs whose window contains it, as in the reference. Border
 tiles read zeros outside the image and write only the outputs that exist
 (odd P or Q).
+
+Where the input has at least
+:data:`~kernels.cpu.winograd_channels_last.MIN_CHANNELS` channels, the
+forward pass takes the channels-last path of
+:mod:`kernels.cpu.winograd_channels_last` instead (the same arithmetic,
+vectorized over channels rather than tiles).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
 from ..algorithms import winograd_backward as backward_algorithm
-from ..algorithms.winograd import FILTER, TILE_IN, TILE_OUT, G
+from ..algorithms.winograd import A_T, B_T, FILTER, TILE_IN, TILE_OUT, G
 from . import winograd_backward
+from . import winograd_channels_last as channels_last
 from .base import CpuKernel, bias_or_zeros, empty_output
 
 
@@ -215,6 +222,10 @@ class WinogradKernel(CpuKernel):
     ----------
     workspace_cap : int
         Upper bound on the bytes of ``U``, ``V`` and ``M`` for one block of tiles.
+    layout : str, optional
+        ``"channels-last"``, ``"planar"``, or ``"auto"`` (the default:
+        channels-last where the input has enough channels, see
+        :func:`kernels.cpu.winograd_channels_last.serves`).
     """
 
     name = "winograd"
@@ -224,6 +235,16 @@ class WinogradKernel(CpuKernel):
     caches_weights = True  # U = G g G^T, once per weight tensor
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G
+    #: Bytes of ``V`` and ``M`` a block of tiles aims at in the channels-last
+    #: layout (None: as many as the cap allows).
+    block_bytes: int | None = None
+
+    def __init__(self, workspace_cap: int | None = None, layout: str = "auto") -> None:
+        if workspace_cap is None:
+            super().__init__()
+        else:
+            super().__init__(workspace_cap)
+        self.layout = channels_last.checked_layout(layout)
 
     def problem_reason(self, p: ConvProblem) -> str | None:
         if p.dir != "fwd":
@@ -232,11 +253,15 @@ class WinogradKernel(CpuKernel):
 
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
+        if channels_last.serves(p, self.layout):
+            return channels_last.plan_blocks(p, TILE_OUT, self.workspace_cap, self.block_bytes)
         return algorithm.plan_blocks(p, self.workspace_cap, p.itemsize)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if p.dir != "fwd":
             return winograd_backward.workspace_bytes(self, p)
+        if channels_last.serves(p, self.layout):
+            return channels_last.workspace_bytes(p, TILE_OUT, self.plan(p))
         return algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
@@ -245,8 +270,14 @@ class WinogradKernel(CpuKernel):
             return winograd_backward.prepare_backward(self, p, x, w)
         g, cg = p.g, p.ic // p.g
         u = filter_transform(w, g, self.filter_matrix)
-        y = empty_output(p)
         b = bias_or_zeros(p, bias)
+        if channels_last.serves(p, self.layout):
+            dtype = np.dtype(p.dtype)
+            details = {"tile": "F(2x2,3x3)", "points": "standard"}
+            return channels_last.prepare_forward(p, TILE_OUT, A_T.astype(dtype),
+                                                 B_T.astype(dtype), u, b, self.plan(p),
+                                                 details, x)
+        y = empty_output(p)
         nb, rows, cols = self.plan(p)
         tile_rows, _ = algorithm.tile_grid(p)
         # Flat buffers: a prefix viewed as (16, C, tiles) is contiguous for any

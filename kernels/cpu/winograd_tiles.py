@@ -3,14 +3,22 @@
 The same three phases as F(2x2,3x3) (:mod:`kernels.cpu.winograd`), for any
 output tile ``m`` and any interpolation points: the transforms are
 :func:`kernels.algorithms.winograd.cook_toom`'s matrices, rounded once to the
-problem's dtype, applied as scaled vector additions over all tiles of an
-image in a block at once (a zero coefficient is skipped). The GEMM stage is one ``matmul`` of
-``U (alpha^2, G, K/g, C/g)`` with ``V (alpha^2, G, C/g, T)``, each product
-as large as a block of tiles allows, and a depthwise layer is an element-wise
-product. Border tiles read zeros outside the image and write only the outputs
-that exist, so every padding (asymmetric too) and every output size works.
+problem's dtype, applied as scaled vector additions (a zero coefficient is
+skipped). Two layouts:
 
-Each call records its phases' seconds in its ``details["phase_s"]``.
+- channels-last (:mod:`kernels.cpu.winograd_channels_last`), where the input
+  has at least :data:`~kernels.cpu.winograd_channels_last.MIN_CHANNELS`
+  channels: the transforms vectorize over channels;
+- planar, for fewer channels: the transforms vectorize over all tiles of an
+  image in a block, and the GEMM stage is one ``matmul`` of
+  ``U (alpha^2, G, K/g, C/g)`` with ``V (alpha^2, G, C/g, T)``.
+
+A depthwise layer's GEMM is an element-wise product. Border tiles read zeros
+outside the image and write only the outputs that exist, so every padding
+(asymmetric too) and every output size works.
+
+Each call records its layout, its blocks and its phases' seconds in its
+``details``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from convbench.contract import ErrorModel, Prepared
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
+from . import winograd_channels_last as channels_last
 from .base import CpuKernel, bias_or_zeros, empty_output
 from .winograd import load_padded_row
 
@@ -196,6 +205,10 @@ class WinogradTileKernel(CpuKernel):
     points : str, optional
         A point set of :data:`kernels.algorithms.winograd.POINT_SETS` for this
         tile (default: :data:`~kernels.algorithms.winograd.DEFAULT_POINTS`).
+    layout : str, optional
+        ``"channels-last"``, ``"planar"``, or ``"auto"`` (the default:
+        channels-last where the input has enough channels, see
+        :func:`kernels.cpu.winograd_channels_last.serves`).
     """
 
     family = "winograd"
@@ -207,12 +220,14 @@ class WinogradTileKernel(CpuKernel):
     #: see :func:`kernels.algorithms.winograd.plan_tile_blocks`.
     block_bytes: int | None = None
 
-    def __init__(self, workspace_cap: int | None = None, points: str | None = None) -> None:
+    def __init__(self, workspace_cap: int | None = None, points: str | None = None,
+                 layout: str = "auto") -> None:
         if workspace_cap is None:
             super().__init__()
         else:
             super().__init__(workspace_cap)
         self.transforms = algorithm.tile_transforms(self.tile, points)
+        self.layout = channels_last.checked_layout(layout)
 
     @property
     def label(self) -> str:
@@ -239,10 +254,14 @@ class WinogradTileKernel(CpuKernel):
 
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
+        if channels_last.serves(p, self.layout):
+            return channels_last.plan_blocks(p, self.tile, self.workspace_cap, self.block_bytes)
         return algorithm.plan_tile_blocks(p, self.tile, self.workspace_cap, p.itemsize,
                                           self.block_bytes)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if channels_last.serves(p, self.layout):
+            return channels_last.workspace_bytes(p, self.tile, self.plan(p))
         return algorithm.tiles_workspace_bytes(p, self.tile, self.plan(p), p.itemsize)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
@@ -253,6 +272,11 @@ class WinogradTileKernel(CpuKernel):
         a2 = alpha * alpha
         g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
         u = filter_transform(w, g, g_matrix)
+        details = {"tile": self.label, "points": self.transforms.name,
+                   "points_values": [str(a) for a in self.transforms.points]}
+        if channels_last.serves(p, self.layout):
+            return channels_last.prepare_forward(p, m, a_t, b_t, u, bias_or_zeros(p, bias),
+                                                 self.plan(p), details, x)
         depthwise_like = cg == 1
         if depthwise_like:
             u = np.ascontiguousarray(u.reshape(a2, g, kg, 1))
@@ -266,9 +290,8 @@ class WinogradTileKernel(CpuKernel):
                   for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
         phases = {"input_transform": 0.0, "gemm": 0.0, "output_transform": 0.0}
         # The last call's seconds per phase (a fresh dict each call: a record keeps its own).
-        details = {"tile": self.label, "points": self.transforms.name,
-                   "points_values": [str(a) for a in self.transforms.points],
-                   "blocks": len(blocks), "phase_s": dict(phases)}
+        details = {**details, "layout": "planar", "blocks": len(blocks),
+                   "phase_s": dict(phases)}
         clock = time.perf_counter
 
         def run(x: np.ndarray = x) -> np.ndarray:

@@ -1,0 +1,433 @@
+"""Winograd F(m x m, 3x3) on the CPU with the channels innermost: Numba transforms, BLAS GEMMs.
+
+The transforms of a tile are short (alpha = m + 2 values a side), but a layer
+has many channels. So here the channel is the innermost, unit-stride
+dimension of every buffer, and every transform loop runs over channels, which
+LLVM vectorizes whatever the image size (a 7x7 image has 4 tiles of 4x4, but
+512 channels):
+
+1. a block's input rows are copied into a zero-padded channels-last buffer
+   ``xp (images, rows, Wp * C)``, so that border tiles need no tests;
+2. ``V = B^T d B``: for a row of tiles, ``B^T d`` is applied to whole padded
+   rows at once (``alpha`` vector sums over ``Wp * C`` values, shared by the
+   tiles of the row), then ``(B^T d) B`` per tile, over ``C``; ``V`` is
+   ``(alpha^2, T, C)``;
+3. ``M = V @ U``: ``alpha^2`` GEMMs ``(T, C/g) @ (C/g, K/g)`` per group, with
+   ``U (alpha^2, G, C/g, K/g)`` transformed once, in ``prepare``;
+4. ``Y = A^T M A`` (+ bias) per tile, over ``K``, into a channels-last row of
+   output tiles that is then transposed into the ``NCHW`` output, writing only
+   the outputs that exist.
+
+A zero transform coefficient is skipped, so a NaN or Inf reaches the same
+outputs as in the definition's sums.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import threadpoolctl
+from numba import njit
+
+from convbench.contract import Prepared
+from convbench.problem import ConvProblem
+
+from ..algorithms import winograd as algorithm
+from .base import num_threads
+
+_CONTROLLER: threadpoolctl.ThreadpoolController | None = None
+
+
+def single_threaded_blas() -> threadpoolctl._ThreadpoolLimiter:
+    """BLAS limited to the calling thread for a ``with`` block.
+
+    Each of the team's threads runs its own GEMMs: BLAS's own pool would wake
+    and keep spinning after them, taking cores from the next phase.
+    """
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = threadpoolctl.ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+@njit(nogil=True, cache=True)
+def pad_channels_last(x, xp, n0, r0, pt, pl, lo, hi):
+    """``xp[b, r, (pl + w) * C + c] = x[n0 + b, c, r0 + r - pt, w]``, zero off the image.
+
+    Items are ``(b, r)`` pairs, ``b * rows + r``. The ``pl`` columns left of
+    the image and those right of it are never written: they stay the zeros
+    the buffer was made with.
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    rows = xp.shape[1]
+    for item in range(lo, hi):
+        b = item // rows
+        r = item % rows
+        h = r0 + r - pt
+        dst = xp[b, r, pl * channels:(pl + width) * channels]
+        if h < 0 or h >= height:
+            for e in range(width * channels):
+                dst[e] = 0
+            continue
+        src = x[n0 + b, :, h, :]
+        for w in range(width):
+            out = dst[w * channels:(w + 1) * channels]
+            for c in range(channels):
+                out[c] = src[c, w]
+
+
+@njit(nogil=True, cache=True)
+def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
+    """``V[xi * alpha + nu, t, :] = (B^T d B)[xi, nu]`` for the tiles of a block.
+
+    Tile ``t = (b * n_rows + i) * n_cols + j`` is the block's image ``b``,
+    tile row ``i``, column ``j``; its input tile starts at row ``i * m`` and
+    column ``j * m`` of the block's padded input ``xp``.
+    """
+    alpha = b_t.shape[0]
+    channels = v.shape[2]
+    span = (n_cols * m + alpha - m) * channels  # padded values under one row of tiles
+    for item in range(lo, hi):
+        b = item // n_rows
+        i = item % n_rows
+        row0 = i * m
+        image = xp[b]
+        rows = np.empty((alpha, span), dtype=v.dtype)  # B^T d for the whole row of tiles
+        for xi in range(alpha):
+            out = rows[xi]
+            first = True
+            for a in range(alpha):
+                coef = b_t[xi, a]
+                if coef == 0:
+                    continue
+                src = image[row0 + a, :span]
+                if first:
+                    for e in range(span):
+                        out[e] = coef * src[e]
+                    first = False
+                else:
+                    for e in range(span):
+                        out[e] += coef * src[e]
+        t_row = (b * n_rows + i) * n_cols
+        for j in range(n_cols):
+            t = t_row + j
+            col0 = j * m * channels
+            for xi in range(alpha):
+                src_row = rows[xi, col0:col0 + alpha * channels]
+                for nu in range(alpha):
+                    out = v[xi * alpha + nu, t]
+                    first = True
+                    for e in range(alpha):
+                        coef = b_t[nu, e]
+                        if coef == 0:
+                            continue
+                        src = src_row[e * channels:(e + 1) * channels]
+                        if first:
+                            for c in range(channels):
+                                out[c] = coef * src[c]
+                            first = False
+                        else:
+                            for c in range(channels):
+                                out[c] += coef * src[c]
+
+
+@njit(nogil=True, cache=True)
+def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
+    """``y[n0 + b, :, rows, cols] = (A^T M A)`` (+ bias) for the tiles of a block.
+
+    Only the outputs that exist are written (the last row or column of tiles
+    may stick out of the image).
+    """
+    m, alpha = a_t.shape
+    k_total = mm.shape[2]
+    out_h, out_w = y.shape[2], y.shape[3]
+    width = n_cols * m
+    for item in range(lo, hi):
+        b = item // n_rows
+        i = item % n_rows
+        s = np.empty((alpha, m * k_total), dtype=y.dtype)  # A^T over nu, per xi
+        band = np.empty((m, width * k_total), dtype=y.dtype)  # the row of tiles' outputs
+        t_row = (b * n_rows + i) * n_cols
+        for j in range(n_cols):
+            t = t_row + j
+            for xi in range(alpha):
+                for q in range(m):
+                    out = s[xi, q * k_total:(q + 1) * k_total]
+                    first = True
+                    for nu in range(alpha):
+                        coef = a_t[q, nu]
+                        if coef == 0:
+                            continue
+                        src = mm[xi * alpha + nu, t]
+                        if first:
+                            for k in range(k_total):
+                                out[k] = coef * src[k]
+                            first = False
+                        else:
+                            for k in range(k_total):
+                                out[k] += coef * src[k]
+            for p in range(m):
+                dst = band[p, j * m * k_total:(j + 1) * m * k_total]
+                for k in range(m * k_total):
+                    dst[k] = 0
+                for xi in range(alpha):
+                    coef = a_t[p, xi]
+                    if coef == 0:
+                        continue
+                    src = s[xi]
+                    for k in range(m * k_total):
+                        dst[k] += coef * src[k]
+        for p in range(m):
+            row = (tr0 + i) * m + p
+            if row >= out_h:
+                break
+            src = band[p]
+            image = y[n0 + b]
+            for k in range(k_total):
+                dst = image[k, row]
+                bk = bias[k]
+                for w in range(out_w):
+                    dst[w] = src[w * k_total + k] + bk
+
+
+def gemm_stage(v: np.ndarray, u: np.ndarray, mm: np.ndarray) -> None:
+    """``M[a, :, group g] = V[a, :, group g] @ U[a, g]`` for every ``a`` and group.
+
+    ``v (alpha^2, T, C)``, ``u (alpha^2, G, C/g, K/g)``, ``mm (alpha^2, T, K)``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # a NaN input is a result, not an error
+        _gemms(v, u, mm)
+
+
+def _gemms(v: np.ndarray, u: np.ndarray, mm: np.ndarray) -> None:
+    a2, tiles, channels = v.shape
+    groups, cg, kg = u.shape[1], u.shape[2], u.shape[3]
+    if groups == 1:
+        np.matmul(v, u[:, 0], out=mm)
+    elif cg == 1:  # depthwise (and channel multipliers): an element-wise product
+        np.multiply(v.reshape(a2, tiles, groups, 1), u.reshape(a2, 1, groups, kg),
+                    out=mm.reshape(a2, tiles, groups, kg))
+    else:
+        for g in range(groups):
+            np.matmul(v[:, :, g * cg:(g + 1) * cg], u[:, g], out=mm[:, :, g * kg:(g + 1) * kg])
+
+
+def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
+                    u: np.ndarray, bias: np.ndarray, block: tuple[int, int, int],
+                    details: dict, x: np.ndarray | None = None) -> Prepared:
+    """The forward call of F(m x m, 3x3) for ``p`` with ``U`` (alpha^2, G, K/g, C/g).
+
+    Parameters
+    ----------
+    p : ConvProblem
+        A 3x3, stride-1, dilation-1 problem.
+    m : int
+        The output tile.
+    a_t, b_t : numpy.ndarray
+        ``A^T`` and ``B^T`` in the problem's dtype.
+    u : numpy.ndarray
+        The transformed filters, ``(alpha^2, G, K/g, C/g)``.
+    bias : numpy.ndarray
+        ``K`` values added to every output (zeros for none).
+    block : tuple of int
+        (images, tile rows, tile columns) per block of tiles.
+    details : dict
+        Starts the record's details; each call sets its ``phase_s``.
+    x : numpy.ndarray, optional
+        An input to choose the GEMM stage's threading on (see
+        :func:`choose_gemm_threads`); without one, BLAS's own threads run it.
+
+    Returns
+    -------
+    Prepared
+        ``call(x) -> y``; its details name the layout, the blocks, the GEMM
+        threading and the last call's seconds per phase.
+    """
+    alpha = m + 2
+    a2 = alpha * alpha
+    u_gemm = np.ascontiguousarray(u.transpose(0, 1, 3, 2))  # (alpha^2, G, C/g, K/g)
+    tile_rows, tile_cols = algorithm.tile_grid_of(p, m)
+    (pt, _), (pl, _) = p.padding
+    wp = tile_cols * m + alpha - m
+    y = np.empty((p.mb, p.oc, p.oh, p.ow), dtype=p.dtype)
+    nb, rows, cols = block
+    xp_flat = np.zeros(nb * (rows * m + alpha - m) * wp * p.ic, dtype=p.dtype)
+    v_flat = np.empty(a2 * nb * rows * cols * p.ic, dtype=p.dtype)
+    m_flat = np.empty(a2 * nb * rows * cols * p.oc, dtype=p.dtype)
+    blocks = [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
+              for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
+    details = {**details, "layout": "channels-last", "blocks": len(blocks),
+               "gemm_threads": "blas",
+               "phase_s": {"input_transform": 0.0, "gemm": 0.0, "output_transform": 0.0}}
+    clock = time.perf_counter
+    team = team_of(num_threads())
+
+    def slices(v: np.ndarray, mm: np.ndarray, lo: int, hi: int) -> None:
+        gemm_stage(v[lo:hi], u_gemm[lo:hi], mm[lo:hi])
+
+    def gemm_team(v: np.ndarray, mm: np.ndarray) -> None:
+        with single_threaded_blas():
+            team.split(slices, a2, v, mm)
+
+    def gemm_blas(v: np.ndarray, mm: np.ndarray) -> None:
+        gemm_stage(v, u_gemm, mm)
+
+    gemms = {"blas": gemm_blas, "team": gemm_team}
+
+    default_x = x
+
+    def run(x: np.ndarray | None = None) -> np.ndarray:
+        if x is None:
+            x = default_x
+        gemm = gemms[prepared.details["gemm_threads"]]
+        t_in = t_gemm = t_out = 0.0
+        for n0, count, tr0, n_rows in blocks:
+            tiles = count * n_rows * cols
+            xp_rows = n_rows * m + alpha - m
+            # a prefix of a flat buffer: contiguous for any block, zero columns kept
+            xp = xp_flat[:count * xp_rows * wp * p.ic].reshape(count, xp_rows, wp * p.ic)
+            v = v_flat[:a2 * tiles * p.ic].reshape(a2, tiles, p.ic)
+            mm = m_flat[:a2 * tiles * p.oc].reshape(a2, tiles, p.oc)
+            t0 = clock()
+            team.split(pad_channels_last, count * xp_rows, x, xp, n0, tr0 * m, pt, pl)
+            team.split(input_transform, count * n_rows, xp, v, b_t, m, n_rows, cols)
+            t1 = clock()
+            gemm(v, mm)
+            t2 = clock()
+            team.split(output_transform, count * n_rows, mm, a_t, bias, y, n0, count, tr0,
+                       n_rows, cols)
+            t3 = clock()
+            t_in += t1 - t0
+            t_gemm += t2 - t1
+            t_out += t3 - t2
+        prepared.details["phase_s"] = {"input_transform": t_in, "gemm": t_gemm,
+                                       "output_transform": t_out}
+        return y
+
+    prepared = Prepared(run, details)
+    if x is not None and team.n > 1 and blocks:
+        prepared.details["gemm_threads"] = choose_gemm_threads(prepared, x, tuple(gemms))
+    return prepared
+
+
+def choose_gemm_threads(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...]) -> str:
+    """The GEMM threading whose whole call is fastest on ``x``, timed here.
+
+    BLAS's own threads win where one GEMM per ``alpha^2`` slice is too small
+    to split well across the team, and lose where they spin between calls or
+    share a slice badly; which it is depends on the shape and on the BLAS
+    build, so the call is timed both ways (a warm call, then the best of
+    two), as cuDNN's benchmark mode does.
+    """
+    best: dict[str, float] = {}
+    for choice in choices:
+        prepared.details["gemm_threads"] = choice
+        prepared(x)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            prepared(x)
+            times.append(time.perf_counter() - t0)
+        best[choice] = min(times)
+    return min(best, key=best.__getitem__)
+
+
+#: Fewest input channels for the channels-last layout: below one vector of
+#: float32 (AVX-512) its channel loops are too short, and the planar layout,
+#: vectorized over tiles, is faster.
+MIN_CHANNELS = 16
+
+
+#: The layouts a Winograd CPU kernel can take: ``"auto"`` picks by :func:`serves`.
+LAYOUTS = ("auto", "channels-last", "planar")
+
+
+def checked_layout(layout: str) -> str:
+    """``layout`` if it is one of :data:`LAYOUTS`; a ``ValueError`` naming them otherwise."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return layout
+
+
+def serves(p: ConvProblem, layout: str = "auto") -> bool:
+    """Whether ``layout`` means the channels-last path for ``p``.
+
+    ``"auto"`` takes it where the input has enough channels to vectorize over.
+    """
+    if checked_layout(layout) == "auto":
+        return p.ic >= MIN_CHANNELS
+    return layout == "channels-last"
+
+
+def _block_bytes(p: ConvProblem, m: int) -> tuple[int, int, int]:
+    """Bytes per tile row of a block (``V``, ``M`` and padded input), per image's halo, of ``U``."""
+    alpha = m + 2
+    _, tile_cols = algorithm.tile_grid_of(p, m)
+    wp = tile_cols * m + alpha - m
+    per_row = (alpha * alpha * (p.ic + p.oc) * tile_cols + m * wp * p.ic) * p.itemsize
+    halo = (alpha - m) * wp * p.ic * p.itemsize
+    return per_row, halo, algorithm.tiles_filter_bytes(p, alpha, p.itemsize)
+
+
+def plan_blocks(p: ConvProblem, m: int, cap: int,
+                target: int | None = None) -> tuple[int, int, int]:
+    """(images, tile rows, tile columns) per block whose workspace fits ``cap``.
+
+    A block's workspace is its ``V``, ``M`` and zero-padded input rows, and
+    ``U`` is shared by all blocks. With a ``target``, blocks are kept to
+    about ``max(target, bytes of U)`` (see
+    :func:`kernels.algorithms.winograd.plan_tile_blocks`).
+    """
+    tile_rows, tile_cols = algorithm.tile_grid_of(p, m)
+    per_row, halo, u_bytes = _block_bytes(p, m)
+    budget = cap - u_bytes
+    if target is not None:
+        budget = min(budget, max(target, u_bytes))
+    per_image = tile_rows * per_row + halo
+    if per_image <= budget:
+        return max(1, min(p.mb, budget // per_image)), tile_rows, tile_cols
+    return 1, max(1, min(tile_rows, (budget - halo) // per_row)), tile_cols
+
+
+def workspace_bytes(p: ConvProblem, m: int, block: tuple[int, int, int]) -> int:
+    """``U``, and one block's ``V``, ``M`` and zero-padded input rows."""
+    nb, rows, _ = block
+    per_row, halo, u_bytes = _block_bytes(p, m)
+    return u_bytes + nb * (rows * per_row + halo)
+
+
+class Team:
+    """``n`` threads that split a range of work items, the caller being one of them.
+
+    The workers are a thread pool that sleeps between calls (no spinning), and
+    the jitted phases release the GIL, so the phases run truly in parallel.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = max(1, n)
+        self.pool = ThreadPoolExecutor(self.n - 1) if self.n > 1 else None
+
+    def split(self, fn: Callable[..., object], n_items: int, *args: object) -> None:
+        """``fn(*args, lo, hi)`` over contiguous chunks of ``range(n_items)``, one per thread."""
+        k = min(self.n, n_items)
+        if k <= 1 or self.pool is None:
+            fn(*args, 0, n_items)
+            return
+        bounds = [n_items * i // k for i in range(k + 1)]
+        futures = [self.pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, k)]
+        fn(*args, bounds[0], bounds[1])
+        for f in futures:
+            f.result()
+
+
+_TEAMS: dict[int, Team] = {}
+
+
+def team_of(n: int) -> Team:
+    """The process's team of ``n`` threads (one pool per thread count, shared by every call)."""
+    if n not in _TEAMS:
+        _TEAMS[n] = Team(n)
+    return _TEAMS[n]

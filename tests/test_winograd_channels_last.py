@@ -1,0 +1,210 @@
+"""Winograd's channels-last CPU path: agreement with the planar one and with float64, blocks,
+GEMM threading, the layout choice, non-finite inputs, planted faults and bwd_d through it."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from backward_reference import torch_gradients
+from conftest import envelope_ratio, random_inputs, rel_l2
+
+import convbench
+from convbench import ConvProblem
+from convbench.kernels.algorithms.winograd import tile_transforms, winograd_conv2d
+from convbench.kernels.cpu import winograd_channels_last as channels_last
+from convbench.kernels.cpu.winograd import WinogradKernel
+from convbench.kernels.cpu.winograd_tiles import Winograd4x4Kernel, Winograd6x6Kernel
+from convbench.testing import assert_conv_close
+
+KERNELS = [WinogradKernel, Winograd4x4Kernel, Winograd6x6Kernel]
+TILE = {WinogradKernel: 2, Winograd4x4Kernel: 4, Winograd6x6Kernel: 6}
+
+PROBLEMS = [
+    (dict(n=1, c=16, h=9, w=11, k=8, padding=1), "float32"),
+    (dict(n=2, c=3, h=13, w=7, k=6, padding=0), "float32"),  # few channels, forced layouts
+    (dict(n=3, c=20, h=10, w=10, k=12, padding=2), "float64"),
+    (dict(n=2, c=16, h=9, w=8, k=24, padding=((0, 2), (3, 1))), "float32"),
+    (dict(n=1, c=17, h=8, w=9, k=5, padding=((2, 0), (0, 1))), "float64"),
+    (dict(n=2, c=32, h=11, w=5, k=32, padding=1, groups=32), "float32"),  # depthwise
+    (dict(n=1, c=32, h=7, w=13, k=64, padding=1, groups=32), "float64"),  # multiplier 2
+    (dict(n=1, c=32, h=12, w=9, k=16, padding=1, groups=2), "float32"),
+    (dict(n=3, c=17, h=3, w=4, k=5, padding=2), "float32"),  # one border tile
+    (dict(n=1, c=24, h=29, w=31, k=16, padding=1), "float32"),  # many tiles, odd sizes
+]
+
+
+def _problem(case, dtype, bias=True):
+    case = dict(case)
+    return ConvProblem.make(case.pop("n"), case.pop("c"), case.pop("h"), case.pop("w"),
+                            case.pop("k"), 3, 3, bias=bias, dtype=dtype, **case)
+
+
+def _definition(p, x, w, b, tile):
+    """The Winograd sums in float64, with the point set's own matrices."""
+    tf = tile_transforms(tile, "standard" if tile == 2 else None)
+    y = winograd_conv2d(x.astype(np.float64), w.astype(np.float64), tf, p.padding, p.g)
+    return y + b.astype(np.float64)[:, None, None]
+
+
+@pytest.mark.parametrize("layout", ["channels-last", "planar"])
+@pytest.mark.parametrize("cls", KERNELS)
+@pytest.mark.parametrize("case, dtype", PROBLEMS)
+def test_both_layouts_agree_with_float64_within_the_envelope(cls, layout, case, dtype):
+    p = _problem(case, dtype)
+    x, w, b = random_inputs(p, seed=len(str(p)))
+    kernel = cls(layout=layout)
+    call = kernel.prepare(p, x, w, b)
+    y = call()
+    assert y.dtype == np.dtype(dtype) and y.shape == p.output_shape
+    assert envelope_ratio(kernel, p, x, w, b, y) <= 1
+    assert_conv_close(y, x, w, b, padding=p.padding, groups=p.g, algo=kernel.name)
+    assert rel_l2(y, _definition(p, x, w, b, TILE[cls])) < (1e-4 if dtype == "float32"
+                                                               else 1e-12)
+    details = getattr(call, "details", None) or {}
+    if layout == "channels-last":
+        assert details["layout"] == "channels-last"
+        assert details["gemm_threads"] in ("blas", "team")
+    elif cls is not WinogradKernel:  # F(2x2,3x3)'s planar path records no details
+        assert details["layout"] == "planar"
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_auto_takes_channels_last_from_min_channels_on(cls):
+    kernel = cls()
+    assert kernel.layout == "auto"
+    few = ConvProblem.make(1, channels_last.MIN_CHANNELS - 1, 10, 10, 8, 3, 3, padding=1)
+    enough = few.with_(ic=channels_last.MIN_CHANNELS)
+    assert not channels_last.serves(few) and channels_last.serves(enough)
+    for p, layout in ((few, "planar"), (enough, "channels-last")):
+        x, w, _ = random_inputs(p)
+        assert kernel.plan(p) == cls(layout=layout).plan(p)
+        call = kernel.prepare(p, x, w, None)
+        if layout == "channels-last" or cls is not WinogradKernel:
+            assert call.details["layout"] == layout
+    assert channels_last.serves(few, "channels-last") and not channels_last.serves(enough,
+                                                                                   "planar")
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_an_unknown_layout_is_refused_naming_the_layouts(cls):
+    with pytest.raises(ValueError, match="layout must be one of auto, channels-last, planar, "
+                                         "got 'nhwc'"):
+        cls(layout="nhwc")
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_blocks_of_images_and_of_rows_under_small_caps_are_correct(cls):
+    p = ConvProblem.make(3, 16, 37, 19, 16, 3, 3, padding=1, bias=True)
+    x, w, b = random_inputs(p)
+    m = TILE[cls]
+    default = cls(layout="channels-last")
+    tile_rows, tile_cols = -(-p.oh // m), -(-p.ow // m)
+    assert default.plan(p) == (3, tile_rows, tile_cols)
+    y_one = default.prepare(p, x, w, b)()
+    u_bytes = (m + 2) ** 2 * p.oc * p.ic * p.itemsize
+    one_image = default.workspace_bytes(p.with_(mb=1))
+    seen = set()
+    for cap in (one_image + u_bytes // 2, (one_image + u_bytes) // 2, u_bytes + 1):
+        kernel = cls(workspace_cap=cap, layout="channels-last")
+        nb, rows, cols = kernel.plan(p)
+        seen.add((nb, rows))
+        assert cols == tile_cols and nb * rows < 3 * tile_rows
+        if rows > 1:  # a block of a single tile row is the floor; above it the cap holds
+            assert kernel.workspace_bytes(p) <= cap
+        call = kernel.prepare(p, x, w, b)
+        y = call()
+        assert call.details["blocks"] == -(-3 // nb) * -(-tile_rows // rows) > 1
+        assert envelope_ratio(kernel, p, x, w, b, y) <= 1, cap
+        assert rel_l2(y, y_one) < 1e-6
+    assert (1, tile_rows) in seen and any(rows < tile_rows for _, rows in seen)
+
+
+def test_the_default_cap_holds_for_a_large_layer():
+    """VGG-16 conv1_2 at batch 32: the padded input is staged per block, not whole."""
+    p = ConvProblem.make(32, 64, 224, 224, 64, 3, 3, padding=1)
+    for cls in KERNELS:
+        kernel = cls(layout="channels-last")
+        assert kernel.workspace_bytes(p) <= kernel.workspace_cap, cls.__name__
+        nb, rows, _ = kernel.plan(p)
+        assert nb * rows < 32 * -(-p.oh // TILE[cls])
+
+
+@pytest.mark.parametrize("cls", [WinogradKernel, Winograd6x6Kernel])
+def test_both_gemm_threadings_compute_the_same_layer(cls):
+    p = ConvProblem.make(2, 32, 14, 14, 48, 3, 3, padding=1, groups=2, bias=True)
+    x, w, b = random_inputs(p, seed=7)
+    call = cls(layout="channels-last").prepare(p, x, w, b)
+    outputs = {}
+    for choice in ("blas", "team"):
+        call.details["gemm_threads"] = choice
+        outputs[choice] = call().copy()
+        assert call.details["phase_s"]["gemm"] > 0
+    assert rel_l2(outputs["team"], outputs["blas"]) < 1e-6
+    assert envelope_ratio(cls(), p, x, w, b, outputs["team"]) <= 1
+
+
+def test_a_new_input_at_call_replaces_the_prepared_one():
+    p = ConvProblem.make(2, 16, 10, 12, 16, 3, 3, padding=1)
+    x, w, _ = random_inputs(p)
+    x2, _, _ = random_inputs(p, seed=1)
+    call = Winograd4x4Kernel(layout="channels-last").prepare(p, x, w, None)
+    y2 = call(x2).copy()
+    assert_conv_close(y2, x2, w, None, padding=1, algo="winograd_4x4")
+    assert_conv_close(call(), x, w, None, padding=1, algo="winograd_4x4")
+
+
+def _poisoned(channels, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (3, channels, 12, 10)).astype(dtype)  # image 2 stays clean
+    x[0, 1, 5, 3] = np.nan
+    x[1, 2, 0, 9] = np.inf
+    x[1, channels - 1, 11, 0] = -np.inf
+    w = rng.uniform(-1, 1, (8, channels, 3, 3)).astype(dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_f2x2_channels_last_propagates_nan_inf_exactly_like_the_reference(dtype):
+    x, w = _poisoned(16, dtype)
+    ref = convbench.reference(x, w, padding=1)
+    y = convbench.conv2d(x, w, padding=1, algo="winograd")
+    assert (~np.isfinite(ref)).sum() > 0
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(ref))
+    assert_conv_close(y[2:], x[2:], w, padding=1, algo="winograd")
+
+
+@pytest.mark.parametrize("algo", ["winograd_4x4", "winograd_6x6"])
+def test_larger_tiles_never_lose_a_nan_or_inf(algo):
+    """A larger tile's transforms mix its whole tile: a NaN spreads over it, never is lost."""
+    x, w = _poisoned(16, np.float32)
+    ref = convbench.reference(x, w, padding=1)
+    y = convbench.conv2d(x, w, padding=1, algo=algo)
+    assert np.all(~np.isfinite(y[~np.isfinite(ref)]))
+    assert np.all(np.isfinite(y[2]))
+    assert_conv_close(y[2:], x[2:], w, padding=1, algo=algo)
+
+
+def test_planted_transform_faults_are_caught_on_the_channels_last_path():
+    import planted_faults
+
+    p = ConvProblem.make(2, 32, 12, 12, 32, 3, 3, padding=1, bias=True)
+    x, w, b = random_inputs(p)
+    for fault in (planted_faults.WinogradPerturbedCoefficient(),
+                  planted_faults.Winograd4x4WrongCoefficient(),
+                  planted_faults.Winograd6x6WrongCoefficient()):
+        assert fault.layout == "auto" and channels_last.serves(p)
+        call = fault.prepare(p, x, w, b)
+        assert call.details["layout"] == "channels-last"
+        original = convbench.get_kernel(fault.name)
+        assert envelope_ratio(original, p, x, w, b, call()) > 10, fault.fault
+
+
+@pytest.mark.parametrize("layout", ["channels-last", "planar"])
+def test_bwd_d_through_either_layout_matches_torch(layout):
+    base = ConvProblem.make(2, 24, 9, 11, 32, 3, 3, padding=1, dtype="float64")
+    p = dataclasses.replace(base, dir="bwd_d")
+    rng = np.random.default_rng(5)
+    dy, w = rng.standard_normal(base.output_shape), rng.standard_normal(base.weight_shape)
+    dx_ref = torch_gradients(base, np.zeros(base.input_shape), w, dy)[0]
+    dx = WinogradKernel(layout=layout).prepare(p, dy, w, None)()
+    assert np.abs(dx - dx_ref).max() < 1e-11
