@@ -324,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                              "target": is_target(q), **t})
                 print(f"{suite:8s} {p.name:14s} mb{mb}: " + "  ".join(
                     f"{n} {t['ratio'][n]:.2f}" for n in algos if n in t["ratio"]), flush=True)
-    import platform  # noqa: PLC0415
+    from convbench.store.environment import cpu_isa, cpu_model  # noqa: PLC0415
 
     meta = {"command": "python benchmarks/winograd_tiles.py " + " ".join(argv or sys.argv[1:]),
-            "cpu": platform.processor() or platform.machine(), "threads": pinned["threads"],
+            "cpu": f"{cpu_model()} ({cpu_isa()})", "threads": pinned["threads"],
             "blas": pinned["blas"], "passes": args.passes, "cooldown": args.cooldown,
             "minutes": (time.perf_counter() - start) / 60}
     text = report(rows, errors, meta)

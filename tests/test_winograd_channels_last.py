@@ -12,8 +12,13 @@ import convbench
 from convbench import ConvProblem
 from convbench.kernels.algorithms.winograd import tile_transforms, winograd_conv2d
 from convbench.kernels.cpu import winograd_channels_last as channels_last
+from convbench.kernels.cpu.base import num_threads
 from convbench.kernels.cpu.winograd import WinogradKernel
-from convbench.kernels.cpu.winograd_tiles import Winograd4x4Kernel, Winograd6x6Kernel
+from convbench.kernels.cpu.winograd_tiles import (
+    Winograd4x4Kernel,
+    Winograd6x6Kernel,
+    filter_transform,
+)
 from convbench.testing import assert_conv_close
 
 KERNELS = [WinogradKernel, Winograd4x4Kernel, Winograd6x6Kernel]
@@ -63,7 +68,8 @@ def test_both_layouts_agree_with_float64_within_the_envelope(cls, layout, case, 
     details = getattr(call, "details", None) or {}
     if layout == "channels-last":
         assert details["layout"] == "channels-last"
-        assert details["gemm_threads"] in ("blas", "team")
+        assert details["schedule"] in details["schedules"]
+        assert set(details["schedules"]) <= set(channels_last.SCHEDULES)
     elif cls is not WinogradKernel:  # F(2x2,3x3)'s planar path records no details
         assert details["layout"] == "planar"
 
@@ -113,7 +119,11 @@ def test_blocks_of_images_and_of_rows_under_small_caps_are_correct(cls):
             assert kernel.workspace_bytes(p) <= cap
         call = kernel.prepare(p, x, w, b)
         y = call()
-        assert call.details["blocks"] == -(-3 // nb) * -(-tile_rows // rows) > 1
+        planned = -(-3 // nb) * -(-tile_rows // rows)
+        if call.details["schedule"] == "blocks":  # each thread's blocks are smaller still
+            assert call.details["blocks"] >= planned > 1
+        else:
+            assert call.details["blocks"] == planned > 1
         assert envelope_ratio(kernel, p, x, w, b, y) <= 1, cap
         assert rel_l2(y, y_one) < 1e-6
     assert (1, tile_rows) in seen and any(rows < tile_rows for _, rows in seen)
@@ -130,17 +140,34 @@ def test_the_default_cap_holds_for_a_large_layer():
 
 
 @pytest.mark.parametrize("cls", [WinogradKernel, Winograd6x6Kernel])
-def test_both_gemm_threadings_compute_the_same_layer(cls):
-    p = ConvProblem.make(2, 32, 14, 14, 48, 3, 3, padding=1, groups=2, bias=True)
+def test_every_schedule_computes_the_same_layer(cls):
+    p = ConvProblem.make(2, 32, 56, 56, 48, 3, 3, padding=1, groups=2, bias=True)
     x, w, b = random_inputs(p, seed=7)
     call = cls(layout="channels-last").prepare(p, x, w, b)
+    tried = call.details["schedules"]
+    assert tried[:2] == ["blas", "team"]
+    if num_threads() > 1:  # per-thread blocks: at least two cache-sized blocks per thread
+        assert tried == list(channels_last.SCHEDULES)
     outputs = {}
-    for choice in ("blas", "team"):
-        call.details["gemm_threads"] = choice
+    for choice in tried:
+        call.details["schedule"] = choice
         outputs[choice] = call().copy()
         assert call.details["phase_s"]["gemm"] > 0
-    assert rel_l2(outputs["team"], outputs["blas"]) < 1e-6
-    assert envelope_ratio(cls(), p, x, w, b, outputs["team"]) <= 1
+    for choice in tried:
+        assert rel_l2(outputs[choice], outputs["blas"]) < 1e-6, choice
+        assert envelope_ratio(cls(), p, x, w, b, outputs[choice]) <= 1, choice
+
+
+def test_without_a_cap_or_an_input_the_call_runs_on_blas_threads():
+    p = ConvProblem.make(1, 16, 64, 64, 16, 3, 3, padding=1)
+    x, w, _ = random_inputs(p)
+    kernel = Winograd4x4Kernel(layout="channels-last")
+    a_t, g_matrix, b_t = kernel.matrices(p.dtype)
+    u = filter_transform(w, 1, g_matrix)
+    call = channels_last.prepare_forward(p, 4, a_t, b_t, u, np.zeros(16, np.float32),
+                                         kernel.plan(p), {})
+    assert call.details["schedule"] == "blas" and call.details["schedules"] == ["blas", "team"]
+    assert_conv_close(call(x), x, w, None, padding=1, algo="winograd_4x4")
 
 
 def test_a_new_input_at_call_replaces_the_prepared_one():

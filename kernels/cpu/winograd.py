@@ -276,7 +276,7 @@ class WinogradKernel(CpuKernel):
             details = {"tile": "F(2x2,3x3)", "points": "standard"}
             return channels_last.prepare_forward(p, TILE_OUT, A_T.astype(dtype),
                                                  B_T.astype(dtype), u, b, self.plan(p),
-                                                 details, x)
+                                                 details, x, self.workspace_cap)
         y = empty_output(p)
         nb, rows, cols = self.plan(p)
         tile_rows, _ = algorithm.tile_grid(p)

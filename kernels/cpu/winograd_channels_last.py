@@ -215,10 +215,69 @@ def _gemms(v: np.ndarray, u: np.ndarray, mm: np.ndarray) -> None:
             np.matmul(v[:, :, g * cg:(g + 1) * cg], u[:, g], out=mm[:, :, g * kg:(g + 1) * kg])
 
 
+#: Bytes of ``V``, ``M`` and padded input a thread's own block aims at in the
+#: ``"blocks"`` schedule: about half of a core's L2, so that a block stays in
+#: it from one phase to the next.
+THREAD_BLOCK_BYTES = 1 << 20
+
+#: The schedules of a call (see :func:`prepare_forward`).
+SCHEDULES = ("blas", "team", "blocks")
+
+
+def _blocks_of(p: ConvProblem, m: int, block: tuple[int, int, int]) -> list[tuple[int, ...]]:
+    """(first image, images, first tile row, tile rows) of every block, in order."""
+    nb, rows, _ = block
+    tile_rows, _ = algorithm.tile_grid_of(p, m)
+    return [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
+            for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
+
+
+class _Buffers:
+    """Flat buffers for blocks up to ``block``: prefixes viewed per block are contiguous.
+
+    The padded input's border columns are never written, so they stay zero
+    for any block's view.
+    """
+
+    def __init__(self, p: ConvProblem, m: int, block: tuple[int, int, int]) -> None:
+        alpha = m + 2
+        nb, rows, cols = block
+        self.m, self.alpha, self.cols, self.ic, self.oc = m, alpha, cols, p.ic, p.oc
+        self.wp = cols * m + alpha - m
+        self.xp = np.zeros(nb * (rows * m + alpha - m) * self.wp * p.ic, dtype=p.dtype)
+        self.v = np.empty(alpha * alpha * nb * rows * cols * p.ic, dtype=p.dtype)
+        self.mm = np.empty(alpha * alpha * nb * rows * cols * p.oc, dtype=p.dtype)
+
+    def views(self, count: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``xp``, ``V`` and ``M`` of a block of ``count`` images x ``n_rows`` tile rows."""
+        a2, tiles = self.alpha * self.alpha, count * n_rows * self.cols
+        xp_rows = n_rows * self.m + self.alpha - self.m
+        xp = self.xp[:count * xp_rows * self.wp * self.ic].reshape(count, xp_rows,
+                                                                   self.wp * self.ic)
+        return (xp, self.v[:a2 * tiles * self.ic].reshape(a2, tiles, self.ic),
+                self.mm[:a2 * tiles * self.oc].reshape(a2, tiles, self.oc))
+
+
 def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
                     u: np.ndarray, bias: np.ndarray, block: tuple[int, int, int],
-                    details: dict, x: np.ndarray | None = None) -> Prepared:
+                    details: dict, x: np.ndarray | None = None,
+                    cap: int | None = None) -> Prepared:
     """The forward call of F(m x m, 3x3) for ``p`` with ``U`` (alpha^2, G, K/g, C/g).
+
+    A call runs one of three schedules:
+
+    - ``"blas"``: block by block, each phase split over the thread team,
+      the GEMMs stacked in one ``matmul`` on BLAS's own threads;
+    - ``"team"``: the same, the GEMMs split by ``alpha^2`` slices over the
+      team, each thread's BLAS single-threaded;
+    - ``"blocks"``: each thread of the team runs every phase of its own
+      cache-sized blocks (:data:`THREAD_BLOCK_BYTES`), with single-threaded
+      BLAS: ``V`` and ``M`` stay in the core's cache, and a call wakes the
+      team once. Only where there are at least two such blocks per thread.
+
+    Which is fastest depends on the shape and on the BLAS build, so with an
+    input ``x`` each schedule's whole call is timed here and the fastest
+    kept (:func:`choose_schedule`), as cuDNN's benchmark mode does.
 
     Parameters
     ----------
@@ -233,37 +292,43 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
     bias : numpy.ndarray
         ``K`` values added to every output (zeros for none).
     block : tuple of int
-        (images, tile rows, tile columns) per block of tiles.
+        (images, tile rows, tile columns) per block of tiles in the
+        ``"blas"`` and ``"team"`` schedules.
     details : dict
         Starts the record's details; each call sets its ``phase_s``.
     x : numpy.ndarray, optional
-        An input to choose the GEMM stage's threading on (see
-        :func:`choose_gemm_threads`); without one, BLAS's own threads run it.
+        An input to choose the schedule on; without one, ``"blas"`` runs.
+    cap : int, optional
+        The workspace cap the ``"blocks"`` schedule's buffers (one set per
+        thread, and ``U``) must fit; without one, that schedule is not tried.
 
     Returns
     -------
     Prepared
-        ``call(x) -> y``; its details name the layout, the blocks, the GEMM
-        threading and the last call's seconds per phase.
+        ``call(x) -> y``; its details name the layout, the schedule, its
+        blocks and the last call's seconds per phase (averaged over the
+        threads in ``"blocks"``).
     """
     alpha = m + 2
     a2 = alpha * alpha
     u_gemm = np.ascontiguousarray(u.transpose(0, 1, 3, 2))  # (alpha^2, G, C/g, K/g)
-    tile_rows, tile_cols = algorithm.tile_grid_of(p, m)
     (pt, _), (pl, _) = p.padding
-    wp = tile_cols * m + alpha - m
     y = np.empty((p.mb, p.oc, p.oh, p.ow), dtype=p.dtype)
-    nb, rows, cols = block
-    xp_flat = np.zeros(nb * (rows * m + alpha - m) * wp * p.ic, dtype=p.dtype)
-    v_flat = np.empty(a2 * nb * rows * cols * p.ic, dtype=p.dtype)
-    m_flat = np.empty(a2 * nb * rows * cols * p.oc, dtype=p.dtype)
-    blocks = [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
-              for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
-    details = {**details, "layout": "channels-last", "blocks": len(blocks),
-               "gemm_threads": "blas",
-               "phase_s": {"input_transform": 0.0, "gemm": 0.0, "output_transform": 0.0}}
-    clock = time.perf_counter
+    cols = block[2]
     team = team_of(num_threads())
+    clock = time.perf_counter
+    blocks = _blocks_of(p, m, block)
+    shared = {"buffers": _Buffers(p, m, block)}
+
+    def phases_in(x: np.ndarray, bufs: _Buffers, n0: int, count: int, tr0: int,
+                  n_rows: int, split: Callable[..., None]) -> tuple[np.ndarray, np.ndarray]:
+        xp, v, mm = bufs.views(count, n_rows)
+        split(pad_channels_last, count * xp.shape[1], x, xp, n0, tr0 * m, pt, pl)
+        split(input_transform, count * n_rows, xp, v, b_t, m, n_rows, cols)
+        return v, mm
+
+    def serial(fn: Callable[..., None], n_items: int, *args: object) -> None:
+        fn(*args, 0, n_items)
 
     def slices(v: np.ndarray, mm: np.ndarray, lo: int, hi: int) -> None:
         gemm_stage(v[lo:hi], u_gemm[lo:hi], mm[lo:hi])
@@ -275,56 +340,97 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
     def gemm_blas(v: np.ndarray, mm: np.ndarray) -> None:
         gemm_stage(v, u_gemm, mm)
 
-    gemms = {"blas": gemm_blas, "team": gemm_team}
+    def by_phases(gemm: Callable[[np.ndarray, np.ndarray], None]) -> Callable[..., dict]:
+        def run(x: np.ndarray) -> dict:
+            t_in = t_gemm = t_out = 0.0
+            if shared.get("buffers") is None:
+                shared["buffers"] = _Buffers(p, m, block)
+            bufs = shared["buffers"]
+            for n0, count, tr0, n_rows in blocks:
+                t0 = clock()
+                v, mm = phases_in(x, bufs, n0, count, tr0, n_rows, team.split)
+                t1 = clock()
+                gemm(v, mm)
+                t2 = clock()
+                team.split(output_transform, count * n_rows, mm, a_t, bias, y, n0, count, tr0,
+                           n_rows, cols)
+                t3 = clock()
+                t_in += t1 - t0
+                t_gemm += t2 - t1
+                t_out += t3 - t2
+            return {"input_transform": t_in, "gemm": t_gemm, "output_transform": t_out}
+        return run
 
+    schedules: dict[str, Callable[..., dict]] = {"blas": by_phases(gemm_blas),
+                                                  "team": by_phases(gemm_team)}
+    thread_blocks: list[tuple[int, ...]] = []
+    if cap is not None and team.n > 1:
+        u_bytes = u.nbytes
+        small = plan_blocks(p, m, u_bytes + max(0, cap - u_bytes) // team.n,
+                            THREAD_BLOCK_BYTES)
+        thread_blocks = _blocks_of(p, m, small)
+        if len(thread_blocks) >= 2 * team.n:
+            seconds = np.zeros((team.n, 3))
+
+            def own_blocks(x: np.ndarray, lo: int, hi: int) -> None:
+                for tid in range(lo, hi):
+                    bufs = shared["thread_buffers"][tid]
+                    for n0, count, tr0, n_rows in thread_blocks[tid::team.n]:
+                        t0 = clock()
+                        v, mm = phases_in(x, bufs, n0, count, tr0, n_rows, serial)
+                        t1 = clock()
+                        gemm_stage(v, u_gemm, mm)
+                        t2 = clock()
+                        output_transform(mm, a_t, bias, y, n0, count, tr0, n_rows, cols, 0,
+                                         count * n_rows)
+                        seconds[tid] += (t1 - t0, t2 - t1, clock() - t2)
+
+            def by_blocks(x: np.ndarray) -> dict:
+                seconds[:] = 0
+                if shared.get("thread_buffers") is None:
+                    shared["thread_buffers"] = [_Buffers(p, m, small) for _ in range(team.n)]
+                with single_threaded_blas():
+                    team.split(own_blocks, team.n, x)
+                t_in, t_gemm, t_out = seconds.mean(axis=0)
+                return {"input_transform": float(t_in), "gemm": float(t_gemm),
+                        "output_transform": float(t_out)}
+
+            schedules["blocks"] = by_blocks
+
+    details = {**details, "layout": "channels-last", "blocks": len(blocks),
+               "schedule": "blas", "schedules": list(schedules),
+               "phase_s": {"input_transform": 0.0, "gemm": 0.0, "output_transform": 0.0}}
     default_x = x
 
     def run(x: np.ndarray | None = None) -> np.ndarray:
-        if x is None:
-            x = default_x
-        gemm = gemms[prepared.details["gemm_threads"]]
-        t_in = t_gemm = t_out = 0.0
-        for n0, count, tr0, n_rows in blocks:
-            tiles = count * n_rows * cols
-            xp_rows = n_rows * m + alpha - m
-            # a prefix of a flat buffer: contiguous for any block, zero columns kept
-            xp = xp_flat[:count * xp_rows * wp * p.ic].reshape(count, xp_rows, wp * p.ic)
-            v = v_flat[:a2 * tiles * p.ic].reshape(a2, tiles, p.ic)
-            mm = m_flat[:a2 * tiles * p.oc].reshape(a2, tiles, p.oc)
-            t0 = clock()
-            team.split(pad_channels_last, count * xp_rows, x, xp, n0, tr0 * m, pt, pl)
-            team.split(input_transform, count * n_rows, xp, v, b_t, m, n_rows, cols)
-            t1 = clock()
-            gemm(v, mm)
-            t2 = clock()
-            team.split(output_transform, count * n_rows, mm, a_t, bias, y, n0, count, tr0,
-                       n_rows, cols)
-            t3 = clock()
-            t_in += t1 - t0
-            t_gemm += t2 - t1
-            t_out += t3 - t2
-        prepared.details["phase_s"] = {"input_transform": t_in, "gemm": t_gemm,
-                                       "output_transform": t_out}
+        prepared.details["phase_s"] = schedules[prepared.details["schedule"]](
+            default_x if x is None else x)
         return y
 
     prepared = Prepared(run, details)
     if x is not None and team.n > 1 and blocks:
-        prepared.details["gemm_threads"] = choose_gemm_threads(prepared, x, tuple(gemms))
+        choice = choose_schedule(prepared, x, tuple(schedules))
+        prepared.details["schedule"] = choice
+        if choice == "blocks":
+            prepared.details["blocks"] = len(thread_blocks)
+            shared["buffers"] = None  # made again only if another schedule is set
+        else:
+            shared["thread_buffers"] = None
     return prepared
 
 
-def choose_gemm_threads(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...]) -> str:
-    """The GEMM threading whose whole call is fastest on ``x``, timed here.
+def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...]) -> str:
+    """The schedule whose whole call is fastest on ``x``, timed here.
 
     BLAS's own threads win where one GEMM per ``alpha^2`` slice is too small
     to split well across the team, and lose where they spin between calls or
-    share a slice badly; which it is depends on the shape and on the BLAS
-    build, so the call is timed both ways (a warm call, then the best of
-    two), as cuDNN's benchmark mode does.
+    share a slice badly; per-thread blocks win where ``V`` and ``M`` of a
+    whole block would not stay in cache. Each is timed as a warm call, then
+    the best of two.
     """
     best: dict[str, float] = {}
     for choice in choices:
-        prepared.details["gemm_threads"] = choice
+        prepared.details["schedule"] = choice
         prepared(x)
         times = []
         for _ in range(2):

@@ -276,7 +276,8 @@ class WinogradTileKernel(CpuKernel):
                    "points_values": [str(a) for a in self.transforms.points]}
         if channels_last.serves(p, self.layout):
             return channels_last.prepare_forward(p, m, a_t, b_t, u, bias_or_zeros(p, bias),
-                                                 self.plan(p), details, x)
+                                                 self.plan(p), details, x,
+                                                 self.workspace_cap)
         depthwise_like = cg == 1
         if depthwise_like:
             u = np.ascontiguousarray(u.reshape(a2, g, kg, 1))
