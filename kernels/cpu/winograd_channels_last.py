@@ -79,6 +79,17 @@ def pad_channels_last(x, xp, n0, r0, pt, pl, lo, hi):
                 out[c] = src[c, w]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def scaled_add(out, coef, src, first):
+    """``out = coef * src`` if ``first``, else ``out += coef * src`` (1-D, same length)."""
+    if first:
+        for e in range(out.shape[0]):
+            out[e] = coef * src[e]
+    else:
+        for e in range(out.shape[0]):
+            out[e] += coef * src[e]
+
+
 @njit(nogil=True, cache=True)
 def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
     """``V[xi * alpha + nu, t, :] = (B^T d B)[xi, nu]`` for the tiles of a block.
@@ -100,17 +111,9 @@ def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
             out = rows[xi]
             first = True
             for a in range(alpha):
-                coef = b_t[xi, a]
-                if coef == 0:
-                    continue
-                src = image[row0 + a, :span]
-                if first:
-                    for e in range(span):
-                        out[e] = coef * src[e]
+                if b_t[xi, a] != 0:
+                    scaled_add(out, b_t[xi, a], image[row0 + a, :span], first)
                     first = False
-                else:
-                    for e in range(span):
-                        out[e] += coef * src[e]
         t_row = (b * n_rows + i) * n_cols
         for j in range(n_cols):
             t = t_row + j
@@ -121,17 +124,10 @@ def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
                     out = v[xi * alpha + nu, t]
                     first = True
                     for e in range(alpha):
-                        coef = b_t[nu, e]
-                        if coef == 0:
-                            continue
-                        src = src_row[e * channels:(e + 1) * channels]
-                        if first:
-                            for c in range(channels):
-                                out[c] = coef * src[c]
+                        if b_t[nu, e] != 0:
+                            scaled_add(out, b_t[nu, e],
+                                       src_row[e * channels:(e + 1) * channels], first)
                             first = False
-                        else:
-                            for c in range(channels):
-                                out[c] += coef * src[c]
 
 
 @njit(nogil=True, cache=True)
@@ -158,28 +154,16 @@ def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
                     out = s[xi, q * k_total:(q + 1) * k_total]
                     first = True
                     for nu in range(alpha):
-                        coef = a_t[q, nu]
-                        if coef == 0:
-                            continue
-                        src = mm[xi * alpha + nu, t]
-                        if first:
-                            for k in range(k_total):
-                                out[k] = coef * src[k]
+                        if a_t[q, nu] != 0:
+                            scaled_add(out, a_t[q, nu], mm[xi * alpha + nu, t], first)
                             first = False
-                        else:
-                            for k in range(k_total):
-                                out[k] += coef * src[k]
             for p in range(m):
                 dst = band[p, j * m * k_total:(j + 1) * m * k_total]
                 for k in range(m * k_total):
                     dst[k] = 0
                 for xi in range(alpha):
-                    coef = a_t[p, xi]
-                    if coef == 0:
-                        continue
-                    src = s[xi]
-                    for k in range(m * k_total):
-                        dst[k] += coef * src[k]
+                    if a_t[p, xi] != 0:
+                        scaled_add(dst, a_t[p, xi], s[xi], False)
         for p in range(m):
             row = (tr0 + i) * m + p
             if row >= out_h:
