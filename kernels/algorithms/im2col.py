@@ -37,6 +37,11 @@ def is_pointwise_gemm(p: ConvProblem) -> bool:
     return (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.oh, p.ow) == (1, 1, 1, 1, 0, 0, p.ih, p.iw)
 
 
+def folded_bytes(p: ConvProblem) -> int:
+    """Bytes of a 1x1 layer's input and output transposed to ``(C or K, N*H*W)``."""
+    return (p.ic + p.oc) * p.mb * p.oh * p.ow * p.itemsize
+
+
 def lowered_row_bytes(p: ConvProblem, itemsize: int) -> int:
     """Bytes of the lowered matrix for one output row of one image: ``C*R*S*Q``."""
     return p.ic * p.kh * p.kw * p.ow * itemsize

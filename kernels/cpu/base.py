@@ -8,6 +8,9 @@ per-kernel attribute, so a user can trade memory for speed.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -100,3 +103,22 @@ def empty_weights(p: ConvProblem) -> np.ndarray:
 def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:
     """The bias, or zeros: one compiled specialization serves layers with and without."""
     return bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
+
+
+def fastest(candidates: dict[str, Callable[[], object]]) -> str:
+    """The name of the fastest of ``candidates`` (calls without arguments), timed here.
+
+    Each runs once warm, then twice timed; the best of the two counts, as
+    cuDNN's benchmark mode picks an algorithm. For choices that depend on
+    the shape and the BLAS build more than any rule of thumb could say.
+    """
+    best: dict[str, float] = {}
+    for name, call in candidates.items():
+        call()
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    return min(best, key=best.__getitem__)

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from convbench.contract import Prepared
 from convbench.problem import DIRECTIONS, ConvProblem
 from convbench.problem.arguments import aligned_empty
 
-from ..algorithms.im2col import is_pointwise_gemm, lowered_bytes, plan_lowering
+from ..algorithms.im2col import folded_bytes, is_pointwise_gemm, lowered_bytes, plan_lowering
 from ..algorithms.tiling import iter_tiles
-from .base import CpuKernel, add_bias, empty_input, empty_output, empty_weights
+from .base import CpuKernel, add_bias, empty_input, empty_output, empty_weights, fastest
 from .direct_backward import bias_gradient
 
 
@@ -129,7 +130,19 @@ class Im2colKernel(CpuKernel):
             return plan_lowering(p, min(self.workspace_cap, self.backward_weights_tile_bytes))
         return plan_lowering(p, self.workspace_cap)
 
+    def folds_batch(self, p: ConvProblem) -> bool:
+        """Whether a forward 1x1 layer may run as one GEMM over the whole batch.
+
+        ``W (K, C) @ X (C, N*H*W)`` reads the weights once, where one GEMM
+        per image reads them ``N`` times over a narrow ``H*W``; it costs a
+        transposed copy of the input and of the output, within the cap.
+        """
+        return (p.dir == "fwd" and is_pointwise_gemm(p) and p.g == 1 and p.mb > 1
+                and folded_bytes(p) <= self.workspace_cap)
+
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if self.folds_batch(p):
+            return folded_bytes(p)
         lowered = 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
         if p.dir in ("bwd_w", "bwd_wb"):
             # Each tile's per-image products, summed into dw.
@@ -149,13 +162,7 @@ class Im2colKernel(CpuKernel):
         w_mat = w.reshape(g, kg, cg * p.kh * p.kw)
 
         if is_pointwise_gemm(p):
-            def run_pointwise(x: np.ndarray = x) -> np.ndarray:
-                np.matmul(w_mat, x.reshape(p.mb, g, cg, p.ih * p.iw), out=y_blocks)
-                if bias is not None:
-                    add_bias(y, bias)
-                return y
-
-            return run_pointwise
+            return self._prepare_pointwise(p, x, w_mat, bias, y)
 
         nb, rows = self.plan(p)
         tiles = list(iter_tiles(p.mb, p.oh, nb, rows))
@@ -177,6 +184,44 @@ class Im2colKernel(CpuKernel):
             return y
 
         return run
+
+    def _prepare_pointwise(self, p: ConvProblem, x: np.ndarray, w_mat: np.ndarray,
+                           bias: np.ndarray | None, y: np.ndarray) -> Prepared:
+        """A forward 1x1 layer: a GEMM per image, or one over the batch where that is faster.
+
+        Which is faster depends on the shape and on the BLAS build, so where
+        the batch may be folded (:meth:`folds_batch`) both are timed on ``x``
+        here and the faster kept; the record's details name it.
+        """
+        hw = p.ih * p.iw
+        y_blocks = y.reshape(p.mb, p.g, p.oc // p.g, hw)
+
+        def per_image(x: np.ndarray) -> None:
+            np.matmul(w_mat, x.reshape(p.mb, p.g, p.ic // p.g, hw), out=y_blocks)
+
+        gemms: dict[str, Callable[[np.ndarray], None]] = {"per-image": per_image}
+        if self.folds_batch(p):
+            x_t = np.empty((p.ic, p.mb, hw), dtype=p.dtype)
+            y_t = np.empty((p.oc, p.mb * hw), dtype=p.dtype)
+
+            def batch(x: np.ndarray) -> None:
+                np.copyto(x_t, x.reshape(p.mb, p.ic, hw).transpose(1, 0, 2))
+                np.matmul(w_mat[0], x_t.reshape(p.ic, p.mb * hw), out=y_t)
+                np.copyto(y.reshape(p.mb, p.oc, hw), y_t.reshape(p.oc, p.mb, hw).transpose(1, 0, 2))
+
+            gemms["batch"] = batch
+        choice = "per-image"
+        if len(gemms) > 1:
+            choice = fastest({name: (lambda gemm=gemm: gemm(x)) for name, gemm in gemms.items()})
+        gemm = gemms[choice]
+
+        def run_pointwise(x: np.ndarray = x) -> np.ndarray:
+            gemm(x)
+            if bias is not None:
+                add_bias(y, bias)
+            return y
+
+        return Prepared(run_pointwise, {"gemm": choice})
 
     def _prepare_backward_data(self, p: ConvProblem, dy: np.ndarray,
                                w: np.ndarray) -> Callable[..., np.ndarray]:

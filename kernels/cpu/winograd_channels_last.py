@@ -36,7 +36,7 @@ from convbench.contract import Prepared
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
-from .base import num_threads
+from .base import fastest, num_threads
 
 _CONTROLLER: threadpoolctl.ThreadpoolController | None = None
 
@@ -404,25 +404,20 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
 
 
 def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...]) -> str:
-    """The schedule whose whole call is fastest on ``x``, timed here.
+    """The schedule whose whole call is fastest on ``x``, timed here (:func:`~.base.fastest`).
 
     BLAS's own threads win where one GEMM per ``alpha^2`` slice is too small
     to split well across the team, and lose where they spin between calls or
     share a slice badly; per-thread blocks win where ``V`` and ``M`` of a
-    whole block would not stay in cache. Each is timed as a warm call, then
-    the best of two.
+    whole block would not stay in cache.
     """
-    best: dict[str, float] = {}
-    for choice in choices:
-        prepared.details["schedule"] = choice
-        prepared(x)
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            prepared(x)
-            times.append(time.perf_counter() - t0)
-        best[choice] = min(times)
-    return min(best, key=best.__getitem__)
+    def with_schedule(choice: str) -> Callable[[], object]:
+        def call() -> object:
+            prepared.details["schedule"] = choice
+            return prepared(x)
+        return call
+
+    return fastest({choice: with_schedule(choice) for choice in choices})
 
 
 #: Fewest input channels for the channels-last layout: below one vector of
