@@ -65,3 +65,30 @@ def test_a_cap_below_the_transposed_copies_keeps_the_per_image_gemms():
     assert not kernel.folds_batch(p) and kernel.workspace_bytes(p) == 0
     x, wt, _ = random_inputs(p)
     assert kernel.prepare(p, x, wt, None).details["gemm"] == "per-image"
+
+
+@pytest.mark.parametrize("direction", ["bwd_w", "bwd_wb"])
+def test_both_weight_gradients_of_a_1x1_layer_match_the_reference(direction, monkeypatch):
+    """dW from per-image products and from one GEMM over the batch, each forced."""
+    import dataclasses
+
+    import convbench.kernels.cpu.im2col as im2col
+
+    base = ConvProblem.make(3, 12, 6, 5, 20, 1, 1, bias=direction == "bwd_wb", dtype="float64")
+    p = dataclasses.replace(base, dir=direction)
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal(base.input_shape), rng.standard_normal(base.output_shape)
+    want = reference_for(p, x, dy)
+    kernel = Im2colKernel()
+    assert kernel.workspace_bytes(p) == max(folded_bytes(p), 3 * 20 * 12 * 8)
+    for name in ("batch", "per-image"):
+        monkeypatch.setattr(im2col, "fastest", lambda candidates, name=name: name)
+        call = kernel.prepare(p, x, dy, None)
+        assert call.details["gemm"] == name
+        got = call()
+        if direction == "bwd_wb":
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-12)
+            got, want_dw = got[0], want[0]
+        else:
+            want_dw = want
+        np.testing.assert_allclose(got, want_dw, rtol=1e-12, atol=1e-12)

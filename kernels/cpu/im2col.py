@@ -143,6 +143,9 @@ class Im2colKernel(CpuKernel):
     def workspace_bytes(self, p: ConvProblem) -> int:
         if self.folds_batch(p):
             return folded_bytes(p)
+        if p.dir in ("bwd_w", "bwd_wb") and self.folds_batch(p.with_(dir="fwd")):
+            # The per-image products, or the transposed copies of x and dy.
+            return max(folded_bytes(p), p.mb * p.oc * p.reduction_length * p.itemsize)
         lowered = 0 if is_pointwise_gemm(p) else lowered_bytes(p, *self.plan(p))
         if p.dir in ("bwd_w", "bwd_wb"):
             # Each tile's per-image products, summed into dw.
@@ -258,6 +261,47 @@ class Im2colKernel(CpuKernel):
 
         return run
 
+    def _prepare_pointwise_weights(self, p: ConvProblem, x: np.ndarray, dy: np.ndarray,
+                                   dw_mat: np.ndarray, finish: Callable[[np.ndarray], Any]
+                                   ) -> Prepared:
+        """A 1x1 layer's ``dW``: per-image products summed, or one GEMM over the batch.
+
+        ``dW = dY (K, N*H*W) @ X (C, N*H*W)^T`` over transposed copies reduces
+        over the whole batch inside BLAS; which is faster is timed here, as
+        for the forward pass (:meth:`_prepare_pointwise`).
+        """
+        g, kg, cg, hw = p.g, p.oc // p.g, p.ic // p.g, p.ih * p.iw
+        products = np.empty((p.mb, g, kg, cg), dtype=p.dtype)
+
+        def per_image(x: np.ndarray, dy: np.ndarray) -> None:
+            lowered = x.reshape(p.mb, g, cg, hw).transpose(0, 1, 3, 2)
+            np.matmul(dy.reshape(p.mb, g, kg, hw), lowered, out=products)
+            np.sum(products, axis=0, out=dw_mat)
+
+        gemms: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {"per-image": per_image}
+        if self.folds_batch(p.with_(dir="fwd")):
+            x_t = np.empty((p.ic, p.mb, hw), dtype=p.dtype)
+            dy_t = np.empty((p.oc, p.mb, hw), dtype=p.dtype)
+
+            def batch(x: np.ndarray, dy: np.ndarray) -> None:
+                np.copyto(x_t, x.reshape(p.mb, p.ic, hw).transpose(1, 0, 2))
+                np.copyto(dy_t, dy.reshape(p.mb, p.oc, hw).transpose(1, 0, 2))
+                np.matmul(dy_t.reshape(p.oc, p.mb * hw), x_t.reshape(p.ic, p.mb * hw).T,
+                          out=dw_mat[0])
+
+            gemms["batch"] = batch
+        choice = "per-image"
+        if len(gemms) > 1:
+            choice = fastest({name: (lambda gemm=gemm: gemm(x, dy))
+                              for name, gemm in gemms.items()})
+        gemm = gemms[choice]
+
+        def run_pointwise(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+            gemm(x, dy)
+            return finish(dy)
+
+        return Prepared(run_pointwise, {"gemm": choice})
+
     def _prepare_backward_weights(self, p: ConvProblem, x: np.ndarray,
                                   dy: np.ndarray) -> Callable[..., Any]:
         """``dW = sum over tiles of dY col^T`` (and ``db``); the call is ``run(x, dy)``."""
@@ -274,15 +318,7 @@ class Im2colKernel(CpuKernel):
             return dw, db
 
         if is_pointwise_gemm(p):
-            products = np.empty((p.mb, g, kg, crs_g), dtype=p.dtype)
-
-            def run_pointwise(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
-                lowered = x.reshape(p.mb, g, cg, p.ih * p.iw).transpose(0, 1, 3, 2)
-                np.matmul(dy.reshape(p.mb, g, kg, p.oh * p.ow), lowered, out=products)
-                np.sum(products, axis=0, out=dw_mat)
-                return finish(dy)
-
-            return run_pointwise
+            return self._prepare_pointwise_weights(p, x, dy, dw_mat, finish)
 
         nb, rows = self.plan(p)
         tiles = list(iter_tiles(p.mb, p.oh, nb, rows))
