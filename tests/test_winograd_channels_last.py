@@ -125,7 +125,8 @@ def test_blocks_of_images_and_of_rows_under_small_caps_are_correct(cls):
         else:
             assert call.details["blocks"] == planned > 1
         assert envelope_ratio(kernel, p, x, w, b, y) <= 1, cap
-        assert rel_l2(y, y_one) < 1e-6
+        # Other blocks sum in other orders: within float32's own F(6x6,3x3) error (~5e-6).
+        assert rel_l2(y, y_one) < 1e-5
     assert (1, tile_rows) in seen and any(rows < tile_rows for _, rows in seen)
 
 
@@ -154,7 +155,8 @@ def test_every_schedule_computes_the_same_layer(cls):
         outputs[choice] = call().copy()
         assert call.details["phase_s"]["gemm"] > 0
     for choice in tried:
-        assert rel_l2(outputs[choice], outputs["blas"]) < 1e-6, choice
+        # Other GEMM splits sum in other orders: within float32's own F(6x6,3x3) error.
+        assert rel_l2(outputs[choice], outputs["blas"]) < 1e-5, choice
         assert envelope_ratio(cls(), p, x, w, b, outputs[choice]) <= 1, choice
 
 
