@@ -281,6 +281,55 @@ def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
     assert all(len(r["measured_at"]) == 2 for r in records)  # every record has its rounds
 
 
+#: Runs a sweep whose first finished round loses its result: the worker that holds it is
+#: killed just before the client gathers it, so Dask must compute that round again.
+LOSE_FIRST_RESULT = """
+import os, signal, sys, time
+from convbench import cli
+from convbench.measure import cluster
+
+gather = cluster._result
+lost = []
+
+def lose_then_gather(future, task, round_index):
+    if not lost:
+        client = future.client
+        (holder,) = client.who_has(future)[future.key]
+        pid = client.run(os.getpid, workers=[holder])[holder]
+        os.kill(pid, signal.SIGKILL)
+        while holder in client.scheduler_info(n_workers=-1)["workers"]:
+            time.sleep(0.1)
+        lost.append(holder)
+        print("killed", holder, "holding", future.key, file=sys.stderr, flush=True)
+    return gather(future, task, round_index)
+
+cluster._result = lose_then_gather
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_result_lost_with_its_worker_is_measured_again(tmp_path):
+    """The worker holding a finished round dies before the client gathers it. The round is
+    held to that worker's platform, which has no worker left, so it must go elsewhere."""
+    cluster = DaskCluster(tmp_path, [{"CONVBENCH_HOST": "host-a"},
+                                     {"CONVBENCH_HOST": "host-b",
+                                      "ATEN_CPU_CAPABILITY": "default"}])
+    try:
+        out = tmp_path / "lost.jsonl"
+        proc = subprocess.run([sys.executable, "-c", LOSE_FIRST_RESULT, *SLEEPY[:4],
+                               "res[45]_branch2b", *SLEEPY[5:], "--out", str(out),
+                               "--scheduler", cluster.address],
+                              capture_output=True, text=True, env=_env(), timeout=180)
+    finally:
+        cluster.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "killed" in proc.stderr
+    records = load_run(out).records
+    keys = [r.key for r in records]
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert all(r["status"] == "ok" and len(r["measured_at"]) == 2 for r in records)
+
+
 def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -290,11 +290,17 @@ class Cluster:
         try:
             for future in finished:
                 with guard:
-                    entry = pending.pop(future.key, None)
+                    entry = pending.get(future.key)
                 if entry is None or future.cancelled():
                     continue  # resubmitted elsewhere (its platform left)
                 _, i, r = entry
+                # The entry stays pending while its result is gathered: should the worker
+                # holding it die first, Dask computes the round again, and a round held to
+                # a platform with no worker left waits until the watcher sends it elsewhere.
                 rec = _result(future, todo[i], r)
+                with guard:
+                    if pending.pop(future.key, None) is None:
+                        continue  # the watcher resubmitted it while we waited
                 rounds[i].append(rec)
                 if rec.get("status") == "ok" and r + 1 < todo[i].settings.planned_rounds:
                     with guard:
