@@ -1,22 +1,27 @@
 """Winograd backward data against oneDNN (torch's CPU ``convolution_backward``), interleaved.
 
 The layers are ResNet-50's 3x3 stride-1 convolutions with C, K >= 64 (and
-optionally VGG-16's). Per layer, convbench's ``winograd`` kernel prepared for
-``bwd_d`` (its rotated filter transformed once, ``call(dy)`` timed) and
-torch's ``aten.convolution_backward`` with the output mask of the input
-gradient (what ``torch.nn.grad.conv2d_input`` and autograd run; oneDNN on
-this build) are prepared once and warmed up, then interleaved ``A B A B ...``
-for ``--pairs`` passes in this process, same thread count, each sample after
-a cool-down and one untimed call
-(:func:`convbench.measure.peers.time_interleaved`). A layer's ratio is the
-median over passes of ``t_torch / t_winograd`` (> 1: convbench faster) with
-its distribution-free 95% interval; the summary is the geometric mean over
-layers with its interval (:func:`convbench.measure.peers.geomean_interval`).
-Both results are checked against each other before timing.
+optionally VGG-16's). Per layer, each Winograd kernel of ``--algo``
+(F(2x2,3x3), F(4x4,3x3) and F(6x6,3x3) by default) prepared for ``bwd_d``
+(its rotated filter transformed once, ``call(dy)`` timed) and torch's
+``aten.convolution_backward`` with the output mask of the input gradient
+(what ``torch.nn.grad.conv2d_input`` and autograd run; oneDNN on this build)
+are prepared once and warmed up, then interleaved ``A B C D A B C D ...`` for
+``--pairs`` passes in this process, same thread count, each sample after a
+cool-down and one untimed call
+(:func:`convbench.measure.peers.time_interleaved`). A kernel's ratio on a
+layer is the median over passes of ``t_torch / t_kernel`` (> 1: convbench
+faster) with its distribution-free 95% interval; the summary is the
+geometric mean over layers with its interval
+(:func:`convbench.measure.peers.geomean_interval`), per kernel and for the
+fastest kernel of each layer (the one with the highest median ratio, which
+is what ``tune`` would keep). Every result is checked against torch's before
+timing.
 
 Usage::
 
     python benchmarks/winograd_bwd_d_vs_onednn.py --batch 8 --out results/cpu/winograd_bwd_d
+    python benchmarks/winograd_bwd_d_vs_onednn.py --algo winograd  # F(2x2,3x3) alone
 """
 
 from __future__ import annotations
@@ -72,46 +77,74 @@ def torch_bwd_d(p: ConvProblem, dy: np.ndarray, w: np.ndarray) -> Any:
     return run
 
 
-def measure(p: ConvProblem, pairs: int, sample_time: float, cooldown: float) -> dict[str, Any]:
+def measure(p: ConvProblem, algos: list[str], pairs: int, sample_time: float,
+            cooldown: float) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     dy = rng.uniform(-1, 1, p.output_shape).astype(p.dtype)
     w = rng.uniform(-1, 1, p.weight_shape).astype(p.dtype)
-    ours = get_kernel("winograd", "cpu").prepare(p, dy, w, None)
     theirs = torch_bwd_d(p, dy, w)
-    a, b = ours(), theirs().numpy()
+    b = theirs().numpy()
     scale = float(np.abs(b).max())
-    diff = float(np.abs(a - b).max())
-    if diff > 1e-4 * scale:
-        raise AssertionError(f"{p}: winograd and torch differ by {diff:.3g} (scale {scale:.3g})")
-    samples = time_interleaved({"winograd": ours, "onednn": theirs}, passes=pairs,
+    calls, diffs, details = {}, {}, {}
+    for algo in algos:
+        ours = get_kernel(algo, "cpu").prepare(p, dy, w, None)
+        diff = float(np.abs(ours() - b).max())
+        if diff > 1e-4 * scale:
+            raise AssertionError(f"{p}: {algo} and torch differ by {diff:.3g} "
+                                 f"(scale {scale:.3g})")
+        calls[algo], diffs[algo] = ours, diff
+        details[algo] = {k: v for k, v in getattr(ours, "details", {}).items()
+                         if k in ("tile", "layout", "schedule", "blocks")}
+    samples = time_interleaved({**calls, "onednn": theirs}, passes=pairs,
                                sample_time=sample_time, cooldown=cooldown,
                                clock=make_clock("host"))
-    per_pass = sorted(t / k for t, k in zip(samples["onednn"], samples["winograd"], strict=True))
-    j, k = median_rank_interval(len(per_pass))
+    kernels = {}
+    for algo in algos:
+        per_pass = sorted(t / k for t, k in zip(samples["onednn"], samples[algo], strict=True))
+        j, k = median_rank_interval(len(per_pass))
+        kernels[algo] = {"ms": statistics.median(samples[algo]) * 1e3,
+                         "ratio": statistics.median(per_pass),
+                         "interval": [per_pass[j], per_pass[k]],
+                         "max_abs_diff_vs_torch": diffs[algo], "details": details[algo],
+                         "samples_s": samples[algo]}
+    fastest = max(kernels, key=lambda a: kernels[a]["ratio"])
     return {"problem": str(p), "name": p.name,
-            "winograd_ms": statistics.median(samples["winograd"]) * 1e3,
             "onednn_ms": statistics.median(samples["onednn"]) * 1e3,
-            "ratio": statistics.median(per_pass), "interval": [per_pass[j], per_pass[k]],
-            "max_abs_diff_vs_torch": diff}
+            "onednn_samples_s": samples["onednn"], "kernels": kernels, "fastest": fastest}
 
 
-def report(rows: list[dict[str, Any]], pairs: int, threads: int, command: str) -> str:
+def report(rows: list[dict[str, Any]], algos: list[str], pairs: int, threads: int,
+           command: str) -> str:
+    # F(2x2,3x3)'s kernel has no label attribute; the tile kernels name their tile.
+    labels = {a: getattr(get_kernel(a, "cpu"), "label", "F(2x2,3x3)") for a in algos}
     lines = [f"Winograd bwd_d against oneDNN (torch {_torch_version()} `convolution_backward`), "
-             f"ratio t_onednn / t_winograd (> 1: convbench faster), median of {pairs} "
+             f"ratio t_onednn / t_kernel (> 1: convbench faster), median of {pairs} "
              f"interleaved passes with its 95% interval, {threads} threads, a cool-down and a "
              f"warm call before each sample.\n\nCommand: `{command}`\n",
-             "| suite | layer | mb | winograd ms | oneDNN ms | ratio | 95% interval |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "| suite | layer | mb | oneDNN ms | "
+             + " | ".join(f"{a} ({labels[a]}) ms | ratio [95%]" for a in algos)
+             + " | fastest |",
+             "|---|---|---:|---:|" + "---:|---|" * len(algos) + "---|"]
     for r in rows:
         p = ConvProblem.parse(r["problem"])
-        lo, hi = r["interval"]
-        lines.append(f"| {r['suite']} | {r['name']} | {p.mb} | {r['winograd_ms']:.2f} | "
-                     f"{r['onednn_ms']:.2f} | {r['ratio']:.2f} | {lo:.2f}-{hi:.2f} |")
-    g = geomean_interval([r["ratio"] for r in rows], [tuple(r["interval"]) for r in rows])
-    if g:
-        lines.append(f"\nGeometric mean over {len(rows)} layers: **{g[0]:.2f}x** "
-                     f"(95% interval {g[1]:.2f}-{g[2]:.2f}); target >= 1.0x: "
-                     f"{'met' if g[1] >= 1.0 else 'not met' if g[2] < 1.0 else 'undecided'}.")
+        cells = []
+        for a in algos:
+            k = r["kernels"][a]
+            lo, hi = k["interval"]
+            cells.append(f"{k['ms']:.2f} | {k['ratio']:.2f} [{lo:.2f}, {hi:.2f}]")
+        lines.append(f"| {r['suite']} | {r['name']} | {p.mb} | {r['onednn_ms']:.2f} | "
+                     + " | ".join(cells) + f" | {r['fastest']} |")
+    lines += ["", "| kernel | layers | geometric mean [95% CI] | lowest layer | >= 1.0x |",
+              "|---|---:|---:|---:|---|"]
+    summaries = [(f"{a} ({labels[a]})", [r["kernels"][a] for r in rows]) for a in algos]
+    if len(algos) > 1:
+        summaries.append(("fastest per layer", [r["kernels"][r["fastest"]] for r in rows]))
+    for label, ks in summaries:
+        g = geomean_interval([k["ratio"] for k in ks], [tuple(k["interval"]) for k in ks])
+        if g:
+            verdict = "met" if g[1] >= 1.0 else "not met" if g[2] < 1.0 else "undecided"
+            lines.append(f"| {label} | {len(ks)} | **{g[0]:.2f}** [{g[1]:.2f}, {g[2]:.2f}] | "
+                         f"{min(k['ratio'] for k in ks):.2f} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -125,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--suites", default="resnet50")
+    parser.add_argument("--algo", default="winograd,winograd_4x4,winograd_6x6",
+                        help="comma-separated Winograd kernels (default: the three tiles)")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--sample-time", type=float, default=0.05)
     parser.add_argument("--cooldown", type=float, default=0.15)
@@ -133,17 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python benchmarks/winograd_bwd_d_vs_onednn.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
+    algos = [a.strip() for a in args.algo.split(",") if a.strip()]
     import torch  # noqa: F401, PLC0415 -- loaded first, so that pinned_threads pins its pool
 
     rows = []
     with pinned_threads(args.threads) as pinned:
         for suite, repeat, p in target_layers(args.suites.split(","), args.batch):
             row = {"suite": suite, "repeat": repeat,
-                   **measure(p, args.pairs, args.sample_time, args.cooldown)}
-            print(f"{suite} {p.name}: {row['ratio']:.2f} ({row['interval'][0]:.2f}-"
-                  f"{row['interval'][1]:.2f})", flush=True)
+                   **measure(p, algos, args.pairs, args.sample_time, args.cooldown)}
+            print(f"{suite} {p.name}: " + ", ".join(
+                f"{a} {k['ratio']:.2f}" for a, k in row["kernels"].items()), flush=True)
             rows.append(row)
-        text = report(rows, args.pairs, pinned["threads"], command.strip())
+        text = report(rows, algos, args.pairs, pinned["threads"], command.strip())
     print("\n" + text)
     if args.out:
         out = Path(args.out)
@@ -151,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(text + "\n")
         out.with_suffix(".json").write_text(json.dumps(
             {"pairs": args.pairs, "threads": pinned["threads"], "command": command.strip(),
-             "layers": rows}, indent=1))
+             "algos": algos, "layers": rows}, indent=1))
     return 0
 
 

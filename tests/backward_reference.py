@@ -52,15 +52,16 @@ def run_direction(kernel, p, x, w, dy):
     return kernel.prepare(p, x, dy, None)()
 
 
-def check_problem(kernel, base, seed=0, envelope=True):
-    """Every backward direction of ``base`` by ``kernel``, checked both ways (see above)."""
+def check_problem(kernel, base, seed=0, envelope=True, directions=DIRECTIONS):
+    """The backward ``directions`` of ``base`` (all three unless told) by ``kernel``, checked
+    both ways (see above)."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, base.input_shape).astype(base.dtype)
     w = rng.uniform(-1, 1, base.weight_shape).astype(base.dtype)
     dy = rng.uniform(-1, 1, base.output_shape).astype(base.dtype)
     dx_ref, dw_ref, db_ref = torch_gradients(base, x, w, dy)
     sx, sw, _ = torch_gradients(base, abs(x), abs(w), abs(dy))
-    for direction in DIRECTIONS:
+    for direction in directions:
         p = dataclasses.replace(base, dir=direction, bias=direction == "bwd_wb")
         got = run_direction(kernel, p, x, w, dy)
         got = tuple(to_host(g) for g in got) if isinstance(got, tuple) else to_host(got)

@@ -212,6 +212,34 @@ def test_im2col_backward_tiles_under_its_workspace_cap():
     assert default.plan(replace(big, dir="bwd_d")) == default.plan(big)
 
 
+@pytest.mark.parametrize("desc, cap", [
+    ("mb3ic4ih9iw7oc6kh3ph1", None),  # one tile of three images side by side
+    ("g2mb3ic4ih9iw7oc6kh3sh2ph1", 4 * 18 * 4 * 2),  # grouped, strided, many row tiles
+    ("mb2ic5ih8oc7kh2dh2ph1", 5 * 4 * 8 * 8 * 2),  # dilated, a tile per image
+])
+def test_both_im2col_weight_gemms_compute_dw(monkeypatch, desc, cap):
+    """``dY col^T`` and ``(col dY^T)^T``, forced whatever the timing says, on tiles of
+    several images, of a few rows, and of groups."""
+    import convbench.kernels.cpu.im2col as im2col
+
+    for direction in ("bwd_w", "bwd_wb"):
+        p = replace(ConvProblem.parse(desc), dir=direction, bias=direction == "bwd_wb",
+                    dtype="float64")
+        x, dy, _ = make_inputs(p, 2)
+        want = reference_for(p, x, dy)
+        kernel = im2col.Im2colKernel() if cap is None else im2col.Im2colKernel(workspace_cap=cap)
+        for name in ("dY.colT", "col.dYT"):
+            monkeypatch.setattr(im2col, "fastest", lambda candidates, name=name: name)
+            call = kernel.prepare(p, x, dy, None)
+            assert call.details["gemm"] == name
+            assert (call.details["tiles"] > 1) == (cap is not None)
+            got = call()
+            for g_, w_ in zip(got if direction == "bwd_wb" else (got,),
+                              want if direction == "bwd_wb" else (want,), strict=True):
+                np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=1e-12)
+            assert call(x, dy) is got or direction == "bwd_wb"  # the kernel's own buffer
+
+
 def test_backward_envelopes_use_the_directions_reduction_length():
     p = ConvProblem.parse("mb2ic6ih9oc4kh3sh2ph1")
     assert reduction_length(p) == 6 * 9

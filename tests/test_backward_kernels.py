@@ -19,6 +19,7 @@ from convbench.kernels.algorithms.fft import plan_fft_backward
 from convbench.kernels.cpu import winograd_backward as cpu_wb
 from convbench.kernels.cpu.fft import FftKernel
 from convbench.kernels.cpu.winograd import WinogradKernel
+from convbench.kernels.cpu.winograd_tiles import Winograd4x4Kernel, Winograd6x6Kernel
 
 
 def random_problems(seed, count, winograd):
@@ -82,6 +83,41 @@ def test_random_layers_match_torch():
         check_problem(fft, p, seed=i)
     for i, p in enumerate(random_problems(2, 10, winograd=True)):
         check_problem(winograd, p, seed=i)
+
+
+@pytest.mark.parametrize("tile", [Winograd4x4Kernel, Winograd6x6Kernel])
+@pytest.mark.parametrize("layout", ["auto", "planar", "channels-last"])
+def test_winograd_tiles_bwd_d_matches_torch(tile, layout):
+    """F(4x4,3x3) and F(6x6,3x3) bwd_d: their forward pass on dy, in either layout."""
+    kernel = tile(layout=layout)
+    assert kernel.directions == ("fwd", "bwd_d")
+    for i, p in enumerate(NAMED + random_problems(8, 6, winograd=True)):
+        check_problem(kernel, p, seed=i, directions=("bwd_d",))
+
+
+@pytest.mark.parametrize("tile", [Winograd4x4Kernel, Winograd6x6Kernel])
+def test_winograd_tiles_bwd_d_refuses_with_the_reason_and_records_the_forward_choice(tile):
+    kernel = tile()
+    label = kernel.label
+    for base, reason in ((ConvProblem.make(1, 2, 9, 9, 2, 5, 5), "needs a 3x3 filter, got 5x5"),
+                         (ConvProblem.make(1, 2, 9, 9, 2, 3, 3, stride=2),
+                          "needs stride 1, got (2, 2)"),
+                         (ConvProblem.make(1, 2, 9, 9, 2, 3, 3, dilation=2),
+                          "needs dilation 1, got (2, 2)")):
+        assert kernel.supports(dataclasses.replace(base, dir="bwd_d")) == \
+            f"winograd {label} bwd_d (on dy) {reason}"
+        for direction in ("bwd_w", "bwd_wb"):
+            changed = dataclasses.replace(base, dir=direction, bias=direction == "bwd_wb")
+            assert "does not compute" in kernel.supports(changed)
+    base = ConvProblem.make(2, 32, 12, 12, 16, 3, 3, padding=1)
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal(base.output_shape).astype(np.float32)
+    w = rng.standard_normal(base.weight_shape).astype(np.float32)
+    call = kernel.prepare(dataclasses.replace(base, dir="bwd_d"), dy, w, None)
+    call()
+    # The forward call on dy (16 channels: channels-last) names its tile, layout and phases.
+    assert call.details["tile"] == label and call.details["layout"] == "channels-last"
+    assert set(call.details["phase_s"]) >= {"input_transform", "gemm", "output_transform"}
 
 
 def test_winograd_accepts_every_3x3_stride1_dilation1_problem_and_names_each_refusal():

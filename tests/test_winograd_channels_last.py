@@ -74,6 +74,21 @@ def test_both_layouts_agree_with_float64_within_the_envelope(cls, layout, case, 
         assert details["layout"] == "planar"
 
 
+@pytest.mark.parametrize("layout", ["channels-last", "planar"])
+@pytest.mark.parametrize("cls", KERNELS)
+def test_negative_trailing_padding_leaves_unread_rows_and_columns_alone(cls, layout):
+    """Output sizes that read neither the last input row nor the last three columns
+    (bwd_d of a layer padded by 3 is such a problem)."""
+    p = ConvProblem.parse("mb2ic16ih11iw13oc8oh8ow9kh3ph0pw1")
+    assert p.padding == ((0, -1), (1, -3))
+    x, w, b = random_inputs(p, seed=11)
+    kernel = cls(layout=layout)
+    y = kernel.prepare(p, x, w, b)()
+    assert envelope_ratio(kernel, p, x, w, b, y) <= 1
+    assert_conv_close(y, x[:, :, :10, :10], w, b, padding=((0, 0), (1, 0)), groups=p.g,
+                      algo=kernel.name)
+
+
 @pytest.mark.parametrize("cls", KERNELS)
 def test_auto_takes_channels_last_from_min_channels_on(cls):
     kernel = cls()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from convbench.contract import Prepared
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import aligned_empty
 
@@ -145,7 +146,7 @@ def _prepare_data(kernel: Any, p: ConvProblem, dy: np.ndarray,
     rotated = algorithm.rotated_filter(w, p.g)
     if (crop_h, crop_w) == (0, 0):
         forward = kernel.prepare_call(forward_problem, dy, rotated, None)
-        return lambda dy=dy: forward(dy)
+        return _sharing_details(lambda dy=dy: forward(dy), forward)
     cropped = aligned_empty(forward_problem.input_shape, p.dtype)
     np.copyto(cropped, dy[:, :, crop_h:, crop_w:])
     forward = kernel.prepare_call(forward_problem, cropped, rotated, None)
@@ -154,7 +155,20 @@ def _prepare_data(kernel: Any, p: ConvProblem, dy: np.ndarray,
         np.copyto(cropped, dy[:, :, crop_h:, crop_w:])
         return forward(cropped)
 
-    return run_cropped
+    return _sharing_details(run_cropped, forward)
+
+
+def _sharing_details(fn: Callable[..., Any], forward: Any) -> Prepared:
+    """``fn`` with the details of the forward call on ``dy`` (tile, layout, schedule...).
+
+    The same dict, not a copy, so the phase times each forward call writes
+    reach bwd_d's record.
+    """
+    prepared = Prepared(fn)
+    details = getattr(forward, "details", None)
+    if details is not None:
+        prepared.details = details
+    return prepared
 
 
 def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,

@@ -59,10 +59,12 @@ def pad_channels_last(x, xp, n0, r0, pt, pl, lo, hi):
 
     Items are ``(b, r)`` pairs, ``b * rows + r``. The ``pl`` columns left of
     the image and those right of it are never written: they stay the zeros
-    the buffer was made with.
+    the buffer was made with. Columns past the buffer's width (a negative
+    right padding: no tile reads them) are not copied.
     """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    channels, height = x.shape[1], x.shape[2]
     rows = xp.shape[1]
+    width = min(x.shape[3], xp.shape[2] // channels - pl)
     for item in range(lo, hi):
         b = item // rows
         r = item % rows

@@ -33,6 +33,7 @@ from convbench.contract import ErrorModel, Prepared
 from convbench.problem import ConvProblem
 
 from ..algorithms import winograd as algorithm
+from . import winograd_backward
 from . import winograd_channels_last as channels_last
 from .base import CpuKernel, bias_or_zeros, empty_output
 from .winograd import load_padded_row
@@ -212,6 +213,9 @@ class WinogradTileKernel(CpuKernel):
     """
 
     family = "winograd"
+    #: bwd_d is this kernel's forward pass on ``dy`` with the rotated, swapped filter
+    #: (:func:`kernels.cpu.winograd_backward.prepare_backward`).
+    directions = ("fwd", "bwd_d")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
     #: Output tile m of F(m x m, 3x3).
@@ -242,6 +246,8 @@ class WinogradTileKernel(CpuKernel):
         return a_t, self.transforms.g, b_t
 
     def problem_reason(self, p: ConvProblem) -> str | None:
+        if p.dir == "bwd_d":
+            return algorithm.supports_tile(p, f"{self.label} bwd_d (on dy)")
         return algorithm.supports_tile(p, self.label)
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
@@ -260,12 +266,16 @@ class WinogradTileKernel(CpuKernel):
                                           self.block_bytes)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        if p.dir == "bwd_d":
+            return winograd_backward.workspace_bytes(self, p)
         if channels_last.serves(p, self.layout):
             return channels_last.workspace_bytes(p, self.tile, self.plan(p))
         return algorithm.tiles_workspace_bytes(p, self.tile, self.plan(p), p.itemsize)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
+        if p.dir == "bwd_d":
+            return winograd_backward.prepare_backward(self, p, x, w)
         m = self.tile
         a_t, g_matrix, b_t = self.matrices(p.dtype)
         alpha = b_t.shape[0]
