@@ -120,6 +120,61 @@ def test_winograd_tiles_bwd_d_refuses_with_the_reason_and_records_the_forward_ch
     assert set(call.details["phase_s"]) >= {"input_transform", "gemm", "output_transform"}
 
 
+#: Layers with at least 16 channels per group on both sides: bwd_w's channels-last path.
+WIDE = [
+    ConvProblem.make(2, 16, 9, 11, 24, 3, 3, padding=1),
+    ConvProblem.make(3, 32, 7, 8, 64, 3, 3, padding=((1, 0), (2, 1)), groups=2),
+    ConvProblem.make(1, 16, 5, 6, 16, 3, 3, padding=((1, 1), (1, 2)), dtype="float64"),
+    ConvProblem.make(2, 17, 6, 3, 19, 3, 3, padding=0, dtype="float64"),  # one tile column
+    ConvProblem.parse("mb2ic16ih9iw8oc16oh6ow7kh3ph0pw1"),  # negative trailing padding
+    ConvProblem.make(1, 24, 4, 4, 16, 3, 3, padding=3),  # tiles that read padding only
+]
+
+
+@pytest.mark.parametrize("p", WIDE, ids=str)
+def test_winograd_bwd_w_channels_last_matches_torch(p):
+    from convbench.kernels.cpu import winograd_weights_channels_last as wcl
+
+    assert wcl.serves(dataclasses.replace(p, dir="bwd_w"))
+    check_problem(WinogradKernel(), p, directions=("bwd_w", "bwd_wb"))
+
+
+def test_winograd_bwd_w_channels_last_blocks_under_a_small_cap_agree_with_one_block():
+    from convbench.kernels.cpu import winograd_weights_channels_last as wcl
+
+    base = ConvProblem.make(3, 16, 13, 11, 20, 3, 3, padding=1, dtype="float64")
+    p = dataclasses.replace(base, dir="bwd_wb", bias=True)
+    rng = np.random.default_rng(9)
+    x, dy = rng.standard_normal(base.input_shape), rng.standard_normal(base.output_shape)
+    whole = WinogradKernel().prepare(p, x, dy, None)
+    dw, db = whole()
+    dw, db = dw.copy(), db.copy()
+    small = WinogradKernel(workspace_cap=wcl.workspace_bytes(p, 10**9) // 4)
+    call = small.prepare(p, x, dy, None)
+    assert call.details["layout"] == "channels-last" and call.details["blocks"] > 3
+    assert whole.details["blocks"] == 1
+    assert small.workspace_bytes(p) <= small.workspace_cap
+    got_dw, got_db = call()
+    np.testing.assert_allclose(got_dw, dw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got_db, db)
+    assert set(call.details["phase_s"]) == {"input_transform", "gemm", "output_transform"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_channels_last_gradient_transform_computes_the_matrix_definition(dtype):
+    from convbench.kernels.cpu import winograd_weights_channels_last as wcl
+
+    rng = np.random.default_rng(10)
+    count, rows, cols, k = 2, 3, 4, 5
+    dyp = rng.standard_normal((count, 2 * rows, 2 * cols * k)).astype(dtype)
+    u = np.empty((16, count * rows * cols, k), dtype)
+    wcl.gradient_transform(dyp, u, rows, cols, 0, count * rows)
+    tiles = dyp.reshape(count, rows, 2, cols, 2, k).transpose(0, 1, 3, 5, 2, 4)  # b,i,j,k,a,f
+    want = wb.gradient_transform(tiles.astype(np.float64))
+    np.testing.assert_allclose(u, want.reshape(count * rows * cols, k, 16).transpose(2, 0, 1),
+                               rtol=0, atol=4 * np.finfo(dtype).eps * np.abs(dyp).max())
+
+
 def test_winograd_accepts_every_3x3_stride1_dilation1_problem_and_names_each_refusal():
     kernel = WinogradKernel()
     for base in NAMED + random_problems(3, 20, winograd=True):

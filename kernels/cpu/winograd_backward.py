@@ -11,7 +11,11 @@ The math is :mod:`kernels.algorithms.winograd_backward`'s.
   (:func:`gradient_tiles`) per block of tiles, sums ``M[xi] = U[xi] V[xi]^T``
   over the blocks with one batched BLAS GEMM each, and applies ``A'^T M A'``
   once, in float64, rounded once. The transforms are additions, so a NaN or
-  Inf reaches exactly the gradients whose sums contain it.
+  Inf reaches exactly the gradients whose sums contain it. Layers with at
+  least 16 input and output channels per group take the channels-last
+  version of the same steps
+  (:mod:`kernels.cpu.winograd_weights_channels_last`); this module's planar
+  one serves the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from convbench.problem import ConvProblem
 from convbench.problem.arguments import aligned_empty
 
 from ..algorithms import winograd_backward as algorithm
+from . import winograd_weights_channels_last as weights_channels_last
 from .fft import bias_gradient
 
 
@@ -116,6 +121,8 @@ def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
         return (kernel.workspace_bytes(forward_problem)
                 + (forward_problem.mb * forward_problem.ic * forward_problem.ih
                    * forward_problem.iw * p.itemsize if cropped else 0))
+    if weights_channels_last.serves(p):
+        return weights_channels_last.workspace_bytes(p, kernel.workspace_cap)
     block = plan_weight_blocks(p, kernel.workspace_cap)
     # the block's own sums beside the running ones
     return (algorithm.weight_workspace_bytes(p, block, p.itemsize)
@@ -173,6 +180,8 @@ def _sharing_details(fn: Callable[..., Any], forward: Any) -> Prepared:
 
 def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,
                      dy: np.ndarray) -> Callable[..., Any]:
+    if weights_channels_last.serves(p):
+        return weights_channels_last.prepare_weights(p, x, dy, kernel.workspace_cap)
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
     nb, rows, cols = plan_weight_blocks(p, kernel.workspace_cap)
     tile_rows, _ = algorithm.weight_tile_grid(p)

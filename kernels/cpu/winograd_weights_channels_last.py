@@ -1,0 +1,243 @@
+"""Winograd F(3x3,2x2) backward weights on the CPU, channels last.
+
+The math is :mod:`kernels.algorithms.winograd_backward`'s: per 2x2 tile of
+``dy`` and its 4x4 input tile, ``V = B^T d B`` and ``U = G' dy G'^T``, summed
+over tiles and images as 16 GEMMs ``M[xi] = U[xi]^T V[xi]`` (``(K, T)`` times
+``(T, C)`` per group), then ``dW = A'^T M A'`` once, in float64, rounded
+once. Here the channel is the unit-stride dimension of ``V``, ``U`` and the
+staged rows, so every transform loop runs over contiguous channels:
+
+- ``x``'s rows are staged padded and channels last, and ``V`` is the forward
+  F(2x2,3x3) input transform of them
+  (:func:`kernels.cpu.winograd_channels_last.input_transform`): the input
+  tiles of bwd_w are the forward's;
+- ``dy``'s rows are staged the same way (no padding; rows and columns past
+  ``dy`` are zero) and :func:`gradient_transform` writes ``U``;
+- the GEMMs read ``U`` and ``V`` in place, a transposed BLAS operand each.
+
+The planar path vectorizes over the tiles of an image, few on 7x7 and 14x14
+layers; this one serves layers with at least
+:data:`~kernels.cpu.winograd_channels_last.MIN_CHANNELS` input and output
+channels per group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from convbench.contract import Prepared
+from convbench.problem import ConvProblem
+from convbench.problem.arguments import aligned_empty
+
+from ..algorithms import winograd_backward as algorithm
+from ..algorithms.tiling import plan_tiles
+from . import winograd_channels_last as channels_last
+from .base import num_threads
+from .fft import bias_gradient
+
+#: Values of each transformed tile: alpha^2 = 16.
+TILE_VALUES = 16
+#: Bytes of ``V``, ``U`` and staged rows a block aims at. Blocks that big keep the
+#: transforms' writes in cache for the GEMMs that read them, and still give those GEMMs
+#: a long inner dimension; ``M`` is summed once per block. One timing of ResNet-50's
+#: 3x3 layers at batch 8 over 1 MiB to the whole batch put 8 MiB at or near the best.
+BLOCK_BYTES = 8 * 2**20
+
+
+def serves(p: ConvProblem) -> bool:
+    """Whether the channels-last path takes ``p``: enough channels per group on both sides."""
+    cg, kg = p.ic // p.g, p.oc // p.g
+    return min(cg, kg) >= channels_last.MIN_CHANNELS
+
+
+@njit(nogil=True, cache=True)
+def gradient_transform(dyp, u, n_rows, n_cols, lo, hi):
+    """``U[xi * 4 + nu, t, :] = (G' d G'^T)[xi, nu]`` for the 2x2 gradient tiles of a block.
+
+    ``dyp`` is ``(images, 2 * n_rows, 2 * n_cols * K)``: ``dy``'s rows channels
+    last, zero past its last row and column. ``G'`` maps ``(a0, a1)`` to
+    ``(a0, a0 + a1, a0 - a1, -a1)``. Items are ``(image, tile row)`` pairs.
+    """
+    channels = u.shape[2]
+    for item in range(lo, hi):
+        b = item // n_rows
+        i = item % n_rows
+        top = dyp[b, 2 * i]
+        bottom = dyp[b, 2 * i + 1]
+        t_row = (b * n_rows + i) * n_cols
+        for j in range(n_cols):
+            t = t_row + j
+            c0 = 2 * j * channels
+            for k in range(channels):
+                d00 = top[c0 + k]
+                d01 = top[c0 + channels + k]
+                d10 = bottom[c0 + k]
+                d11 = bottom[c0 + channels + k]
+                # G' on the rows: e0 = d0, e1 = d0 + d1, e2 = d0 - d1, e3 = -d1
+                e00, e01 = d00, d01
+                e10, e11 = d00 + d10, d01 + d11
+                e20, e21 = d00 - d10, d01 - d11
+                e30, e31 = -d10, -d11
+                # ... and on the columns
+                u[0, t, k] = e00
+                u[1, t, k] = e00 + e01
+                u[2, t, k] = e00 - e01
+                u[3, t, k] = -e01
+                u[4, t, k] = e10
+                u[5, t, k] = e10 + e11
+                u[6, t, k] = e10 - e11
+                u[7, t, k] = -e11
+                u[8, t, k] = e20
+                u[9, t, k] = e20 + e21
+                u[10, t, k] = e20 - e21
+                u[11, t, k] = -e21
+                u[12, t, k] = e30
+                u[13, t, k] = e30 + e31
+                u[14, t, k] = e30 - e31
+                u[15, t, k] = -e31
+
+
+@njit(parallel=True, cache=True)
+def weight_output_transform(m, a_t, dw):
+    """``dw[g*K/g + k, c] = (A'^T M[:, g, k, c] A')`` in float64, rounded once to ``dw``'s dtype.
+
+    ``m`` is ``(16, G, K/g, C/g)`` with ``xi * 4 + nu`` first; ``a_t`` is
+    ``A'^T`` (3 x 4) in float64. Each ``(g, k)`` sums its 16 rows of ``M``
+    into 9 float64 rows over ``c`` (unit stride: the loops vectorize), then
+    writes them out as ``(c, 3, 3)``.
+    """
+    groups, kg, cg = m.shape[1], m.shape[2], m.shape[3]
+    for item in prange(groups * kg):
+        g = item // kg
+        k = item % kg
+        acc = np.zeros((9, cg), dtype=np.float64)
+        for xi in range(4):
+            for nu in range(4):
+                row = m[xi * 4 + nu, g, k]
+                for r in range(3):
+                    for s in range(3):
+                        coef = a_t[r, xi] * a_t[s, nu]
+                        if coef != 0:
+                            dst = acc[r * 3 + s]
+                            for c in range(cg):
+                                dst[c] += coef * row[c]
+        out = dw[g * kg + k]
+        for c in range(cg):
+            for r in range(3):
+                for s in range(3):
+                    out[c, r, s] = acc[r * 3 + s, c]
+
+
+def _row_bytes(p: ConvProblem, cols: int) -> int:
+    """Bytes per tile row of a block: ``V``, ``U``, and two staged rows of ``x`` and ``dy``."""
+    wp = 2 * cols + 2
+    return (TILE_VALUES * cols * (p.ic + p.oc) + 2 * wp * p.ic + 4 * cols * p.oc) * p.itemsize
+
+
+def _sums_bytes(p: ConvProblem) -> int:
+    """``M`` and one block's ``M`` beside it."""
+    return 2 * TILE_VALUES * p.oc * (p.ic // p.g) * p.itemsize
+
+
+def plan_blocks(p: ConvProblem, cap: int, target: int | None = None) -> tuple[int, int, int]:
+    """(images, tile rows, tile columns) per block whose buffers fit ``cap`` beside ``M``.
+
+    Each image's block also stages two halo rows of ``x``, counted here as
+    one more tile row.
+    """
+    tile_rows, tile_cols = algorithm.weight_tile_grid(p)
+    per_row = _row_bytes(p, tile_cols)
+    budget = cap - _sums_bytes(p)
+    if target is not None:
+        budget = min(budget, max(target, _sums_bytes(p)))
+    nb, rows = plan_tiles(p.mb, tile_rows + 1, per_row, budget)
+    if rows <= tile_rows:  # a part of one image: one of its rows pays for the halo
+        rows -= 1
+    return nb, max(1, min(rows, tile_rows)), tile_cols
+
+
+def workspace_bytes(p: ConvProblem, cap: int) -> int:
+    """One block's ``V``, ``U`` and staged rows, and ``M`` twice."""
+    nb, rows, cols = plan_blocks(p, cap, BLOCK_BYTES)
+    return nb * (rows + 1) * _row_bytes(p, cols) + _sums_bytes(p)
+
+
+def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> Prepared:
+    """The bwd_w (or bwd_wb) call of ``p``: ``call(x, dy)`` -> ``dw`` or ``(dw, db)``.
+
+    Its details name the layout, the blocks and the last call's seconds per
+    phase (transforms, GEMMs, output transform).
+    """
+    g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
+    nb, rows, cols = plan_blocks(p, cap, BLOCK_BYTES)
+    tile_rows, _ = algorithm.weight_tile_grid(p)
+    wp = 2 * cols + 2
+    xp_flat = np.zeros(nb * (2 * rows + 2) * wp * p.ic, dtype=p.dtype)
+    dyp_flat = np.zeros(nb * 2 * rows * 2 * cols * p.oc, dtype=p.dtype)
+    v_flat = np.empty(TILE_VALUES * nb * rows * cols * p.ic, dtype=p.dtype)
+    u_flat = np.empty(TILE_VALUES * nb * rows * cols * p.oc, dtype=p.dtype)
+    m = np.empty((TILE_VALUES, g, kg, cg), dtype=p.dtype)
+    m_block = np.empty_like(m)
+    b_t = algorithm.GRAD_B_T.astype(p.dtype)
+    a_t = algorithm.GRAD_A_T
+    dw = aligned_empty(p.weight_shape, p.dtype)
+    db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+    blocks = [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
+              for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
+    team = channels_last.team_of(num_threads())
+    (pt, _), (pl, _) = p.padding
+    clock = time.perf_counter
+    details: dict[str, Any] = {"layout": "channels-last", "blocks": len(blocks),
+                               "phase_s": {}}
+
+    def views(count: int, n_rows: int) -> tuple[np.ndarray, ...]:
+        tiles = count * n_rows * cols
+        xp = xp_flat[:count * (2 * n_rows + 2) * wp * p.ic].reshape(count, 2 * n_rows + 2,
+                                                                     wp * p.ic)
+        dyp = dyp_flat[:count * 2 * n_rows * 2 * cols * p.oc].reshape(count, 2 * n_rows,
+                                                                      2 * cols * p.oc)
+        return (xp, dyp, v_flat[:TILE_VALUES * tiles * p.ic].reshape(TILE_VALUES, tiles, p.ic),
+                u_flat[:TILE_VALUES * tiles * p.oc].reshape(TILE_VALUES, tiles, p.oc))
+
+    split: Callable[..., None] = team.split
+
+    def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+        t_in = t_gemm = 0.0
+        for i, (n0, count, tr0, n_rows) in enumerate(blocks):
+            t0 = clock()
+            xp, dyp, v, u = views(count, n_rows)
+            split(channels_last.pad_channels_last, count * xp.shape[1], x, xp, n0, 2 * tr0,
+                  pt, pl)
+            split(channels_last.input_transform, count * n_rows, xp, v, b_t, 2, n_rows, cols)
+            split(channels_last.pad_channels_last, count * dyp.shape[1], dy, dyp, n0, 2 * tr0,
+                  0, 0)
+            split(gradient_transform, count * n_rows, dyp, u, n_rows, cols)
+            t1 = clock()
+            tiles = v.shape[1]
+            # M[xi, g] (K/g, C/g) = U[xi, :, g]^T (K/g, T) @ V[xi, :, g] (T, C/g)
+            u_g = u.reshape(TILE_VALUES, tiles, g, kg).transpose(0, 2, 3, 1)
+            v_g = v.reshape(TILE_VALUES, tiles, g, cg).transpose(0, 2, 1, 3)
+            np.matmul(u_g, v_g, out=m if i == 0 else m_block)
+            if i:
+                np.add(m, m_block, out=m)
+            t2 = clock()
+            t_in += t1 - t0
+            t_gemm += t2 - t1
+        t3 = clock()
+        if not blocks:  # no images: nothing is summed
+            m[...] = 0
+        weight_output_transform(m, a_t, dw)
+        prepared.details["phase_s"] = {"input_transform": t_in, "gemm": t_gemm,
+                                       "output_transform": clock() - t3}
+        if db is None:
+            return dw
+        bias_gradient(dy, db)
+        return dw, db
+
+    prepared = Prepared(run, details)
+    return prepared
