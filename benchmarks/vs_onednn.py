@@ -161,15 +161,7 @@ def backward_report(results: list[LayerComparison], names: list[str], direction:
         lines.append(f"| {r.suite} | {r.name} | {p.mb} | {r.repeat} | "
                      f"{'—' if onednn is None else f'{onednn:.3f}'} | " + " | ".join(cells)
                      + f" | {best_kernel(r, ran) or '—'} |")
-    lines += ["", "| whole network | batch | onednn ms | best-of-convbench ms | "
-                  "onednn / best [95% CI] |", "|---|---:|---:|---:|---:|"]
-    groups: dict[tuple[str, int], list[LayerComparison]] = {}
-    for r in results:
-        groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), []).append(r)
-    for (suite, mb), rs in groups.items():
-        w = whole_network_ratio(rs, ran, "onednn")
-        lines.append(f"| {suite} | {mb} | " + ("— | — | — |" if w is None else
-                     f"{w[3]:.1f} | {w[4]:.1f} | {w[0]:.2f} [{w[1]:.2f}, {w[2]:.2f}] |"))
+    lines += whole_network_lines(results, ran)
     targets = [t for t in BACKWARD_TARGETS if t[1] == direction]
     if targets:
         lines += ["", "| target | layers | ratio [95% CI] | met |", "|---|---:|---:|---|"]
@@ -227,6 +219,21 @@ def three_times_textbook(results: list[LayerComparison], names: list[str],
     return lines
 
 
+def whole_network_lines(results: list[LayerComparison], names: list[str]) -> list[str]:
+    """Per suite and batch, oneDNN's whole-network time over best-of-``names``'s, with the
+    interval over the interleaved passes (each layer times its repeat count)."""
+    lines = ["", "| whole network | batch | onednn ms | best-of-convbench ms | "
+                 "onednn / best [95% CI] |", "|---|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, int], list[LayerComparison]] = {}
+    for r in results:
+        groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), []).append(r)
+    for (suite, mb), rs in groups.items():
+        w = whole_network_ratio(rs, names, "onednn")
+        lines.append(f"| {suite} | {mb} | " + ("— | — | — |" if w is None else
+                     f"{w[3]:.1f} | {w[4]:.1f} | {w[0]:.2f} [{w[1]:.2f}, {w[2]:.2f}] |"))
+    return lines
+
+
 def report(results: list[LayerComparison], names: list[str], pairs: int, threads: int,
            roof_gflops: float | None = None) -> str:
     columns = with_per_call(results, names)  # each kernel, then its +prepare timing
@@ -259,6 +266,7 @@ def report(results: list[LayerComparison], names: list[str], pairs: int, threads
         text = "—" if g is None else f"{g[0]:.2f}" + (f" [{g[1]:.2f}, {g[2]:.2f}]"
                                                        if g[1] is not None else "")
         lines.append(f"| {label} | {len(chosen)} | {text} | {met} |")
+    lines += whole_network_lines(results, names)
     lines += three_times_textbook(results, names, roof_gflops)
     lines.append("\nPer kernel, geometric mean over every layer it ran: " + ", ".join(
         f"{n} {geomean(ran):.2f}x onednn" for n in columns
