@@ -78,28 +78,21 @@ def gradient_transform(dyp, u, n_rows, n_cols, lo, hi):
                 d01 = top[c0 + channels + k]
                 d10 = bottom[c0 + k]
                 d11 = bottom[c0 + channels + k]
-                # G' on the rows: e0 = d0, e1 = d0 + d1, e2 = d0 - d1, e3 = -d1
-                e00, e01 = d00, d01
-                e10, e11 = d00 + d10, d01 + d11
-                e20, e21 = d00 - d10, d01 - d11
-                e30, e31 = -d10, -d11
-                # ... and on the columns
-                u[0, t, k] = e00
-                u[1, t, k] = e00 + e01
-                u[2, t, k] = e00 - e01
-                u[3, t, k] = -e01
-                u[4, t, k] = e10
-                u[5, t, k] = e10 + e11
-                u[6, t, k] = e10 - e11
-                u[7, t, k] = -e11
-                u[8, t, k] = e20
-                u[9, t, k] = e20 + e21
-                u[10, t, k] = e20 - e21
-                u[11, t, k] = -e21
-                u[12, t, k] = e30
-                u[13, t, k] = e30 + e31
-                u[14, t, k] = e30 - e31
-                u[15, t, k] = -e31
+                # G' on the rows (e0 = d0, e1 = d0 + d1, e2 = d0 - d1, e3 = -d1), then on
+                # the columns of each row
+                gradient_columns(u, 0, t, k, d00, d01)
+                gradient_columns(u, 1, t, k, d00 + d10, d01 + d11)
+                gradient_columns(u, 2, t, k, d00 - d10, d01 - d11)
+                gradient_columns(u, 3, t, k, -d10, -d11)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def gradient_columns(u, row, t, k, a0, a1):
+    """``U[4 row + nu, t, k]`` for ``nu = 0..3``: ``G'`` applied to the row's ``(a0, a1)``."""
+    u[4 * row, t, k] = a0
+    u[4 * row + 1, t, k] = a0 + a1
+    u[4 * row + 2, t, k] = a0 - a1
+    u[4 * row + 3, t, k] = -a1
 
 
 @njit(parallel=True, cache=True)
