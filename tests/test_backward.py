@@ -240,6 +240,49 @@ def test_both_im2col_weight_gemms_compute_dw(monkeypatch, desc, cap):
             assert call(x, dy) is got or direction == "bwd_wb"  # the kernel's own buffer
 
 
+@pytest.mark.parametrize("desc", [
+    "g2mb3ic2ih6iw1oc2oh5kh3ph1pw2dh0dw1",  # a dilated tap left of a one-column output
+    "mb2ic3ih9iw2oc4ow1kh3sh3sw1ph2dh1",
+])
+def test_the_lowering_writes_only_its_own_rows(desc):
+    """Each lowered row is written whole and nothing past it: with a left padding wider
+    than the output row, the zeros before the first valid column once ran into the next
+    row, which in bwd_w's images-side-by-side layout another thread owns."""
+    from convbench.kernels.cpu.im2col import im2col_lower
+
+    p = ConvProblem.parse(desc)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, p.input_shape).astype(np.float32)
+    crs, length = p.ic * p.kh * p.kw, p.oh * p.ow
+    geometry = (p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dil_h, p.dil_w, p.ow)
+    want = np.empty((p.mb, crs, length), np.float32)
+    im2col_lower(x, want, 0, 0, p.oh, *geometry)
+    np.testing.assert_array_equal(
+        want, reference_lowering(x, p).astype(np.float32))
+    sentinel = np.float32(12345.0)
+    for _ in range(50):  # a race shows only now and then
+        flat = np.full(crs * p.mb * length + 8, sentinel, np.float32)
+        side_by_side = flat[:-8].reshape(crs, p.mb, length)
+        im2col_lower(x, side_by_side.transpose(1, 0, 2), 0, 0, p.oh, *geometry)
+        np.testing.assert_array_equal(side_by_side.transpose(1, 0, 2), want)
+        assert (flat[-8:] == sentinel).all()
+
+
+def reference_lowering(x, p):
+    """``col[n, (c*R + r)*S + s, p*Q + q]`` by its definition, in float64."""
+    (pt, _), (pl, _) = p.padding
+    col = np.zeros((p.mb, p.ic * p.kh * p.kw, p.oh * p.ow))
+    for c in range(p.ic):
+        for r in range(p.kh):
+            for s in range(p.kw):
+                for i in range(p.oh):
+                    for j in range(p.ow):
+                        h, w = i * p.sh - pt + r * p.dil_h, j * p.sw - pl + s * p.dil_w
+                        if 0 <= h < p.ih and 0 <= w < p.iw:
+                            col[:, (c * p.kh + r) * p.kw + s, i * p.ow + j] = x[:, c, h, w]
+    return col
+
+
 def test_backward_envelopes_use_the_directions_reduction_length():
     p = ConvProblem.parse("mb2ic6ih9oc4kh3sh2ph1")
     assert reduction_length(p) == 6 * 9

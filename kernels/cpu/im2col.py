@@ -37,7 +37,8 @@ def im2col_lower(x, col, n0, p0, rows, kh, kw, sh, sw, pt, pl, dh, dw, out_w):
         for s in range(kw):
             crow = col[b, (c * kh + r) * kw + s]
             offset = s * dw - pl
-            lo = max(0, (-offset + sw - 1) // sw)
+            # Clamped to the row: a left padding wider than the row leaves lo > out_w.
+            lo = min(out_w, max(0, (-offset + sw - 1) // sw))
             hi = min(out_w, (width - 1 - offset) // sw + 1)
             hi = max(hi, lo)
             for pp in range(rows):
