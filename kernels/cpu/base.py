@@ -105,20 +105,38 @@ def bias_or_zeros(p: ConvProblem, bias: np.ndarray | None) -> np.ndarray:
     return bias if bias is not None else np.zeros(p.oc, dtype=p.dtype)
 
 
+#: A candidate whose calls take this long is followed by a cool-down before the next one.
+FASTEST_COOL_DOWN_FROM_S = 1e-3
+#: The longest of those cool-downs (OpenBLAS's idle threads spin for about 0.1 s).
+FASTEST_COOL_DOWN_S = 0.15
+
+
 def fastest(candidates: dict[str, Callable[[], object]]) -> str:
     """The name of the fastest of ``candidates`` (calls without arguments), timed here.
 
     Each runs once warm, then twice timed; the best of the two counts, as
     cuDNN's benchmark mode picks an algorithm. For choices that depend on
     the shape and the BLAS build more than any rule of thumb could say.
+
+    Before each candidate, the thread pools the previous one woke are left
+    to go idle (:func:`convbench.measure.cooldown.cool_down`), where its
+    calls took long enough for that to matter: a candidate timed while
+    BLAS's threads still spin from the one before loses a core to them
+    (F(4x4,3x3)'s per-thread blocks on ResNet-50's res2 at batch 8 measured
+    14.4 ms right after the BLAS schedule, 7.2 ms on their own).
     """
+    from convbench.measure.cooldown import cool_down  # noqa: PLC0415 -- light, rarely needed
+
     best: dict[str, float] = {}
+    previous = 0.0
     for name, call in candidates.items():
+        if previous >= FASTEST_COOL_DOWN_FROM_S:
+            cool_down(FASTEST_COOL_DOWN_S)
         call()
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
             call()
             times.append(time.perf_counter() - t0)
-        best[name] = min(times)
+        best[name] = previous = min(times)
     return min(best, key=best.__getitem__)
