@@ -20,10 +20,12 @@ import pytest
 ROOT = Path(__file__).parents[1]
 HARNESS = ROOT / "convbench"
 KERNELS = ROOT / "kernels"
-#: What kernel modules may import from the harness: the contract side.
+#: What kernel modules may import from the harness: the contract side, and the leaf
+#: measurement helpers that import nothing of convbench's (the cool-down a timed choice in
+#: ``prepare`` waits with).
 CONTRACT_MODULES = ("convbench.contract", "convbench.errors", "convbench.problem",
                     "convbench.measure.clocks", "convbench.measure.timing",
-                    "convbench.measure.threads")
+                    "convbench.measure.threads", "convbench.measure.cooldown")
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -100,6 +102,15 @@ def test_no_import_cycle_between_harness_and_kernels():
             if name.startswith("convbench.") and not name.startswith("convbench.kernels"):
                 assert name.startswith(CONTRACT_MODULES), (path, name)
             assert not name.startswith("kernels"), (path, name)  # relative inside kernels
+
+
+def test_the_harness_modules_kernels_may_import_import_no_other_harness_module():
+    """A leaf on that list must stay a leaf, or the list would let a cycle in."""
+    for name in ("convbench.measure.cooldown", "convbench.measure.clocks"):
+        path = HARNESS / (name.removeprefix("convbench.").replace(".", "/") + ".py")
+        package = name.rpartition(".")[0]
+        assert not [m for m in _imports(path, package) if m.startswith("convbench.")
+                    and not m.startswith(CONTRACT_MODULES)], name
 
 
 def test_installing_convbench_takes_over_no_top_level_kernels_package():
