@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from convbench.contract import KernelBase
+from convbench.measure.cooldown import cool_down
 from convbench.measure.threads import use_preferred_layer
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import aligned_empty
@@ -125,8 +126,6 @@ def fastest(candidates: dict[str, Callable[[], object]]) -> str:
     (F(4x4,3x3)'s per-thread blocks on ResNet-50's res2 at batch 8 measured
     14.4 ms right after the BLAS schedule, 7.2 ms on their own).
     """
-    from convbench.measure.cooldown import cool_down  # noqa: PLC0415 -- light, rarely needed
-
     best: dict[str, float] = {}
     previous = 0.0
     for name, call in candidates.items():

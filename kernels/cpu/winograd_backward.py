@@ -10,10 +10,11 @@ The math is :mod:`kernels.algorithms.winograd_backward`'s.
 * **bwd_w** writes ``V = B^T d B`` (:func:`input_tiles`) and ``U = G' dy G'^T``
   (:func:`gradient_tiles`) per block of tiles, sums ``M[xi] = U[xi] V[xi]^T``
   over the blocks with one batched BLAS GEMM each, and applies ``A'^T M A'``
-  once, in float64, rounded once. The transforms are additions, so a NaN or
-  Inf reaches exactly the gradients whose sums contain it. Layers with at
-  least 16 input and output channels per group take the channels-last
-  version of the same steps
+  once, in float64, rounded once (the output transform both layouts share,
+  :func:`kernels.cpu.winograd_weights_channels_last.weight_output_transform`).
+  The transforms are additions, so a NaN or Inf reaches exactly the
+  gradients whose sums contain it. Layers with at least 16 input and output
+  channels per group take the channels-last version of the same steps
   (:mod:`kernels.cpu.winograd_weights_channels_last`); this module's planar
   one serves the rest.
 """
@@ -207,8 +208,7 @@ def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,
             np.matmul(u, v.transpose(0, 1, 3, 2), out=m if i == 0 else m_block)
             if i:
                 np.add(m, m_block, out=m)
-        grads = algorithm.weight_output_transform(m.reshape(4, 4, p.oc, cg))
-        dw[...] = grads
+        weights_channels_last.weight_output_transform(m, algorithm.GRAD_A_T, dw)
         if db is None:
             return dw
         bias_gradient(dy, db)

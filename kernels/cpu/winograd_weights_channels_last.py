@@ -99,10 +99,10 @@ def gradient_columns(u, row, t, k, a0, a1):
 def weight_output_transform(m, a_t, dw):
     """``dw[g*K/g + k, c] = (A'^T M[:, g, k, c] A')`` in float64, rounded once to ``dw``'s dtype.
 
-    ``m`` is ``(16, G, K/g, C/g)`` with ``xi * 4 + nu`` first; ``a_t`` is
-    ``A'^T`` (3 x 4) in float64. Each ``(g, k)`` sums its 16 rows of ``M``
-    into 9 float64 rows over ``c`` (unit stride: the loops vectorize), then
-    writes them out as ``(c, 3, 3)``.
+    ``m`` is ``(16, G, K/g, C/g)`` with ``xi * 4 + nu`` first, in either
+    layout's bwd_w; ``a_t`` is ``A'^T`` (3 x 4) in float64. Each ``(g, k)``
+    sums its 16 rows of ``M`` into 9 float64 rows over ``c`` (unit stride:
+    the loops vectorize), then writes them out as ``(c, 3, 3)``.
     """
     groups, kg, cg = m.shape[1], m.shape[2], m.shape[3]
     for item in prange(groups * kg):
