@@ -73,26 +73,39 @@ def gradient_transform(dyp, u, n_rows, n_cols, lo, hi):
         for j in range(n_cols):
             t = t_row + j
             c0 = 2 * j * channels
-            for k in range(channels):
-                d00 = top[c0 + k]
-                d01 = top[c0 + channels + k]
-                d10 = bottom[c0 + k]
-                d11 = bottom[c0 + channels + k]
-                # G' on the rows (e0 = d0, e1 = d0 + d1, e2 = d0 - d1, e3 = -d1), then on
-                # the columns of each row
-                gradient_columns(u, 0, t, k, d00, d01)
-                gradient_columns(u, 1, t, k, d00 + d10, d01 + d11)
-                gradient_columns(u, 2, t, k, d00 - d10, d01 - d11)
-                gradient_columns(u, 3, t, k, -d10, -d11)
+            d0 = top[c0:c0 + channels]  # the tile's four values, each over channels
+            d1 = top[c0 + channels:c0 + 2 * channels]
+            e0 = bottom[c0:c0 + channels]
+            e1 = bottom[c0 + channels:c0 + 2 * channels]
+            # G' on the tile's rows gives (d, d + e, d - e, -e); G' on the columns of
+            # each. One loop per row of G' with four stores: few enough pointers for
+            # LLVM to vectorize over channels.
+            for row in range(4):
+                o0 = u[4 * row, t]
+                o1 = u[4 * row + 1, t]
+                o2 = u[4 * row + 2, t]
+                o3 = u[4 * row + 3, t]
+                if row == 0:
+                    for k in range(channels):
+                        gradient_columns(o0, o1, o2, o3, k, d0[k], d1[k])
+                elif row == 1:
+                    for k in range(channels):
+                        gradient_columns(o0, o1, o2, o3, k, d0[k] + e0[k], d1[k] + e1[k])
+                elif row == 2:
+                    for k in range(channels):
+                        gradient_columns(o0, o1, o2, o3, k, d0[k] - e0[k], d1[k] - e1[k])
+                else:
+                    for k in range(channels):
+                        gradient_columns(o0, o1, o2, o3, k, -e0[k], -e1[k])
 
 
 @njit(nogil=True, cache=True, inline="always")
-def gradient_columns(u, row, t, k, a0, a1):
-    """``U[4 row + nu, t, k]`` for ``nu = 0..3``: ``G'`` applied to the row's ``(a0, a1)``."""
-    u[4 * row, t, k] = a0
-    u[4 * row + 1, t, k] = a0 + a1
-    u[4 * row + 2, t, k] = a0 - a1
-    u[4 * row + 3, t, k] = -a1
+def gradient_columns(o0, o1, o2, o3, k, a0, a1):
+    """``(o0, o1, o2, o3)[k] = (a0, a0 + a1, a0 - a1, -a1)``: ``G'`` on one row's pair."""
+    o0[k] = a0
+    o1[k] = a0 + a1
+    o2[k] = a0 - a1
+    o3[k] = -a1
 
 
 @njit(parallel=True, cache=True)
