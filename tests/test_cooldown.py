@@ -49,3 +49,28 @@ def test_without_per_thread_counters_it_sleeps_the_whole_limit(monkeypatch):
     assert cooldown.other_threads_cpu_ns() is None
     assert cooldown.cool_down(0.05) >= 0.05
     assert cooldown.cool_down(0) == 0.0
+
+
+def test_fastest_times_each_candidate_again_in_the_reverse_order(monkeypatch):
+    """A candidate slowed by the one before it (its first calls after it) still wins."""
+    from convbench.kernels.cpu import base
+
+    monkeypatch.setattr(base, "cool_down", lambda limit: 0.0)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(base.time, "perf_counter", lambda: clock["now"])
+    since_a = {"calls": 99}  # no call of a yet
+
+    def a():
+        clock["now"] += 0.005
+        since_a["calls"] = 0
+
+    def b():  # 2 ms, but 12 ms for its first three calls after a call of a
+        since_a["calls"] += 1
+        clock["now"] += 0.012 if since_a["calls"] <= 3 else 0.002
+
+    assert base.fastest({"a": a, "b": b}) == "b"
+    since_a["calls"] = 99
+    assert base.fastest({"b": b, "a": a}) == "b"
+    # and a candidate that is slower wherever it runs does not
+    assert base.fastest({"a": a, "c": lambda: clock.__setitem__("now", clock["now"] + 0.009)}) \
+        == "a"
