@@ -160,6 +160,40 @@ def test_winograd_bwd_w_channels_last_blocks_under_a_small_cap_agree_with_one_bl
     assert set(call.details["phase_s"]) == {"input_transform", "gemm", "output_transform"}
 
 
+def test_winograd_bwd_w_schedules_agree_and_per_thread_blocks_run_where_they_fit(monkeypatch):
+    import numba
+
+    from convbench.kernels.cpu import winograd_weights_channels_last as wcl
+
+    monkeypatch.setattr(wcl, "THREAD_BLOCK_BYTES", 1 << 18)  # blocks of a few tile rows
+
+    base = ConvProblem.make(3, 32, 30, 28, 32, 3, 3, padding=1, groups=2)
+    p = dataclasses.replace(base, dir="bwd_wb", bias=True)
+    rng = np.random.default_rng(11)
+    x, dy = rng.standard_normal(base.input_shape), rng.standard_normal(base.output_shape)
+    x, dy = x.astype(np.float32), dy.astype(np.float32)
+    _, want_dw, want_db = torch_gradients(p, x, np.zeros(p.weight_shape, np.float32), dy)
+    threads = numba.get_num_threads()
+    call = WinogradKernel().prepare(p, x, dy, None)
+    if threads > 1:  # at least two blocks per thread
+        assert call.details["schedules"] == list(wcl.SCHEDULES)
+        assert call.details["schedule"] in wcl.SCHEDULES
+    else:
+        assert call.details["schedules"] == ["blas"]
+    for choice in call.details["schedules"]:
+        call.details["schedule"] = choice
+        dw, db = call()
+        # float32 sums over 3 x 15 x 14 tiles in another order per schedule
+        assert np.linalg.norm(dw - want_dw) / np.linalg.norm(want_dw) < 1e-6, choice
+        np.testing.assert_allclose(db, want_db, rtol=1e-5)
+        assert call.details["phase_s"]["gemm"] > 0
+    # The team's own buffers stay under the cap, or that schedule does not run.
+    small = wcl.thread_block(p, 10**9, 2)
+    assert small is not None and 2 * wcl._Buffers.bytes_of(p, small) <= 10**9
+    assert wcl.thread_block(p, 2 * wcl._Buffers.bytes_of(p, small) - 1, 2) != small
+    assert wcl.thread_block(p, 1, 2) is None and wcl.thread_block(p, 10**9, 1) is None
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_channels_last_gradient_transform_computes_the_matrix_definition(dtype):
     from convbench.kernels.cpu import winograd_weights_channels_last as wcl

@@ -37,7 +37,7 @@ from convbench.problem.arguments import aligned_empty
 from ..algorithms import winograd_backward as algorithm
 from ..algorithms.tiling import plan_tiles
 from . import winograd_channels_last as channels_last
-from .base import num_threads
+from .base import fastest, num_threads
 from .fft import bias_gradient
 
 #: Values of each transformed tile: alpha^2 = 16.
@@ -168,55 +168,122 @@ def plan_blocks(p: ConvProblem, cap: int, target: int | None = None) -> tuple[in
 
 
 def workspace_bytes(p: ConvProblem, cap: int) -> int:
-    """One block's ``V``, ``U`` and staged rows, and ``M`` twice."""
-    nb, rows, cols = plan_blocks(p, cap, BLOCK_BYTES)
-    return nb * (rows + 1) * _row_bytes(p, cols) + _sums_bytes(p)
+    """One block's ``V``, ``U`` and staged rows, and ``M`` twice; or, where the
+    ``"blocks"`` schedule may run and takes more, every thread's own of those."""
+    shared = _Buffers.bytes_of(p, plan_blocks(p, cap, BLOCK_BYTES))
+    n = channels_last.team_of(num_threads()).n
+    small = thread_block(p, cap, n)
+    return shared if small is None else max(shared, n * _Buffers.bytes_of(p, small))
+
+
+def thread_block(p: ConvProblem, cap: int, n: int) -> tuple[int, int, int] | None:
+    """A thread's block in the ``"blocks"`` schedule of ``n`` threads, or None where that
+    schedule does not run: one thread, fewer than two blocks per thread, or ``n`` sets
+    of buffers over ``cap``."""
+    if n < 2:
+        return None
+    small = plan_blocks(p, cap // n, THREAD_BLOCK_BYTES)
+    if len(_blocks_of(p, small)) < 2 * n or n * _Buffers.bytes_of(p, small) > cap:
+        return None
+    return small
+
+
+#: Bytes of ``V``, ``U`` and staged rows a thread's own block aims at in the
+#: ``"blocks"`` schedule: about a quarter of a core's L2, so that the
+#: transforms' writes are still there when that thread's GEMMs read them.
+THREAD_BLOCK_BYTES = 1 << 21
+
+#: The schedules of a call (see :func:`prepare_weights`).
+SCHEDULES = ("blas", "blocks")
+
+
+class _Buffers:
+    """Staging, ``V``, ``U`` and ``M`` for blocks up to ``block``; views per block.
+
+    The staged rows' borders are never written, so they stay zero for any
+    block's view.
+    """
+
+    def __init__(self, p: ConvProblem, block: tuple[int, int, int]) -> None:
+        nb, rows, cols = block
+        self.p, self.cols, self.wp = p, cols, 2 * cols + 2
+        self.xp = np.zeros(nb * (2 * rows + 2) * self.wp * p.ic, dtype=p.dtype)
+        self.dyp = np.zeros(nb * 2 * rows * 2 * cols * p.oc, dtype=p.dtype)
+        self.v = np.empty(TILE_VALUES * nb * rows * cols * p.ic, dtype=p.dtype)
+        self.u = np.empty(TILE_VALUES * nb * rows * cols * p.oc, dtype=p.dtype)
+        shape = (TILE_VALUES, p.g, p.oc // p.g, p.ic // p.g)
+        self.m = np.empty(shape, dtype=p.dtype)
+        self.m_block = np.empty(shape, dtype=p.dtype)
+
+    @staticmethod
+    def bytes_of(p: ConvProblem, block: tuple[int, int, int]) -> int:
+        nb, rows, cols = block
+        return nb * (rows + 1) * _row_bytes(p, cols) + _sums_bytes(p)
+
+    def views(self, count: int, n_rows: int) -> tuple[np.ndarray, ...]:
+        """``xp``, ``dyp``, ``V`` and ``U`` of ``count`` images x ``n_rows`` tile rows."""
+        p, cols, wp = self.p, self.cols, self.wp
+        tiles = count * n_rows * cols
+        xp = self.xp[:count * (2 * n_rows + 2) * wp * p.ic].reshape(count, 2 * n_rows + 2,
+                                                                     wp * p.ic)
+        dyp = self.dyp[:count * 2 * n_rows * 2 * cols * p.oc].reshape(count, 2 * n_rows,
+                                                                      2 * cols * p.oc)
+        return (xp, dyp, self.v[:TILE_VALUES * tiles * p.ic].reshape(TILE_VALUES, tiles, p.ic),
+                self.u[:TILE_VALUES * tiles * p.oc].reshape(TILE_VALUES, tiles, p.oc))
+
+
+def _blocks_of(p: ConvProblem, block: tuple[int, int, int]) -> list[tuple[int, ...]]:
+    """(first image, images, first tile row, tile rows) of every block, in order."""
+    nb, rows, _ = block
+    tile_rows, _ = algorithm.weight_tile_grid(p)
+    return [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
+            for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
 
 
 def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> Prepared:
     """The bwd_w (or bwd_wb) call of ``p``: ``call(x, dy)`` -> ``dw`` or ``(dw, db)``.
 
-    Its details name the layout, the blocks and the last call's seconds per
-    phase (transforms, GEMMs, output transform).
+    A call runs one of two schedules:
+
+    - ``"blas"``: block by block (:data:`BLOCK_BYTES`), the staging and the
+      transforms split over the thread team, each block's 16 GEMMs in one
+      ``matmul`` on BLAS's own threads;
+    - ``"blocks"``: each thread of the team runs every phase of its own
+      cache-sized blocks (:data:`THREAD_BLOCK_BYTES`) with single-threaded
+      BLAS into its own ``M``, and the threads' sums are added at the end.
+      Only where there are at least two such blocks per thread, and
+      every thread's buffers fit the workspace cap (:func:`thread_block`).
+
+    Which is faster depends on the shape (a 64 x 64 ``M`` per GEMM is too
+    small to split well over BLAS's threads, a 512 x 512 one is not), so
+    both whole calls are timed here on ``x`` and ``dy`` and the faster kept
+    (:func:`~.base.fastest`). Its details name the layout, the schedule, the
+    blocks and the last call's seconds per phase (transforms, GEMMs, output
+    transform; averaged over the threads in ``"blocks"``).
     """
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
-    nb, rows, cols = plan_blocks(p, cap, BLOCK_BYTES)
-    tile_rows, _ = algorithm.weight_tile_grid(p)
-    wp = 2 * cols + 2
-    xp_flat = np.zeros(nb * (2 * rows + 2) * wp * p.ic, dtype=p.dtype)
-    dyp_flat = np.zeros(nb * 2 * rows * 2 * cols * p.oc, dtype=p.dtype)
-    v_flat = np.empty(TILE_VALUES * nb * rows * cols * p.ic, dtype=p.dtype)
-    u_flat = np.empty(TILE_VALUES * nb * rows * cols * p.oc, dtype=p.dtype)
-    m = np.empty((TILE_VALUES, g, kg, cg), dtype=p.dtype)
-    m_block = np.empty_like(m)
+    block = plan_blocks(p, cap, BLOCK_BYTES)
+    cols = block[2]
     b_t = algorithm.GRAD_B_T.astype(p.dtype)
     a_t = algorithm.GRAD_A_T
     dw = aligned_empty(p.weight_shape, p.dtype)
     db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
-    blocks = [(n0, min(nb, p.mb - n0), tr0, min(rows, tile_rows - tr0))
-              for n0 in range(0, p.mb, nb) for tr0 in range(0, tile_rows, rows)]
+    blocks = _blocks_of(p, block)
     team = channels_last.team_of(num_threads())
     (pt, _), (pl, _) = p.padding
     clock = time.perf_counter
-    details: dict[str, Any] = {"layout": "channels-last", "blocks": len(blocks),
-                               "phase_s": {}}
+    shared: dict[str, Any] = {"buffers": None, "thread_buffers": None}
 
-    def views(count: int, n_rows: int) -> tuple[np.ndarray, ...]:
-        tiles = count * n_rows * cols
-        xp = xp_flat[:count * (2 * n_rows + 2) * wp * p.ic].reshape(count, 2 * n_rows + 2,
-                                                                     wp * p.ic)
-        dyp = dyp_flat[:count * 2 * n_rows * 2 * cols * p.oc].reshape(count, 2 * n_rows,
-                                                                      2 * cols * p.oc)
-        return (xp, dyp, v_flat[:TILE_VALUES * tiles * p.ic].reshape(TILE_VALUES, tiles, p.ic),
-                u_flat[:TILE_VALUES * tiles * p.oc].reshape(TILE_VALUES, tiles, p.oc))
+    def serial(fn: Callable[..., None], n_items: int, *args: object) -> None:
+        fn(*args, 0, n_items)
 
-    split: Callable[..., None] = team.split
-
-    def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+    def sums_of(x: np.ndarray, dy: np.ndarray, bufs: _Buffers, own: list[tuple[int, ...]],
+                split: Callable[..., None]) -> tuple[float, float]:
+        """``M`` of the blocks ``own`` summed into ``bufs.m``: (transform s, GEMM s)."""
         t_in = t_gemm = 0.0
-        for i, (n0, count, tr0, n_rows) in enumerate(blocks):
+        for i, (n0, count, tr0, n_rows) in enumerate(own):
             t0 = clock()
-            xp, dyp, v, u = views(count, n_rows)
+            xp, dyp, v, u = bufs.views(count, n_rows)
             split(channels_last.pad_channels_last, count * xp.shape[1], x, xp, n0, 2 * tr0,
                   pt, pl)
             split(channels_last.input_transform, count * n_rows, xp, v, b_t, 2, n_rows, cols)
@@ -228,22 +295,74 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
             # M[xi, g] (K/g, C/g) = U[xi, :, g]^T (K/g, T) @ V[xi, :, g] (T, C/g)
             u_g = u.reshape(TILE_VALUES, tiles, g, kg).transpose(0, 2, 3, 1)
             v_g = v.reshape(TILE_VALUES, tiles, g, cg).transpose(0, 2, 1, 3)
-            np.matmul(u_g, v_g, out=m if i == 0 else m_block)
+            np.matmul(u_g, v_g, out=bufs.m if i == 0 else bufs.m_block)
             if i:
-                np.add(m, m_block, out=m)
-            t2 = clock()
+                np.add(bufs.m, bufs.m_block, out=bufs.m)
             t_in += t1 - t0
-            t_gemm += t2 - t1
+            t_gemm += clock() - t1
+        if not own:  # no images: nothing is summed
+            bufs.m[...] = 0
+        return t_in, t_gemm
+
+    def by_phases(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+        if shared["buffers"] is None:
+            shared["buffers"] = _Buffers(p, block)
+        bufs = shared["buffers"]
+        t_in, t_gemm = sums_of(x, dy, bufs, blocks, team.split)
+        return bufs.m, {"input_transform": t_in, "gemm": t_gemm}
+
+    schedules: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"blas": by_phases}
+    small = thread_block(p, cap, team.n)
+    thread_blocks = [] if small is None else _blocks_of(p, small)
+    if small is not None:
+        seconds = np.zeros((team.n, 2))
+
+        def own_blocks(x: np.ndarray, dy: np.ndarray, lo: int, hi: int) -> None:
+            for tid in range(lo, hi):
+                bufs = shared["thread_buffers"][tid]
+                seconds[tid] = sums_of(x, dy, bufs, thread_blocks[tid::team.n], serial)
+
+        def by_blocks(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+            if shared["thread_buffers"] is None:
+                shared["thread_buffers"] = [_Buffers(p, small) for _ in range(team.n)]
+            with channels_last.single_threaded_blas():
+                team.split(own_blocks, team.n, x, dy)
+            sums = shared["thread_buffers"]
+            m = sums[0].m
+            for other in sums[1:]:
+                np.add(m, other.m, out=m)
+            t_in, t_gemm = seconds.mean(axis=0)
+            return m, {"input_transform": float(t_in), "gemm": float(t_gemm)}
+
+        schedules["blocks"] = by_blocks
+
+    details: dict[str, Any] = {"layout": "channels-last", "blocks": len(blocks),
+                               "schedule": "blas", "schedules": list(schedules),
+                               "phase_s": {}}
+
+    def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
+        m, phases = schedules[prepared.details["schedule"]](x, dy)
         t3 = clock()
-        if not blocks:  # no images: nothing is summed
-            m[...] = 0
         weight_output_transform(m, a_t, dw)
-        prepared.details["phase_s"] = {"input_transform": t_in, "gemm": t_gemm,
-                                       "output_transform": clock() - t3}
+        prepared.details["phase_s"] = {**phases, "output_transform": clock() - t3}
         if db is None:
             return dw
         bias_gradient(dy, db)
         return dw, db
 
     prepared = Prepared(run, details)
+    if len(schedules) > 1:
+        def with_schedule(choice: str) -> Callable[[], object]:
+            def call() -> object:
+                prepared.details["schedule"] = choice
+                return prepared(x, dy)
+            return call
+
+        choice = fastest({name: with_schedule(name) for name in schedules})
+        prepared.details["schedule"] = choice
+        if choice == "blocks":
+            prepared.details["blocks"] = len(thread_blocks)
+            shared["buffers"] = None
+        else:
+            shared["thread_buffers"] = None
     return prepared
