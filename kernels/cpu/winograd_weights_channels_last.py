@@ -113,12 +113,23 @@ def weight_output_transform(m, a_t, dw):
     """``dw[g*K/g + k, c] = (A'^T M[:, g, k, c] A')`` in float64, rounded once to ``dw``'s dtype.
 
     ``m`` is ``(16, G, K/g, C/g)`` with ``xi * 4 + nu`` first, in either
-    layout's bwd_w; ``a_t`` is ``A'^T`` (3 x 4) in float64. Each ``(g, k)``
-    sums its 16 rows of ``M`` into 9 float64 rows over ``c`` (unit stride:
-    the loops vectorize), then writes them out as ``(c, 3, 3)``.
+    layout's bwd_w; ``a_t`` is ``A'^T`` (3 x 4) in float64. Parallel over
+    ``(g, k)`` on Numba's threads; :func:`weight_output_rows` computes them.
     """
-    groups, kg, cg = m.shape[1], m.shape[2], m.shape[3]
+    groups, kg = m.shape[1], m.shape[2]
     for item in prange(groups * kg):
+        weight_output_rows(m, a_t, dw, item, item + 1)
+
+
+@njit(nogil=True, cache=True)
+def weight_output_rows(m, a_t, dw, lo, hi):
+    """:func:`weight_output_transform` for the items ``(g, k)`` in ``lo:hi``, on this thread.
+
+    Each sums its 16 rows of ``M`` into 9 float64 rows over ``c`` (unit
+    stride: the loops vectorize), then writes them out as ``(c, 3, 3)``.
+    """
+    kg, cg = m.shape[2], m.shape[3]
+    for item in range(lo, hi):
         g = item // kg
         k = item % kg
         acc = np.zeros((9, cg), dtype=np.float64)
@@ -194,7 +205,7 @@ def thread_block(p: ConvProblem, cap: int, n: int) -> tuple[int, int, int] | Non
 THREAD_BLOCK_BYTES = 1 << 21
 
 #: The schedules of a call (see :func:`prepare_weights`).
-SCHEDULES = ("blas", "blocks")
+SCHEDULES = ("blas", "team", "blocks")
 
 
 class _Buffers:
@@ -243,20 +254,23 @@ def _blocks_of(p: ConvProblem, block: tuple[int, int, int]) -> list[tuple[int, .
 def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> Prepared:
     """The bwd_w (or bwd_wb) call of ``p``: ``call(x, dy)`` -> ``dw`` or ``(dw, db)``.
 
-    A call runs one of two schedules:
+    A call runs one of three schedules:
 
     - ``"blas"``: block by block (:data:`BLOCK_BYTES`), the staging and the
       transforms split over the thread team, each block's 16 GEMMs in one
       ``matmul`` on BLAS's own threads;
+    - ``"team"``: the same, the 16 GEMMs split over the team, each thread's
+      BLAS single-threaded: no BLAS threads left spinning into the output
+      transform;
     - ``"blocks"``: each thread of the team runs every phase of its own
       cache-sized blocks (:data:`THREAD_BLOCK_BYTES`) with single-threaded
       BLAS into its own ``M``, and the threads' sums are added at the end.
       Only where there are at least two such blocks per thread, and
       every thread's buffers fit the workspace cap (:func:`thread_block`).
 
-    Which is faster depends on the shape (a 64 x 64 ``M`` per GEMM is too
+    Which is fastest depends on the shape (a 64 x 64 ``M`` per GEMM is too
     small to split well over BLAS's threads, a 512 x 512 one is not), so
-    both whole calls are timed here on ``x`` and ``dy`` and the faster kept
+    every whole call is timed here on ``x`` and ``dy`` and the fastest kept
     (:func:`~.base.fastest`). Its details name the layout, the schedule, the
     blocks and the last call's seconds per phase (transforms, GEMMs, output
     transform; averaged over the threads in ``"blocks"``).
@@ -277,8 +291,16 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
     def serial(fn: Callable[..., None], n_items: int, *args: object) -> None:
         fn(*args, 0, n_items)
 
+    def gemms(u_g: np.ndarray, v_g: np.ndarray, out: np.ndarray, lo: int = 0,
+              hi: int = TILE_VALUES) -> None:
+        np.matmul(u_g[lo:hi], v_g[lo:hi], out=out[lo:hi])
+
+    def team_gemms(u_g: np.ndarray, v_g: np.ndarray, out: np.ndarray) -> None:
+        team.split(gemms, TILE_VALUES, u_g, v_g, out)
+
     def sums_of(x: np.ndarray, dy: np.ndarray, bufs: _Buffers, own: list[tuple[int, ...]],
-                split: Callable[..., None]) -> tuple[float, float]:
+                split: Callable[..., None],
+                gemm: Callable[..., None] = gemms) -> tuple[float, float]:
         """``M`` of the blocks ``own`` summed into ``bufs.m``: (transform s, GEMM s)."""
         t_in = t_gemm = 0.0
         for i, (n0, count, tr0, n_rows) in enumerate(own):
@@ -295,7 +317,7 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
             # M[xi, g] (K/g, C/g) = U[xi, :, g]^T (K/g, T) @ V[xi, :, g] (T, C/g)
             u_g = u.reshape(TILE_VALUES, tiles, g, kg).transpose(0, 2, 3, 1)
             v_g = v.reshape(TILE_VALUES, tiles, g, cg).transpose(0, 2, 1, 3)
-            np.matmul(u_g, v_g, out=bufs.m if i == 0 else bufs.m_block)
+            gemm(u_g, v_g, bufs.m if i == 0 else bufs.m_block)
             if i:
                 np.add(bufs.m, bufs.m_block, out=bufs.m)
             t_in += t1 - t0
@@ -304,14 +326,21 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
             bufs.m[...] = 0
         return t_in, t_gemm
 
-    def by_phases(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+    def by_phases(x: np.ndarray, dy: np.ndarray,
+                  gemm: Callable[..., None] = gemms) -> tuple[np.ndarray, dict]:
         if shared["buffers"] is None:
             shared["buffers"] = _Buffers(p, block)
         bufs = shared["buffers"]
-        t_in, t_gemm = sums_of(x, dy, bufs, blocks, team.split)
+        t_in, t_gemm = sums_of(x, dy, bufs, blocks, team.split, gemm)
         return bufs.m, {"input_transform": t_in, "gemm": t_gemm}
 
+    def by_team(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+        with channels_last.single_threaded_blas():
+            return by_phases(x, dy, team_gemms)
+
     schedules: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"blas": by_phases}
+    if team.n > 1:
+        schedules["team"] = by_team
     small = thread_block(p, cap, team.n)
     thread_blocks = [] if small is None else _blocks_of(p, small)
     if small is not None:
@@ -343,7 +372,8 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
     def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
         m, phases = schedules[prepared.details["schedule"]](x, dy)
         t3 = clock()
-        weight_output_transform(m, a_t, dw)
+        # on the team, whose threads sleep between calls, as every other phase here
+        team.split(weight_output_rows, g * kg, m, a_t, dw)
         prepared.details["phase_s"] = {**phases, "output_transform": clock() - t3}
         if db is None:
             return dw
