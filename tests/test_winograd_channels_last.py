@@ -252,3 +252,39 @@ def test_bwd_d_through_either_layout_matches_torch(layout):
     dx_ref = torch_gradients(base, np.zeros(base.input_shape), w, dy)[0]
     dx = WinogradKernel(layout=layout).prepare(p, dy, w, None)()
     assert np.abs(dx - dx_ref).max() < 1e-11
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [16, 17, 64])
+def test_the_f2_transforms_equal_the_generic_ones_bit_for_bit(dtype, channels):
+    """Specialized F(2x2,3x3) transforms: the same sums in the same order, NaN, Inf and -0 too."""
+    rng = np.random.default_rng(channels)
+    n_rows, n_cols, images = 3, 5, 2
+    xp = rng.standard_normal((images, 2 * n_rows + 2, (2 * n_cols + 2) * channels)).astype(dtype)
+    xp[0, 1, 5], xp[1, 2, 7], xp[0, 3, :channels] = np.nan, np.inf, -0.0
+    b_t = channels_last.F2_B_T.astype(dtype)
+    tiles = images * n_rows * n_cols
+    generic, special = (np.empty((16, tiles, channels), dtype) for _ in range(2))
+    channels_last.input_transform(xp, generic, b_t, 2, n_rows, n_cols, 0, images * n_rows)
+    channels_last.input_transform_f2(xp, special, b_t, 2, n_rows, n_cols, 0, images * n_rows)
+    bits = f"u{np.dtype(dtype).itemsize}"
+    assert np.array_equal(generic.view(bits), special.view(bits))
+    mm = rng.standard_normal((16, tiles, channels)).astype(dtype)
+    mm[3, 2, 1], mm[5, 1, :], mm[9, 0, 2] = np.nan, -0.0, -np.inf
+    a_t, bias = channels_last.F2_A_T.astype(dtype), rng.standard_normal(channels).astype(dtype)
+    shape = (images, channels, 2 * n_rows - 1, 2 * n_cols - 1)  # border tiles stick out
+    y_generic, y_special = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    args = (0, images, 0, n_rows, n_cols, 0, images * n_rows)
+    channels_last.output_transform(mm, a_t, bias, y_generic, *args)
+    channels_last.output_transform_f2(mm, a_t, bias, y_special, *args)
+    assert np.array_equal(y_generic.view(bits), y_special.view(bits))
+
+
+def test_only_f2s_own_matrices_take_the_specialized_transforms():
+    a_t, b_t = channels_last.F2_A_T.astype(np.float32), channels_last.F2_B_T.astype(np.float32)
+    assert channels_last.is_f2(a_t, b_t)
+    wrong = b_t.copy()
+    wrong[1, 2] *= 1 + 1e-3  # a planted fault must reach the generic path
+    assert not channels_last.is_f2(a_t, wrong)
+    four = tile_transforms(4).matrices("float32")
+    assert not channels_last.is_f2(four[0], four[2])

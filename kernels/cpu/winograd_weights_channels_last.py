@@ -279,6 +279,8 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
     block = plan_blocks(p, cap, BLOCK_BYTES)
     cols = block[2]
     b_t = algorithm.GRAD_B_T.astype(p.dtype)
+    transform_in = (channels_last.input_transform_f2
+                    if np.array_equal(b_t, channels_last.F2_B_T) else channels_last.input_transform)
     a_t = algorithm.GRAD_A_T
     dw = aligned_empty(p.weight_shape, p.dtype)
     db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
@@ -308,7 +310,7 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
             xp, dyp, v, u = bufs.views(count, n_rows)
             split(channels_last.pad_channels_last, count * xp.shape[1], x, xp, n0, 2 * tr0,
                   pt, pl)
-            split(channels_last.input_transform, count * n_rows, xp, v, b_t, 2, n_rows, cols)
+            split(transform_in, count * n_rows, xp, v, b_t, 2, n_rows, cols)
             split(channels_last.pad_channels_last, count * dyp.shape[1], dy, dyp, n0, 2 * tr0,
                   0, 0)
             split(gradient_transform, count * n_rows, dyp, u, n_rows, cols)
