@@ -17,7 +17,7 @@ MEASURED = {"direct": [(4.0, 2e-7), (2.0, 3e-7)], "im2col": [(3.0, 3e-7), (0.5, 
             "onednn": [(1.2, 2e-7), (0.4, 2e-7)]}
 
 
-def tune_records(budget=1e-6, tune=True):
+def tune_records(budget=1e-6, tune=True, measured=MEASURED):
     config = {"threads": 2}
     if tune:
         config["tune"] = {"budget": budget, "metric": "rel_l2", "allow_vendor": False}
@@ -25,7 +25,7 @@ def tune_records(budget=1e-6, tune=True):
              "config": config, "command": ["convbench", "tune"], "started": "now"}]
     for i, (desc, repeat) in enumerate(LAYERS):
         p = ConvProblem.parse(desc)
-        for kernel, values in MEASURED.items():
+        for kernel, values in measured.items():
             rec = {"type": "result", "problem": desc, "name": p.name, "repeat": repeat,
                    "kernel": kernel, "backend": "cpu", "flops": p.flops, "suite": "toy",
                    "kind": "baseline" if kernel == "onednn" else "kernel"}
@@ -103,3 +103,31 @@ def test_a_run_without_tune_data_has_no_tradeoff_section(tmp_path):
     files = {f.name for f in write_report([str(path)], tmp_path / "r")}
     assert not any("tradeoff" in f or "budgets" in f for f in files)
     assert "Time vs" not in (tmp_path / "r" / "README.md").read_text()
+
+
+def test_with_three_winograd_tiles_the_budget_table_has_a_tuned_line_per_tile(tmp_path):
+    """Each tile alone: what its error admits at each budget, and what it costs."""
+    tiles = dict(MEASURED)
+    tiles["winograd_4x4"] = [(0.9, 2e-6), None]
+    tiles["winograd_6x6"] = [(0.8, 6e-6), None]
+    tiles["fft"] = [(9.0, 5e-6), (6.0, 4e-7)]  # never the choice: the tiles decide l3x3
+    path = tmp_path / "tiles.jsonl"
+    write_records(path, tune_records(budget=3e-6, measured=tiles))
+    out = tmp_path / "report"
+    files = {f.name for f in write_report([str(path)], out)}
+    assert "1-tiles-budgets.png" in files
+    md = (out / "README.md").read_text()
+    header = md.split("### Whole network per error budget", 1)[1]
+    assert ("| rel_l2 budget | tuned plan ms | tuned, winograd only ms | "
+            "tuned, winograd_4x4 only ms | tuned, winograd_6x6 only ms | direct ms |") in header
+    rows = {r[0]: r[1:5] for r in rows_after(md, "### Whole network per error budget")}
+    assert list(rows) == ["1e-07", "1e-06", "3e-06", "1e-05"]
+    l1x1 = 0.5 * 2  # im2col on the 1x1 layer whatever the budget
+    # 1e-6: only F(2x2,3x3) is within; without it l3x3 falls back to im2col (3 ms).
+    assert rows["1e-06"] == [format(1.5 * 3 + l1x1, ".2f"), format(1.5 * 3 + l1x1, ".2f"),
+                             format(3.0 * 3 + l1x1, ".2f"), format(3.0 * 3 + l1x1, ".2f")]
+    # 3e-6: F(4x4,3x3) is admissible, F(6x6,3x3) (6e-6) is not.
+    assert rows["3e-06"] == [format(0.9 * 3 + l1x1, ".2f"), format(1.5 * 3 + l1x1, ".2f"),
+                             format(0.9 * 3 + l1x1, ".2f"), format(3.0 * 3 + l1x1, ".2f")]
+    # 1e-5: F(6x6,3x3) is admissible and the fastest.
+    assert rows["1e-05"][0] == rows["1e-05"][3] == format(0.8 * 3 + l1x1, ".2f")

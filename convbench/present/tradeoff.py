@@ -9,7 +9,10 @@ numbers:
 * per layer, which kernels are on the Pareto front of time and error, and
   which one the budget chooses (:func:`plot_tradeoff`);
 * for the whole network, what the tuned plan costs at each of several
-  budgets against every fixed kernel and the vendor (:func:`plot_budgets`).
+  budgets against every fixed kernel and the vendor (:func:`plot_budgets`);
+  where the run measured several Winograd tiles, also the tuned plan with
+  each tile as its only Winograd kernel, so that the figure shows what each
+  tile's error admits and what it saves at each budget.
 """
 
 from __future__ import annotations
@@ -34,6 +37,21 @@ BUDGET_LEVELS = {"fp32": (1e-7, 1e-6, 1e-5), "fp64": (1e-15, 1e-13, 1e-11),
                  "tf32": (1e-6, 1e-5, 1e-4, 1e-3), "fp16": (1e-4, 1e-3, 1e-2)}
 #: Name of the tuned plan's line in the tables and figures.
 TUNED = "tuned plan"
+
+
+def tuned_with(tile: str) -> str:
+    """Name of the line of the tuned plan whose only Winograd kernel is ``tile``."""
+    return f"tuned, {tile} only"
+
+
+def winograd_family(kernel: str, backend: str) -> bool:
+    """Whether ``kernel`` is a registered Winograd kernel of ``backend`` (a tile of the family)."""
+    from convbench.registry import get_kernel  # noqa: PLC0415
+
+    try:
+        return get_kernel(kernel, backend).family == "winograd"
+    except ValueError:  # a baseline, or a kernel this installation does not have
+        return False
 
 
 def tune_config(run: Run) -> dict[str, Any] | None:
@@ -95,13 +113,37 @@ class TradeoffView:
             out.append(LayerCandidates(recs[0].label, problem, recs[0].repeat, cands))
         return out
 
-    def choice(self, layer: LayerCandidates, budget: float) -> Choice | None:
-        """The tuned choice at ``budget``, None where no kernel meets it."""
+    def choice(self, layer: LayerCandidates, budget: float,
+               without: frozenset[str] = frozenset()) -> Choice | None:
+        """The tuned choice at ``budget`` among the candidates not in ``without``, None
+        where none meets it."""
+        candidates = [c for c in layer.candidates if c.kernel not in without]
         try:
-            return choose(layer.candidates, budget=budget, metric=self.metric,
+            return choose(candidates, budget=budget, metric=self.metric,
                           allow_vendor=self.allow_vendor, problem=layer.problem)
         except BudgetNotMet:
             return None
+
+    def winograd_tiles(self) -> list[str]:
+        """The run's Winograd kernels where it measured more than one (else none)."""
+        backend = self.view.records[0]["backend"] if self.view.records else "cpu"
+        tiles = [k for k in self.view.kernels if winograd_family(k, backend)]
+        return tiles if len(tiles) > 1 else []
+
+    def tuned_lines(self) -> list[str]:
+        """The tuned plan, then one tuned line per Winograd tile (:func:`tuned_with`)."""
+        return [TUNED, *(tuned_with(t) for t in self.winograd_tiles())]
+
+    def _tuned(self, layers: list[LayerCandidates], budget: float,
+               without: frozenset[str]) -> NetworkEntry:
+        total, missing = 0.0, []
+        for layer in layers:
+            c = self.choice(layer, budget, without)
+            if c is None:
+                missing.append(layer.name)
+            else:
+                total += c.chosen.time_s * layer.repeat
+        return NetworkEntry(None if missing else total, missing)
 
     def budget_levels(self) -> list[float]:
         """The run's budget and the levels of every math mode among its problems."""
@@ -118,16 +160,13 @@ class TradeoffView:
         return [k for k in self.view.kernels if ran and all(k in names for names in ran)]
 
     def network(self, budget: float) -> dict[str, NetworkEntry]:
-        """Whole-network time of the tuned plan and of each fixed kernel at ``budget``."""
+        """Whole-network time at ``budget`` of the tuned plan, of the tuned plan with each
+        Winograd tile alone, and of each fixed kernel."""
         layers = self.layers()
-        tuned_t, tuned_missing = 0.0, []
-        for layer in layers:
-            c = self.choice(layer, budget)
-            if c is None:
-                tuned_missing.append(layer.name)
-            else:
-                tuned_t += c.chosen.time_s * layer.repeat
-        out = {TUNED: NetworkEntry(None if tuned_missing else tuned_t, tuned_missing)}
+        out = {TUNED: self._tuned(layers, budget, frozenset())}
+        tiles = self.winograd_tiles()
+        for tile in tiles:
+            out[tuned_with(tile)] = self._tuned(layers, budget, frozenset(tiles) - {tile})
         for kernel in self.fixed():
             total, over = 0.0, []
             for layer in layers:
@@ -159,21 +198,22 @@ class TradeoffView:
                       "Pareto front (fastest first)", f"fastest ({self.metric})"], rows)
 
     def budgets_table(self) -> Table:
-        """Per budget: whole-network ms of the tuned plan and each fixed kernel."""
+        """Per budget: whole-network ms of the tuned lines and each fixed kernel."""
         fixed = self.fixed()
+        lines = self.tuned_lines()
         peer = self.view.baseline
         rows = []
         for budget in self.budget_levels():
             net = self.network(budget)
             tuned = net[TUNED]
-            row = [f"{budget:g}", _cell(tuned)]
+            row = [f"{budget:g}", *(_cell(net[name]) for name in lines)]
             row += [_cell(net[k]) for k in fixed]
             base = net.get(peer)
             row.append(fmt(base.time_s / tuned.time_s if base and tuned.time_s else None,
                            ".2f"))
             rows.append(row)
-        return Table([f"{self.metric} budget", f"{TUNED} ms", *(f"{k} ms" for k in fixed),
-                      f"{peer} / {TUNED}"], rows)
+        return Table([f"{self.metric} budget", *(f"{name} ms" for name in lines),
+                      *(f"{k} ms" for k in fixed), f"{peer} / {TUNED}"], rows)
 
 
 def _cell(entry: NetworkEntry) -> str:
@@ -267,8 +307,13 @@ def plot_budgets(tv: TradeoffView, path: Path) -> Path:
     from matplotlib.patches import Patch  # noqa: PLC0415
 
     budgets = tv.budget_levels()
-    names = [TUNED, *tv.fixed()]
-    colours = {n: "#000000" if n == TUNED else color_of(n, tv.view.kernels) for n in names}
+    lines = tv.tuned_lines()
+    names = [*lines, *tv.fixed()]
+    colours = {n: color_of(n, tv.view.kernels) for n in names}
+    colours[TUNED] = "#000000"
+    tiles = tv.winograd_tiles()
+    for tile in tiles:  # a tile's own colour: it runs no fixed line (not every layer)
+        colours[tuned_with(tile)] = color_of(tile, tv.view.kernels)
     fig, ax = plt.subplots(figsize=(max(7.0, 1.0 + 0.4 * len(budgets) * len(names)), 4.6))
     width = 0.8 / len(names)
     for i, budget in enumerate(budgets):
@@ -283,14 +328,19 @@ def plot_budgets(tv: TradeoffView, path: Path) -> Path:
             admissible = not entry.over_budget
             ax.bar(x, entry.time_s * 1e3, width, color=colours[name],
                    alpha=1.0 if admissible else 0.3, hatch=None if admissible else "//",
-                   edgecolor=colours[name])
+                   edgecolor="#000000" if name in lines else colours[name],
+                   linewidth=1.2 if name in lines else 1.0)
             ax.text(x, entry.time_s * 1e3, f"{entry.time_s * 1e3:.0f}", ha="center",
                     va="bottom", fontsize=6, rotation=90 if len(names) > 5 else 0)
     ax.set_xticks(range(len(budgets)), [f"{tv.metric} <= {b:g}" for b in budgets], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("whole-network ms (sum of median x repeat, log)")
-    ax.set_title(f"{tv.view.label}: tuned plan vs fixed kernels per budget", fontsize=9)
-    handles = [Patch(color=colours[n], label=n) for n in names]
+    title = f"{tv.view.label}: tuned plan vs fixed kernels per budget"
+    if len(lines) > 1:
+        title += " (black edges: tuned plans; 'TILE only': its one Winograd tile)"
+    ax.set_title(title, fontsize=9)
+    handles = [Patch(facecolor=colours[n], edgecolor="#000000" if n in lines else colours[n],
+                     label=n) for n in names]
     handles.append(Patch(facecolor="white", edgecolor="#666666", hatch="//",
                          label="over budget on some layer"))
     ax.legend(handles=handles, fontsize=8, ncol=min(4, len(handles)), loc="upper left",
