@@ -74,3 +74,28 @@ def test_fastest_times_each_candidate_again_in_the_reverse_order(monkeypatch):
     # and a candidate that is slower wherever it runs does not
     assert base.fastest({"a": a, "c": lambda: clock.__setitem__("now", clock["now"] + 0.009)}) \
         == "a"
+
+
+def test_fastest_times_a_candidate_until_its_timings_settle(monkeypatch):
+    """One that takes a few calls to reach its speed (14, 11, 10, 8 ms) beats a steady 9 ms."""
+    from convbench.kernels.cpu import base
+
+    monkeypatch.setattr(base, "cool_down", lambda limit: 0.0)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(base.time, "perf_counter", lambda: clock["now"])
+    calls = {"slow_start": 0}
+
+    def steady():
+        clock["now"] += 0.009
+        calls["slow_start"] = 0  # the other candidate starts slow again after this one
+
+    def slow_start():
+        calls["slow_start"] += 1
+        clock["now"] += {1: 0.018, 2: 0.014, 3: 0.011, 4: 0.010}.get(calls["slow_start"], 0.008)
+
+    assert base.fastest({"steady": steady, "slow_start": slow_start}) == "slow_start"
+    timings = []
+    monkeypatch.setattr(base.time, "perf_counter",
+                        lambda: timings.append(clock["now"]) or clock["now"])
+    base.fastest({"steady": steady})
+    assert len(timings) == 2 * (2 + 1)  # two timed calls that agree, and the reverse pass

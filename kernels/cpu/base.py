@@ -112,41 +112,53 @@ FASTEST_COOL_DOWN_FROM_S = 1e-3
 FASTEST_COOL_DOWN_S = 0.15
 
 
+#: In its first pass, a candidate is timed until two timings in a row agree within this
+#: fraction, or :data:`FASTEST_MAX_TIMED` times.
+FASTEST_SETTLED = 0.1
+FASTEST_MAX_TIMED = 5
+
+
 def fastest(candidates: dict[str, Callable[[], object]]) -> str:
     """The name of the fastest of ``candidates`` (calls without arguments), timed here.
 
-    Each runs once warm, then twice timed; then each is timed once more in
-    the reverse order. The best of its three timings counts, as cuDNN's
-    benchmark mode picks an algorithm. For choices that depend on the shape
-    and the BLAS build more than any rule of thumb could say.
+    Each runs once warm, then is timed until two timings in a row agree
+    within :data:`FASTEST_SETTLED` (at most :data:`FASTEST_MAX_TIMED`
+    times); then each is timed once more in the reverse order. The best of
+    its timings counts, as cuDNN's benchmark mode picks an algorithm. For
+    choices that depend on the shape and the BLAS build more than any rule
+    of thumb could say.
 
     Before each candidate, the thread pools the previous one woke are left
     to go idle (:func:`convbench.measure.cooldown.cool_down`), where its
     calls took long enough for that to matter: a candidate timed while
-    BLAS's threads still spin from the one before loses a core to them
-    (F(4x4,3x3)'s per-thread blocks on ResNet-50's res2 at batch 8 measured
-    14.4 ms right after the BLAS schedule, 7.2 ms on their own). Where the
-    wait is not enough (per-thread blocks of Winograd bwd_w on res3 ran
-    16 ms for two calls after the BLAS schedule, then 9 ms), the reverse
-    pass times each candidate right after itself, or after the cool-down.
+    BLAS's threads still spin from the one before loses a core to them.
+    Some candidates still take a few calls to reach their speed after
+    another one (Winograd's team schedule on ResNet-50's res5 at batch 8:
+    14, 11, then 8 ms after the BLAS schedule), hence the timing until
+    settled; the reverse pass times each candidate right after itself, or
+    after the cool-down.
     """
     best: dict[str, float] = {}
     previous = 0.0
 
-    def timed(name: str, call: Callable[[], object], reps: int) -> None:
+    def timed(name: str, call: Callable[[], object], most: int) -> None:
         nonlocal previous
-        for _ in range(reps):
+        last = None
+        for _ in range(most):
             t0 = time.perf_counter()
             call()
             seconds = time.perf_counter() - t0
             best[name] = min(best.get(name, seconds), seconds)
+            if last is not None and abs(seconds - last) <= FASTEST_SETTLED * last:
+                break
+            last = seconds
         previous = best[name]
 
     for name, call in candidates.items():
         if previous >= FASTEST_COOL_DOWN_FROM_S:
             cool_down(FASTEST_COOL_DOWN_S)
         call()
-        timed(name, call, 2)
+        timed(name, call, FASTEST_MAX_TIMED)
     for name, call in reversed(candidates.items()):
         if previous >= FASTEST_COOL_DOWN_FROM_S:
             cool_down(FASTEST_COOL_DOWN_S)
