@@ -92,6 +92,40 @@ def scaled_add(out, coef, src, first):
             out[e] += coef * src[e]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def row_transform(image, b_t, row0, rows):
+    """``rows[xi] = sum_a B^T[xi, a] image[row0 + a]`` over the first ``rows.shape[1]`` values."""
+    alpha, span = rows.shape
+    for xi in range(alpha):
+        out = rows[xi]
+        first = True
+        for a in range(alpha):
+            if b_t[xi, a] != 0:
+                scaled_add(out, b_t[xi, a], image[row0 + a, :span], first)
+                first = False
+
+
+@njit(nogil=True, cache=True, inline="always")
+def write_band(band, bias, image, row0):
+    """``image[k, row0 + p, w] = band[p, w * K + k] + bias[k]`` for the rows that exist.
+
+    ``band`` is a row of output tiles channels last, ``(m, width * K)``;
+    ``image`` one output image ``(K, H, W)``.
+    """
+    m = band.shape[0]
+    k_total, out_h, out_w = image.shape
+    for p in range(m):
+        row = row0 + p
+        if row >= out_h:
+            break
+        src = band[p]
+        for k in range(k_total):
+            dst = image[k, row]
+            bk = bias[k]
+            for w in range(out_w):
+                dst[w] = src[w * k_total + k] + bk
+
+
 @njit(nogil=True, cache=True)
 def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
     """``V[xi * alpha + nu, t, :] = (B^T d B)[xi, nu]`` for the tiles of a block.
@@ -109,13 +143,7 @@ def input_transform(xp, v, b_t, m, n_rows, n_cols, lo, hi):
         row0 = i * m
         image = xp[b]
         rows = np.empty((alpha, span), dtype=v.dtype)  # B^T d for the whole row of tiles
-        for xi in range(alpha):
-            out = rows[xi]
-            first = True
-            for a in range(alpha):
-                if b_t[xi, a] != 0:
-                    scaled_add(out, b_t[xi, a], image[row0 + a, :span], first)
-                    first = False
+        row_transform(image, b_t, row0, rows)
         t_row = (b * n_rows + i) * n_cols
         for j in range(n_cols):
             t = t_row + j
@@ -141,7 +169,6 @@ def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
     """
     m, alpha = a_t.shape
     k_total = mm.shape[2]
-    out_h, out_w = y.shape[2], y.shape[3]
     width = n_cols * m
     for item in range(lo, hi):
         b = item // n_rows
@@ -166,17 +193,7 @@ def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
                 for xi in range(alpha):
                     if a_t[p, xi] != 0:
                         scaled_add(dst, a_t[p, xi], s[xi], False)
-        for p in range(m):
-            row = (tr0 + i) * m + p
-            if row >= out_h:
-                break
-            src = band[p]
-            image = y[n0 + b]
-            for k in range(k_total):
-                dst = image[k, row]
-                bk = bias[k]
-                for w in range(out_w):
-                    dst[w] = src[w * k_total + k] + bk
+        write_band(band, bias, y[n0 + b], (tr0 + i) * m)
 
 
 #: F(2x2,3x3)'s ``B^T`` and ``A^T`` (Lavin & Gray), for which the transforms below
@@ -210,13 +227,7 @@ def input_transform_f2(xp, v, b_t, m, n_rows, n_cols, lo, hi):
         row0 = i * m
         image = xp[b]
         rows = np.empty((alpha, span), dtype=v.dtype)
-        for xi in range(alpha):
-            out = rows[xi]
-            first = True
-            for a in range(alpha):
-                if b_t[xi, a] != 0:
-                    scaled_add(out, b_t[xi, a], image[row0 + a, :span], first)
-                    first = False
+        row_transform(image, b_t, row0, rows)
         t_row = (b * n_rows + i) * n_cols
         for j in range(n_cols):
             t = t_row + j
@@ -248,7 +259,6 @@ def output_transform_f2(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
     """
     m, alpha = 2, 4
     k_total = mm.shape[2]
-    out_h, out_w = y.shape[2], y.shape[3]
     width = n_cols * m
     for item in range(lo, hi):
         b = item // n_rows
@@ -276,17 +286,7 @@ def output_transform_f2(mm, a_t, bias, y, n0, nb, tr0, n_rows, n_cols, lo, hi):
                 top[k] = ((zero + s0[k]) + s1[k]) + s2[k]
             for k in range(m * k_total):
                 bottom[k] = ((zero + s1[k]) - s2[k]) - s3[k]
-        for p in range(m):
-            row = (tr0 + i) * m + p
-            if row >= out_h:
-                break
-            src = band[p]
-            image = y[n0 + b]
-            for k in range(k_total):
-                dst = image[k, row]
-                bk = bias[k]
-                for w in range(out_w):
-                    dst[w] = src[w * k_total + k] + bk
+        write_band(band, bias, y[n0 + b], (tr0 + i) * m)
 
 
 def gemm_stage(v: np.ndarray, u: np.ndarray, mm: np.ndarray) -> None:
