@@ -522,8 +522,10 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
     return prepared
 
 
-def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...]) -> str:
-    """The schedule whose whole call is fastest on ``x``, timed here (:func:`~.base.fastest`).
+def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...],
+                    *more: np.ndarray) -> str:
+    """The schedule whose whole call is fastest on ``x`` (and ``more`` operands: bwd_w's
+    ``dy``), timed here (:func:`~.base.fastest`).
 
     BLAS's own threads win where one GEMM per ``alpha^2`` slice is too small
     to split well across the team, and lose where they spin between calls or
@@ -533,7 +535,7 @@ def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...])
     def with_schedule(choice: str) -> Callable[[], object]:
         def call() -> object:
             prepared.details["schedule"] = choice
-            return prepared(x)
+            return prepared(x, *more)
         return call
 
     return fastest({choice: with_schedule(choice) for choice in choices})

@@ -37,7 +37,7 @@ from convbench.problem.arguments import aligned_empty
 from ..algorithms import winograd_backward as algorithm
 from ..algorithms.tiling import plan_tiles
 from . import winograd_channels_last as channels_last
-from .base import fastest, num_threads
+from .base import num_threads
 from .fft import bias_gradient
 
 #: Values of each transformed tile: alpha^2 = 16.
@@ -271,9 +271,10 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
     Which is fastest depends on the shape (a 64 x 64 ``M`` per GEMM is too
     small to split well over BLAS's threads, a 512 x 512 one is not), so
     every whole call is timed here on ``x`` and ``dy`` and the fastest kept
-    (:func:`~.base.fastest`). Its details name the layout, the schedule, the
-    blocks and the last call's seconds per phase (transforms, GEMMs, output
-    transform; averaged over the threads in ``"blocks"``).
+    (:func:`~.winograd_channels_last.choose_schedule`). Its details name the
+    layout, the schedule, the blocks and the last call's seconds per phase
+    (transforms, GEMMs, output transform; averaged over the threads in
+    ``"blocks"``).
     """
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
     block = plan_blocks(p, cap, BLOCK_BYTES)
@@ -384,13 +385,7 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
 
     prepared = Prepared(run, details)
     if len(schedules) > 1:
-        def with_schedule(choice: str) -> Callable[[], object]:
-            def call() -> object:
-                prepared.details["schedule"] = choice
-                return prepared(x, dy)
-            return call
-
-        choice = fastest({name: with_schedule(name) for name in schedules})
+        choice = channels_last.choose_schedule(prepared, x, tuple(schedules), dy)
         prepared.details["schedule"] = choice
         if choice == "blocks":
             prepared.details["blocks"] = len(thread_blocks)
