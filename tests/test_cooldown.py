@@ -51,51 +51,106 @@ def test_without_per_thread_counters_it_sleeps_the_whole_limit(monkeypatch):
     assert cooldown.cool_down(0) == 0.0
 
 
-def test_fastest_times_each_candidate_again_in_the_reverse_order(monkeypatch):
-    """A candidate slowed by the one before it (its first calls after it) still wins."""
+def _fake_clock(monkeypatch, base):
+    """perf_counter driven by the candidates; cool-downs counted, not slept."""
+    clock = {"now": 0.0, "cool_downs": 0}
+    monkeypatch.setattr(base.time, "perf_counter", lambda: clock["now"])
+
+    def cool_down(limit):
+        clock["cool_downs"] += 1
+        return 0.0
+
+    monkeypatch.setattr(base, "cool_down", cool_down)
+    return clock
+
+
+def test_fastest_absorbs_a_slow_first_call_after_another_candidate(monkeypatch):
+    """One whose first call after the other is slow (BLAS's threads waking) still wins,
+    in either order: each sample follows an untimed call, as a benchmark's does."""
     from convbench.kernels.cpu import base
 
-    monkeypatch.setattr(base, "cool_down", lambda limit: 0.0)
-    clock = {"now": 0.0}
-    monkeypatch.setattr(base.time, "perf_counter", lambda: clock["now"])
-    since_a = {"calls": 99}  # no call of a yet
+    clock = _fake_clock(monkeypatch, base)
+    last = {"name": None}
 
     def a():
         clock["now"] += 0.005
-        since_a["calls"] = 0
+        last["name"] = "a"
 
-    def b():  # 2 ms, but 12 ms for its first three calls after a call of a
-        since_a["calls"] += 1
-        clock["now"] += 0.012 if since_a["calls"] <= 3 else 0.002
+    def b():  # 2 ms, but 12 ms for its first call after a call of a
+        clock["now"] += 0.012 if last["name"] == "a" else 0.002
+        last["name"] = "b"
 
     assert base.fastest({"a": a, "b": b}) == "b"
-    since_a["calls"] = 99
+    last["name"] = None
     assert base.fastest({"b": b, "a": a}) == "b"
     # and a candidate that is slower wherever it runs does not
     assert base.fastest({"a": a, "c": lambda: clock.__setitem__("now", clock["now"] + 0.009)}) \
         == "a"
 
 
-def test_fastest_times_a_candidate_until_its_timings_settle(monkeypatch):
-    """One that takes a few calls to reach its speed (14, 11, 10, 8 ms) beats a steady 9 ms."""
+def test_fastest_goes_by_the_median_sample_not_the_best_call(monkeypatch):
+    """A lucky sample of the slower candidate does not win, an unlucky one of the faster
+    one does not lose: on a shared machine single calls spread by 2x."""
     from convbench.kernels.cpu import base
 
-    monkeypatch.setattr(base, "cool_down", lambda limit: 0.0)
-    clock = {"now": 0.0}
-    monkeypatch.setattr(base.time, "perf_counter", lambda: clock["now"])
-    calls = {"slow_start": 0}
+    clock = _fake_clock(monkeypatch, base)
 
-    def steady():
-        clock["now"] += 0.009
-        calls["slow_start"] = 0  # the other candidate starts slow again after this one
+    def spread(typical, odd, odd_calls):
+        calls = {"n": 0}
 
-    def slow_start():
-        calls["slow_start"] += 1
-        clock["now"] += {1: 0.018, 2: 0.014, 3: 0.011, 4: 0.010}.get(calls["slow_start"], 0.008)
+        def call():
+            calls["n"] += 1
+            clock["now"] += odd if calls["n"] in odd_calls else typical
+        return call
 
-    assert base.fastest({"steady": steady, "slow_start": slow_start}) == "slow_start"
-    timings = []
-    monkeypatch.setattr(base.time, "perf_counter",
-                        lambda: timings.append(clock["now"]) or clock["now"])
-    base.fastest({"steady": steady})
-    assert len(timings) == 2 * (2 + 1)  # two timed calls that agree, and the reverse pass
+    # calls 1 and 2 are the first call and round 1's untimed one; 3 is round 1's sample
+    lucky_slow = spread(0.008, 0.003, {3})
+    unlucky_fast = spread(0.006, 0.020, {5})
+    assert base.fastest({"lucky_slow": lucky_slow, "unlucky_fast": unlucky_fast}) \
+        == "unlucky_fast"
+
+
+def test_fastest_times_rounds_of_samples_after_a_cool_down_and_an_untimed_call(monkeypatch):
+    from convbench.kernels.cpu import base
+
+    clock = _fake_clock(monkeypatch, base)
+    calls = {"long": 0, "short": 0}
+
+    def long_call():  # 12 ms: one call per sample, a cool-down before each
+        calls["long"] += 1
+        clock["now"] += 0.012
+
+    def short_call():  # 2**-11 s: 21 calls per sample of at least 10 ms
+        calls["short"] += 1
+        clock["now"] += 2.0**-11
+
+    rounds = base.FASTEST_ROUNDS
+    assert base.FASTEST_SAMPLE_S == 0.01
+    assert base.fastest({"long": long_call}) == "long"
+    assert calls["long"] == 1 + rounds * (1 + 1)
+    assert clock["cool_downs"] == rounds - 1  # none before the first round's sample
+    clock["cool_downs"] = 0
+    assert base.fastest({"short": short_call}) == "short"
+    assert calls["short"] == 1 + rounds * (1 + 21)
+    assert clock["cool_downs"] == 0  # calls under FASTEST_COOL_DOWN_FROM_S wake nothing
+
+
+def test_fastest_warms_a_candidate_for_warm_s_after_a_pause(monkeypatch):
+    """After a cool-down that paused, the idle cores come back slowly: the sample waits
+    for WARM_S seconds of the candidate's own untimed calls, not one."""
+    from convbench.kernels.cpu import base
+
+    clock = _fake_clock(monkeypatch, base)
+    monkeypatch.setattr(base, "cool_down", lambda limit: 0.02)  # every pause lasts 20 ms
+    calls = {"n": 0}
+
+    def call():  # 12 ms
+        calls["n"] += 1
+        clock["now"] += 0.012
+
+    assert base.WARM_S == 0.05
+    base.fastest({"only": call})
+    rounds = base.FASTEST_ROUNDS
+    # the first call; round 1 without a pause: one untimed call and the sample;
+    # every later round: 5 warm calls (the first sum past 50 ms) and the sample
+    assert calls["n"] == 1 + 2 + (rounds - 1) * (5 + 1)

@@ -81,7 +81,20 @@ def test_timing_statistics():
     assert s["reps"] == 5 and s["p90_s"] == pytest.approx(4.6) and s["prepare_s"] == 0.5
 
 
-@pytest.mark.parametrize("bad", [dict(min_reps=0), dict(min_time=-1)])
+def test_bench_warms_for_warm_time_after_the_pause():
+    """Warm calls continue past ``warmup`` until they add up to ``warm_time`` seconds."""
+    calls = []
+    # the wall clock advances 2**-7 s (7.8 ms) a read, so each warm call lasts that long
+    timing = bench(lambda: calls.append(1), clock=StepClock(0.01), min_reps=2, min_time=0.0,
+                   warmup=1, warm_time=0.05, wall=_fake_clock(2.0**-7))
+    assert len(calls) == 1 + 7 + timing.reps  # 7 x 7.8 ms is the first sum past 50 ms
+    calls.clear()
+    bench(lambda: calls.append(1), clock=StepClock(0.01), min_reps=2, min_time=0.0, warmup=7,
+          warm_time=0.05, wall=_fake_clock(2.0**-4))
+    assert len(calls) == 1 + 7 + 2  # warmup calls that already last longer are all made
+
+
+@pytest.mark.parametrize("bad", [dict(min_reps=0), dict(min_time=-1), dict(warm_time=-1)])
 def test_bench_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         bench(lambda: None, **bad)

@@ -111,3 +111,31 @@ def test_ctrl_c_keeps_the_layers_measured(vs_onednn, monkeypatch, tmp_path):
     assert [layer["name"] for layer in saved["layers"]] == done
     assert saved["gemm_roof_gflops"] == 100.0
     assert f"| resnet50 | {done[0]} |" in (tmp_path / "run.md").read_text()
+
+
+@pytest.mark.parametrize("paused, warm_calls", [(0.02, 5), (0.0, 0)])
+def test_each_sample_after_a_pause_follows_warm_s_of_untimed_calls(monkeypatch, paused,
+                                                                    warm_calls):
+    """Where the cool-down paused, a sample waits for WARM_S seconds of warm calls (the idle
+    cores coming back); where it did not, one untimed call, as before."""
+    import time
+
+    from convbench.measure import peers
+    from convbench.measure.clocks import make_clock
+
+    assert peers.WARM_S == 0.05
+    clock = {"now": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(peers, "cool_down", lambda limit: paused)
+    calls = {"n": 0}
+
+    def call():  # 12 ms
+        calls["n"] += 1
+        clock["now"] += 0.012
+
+    samples = peers.time_interleaved({"k": call}, passes=2, sample_time=0.0, cooldown=0.15,
+                                     clock=make_clock("host"))
+    assert samples["k"] == pytest.approx([0.012, 0.012])
+    # the calibration (a first call and a timed one), then per pass the warm calls,
+    # bench's own first call and the sample
+    assert calls["n"] == 2 + 2 * (warm_calls + 1 + 1)

@@ -171,7 +171,8 @@ def tables_text(records: list, peer: str, suite: str, settings: Any, outcome: An
               if settings.isolate else f"{settings.rounds} rounds in this process")
     head = (f"## {suite}: {settings.backend}, mode {settings.mode}, threads {threads}, "
             f"{rounds if settings.timed else 'accuracy only'}, per round "
-            f"{settings.cooldown} s cool-down, {settings.warmup} warm calls, min "
+            f"{settings.cooldown} s cool-down, {settings.warmup} warm calls "
+            f"(at least {settings.warm_time} s), min "
             f"{settings.min_reps} reps / {settings.min_time} s, seed {settings.seed}\n\n"
             f"Results: `{out}`")
     if outcome.skipped_existing:

@@ -9,6 +9,10 @@ slices, and never longer than the given limit, so a pause after Numba costs
 a few milliseconds and one after OpenBLAS what OpenBLAS needs. The threads'
 CPU time comes from ``/proc/self/task/*/schedstat`` (nanoseconds); where that
 cannot be read, it sleeps the whole limit.
+
+A pause has its own cost: the cores it leaves idle come back slowly.
+:func:`warm_up` makes the untimed calls that bring them back
+(:data:`WARM_S`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 #: Length of one look at the other threads.
@@ -26,6 +31,15 @@ IDLE_SHARE = 0.05
 IDLE_SLICES = 2
 
 _TASKS = Path("/proc/self/task")
+
+#: Seconds of a call's own untimed work after a pause, before it is timed. After
+#: 0.15 s idle, this project's 2-core guest ran ResNet-50 res4's Winograd bwd_d
+#: (6 ms steady) in 22 ms, then 7-11 ms, and was steady after about 50 ms;
+#: oneDNN's call of the same layer likewise. A single warm call leaves the
+#: next ones slow by amounts that differ between kernels: by 2x for one whose
+#: call hands work to its threads twenty times, by 1.3x for one that wakes
+#: its threads once.
+WARM_S = 0.05
 
 
 def other_threads_cpu_ns() -> int | None:
@@ -76,3 +90,19 @@ def cool_down(limit: float) -> float:
         idle = idle + 1 if busy_share < IDLE_SHARE else 0
         last = now
     return time.perf_counter() - started
+
+
+def warm_up(fn: Callable[[], object], seconds: float, calls: int = 1) -> list[float]:
+    """Call ``fn`` untimed, at least ``calls`` times and until ``seconds`` have passed.
+
+    Returns
+    -------
+    list of float
+        Each call's seconds (wall clock).
+    """
+    times: list[float] = []
+    while len(times) < calls or sum(times) < seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times

@@ -8,10 +8,12 @@ loop in one process; a sweep's *rounds* are separate processes, see
 back-to-back calls on the kernels' clock, with ``reps`` calibrated so that a
 sample lasts at least ``sample_time``; before every sample the comparison
 pauses until the process's other threads are idle, at most ``cooldown``
-seconds (:func:`convbench.measure.cooldown.cool_down`), and makes one untimed call, so that every
-library is measured in its steady state (on 2 cores, OpenBLAS's and torch's
-thread pools spin after their calls and take the cores from whoever runs
-next). The ratio of a pass is ``t_peer / t_kernel`` (> 1: the kernel is
+seconds (:func:`convbench.measure.cooldown.cool_down`), then makes untimed
+calls for :data:`~convbench.measure.cooldown.WARM_S` seconds (at least one),
+so that every library is measured in its steady state (on 2 cores,
+OpenBLAS's and torch's thread pools spin after their calls and take the
+cores from whoever runs next, and the cores a pause leaves idle come back
+slowly). The ratio of a pass is ``t_peer / t_kernel`` (> 1: the kernel is
 faster); a layer's ratio is the median over passes, with the distribution-free
 95% interval of that median (order statistics; with 5 passes it spans them
 all). :func:`geomean_interval` gives a group of layers' geometric mean with
@@ -34,7 +36,7 @@ import numpy as np
 
 from convbench.contract import refusal
 from convbench.measure.clocks import Clock, make_clock
-from convbench.measure.cooldown import cool_down
+from convbench.measure.cooldown import WARM_S, cool_down, warm_up
 from convbench.measure.inputs import make_inputs
 from convbench.measure.stats import median_rank_interval
 from convbench.measure.timing import bench
@@ -143,8 +145,15 @@ def geomean_interval(values: list[float], intervals: list[tuple[float, float]]
 
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], *, passes: int, sample_time: float,
-                     cooldown: float, clock: Clock) -> dict[str, list[float]]:
-    """Seconds per call of each of ``calls``, one sample per pass, interleaved."""
+                     cooldown: float, clock: Clock,
+                     warm_time: float = WARM_S) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls``, one sample per pass, interleaved.
+
+    Each sample follows a cool-down of at most ``cooldown`` seconds and,
+    where there was one, ``warm_time`` seconds of untimed calls (at least
+    one): the cores the pause left idle take that long to come back
+    (:data:`convbench.measure.cooldown.WARM_S`).
+    """
     reps = {}
     for name, fn in calls.items():
         once = bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0).times_s[0]
@@ -152,7 +161,8 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, passes: int, sample
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(passes):
         for name, fn in calls.items():
-            cool_down(cooldown)
+            if cool_down(cooldown) > 0:
+                warm_up(fn, warm_time)
             samples[name] += bench(fn, clock=clock, min_reps=1, min_time=0.0, warmup=0,
                                    batch=reps[name]).times_s
     return samples

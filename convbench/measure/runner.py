@@ -40,6 +40,7 @@ from convbench.contract import ErrorModel, as_prepared, refusal
 from convbench.errors import UnsupportedProblem
 from convbench.measure.clocks import make_clock
 from convbench.measure.compare import output_errors
+from convbench.measure.cooldown import WARM_S
 from convbench.measure.disturbance import CpuWatch, disturbance, wait_for_quiet
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache
@@ -104,6 +105,10 @@ class SweepSettings:
         Seconds of pause before each round's warm calls.
     warmup : int
         Warm calls after the cool-down.
+    warm_time : float
+        Least seconds of those warm calls (more calls where they are short):
+        the cores a pause left idle take that long to come back
+        (:data:`convbench.measure.cooldown.WARM_S`).
     round_block : int
         Layers whose rounds are taken together: round ``r`` of every layer of
         a block runs before round ``r + 1`` of any of them, so a record's
@@ -130,6 +135,7 @@ class SweepSettings:
     rounds: int = DEFAULT_ROUNDS
     cooldown: float = DEFAULT_COOLDOWN
     warmup: int = DEFAULT_WARMUP
+    warm_time: float = WARM_S
     retries: int = DEFAULT_RETRIES
     round_block: int = DEFAULT_ROUND_BLOCK
 
@@ -142,6 +148,8 @@ class SweepSettings:
             raise ValueError(f"cooldown must be >= 0, got {self.cooldown}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not self.warm_time >= 0:
+            raise ValueError(f"warm_time must be >= 0, got {self.warm_time}")
         if self.round_block < 0:
             raise ValueError(f"round_block must be >= 0, got {self.round_block}")
         if self.retries < 0:
@@ -196,7 +204,8 @@ def measure_round(task: Task, round_index: int = 0,
     """One round of one (problem, kernel): timed runs, and in round 0 the error.
 
     The round prepares the kernel afresh, times its first call apart, pauses
-    ``settings.cooldown`` seconds, makes ``settings.warmup`` warm calls, then
+    ``settings.cooldown`` seconds, makes ``settings.warmup`` warm calls (more, until
+    ``settings.warm_time`` seconds), then
     times runs until the stopping rule is met. Never raises for kernel faults:
     they become the round's ``failed`` (or ``skipped``) status.
 
@@ -319,6 +328,7 @@ def combine_rounds(task: Task, rounds: list[Record]) -> Record:
         "cooldown_s": task.settings.cooldown,
         "cooled_s": [r["time"].get("cooled_s") for r in rounds],
         "warmup": task.settings.warmup,
+        "warm_s": task.settings.warm_time,
         "batch": [r["time"].get("batch", 1) for r in rounds],
         "samples_by_round_s": samples, "times_s": flat.times_s,
         **{k: v for k, v in first.items() if k in ("clock", "flush_l2")}}
@@ -392,6 +402,7 @@ def _time(call: Callable[[], Any], settings: SweepSettings,
         timing = bench(call, clock=make_clock(clock), min_reps=settings.min_reps,
                        min_time=settings.min_time, max_time=settings.max_time, warmup=warmup,
                        cooldown=settings.cooldown, min_sample=MIN_SAMPLE_S,
+                       warm_time=settings.warm_time if settings.cooldown > 0 else 0.0,
                        flush_l2=settings.flush_l2, watch=CpuWatch() if watched else None)
         if first_call_s is None:
             first_call_s = timing.first_call_s

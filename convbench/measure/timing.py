@@ -9,11 +9,13 @@ comparisons and the JIT-cost probe. The rules:
   counted among the timed runs;
 * then a pause of at most ``cooldown`` seconds, until the process's other
   threads are idle (:func:`convbench.measure.cooldown.cool_down`), and
-  ``warmup`` untimed calls: the pause lets the thread pools of whatever ran
-  before (OpenBLAS's, OpenMP's) go to sleep, and the warm calls bring this call's own threads,
-  caches and pages back before the clock starts. On 2 cores, oneDNN timed
-  right after a Winograd call (Numba transforms around OpenBLAS GEMMs) took
-  14-24 ms, and 0.99 ms after a 0.15 s pause and two warm calls;
+  ``warmup`` untimed calls, more until they add up to ``warm_time``
+  seconds: the pause lets the thread pools of whatever ran before
+  (OpenBLAS's, OpenMP's) go to sleep, and the warm calls bring the idle
+  cores, this call's own threads, caches and pages back before the clock
+  starts. On 2 cores, oneDNN timed right after a Winograd call (Numba
+  transforms around OpenBLAS GEMMs) took 14-24 ms, and 0.99 ms after a
+  0.15 s pause and two warm calls;
 * then timed runs on the given clock until both ``min_reps`` runs and
   ``min_time`` seconds of measured time are reached (or ``max_time`` seconds
   of wall time run out, after ``min_reps`` at least), like pytest-benchmark's
@@ -106,7 +108,7 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
           max_time: float = 30.0,
           max_reps: int = 100_000, batch: int = 1, min_sample: float = 0.0,
           flush_l2: bool = False, wall: Callable[[], float] = time.perf_counter,
-          watch: Any = None) -> Timing:
+          watch: Any = None, warm_time: float = 0.0) -> Timing:
     """Time ``fn`` until ``min_reps`` runs and ``min_time`` seconds are reached.
 
     Parameters
@@ -155,6 +157,8 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
         raise ValueError(f"batch must be >= 1, got {batch}")
     if not cooldown >= 0:
         raise ValueError(f"cooldown must be >= 0, got {cooldown}")
+    if not warm_time >= 0:
+        raise ValueError(f"warm_time must be >= 0, got {warm_time}")
     keep_freed_memory()
     clock = clock or HostClock()
     clock.synchronize()
@@ -164,8 +168,9 @@ def bench(fn: Callable[[], Any], *, clock: Clock | None = None, min_reps: int = 
     timing = Timing(first_call_s=wall() - t0)
     if cooldown:
         timing.cooldown_s = cool_down(cooldown)
-    warm = []
-    for _ in range(max(warmup, 1 if min_sample > 0 else 0)):
+    warm: list[float] = []
+    least = max(warmup, 1 if min_sample > 0 else 0)
+    while len(warm) < least or sum(warm) < warm_time:
         w0 = wall()
         fn()
         clock.synchronize()

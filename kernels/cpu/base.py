@@ -8,6 +8,8 @@ per-kernel attribute, so a user can trade memory for speed.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable
 
@@ -16,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from convbench.contract import KernelBase
-from convbench.measure.cooldown import cool_down
+from convbench.measure.cooldown import WARM_S, cool_down, warm_up
 from convbench.measure.threads import use_preferred_layer
 from convbench.problem import ConvProblem
 from convbench.problem.arguments import aligned_empty
@@ -112,55 +114,53 @@ FASTEST_COOL_DOWN_FROM_S = 1e-3
 FASTEST_COOL_DOWN_S = 0.15
 
 
-#: In its first pass, a candidate is timed until two timings in a row agree within this
-#: fraction, or :data:`FASTEST_MAX_TIMED` times.
-FASTEST_SETTLED = 0.1
-FASTEST_MAX_TIMED = 5
+#: Rounds in which every candidate is timed once; its median over them decides.
+FASTEST_ROUNDS = 5
+#: Least seconds of calls per timed sample (at least one call): calls shorter than the
+#: clock's noise are timed several in a row, as the benchmarks' samples are.
+FASTEST_SAMPLE_S = 0.01
 
 
 def fastest(candidates: dict[str, Callable[[], object]]) -> str:
     """The name of the fastest of ``candidates`` (calls without arguments), timed here.
 
-    Each runs once warm, then is timed until two timings in a row agree
-    within :data:`FASTEST_SETTLED` (at most :data:`FASTEST_MAX_TIMED`
-    times); then each is timed once more in the reverse order. The best of
-    its timings counts, as cuDNN's benchmark mode picks an algorithm. For
-    choices that depend on the shape and the BLAS build more than any rule
-    of thumb could say.
+    Each is called once (compilation, first touch of its buffers), then
+    timed in :data:`FASTEST_ROUNDS` rounds, the order reversed every other
+    round. In each round a candidate gets, as a benchmark sample does, a
+    cool-down where its calls are long enough for one to matter
+    (:func:`convbench.measure.cooldown.cool_down`: the thread pools the
+    candidate before woke are left to go idle), one untimed call, then
+    the calls of a sample (:data:`FASTEST_SAMPLE_S`). The median sample
+    counts, and the earliest candidate wins a tie. For choices that depend
+    on the shape and the BLAS build more than any rule of thumb could say.
 
-    Before each candidate, the thread pools the previous one woke are left
-    to go idle (:func:`convbench.measure.cooldown.cool_down`), where its
-    calls took long enough for that to matter: a candidate timed while
-    BLAS's threads still spin from the one before loses a core to them.
-    Some candidates still take a few calls to reach their speed after
-    another one (Winograd's team schedule on ResNet-50's res5 at batch 8:
-    14, 11, then 8 ms after the BLAS schedule), hence the timing until
-    settled; the reverse pass times each candidate right after itself, or
-    after the cool-down.
+    Why the median of samples taken like that, rather than the best call:
+    on a shared machine single calls of one schedule spread by 2x (a
+    lucky call of the slower one wins a minimum), and the first call after
+    a pause or after another schedule is slow for some schedules and not
+    others (BLAS's threads waking, the team's many hand-offs to idle
+    cores), which the untimed calls absorb in the choice as they do in the
+    benchmark that reports the result.
     """
-    best: dict[str, float] = {}
+    names = list(candidates)
+    batch = {}
+    for name in names:
+        t0 = time.perf_counter()
+        candidates[name]()
+        once = max(time.perf_counter() - t0, 1e-9)
+        batch[name] = max(1, min(1000, math.ceil(FASTEST_SAMPLE_S / once)))
+    samples: dict[str, list[float]] = {name: [] for name in names}
     previous = 0.0
-
-    def timed(name: str, call: Callable[[], object], most: int) -> None:
-        nonlocal previous
-        last = None
-        for _ in range(most):
+    for r in range(FASTEST_ROUNDS):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            call = candidates[name]
+            if previous >= FASTEST_COOL_DOWN_FROM_S and cool_down(FASTEST_COOL_DOWN_S) > 0:
+                warm_up(call, WARM_S)
+            else:
+                call()
             t0 = time.perf_counter()
-            call()
-            seconds = time.perf_counter() - t0
-            best[name] = min(best.get(name, seconds), seconds)
-            if last is not None and abs(seconds - last) <= FASTEST_SETTLED * last:
-                break
-            last = seconds
-        previous = best[name]
-
-    for name, call in candidates.items():
-        if previous >= FASTEST_COOL_DOWN_FROM_S:
-            cool_down(FASTEST_COOL_DOWN_S)
-        call()
-        timed(name, call, FASTEST_MAX_TIMED)
-    for name, call in reversed(candidates.items()):
-        if previous >= FASTEST_COOL_DOWN_FROM_S:
-            cool_down(FASTEST_COOL_DOWN_S)
-        timed(name, call, 1)
-    return min(best, key=best.__getitem__)
+            for _ in range(batch[name]):
+                call()
+            previous = (time.perf_counter() - t0) / batch[name]
+            samples[name].append(previous)
+    return min(names, key=lambda name: statistics.median(samples[name]))
