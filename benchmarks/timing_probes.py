@@ -14,6 +14,9 @@ Each probe isolates one suspect and prints what it saw (``--out`` also writes
   how long it can take the cores from whoever runs next.
 * ``order`` -- a call timed right after another library's call, after a
   cool-down, and after a cool-down and warm calls.
+* ``wake`` -- each call one by one after an idle pause of 0.15 s: how much
+  work it takes the cores the pause left idle to come back to full speed
+  (what :data:`convbench.measure.cooldown.WARM_S` covers).
 * ``alignment`` -- the same kernel on buffers placed at each offset within a
   cache line, interleaved in one process.
 * ``hugepages`` -- transparent huge pages: the system setting and this
@@ -49,8 +52,10 @@ import numpy as np
 
 LAYER = "mb1ic64ih56oc64kh3ph1"  # ResNet-50 res2_branch2b at batch 1
 KERNELS = ("direct", "im2col", "winograd", "fft", "onednn")
-PROBES = ("processes", "threads", "spin", "order", "alignment", "hugepages", "contention",
-          "drift")
+PROBES = ("processes", "threads", "spin", "order", "wake", "alignment", "hugepages",
+          "contention", "drift")
+#: Calls timed one by one after the pause in the ``wake`` probe.
+WAKE_CALLS = 12
 
 
 def _task_stats() -> dict[int, tuple[int, int]]:
@@ -194,6 +199,40 @@ def probe_order() -> dict[str, Any]:
                   f"{worst[1]['right after']:.3f}, after a pause "
                   f"{worst[1]['0.15 s pause']:.3f}, pause + warm "
                   f"{worst[1]['pause + 2 warm']:.3f}", flush=True)
+    return out
+
+
+def probe_wake(pause: float = 0.15, repeats: int = 8) -> dict[str, Any]:
+    """Each kernel's first :data:`WAKE_CALLS` calls after an idle pause, one by one (the
+    median over ``repeats`` pauses), beside its steady call."""
+    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    with pinned_threads(None):
+        calls = {k: _prepared(k) for k in KERNELS}
+        for call in calls.values():
+            call()
+        for name, call in calls.items():
+            steady = _median_of(call) * 1e3
+            rows = []
+            for _ in range(repeats):
+                time.sleep(pause)
+                row = []
+                for _ in range(WAKE_CALLS):
+                    t0 = time.perf_counter()
+                    call()
+                    row.append((time.perf_counter() - t0) * 1e3)
+                rows.append(row)
+            after = [statistics.median(column) for column in zip(*rows, strict=True)]
+            slow = [i for i, ms in enumerate(after) if ms > 1.1 * steady]
+            settled = slow[-1] + 1 if slow else 0  # calls before the last one 10% above steady
+            out[name] = {"steady_ms": steady, "after_pause_ms": after,
+                         "calls_before_steady": settled,
+                         "ms_before_steady": sum(after[:settled])}
+            print(f"wake {name:9s} steady {steady:.3f} ms; after the pause "
+                  + " ".join(f"{ms:.2f}" for ms in after[:6])
+                  + f" ...; {settled} calls ({sum(after[:settled]):.1f} ms) before steady",
+                  flush=True)
     return out
 
 
@@ -350,6 +389,15 @@ def report(results: dict[str, Any]) -> str:
                 lines.append(f"| {k} | {r['steady_ms']:.3f} | {before} | "
                              f"{cases['right after']:.3f} | {cases['0.15 s pause']:.3f} | "
                              f"{cases['pause + 2 warm']:.3f} |")
+    if "wake" in results:
+        lines += ["", "## Calls one by one after a 0.15 s idle pause (ms, median of 8 pauses)",
+                  "", "| kernel | steady | " + " | ".join(f"call {i + 1}" for i in range(6))
+                  + " | calls (ms) until within 10% of steady |",
+                  "|---|---:|" + "---:|" * 6 + "---:|"]
+        for k, r in results["wake"].items():
+            lines.append(f"| {k} | {r['steady_ms']:.2f} | "
+                         + " | ".join(f"{ms:.2f}" for ms in r["after_pause_ms"][:6])
+                         + f" | {r['calls_before_steady']} ({r['ms_before_steady']:.1f}) |")
     if "alignment" in results:
         lines += ["", "## Inputs at each offset in a cache line (ms, interleaved)", "",
                   "| kernel | +0 | +16 | +32 | +48 |", "|---|---:|---:|---:|---:|"]
@@ -388,7 +436,7 @@ def main() -> int:
     results: dict[str, Any] = {}
     if "processes" in wanted or "threads" in wanted:
         results["processes"] = probe_processes(args.procs)
-    for name, fn in (("spin", probe_spin), ("order", probe_order),
+    for name, fn in (("spin", probe_spin), ("order", probe_order), ("wake", probe_wake),
                      ("alignment", probe_alignment), ("hugepages", probe_hugepages)):
         if name in wanted:
             results[name] = fn()

@@ -33,6 +33,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from convbench.measure.cooldown import WARM_S
 from convbench.measure.peers import (
     PER_CALL,
     LayerComparison,
@@ -149,9 +150,9 @@ def backward_report(results: list[LayerComparison], names: list[str], direction:
     computed = {"bwd_d": "dx", "bwd_w": "dw", "bwd_wb": "dw and db"}.get(direction, "y")
     lines = [f"### {direction}\n",
              f"Ratios t_onednn / t_kernel (> 1: convbench faster), median of {pairs} "
-             f"interleaved passes, {threads} threads, a cool-down and a warm call before each "
-             f"sample; oneDNN through torch's convolution_backward "
-             f"({computed} only).\n",
+             f"interleaved passes, {threads} threads, a cool-down and "
+             f"{WARM_S * 1e3:.0f} ms of warm calls before each sample; oneDNN through "
+             f"torch's convolution_backward ({computed} only).\n",
              "| suite | layer | mb | x | onednn ms | " + " | ".join(f"{n} x onednn" for n in ran)
              + " | fastest |",
              "|---|---|---:|---:|---:|" + "---:|" * len(ran) + "---|"]
@@ -249,7 +250,8 @@ def report(results: list[LayerComparison], names: list[str], pairs: int, threads
            roof_gflops: float | None = None) -> str:
     columns = with_per_call(results, names)  # each kernel, then its +prepare timing
     lines = [f"Ratios t_peer / t_kernel (> 1: convbench faster), median of {pairs} interleaved "
-             f"passes, {threads} threads, a cool-down and a warm call before each sample. "
+             f"passes, {threads} threads, a cool-down and {WARM_S * 1e3:.0f} ms of warm calls "
+             "before each sample. "
              f"`NAME{PER_CALL}`: the kernel with its `prepare` (weight transform, buffers) in "
              "every call instead of once per weight tensor.\n",
              "| suite | layer | mb | " + " | ".join(f"{n} x onednn" for n in columns)
@@ -374,7 +376,25 @@ def full_report(results: list[LayerComparison], names: list[str], pairs: int, th
     for d in dict.fromkeys(direction_of(r) for r in backward):
         parts.append(backward_report([r for r in backward if direction_of(r) == d], names, d,
                                      pairs, threads))
-    return "\n\n".join(parts + NOTES)
+    return "\n\n".join(parts + chosen_lines(results, names) + NOTES)
+
+
+def chosen_lines(results: list[LayerComparison], names: list[str]) -> list[str]:
+    """A table of the schedules each kernel's ``prepare`` chose by timing, where any did."""
+    ran = [n for n in names if any("schedule" in r.chosen.get(n, {}) for r in results)]
+    if not ran:
+        return []
+    lines = ["### Schedules chosen at prepare\n",
+             "Each timed schedule choice (blocks and GEMMs on BLAS's threads, on the team, "
+             "or per-thread blocks), as the timed calls ran it.\n",
+             "| dir | suite | layer | mb | " + " | ".join(ran) + " |",
+             "|---|---|---|---:|" + "---|" * len(ran)]
+    for r in results:
+        if any("schedule" in r.chosen.get(n, {}) for n in ran):
+            cells = [r.chosen.get(n, {}).get("schedule", "—") for n in ran]
+            lines.append(f"| {direction_of(r)} | {r.suite} | {r.name} | "
+                         f"{ConvProblem.parse(r.problem).mb} | " + " | ".join(cells) + " |")
+    return ["\n".join(lines)]
 
 
 #: What the run's options left out, said under the report.

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from convbench.measure.clocks import make_clock
+from convbench.measure.cooldown import WARM_S
 from convbench.measure.peers import geomean_interval, time_interleaved
 from convbench.measure.stats import median_rank_interval
 from convbench.measure.threads import pinned_threads
@@ -119,8 +120,8 @@ def report(rows: list[dict[str, Any]], algos: list[str], pairs: int, threads: in
     labels = {a: getattr(get_kernel(a, "cpu"), "label", "F(2x2,3x3)") for a in algos}
     lines = [f"Winograd bwd_d against oneDNN (torch {_torch_version()} `convolution_backward`), "
              f"ratio t_onednn / t_kernel (> 1: convbench faster), median of {pairs} "
-             f"interleaved passes with its 95% interval, {threads} threads, a cool-down and a "
-             f"warm call before each sample.\n\nCommand: `{command}`\n",
+             f"interleaved passes with its 95% interval, {threads} threads, a cool-down and "
+             f"{WARM_S * 1e3:.0f} ms of warm calls before each sample.\n\nCommand: `{command}`\n",
              "| suite | layer | mb | oneDNN ms | "
              + " | ".join(f"{a} ({labels[a]}) ms | ratio [95%]" for a in algos)
              + " | fastest |",

@@ -229,7 +229,7 @@ def test_both_im2col_weight_gemms_compute_dw(monkeypatch, desc, cap):
         want = reference_for(p, x, dy)
         kernel = im2col.Im2colKernel() if cap is None else im2col.Im2colKernel(workspace_cap=cap)
         for name in ("dY.colT", "col.dYT"):
-            monkeypatch.setattr(im2col, "fastest", lambda candidates, name=name: name)
+            monkeypatch.setattr(im2col, "fastest", lambda candidates, key=None, name=name: name)
             call = kernel.prepare(p, x, dy, None)
             assert call.details["gemm"] == name
             assert (call.details["tiles"] > 1) == (cap is not None)

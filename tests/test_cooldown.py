@@ -154,3 +154,63 @@ def test_fastest_warms_a_candidate_for_warm_s_after_a_pause(monkeypatch):
     # the first call; round 1 without a pause: one untimed call and the sample;
     # every later round: 5 warm calls (the first sum past 50 ms) and the sample
     assert calls["n"] == 1 + 2 + (rounds - 1) * (5 + 1)
+
+
+def test_fastest_keeps_a_keyed_choice_per_thread_count(monkeypatch):
+    """The same key, candidates and threads: the kept choice, untimed; else timed again."""
+    import numba
+
+    from convbench.kernels.cpu import base
+
+    clock = _fake_clock(monkeypatch, base)
+    base.forget_choices()
+    calls = {"a": 0, "b": 0}
+
+    def candidate(name, seconds):
+        def call():
+            calls[name] += 1
+            clock["now"] += seconds
+        return call
+
+    first = {"a": candidate("a", 0.002), "b": candidate("b", 0.001)}
+    assert base.fastest(first, key=("layer", 1)) == "b"
+    timed = dict(calls)
+    slower_now = {"a": candidate("a", 0.001), "b": candidate("b", 0.002)}
+    assert base.fastest(slower_now, key=("layer", 1)) == "b"  # kept: nothing called
+    assert calls == timed
+    assert base.fastest(slower_now, key=("layer", 2)) == "a"  # another key is timed
+    assert base.fastest(slower_now) == "a"  # no key: always timed
+    threads = numba.get_num_threads()
+    if threads > 1:
+        monkeypatch.setattr(base.numba, "get_num_threads", lambda: threads - 1)
+        assert base.fastest(slower_now, key=("layer", 1)) == "a"
+        monkeypatch.undo()
+    base.forget_choices()
+    assert base.fastest(slower_now, key=("layer", 1)) == "a"
+    base.forget_choices()
+
+
+def test_a_winograd_layer_prepared_again_keeps_its_schedule():
+    """A second prepare of the same layer reuses the first one's timed schedule."""
+    import numpy as np
+
+    from convbench import ConvProblem
+    from convbench.kernels.cpu import base
+    from convbench.registry import get_kernel
+
+    base.forget_choices()
+    p = ConvProblem.parse("mb2ic32ih12oc32kh3ph1")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(p.input_shape).astype(np.float32)
+    w = rng.standard_normal(p.weight_shape).astype(np.float32)
+    kernel = get_kernel("winograd")
+    first = kernel.prepare(p, x, w, None)
+    kept = [k for k in base._CHOICES if k[0][0] == "winograd forward"]
+    if len(first.details["schedules"]) < 2:
+        assert not kept  # one thread: nothing to choose
+        return
+    assert len(kept) == 1 and base._CHOICES[kept[0]] == first.details["schedule"]
+    other = next(s for s in first.details["schedules"] if s != first.details["schedule"])
+    base._CHOICES[kept[0]] = other
+    assert kernel.prepare(p, x, w, None).details["schedule"] == other
+    base.forget_choices()

@@ -36,7 +36,7 @@ def test_the_batch_gemm_computes_the_layer(monkeypatch):
     p = ConvProblem.make(3, 12, 6, 5, 20, 1, 1, bias=True, dtype="float64")
     x, wt, b = random_inputs(p, seed=1)
     for name in ("batch", "per-image"):
-        monkeypatch.setattr(im2col, "fastest", lambda candidates, name=name: name)
+        monkeypatch.setattr(im2col, "fastest", lambda candidates, key=None, name=name: name)
         call = Im2colKernel().prepare(p, x, wt, b)
         assert call.details["gemm"] == name
         np.testing.assert_allclose(call(), reference_for(p, x, wt, b), rtol=1e-12, atol=1e-12)
@@ -82,7 +82,7 @@ def test_both_weight_gradients_of_a_1x1_layer_match_the_reference(direction, mon
     kernel = Im2colKernel()
     assert kernel.workspace_bytes(p) == max(folded_bytes(p), 3 * 20 * 12 * 8)
     for name in ("batch", "per-image"):
-        monkeypatch.setattr(im2col, "fastest", lambda candidates, name=name: name)
+        monkeypatch.setattr(im2col, "fastest", lambda candidates, key=None, name=name: name)
         call = kernel.prepare(p, x, dy, None)
         assert call.details["gemm"] == name
         got = call()

@@ -69,6 +69,9 @@ class LayerComparison:
         what a sum over layers pairs pass by pass (:func:`whole_network_ratio`).
     repeat : int
         How often the network repeats the layer (the caller says).
+    chosen : dict
+        Kernel -> what its ``prepare`` chose and reported in its details
+        (schedule, layout, tile...): the timings are of those choices.
     """
 
     suite: str
@@ -81,6 +84,13 @@ class LayerComparison:
     rel_l2: dict[str, float] = field(default_factory=dict)
     samples_ms: dict[str, list[float]] = field(default_factory=dict)
     repeat: int = 1
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def chosen_details(fn: Any) -> dict[str, Any]:
+    """The scalar entries of a prepared call's details: the choices ``prepare`` made."""
+    details = getattr(fn, "details", None) or {}
+    return {k: v for k, v in details.items() if isinstance(v, (str, int, float, bool))}
 
 
 def best_kernel(r: LayerComparison, names: list[str]) -> str | None:
@@ -231,7 +241,9 @@ def compare_layer(suite: str, p: ConvProblem, names: list[str], peers: tuple[str
         calls[name] = fn
         if per_call and kernel.caches_weights and name not in peers:
             calls[name + PER_CALL] = lambda kernel=kernel: kernel.prepare(p, x, w, b)()
-    result = LayerComparison(suite, p.name, str(p), errors=errors, rel_l2=rel_l2)
+    result = LayerComparison(suite, p.name, str(p), errors=errors, rel_l2=rel_l2,
+                             chosen={n: d for n, fn in calls.items()
+                                     if n not in peers and (d := chosen_details(fn))})
     if not calls:
         return result
     samples = time_interleaved(calls, passes=passes, sample_time=sample_time,

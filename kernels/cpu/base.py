@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numba
 import numpy as np
@@ -121,8 +121,24 @@ FASTEST_ROUNDS = 5
 FASTEST_SAMPLE_S = 0.01
 
 
-def fastest(candidates: dict[str, Callable[[], object]]) -> str:
+#: What :func:`fastest` chose, by the caller's key, the candidates and the thread count.
+_CHOICES: dict[tuple[Hashable, tuple[str, ...], int], str] = {}
+
+
+def forget_choices() -> None:
+    """Forget every choice :func:`fastest` kept: the next ``prepare`` times its own."""
+    _CHOICES.clear()
+
+
+def fastest(candidates: dict[str, Callable[[], object]], key: Hashable = None) -> str:
     """The name of the fastest of ``candidates`` (calls without arguments), timed here.
+
+    With a ``key`` (what the choice is for: the kernel, the problem, its
+    workspace), the choice is kept, and a later call with the same key,
+    candidates and thread count returns it untimed, as cuDNN's benchmark
+    mode keeps its algorithm per shape: a kernel prepared again for the same
+    layer (a weight transform in every call, a plan rebuilt) repeats the
+    choice and not its cost (:func:`forget_choices`).
 
     Each is called once (compilation, first touch of its buffers), then
     timed in :data:`FASTEST_ROUNDS` rounds, the order reversed every other
@@ -143,6 +159,9 @@ def fastest(candidates: dict[str, Callable[[], object]]) -> str:
     benchmark that reports the result.
     """
     names = list(candidates)
+    kept = None if key is None else (key, tuple(names), numba.get_num_threads())
+    if kept in _CHOICES:
+        return _CHOICES[kept]
     batch = {}
     for name in names:
         t0 = time.perf_counter()
@@ -163,4 +182,7 @@ def fastest(candidates: dict[str, Callable[[], object]]) -> str:
                 call()
             previous = (time.perf_counter() - t0) / batch[name]
             samples[name].append(previous)
-    return min(names, key=lambda name: statistics.median(samples[name]))
+    choice = min(names, key=lambda name: statistics.median(samples[name]))
+    if kept is not None:
+        _CHOICES[kept] = choice
+    return choice

@@ -245,7 +245,8 @@ class Im2colKernel(CpuKernel):
             gemms["batch"] = batch
         choice = "per-image"
         if len(gemms) > 1:
-            choice = fastest({name: (lambda gemm=gemm: gemm(x)) for name, gemm in gemms.items()})
+            choice = fastest({name: (lambda gemm=gemm: gemm(x)) for name, gemm in gemms.items()},
+                             key=("im2col pointwise", str(p)))
         gemm = gemms[choice]
 
         def run_pointwise(x: np.ndarray = x) -> np.ndarray:
@@ -323,7 +324,7 @@ class Im2colKernel(CpuKernel):
         choice = "per-image"
         if len(gemms) > 1:
             choice = fastest({name: (lambda gemm=gemm: gemm(x, dy))
-                              for name, gemm in gemms.items()})
+                              for name, gemm in gemms.items()}, key=("im2col pointwise", str(p)))
         gemm = gemms[choice]
 
         def run_pointwise(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:
@@ -403,7 +404,8 @@ class Im2colKernel(CpuKernel):
         # OpenBLAS ran dW^T 1.4x faster; with K = 512, equally fast, and the transpose
         # then costs), so both are timed here on the operands given.
         gemms = {"dY.colT": dw_direct, "col.dYT": dw_transposed}
-        choice = fastest({name: (lambda gemm=gemm: gemm(x, dy)) for name, gemm in gemms.items()})
+        choice = fastest({name: (lambda gemm=gemm: gemm(x, dy)) for name, gemm in gemms.items()},
+                         key=("im2col bwd_w", str(p), self.workspace_cap))
         gemm = gemms[choice]
 
         def run(x: np.ndarray = x, dy: np.ndarray = dy) -> Any:

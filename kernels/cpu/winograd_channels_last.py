@@ -25,7 +25,7 @@ outputs as in the definition's sums.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -512,7 +512,8 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
 
     prepared = Prepared(run, details)
     if x is not None and team.n > 1 and blocks:
-        choice = choose_schedule(prepared, x, tuple(schedules))
+        choice = choose_schedule(prepared, x, tuple(schedules),
+                                 key=("winograd forward", str(p), m, f2, cap, block))
         prepared.details["schedule"] = choice
         if choice == "blocks":
             prepared.details["blocks"] = len(thread_blocks)
@@ -523,9 +524,10 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
 
 
 def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...],
-                    *more: np.ndarray) -> str:
+                    *more: np.ndarray, key: Hashable = None) -> str:
     """The schedule whose whole call is fastest on ``x`` (and ``more`` operands: bwd_w's
-    ``dy``), timed here (:func:`~.base.fastest`).
+    ``dy``), timed here, or the one chosen before for the same ``key``
+    (:func:`~.base.fastest`).
 
     BLAS's own threads win where one GEMM per ``alpha^2`` slice is too small
     to split well across the team, and lose where they spin between calls or
@@ -538,7 +540,7 @@ def choose_schedule(prepared: Prepared, x: np.ndarray, choices: tuple[str, ...],
             return prepared(x, *more)
         return call
 
-    return fastest({choice: with_schedule(choice) for choice in choices})
+    return fastest({choice: with_schedule(choice) for choice in choices}, key)
 
 
 #: Fewest input channels for the channels-last layout: below one vector of

@@ -385,7 +385,8 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
 
     prepared = Prepared(run, details)
     if len(schedules) > 1:
-        choice = channels_last.choose_schedule(prepared, x, tuple(schedules), dy)
+        choice = channels_last.choose_schedule(prepared, x, tuple(schedules), dy,
+                                               key=("winograd bwd_w", str(p), cap))
         prepared.details["schedule"] = choice
         if choice == "blocks":
             prepared.details["blocks"] = len(thread_blocks)
