@@ -213,6 +213,9 @@ def probe_wake(pause: float = 0.15, repeats: int = 8) -> dict[str, Any]:
         for call in calls.values():
             call()
         for name, call in calls.items():
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.3:  # past the previous kernel's spinning
+                call()
             steady = _median_of(call) * 1e3
             rows = []
             for _ in range(repeats):
