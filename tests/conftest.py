@@ -99,3 +99,19 @@ def faulty_env(monkeypatch):
     yield
     for kernel in faulty_kernels.KERNELS:
         registry.unregister(kernel.name, "cpu")
+
+
+@pytest.fixture(autouse=True)
+def quick_timed_choices(request, monkeypatch):
+    """Kernels' timed choices at ``prepare`` (Winograd's schedules, im2col's GEMM forms) in
+    one round of short samples and short warm-ups instead of five rounds of benchmark-like
+    ones: the tests check what every schedule computes, which the choice does not change,
+    and the full choice made them 2 minutes (15%) slower. ``test_cooldown.py`` tests the
+    choice itself with its real settings."""
+    if request.module.__name__.endswith("test_cooldown"):
+        return
+    from convbench.kernels.cpu import base
+
+    monkeypatch.setattr(base, "FASTEST_ROUNDS", 1)
+    monkeypatch.setattr(base, "FASTEST_SAMPLE_S", 0.002)
+    monkeypatch.setattr(base, "WARM_S", 0.005)
