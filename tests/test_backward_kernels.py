@@ -338,3 +338,63 @@ def test_zero_batch_gives_empty_and_zero_gradients(algo):
     dw, db = algo().prepare(dataclasses.replace(base, dir="bwd_wb", bias=True), x, dy, None)()
     assert dx.shape == base.input_shape
     assert not dw.any() and dw.shape == base.weight_shape and not db.any()
+
+
+ONE_BY_ONE = [
+    ConvProblem.make(2, 6, 9, 8, 4, 1, 1),
+    ConvProblem.make(3, 4, 11, 10, 6, 1, 1, stride=2, groups=2, dtype="float64"),
+    ConvProblem.make(2, 5, 8, 9, 3, 1, 1, stride=(3, 2), padding=((1, 0), (0, 2))),
+]
+
+
+@pytest.mark.parametrize("path", ["factored", "stored"])
+@pytest.mark.parametrize("p", NAMED + STRIDED + ONE_BY_ONE, ids=str)
+def test_fft_backward_tap_factored_and_stored_spectra_both_match_torch(p, path, monkeypatch):
+    """Either FFT backward path, forced on every direction, gives torch's gradients."""
+    from convbench.kernels.algorithms import fft as fft_algorithm
+
+    most = 10**6 if path == "factored" else 0
+    monkeypatch.setattr(fft_algorithm, "FACTORED_MAX_TAPS",
+                        {"bwd_d": most, "bwd_w": most, "bwd_wb": most})
+    assert all(fft_algorithm.tap_factored(dataclasses.replace(p, dir=d, bias=d == "bwd_wb"))
+               == (path == "factored")
+               for d in DIRECTIONS)
+    check_problem(FftKernel(), p)
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+@pytest.mark.parametrize("p", NAMED + STRIDED + ONE_BY_ONE, ids=str)
+def test_fft_filter_spectra_are_the_rfft2_of_the_placed_filter(p, adjoint):
+    """The taps' DFT equals the FFT of the zero-padded, dilated filter rolled to -pad."""
+    from convbench.kernels.algorithms import fft as fft_algorithm
+
+    plan = plan_fft_backward(dataclasses.replace(p, dir="bwd_d"), 2**28)
+    w = np.random.default_rng(3).standard_normal(p.weight_shape)
+    placed = np.zeros((p.oc, p.ic // p.g, plan.lh, plan.lw))
+    for r in range(p.kh):
+        for s in range(p.kw):
+            row, col = (r * p.dil_h - p.ph) % plan.lh, (s * p.dil_w - p.pw) % plan.lw
+            placed[:, :, row, col] = w[:, :, r, s]
+    expected = np.fft.rfft2(placed).reshape(p.g, p.oc // p.g, p.ic // p.g, plan.freqs) / 7
+    expected = (expected.transpose(3, 0, 1, 2) if adjoint
+                else np.conj(expected).transpose(3, 0, 2, 1))
+    got = fft_algorithm.filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), scale=1 / 7,
+                                       adjoint=adjoint)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+
+
+def test_fft_tap_factored_1x1_backward_keeps_no_spectra():
+    """A strided 1x1 layer: no K*C*F filter spectra, so a batch holds several images."""
+    from convbench.kernels.algorithms import fft as fft_algorithm
+
+    base = ConvProblem.parse("mb8ic256ih56oc512kh1sh2")  # ResNet-50 res3a_branch1
+    kernel = FftKernel()
+    for direction in ("bwd_d", "bwd_w"):
+        p = dataclasses.replace(base, dir=direction)
+        assert fft_algorithm.tap_factored(p)
+        plan = kernel.plan(p)
+        spectra = fft_algorithm.filter_bytes(p, plan.lh, plan.lw, p.itemsize)
+        assert spectra > 10**9
+        stored = plan_fft_backward(p, kernel.workspace_cap, factored=False)
+        assert plan.batch > stored.batch == 1  # the stored spectra alone pass the cap
+        assert kernel.workspace_bytes(p) < spectra / 4

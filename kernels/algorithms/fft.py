@@ -158,10 +158,55 @@ def whole_image_path(p: ConvProblem, plan: FftPlan) -> bool:
     return plan.tiles == 1 and plan.lh >= p.ih + p.ph and plan.lw >= p.iw + p.pw
 
 
+def tap_phases(length: int, positions: np.ndarray, count: int | None = None,
+               sign: float = -1.0) -> np.ndarray:
+    """``exp(sign * 2 pi i * f * position / length)`` as ``(count or length, taps)``, float64.
+
+    The product is reduced modulo ``length`` before the division, so every
+    twiddle is as exact as one ``exp`` of a small angle.
+    """
+    f = np.arange(length if count is None else count)
+    turns = (f[:, None] * positions[None, :]) % length
+    return np.exp(sign * 2j * np.pi * turns / length)
+
+
+def tap_spectra(p: ConvProblem, plan: FftPlan, shift: tuple[int, int] = (0, 0),
+                inverse: bool = False) -> np.ndarray:
+    """The rfft2 of a unit impulse at each filter tap, ``(F, R*S)`` complex128.
+
+    Tap ``(r, s)`` sits at ``(r*d_h - shift_h) mod L_h, (s*d_w - shift_w) mod L_w``;
+    its spectrum is ``E[(u, v), (r, s)] = exp(-2 pi i (u row_r / L_h + v col_s / L_w))``.
+
+    With ``inverse``, the weights that read ``irfft2`` at each tap's position
+    instead: ``irfft2(Z)[row_r, col_s] = Re sum_f Z[f] B[f, (r, s)]``, where
+    ``B = c_v conj(E) / (L_h L_w)`` and ``c_v`` is 1 on the columns that the
+    half spectrum holds once (``v = 0`` and, for even ``L_w``, ``v = L_w/2``) and
+    2 on the others, whose mirror images it leaves out.
+    """
+    half = plan.lw // 2 + 1
+    rows = (np.arange(p.kh) * p.dil_h - shift[0]) % plan.lh
+    cols = (np.arange(p.kw) * p.dil_w - shift[1]) % plan.lw
+    sign = 1.0 if inverse else -1.0
+    e_cols = tap_phases(plan.lw, cols, half, sign)
+    if inverse:
+        weight = np.full(half, 2.0)
+        weight[0] = 1.0
+        if plan.lw % 2 == 0:
+            weight[-1] = 1.0
+        e_cols *= weight[:, None] / (plan.lh * plan.lw)
+    e_rows = tap_phases(plan.lh, rows, sign=sign)
+    return (e_rows[:, None, :, None] * e_cols[None, :, None, :]).reshape(plan.freqs, -1)
+
+
 def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                   shift: tuple[int, int] = (0, 0), workers: int = 1,
-                   scale: float = 1.0) -> np.ndarray:
+                   shift: tuple[int, int] = (0, 0), scale: float = 1.0,
+                   adjoint: bool = False) -> np.ndarray:
     """``scale * conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: in float64, rounded once.
+
+    The transform is a DFT of the ``R x S`` taps only, one real GEMM per
+    block of frequencies, ``E (F, R*S) @ w (R*S, C/g * K/g)``, written straight
+    into the per-frequency layout: the ``L_h x L_w`` zero-padded filters are
+    never formed (for a 1x1 filter on a 56x56 image they are 99.97% zeros).
 
     Parameters
     ----------
@@ -172,23 +217,30 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
     shift : (int, int)
         Places filter tap ``(0, 0)`` at ``(-shift) mod L`` (circularly): how
         the whole-image path absorbs the input's leading padding.
-    workers : int
-        pocketfft threads.
     scale : float
         Factor folded into the spectra (``1/(L_h L_w)`` lets the inverse FFT
         skip its normalization pass).
+    adjoint : bool
+        ``scale * rfft2(dilated w)``, unconjugated, as ``(F, G, K/g, C/g)``: the
+        filter spectra of backward data, which convolves where the forward
+        correlates.
     """
     kg, cg = p.oc // p.g, p.ic // p.g
-    dilated = np.zeros((p.oc, cg, plan.lh, plan.lw), dtype=np.float64)
-    kh_eff, kw_eff = effective_extent(p.kh, p.dil_h), effective_extent(p.kw, p.dil_w)
-    dilated[:, :, :kh_eff:p.dil_h, :kw_eff:p.dil_w] = w
-    if shift != (0, 0):
-        dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
-    spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
-    if scale != 1.0:
-        spec *= scale
-    spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
-    return np.ascontiguousarray(spec, dtype=COMPLEX[np.dtype(dtype)])
+    phases = tap_spectra(p, plan, shift) * scale
+    sign = 1.0 if adjoint else -1.0  # conj for the forward's correlation
+    taps = np.asarray(w, dtype=np.float64).reshape(p.g, kg, cg, p.kh * p.kw)
+    taps = taps.transpose(0, 3, 1, 2) if adjoint else taps.transpose(0, 3, 2, 1)
+    out = np.empty((plan.freqs, p.g) + taps.shape[2:], dtype=COMPLEX[np.dtype(dtype)])
+    # a block of frequencies per GEMM: its float64 product stays under 32 MiB
+    block = max(1, (1 << 22) // max(1, kg * cg))
+    for gi in range(p.g):
+        wg = taps[gi].reshape(p.kh * p.kw, -1)
+        for f0 in range(0, plan.freqs, block):
+            e = phases[f0:f0 + block]
+            view = out[f0:f0 + block, gi]
+            view.real = (e.real @ wg).reshape(view.shape)
+            view.imag = (sign * e.imag @ wg).reshape(view.shape)
+    return out
 
 
 def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int]:
@@ -214,6 +266,20 @@ def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int
 # taps' positions. Both hold exactly when no pair (i, t) aliases modulo L:
 # L >= H + max(pad_top, pad_bottom), L >= R_eff (distinct tap positions) and
 # L > (P-1)*stride (the stuffed gradient fits).
+#
+# Tap-factored passes. The filter spectrum is a sum over its taps,
+# W(f) = sum_rs w[rs] E[f, rs] with E the spectrum of an impulse at the tap (see
+# tap_spectra), so
+#
+#     dX[n, c, f]  = sum_rs E[f, rs] sum_k w[k, c, rs] dC[n, k, f]
+#     dw[k, c, rs] = Re sum_{n, f} X[n, c, f] conj(dC[n, k, f]) B[f, rs]
+#
+# with B the weights that read irfft2 at the tap's position. The first is one
+# real GEMM over K per tap and keeps no spectra; the second one real GEMM over
+# images and frequencies per tap, and no inverse FFT. For a 1x1 filter on a
+# large image these replace K*C/g*F stored spectra (1.9 GB for ResNet-50's
+# res3a_branch1 at batch 8, float32) and K*C/g inverse FFTs of which one value
+# each is read.
 
 
 def backward_length(size: int, pad_lo: int, pad_hi: int, k_eff: int, out: int, stride: int,
@@ -223,8 +289,32 @@ def backward_length(size: int, pad_lo: int, pad_hi: int, k_eff: int, out: int, s
     return scipy.fft.next_fast_len(need, real=True)
 
 
-def backward_filter_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int) -> int:
-    """Filter spectra (bwd_d) or the summed filter-gradient spectra and their inverse (bwd_w)."""
+#: Per backward direction, filters of at most this many taps take the tap-factored pass.
+FACTORED_MAX_TAPS = {"bwd_d": 1, "bwd_w": 9, "bwd_wb": 9}
+
+
+def tap_factored(p: ConvProblem) -> bool:
+    """Whether ``p``'s backward pass is tap-factored (see the comment above).
+
+    bwd_d: only 1x1 filters. The factored pass does a real GEMM over K per tap
+    where the stored spectra do one complex GEMM in all, so from two taps on
+    it does more arithmetic; for one tap it saves the ``K * C/g * F`` spectra.
+    bwd_w: up to 3x3. Its factored GEMMs run over every image and frequency at
+    once, where the stored path does one small GEMM over the images per
+    frequency and then ``K * C/g`` inverse FFTs; with many taps and few
+    channels (a 7x7 filter on 3 channels) the per-tap products dominate.
+    """
+    return p.kh * p.kw <= FACTORED_MAX_TAPS.get(p.dir, 0)
+
+
+def backward_filter_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int,
+                          factored: bool = False) -> int:
+    """Filter spectra (bwd_d) or the summed filter-gradient spectra and their inverse (bwd_w).
+
+    Tap-factored passes keep neither: only the filter (gradient) itself.
+    """
+    if factored:
+        return p.oc * (p.ic // p.g) * p.kh * p.kw * itemsize
     spectra = filter_bytes(p, lh, lw, itemsize)
     if p.dir == "bwd_d":
         return spectra
@@ -232,7 +322,7 @@ def backward_filter_bytes(p: ConvProblem, lh: int, lw: int, itemsize: int) -> in
 
 
 def plan_fft_backward(p: ConvProblem, cap: int, itemsize: int | None = None,
-                      min_length: int = 1) -> FftPlan:
+                      min_length: int = 1, factored: bool = False) -> FftPlan:
     """Whole-image FFT sizes of ``p``'s backward pass; images per batch under the cap.
 
     One tile covers each image (overlap-save has no cheap adjoint: the
@@ -243,29 +333,27 @@ def plan_fft_backward(p: ConvProblem, cap: int, itemsize: int | None = None,
     (pt, pb), (pl, pr) = p.padding
     lh = backward_length(p.ih, pt, pb, effective_extent(p.kh, p.dil_h), p.oh, p.sh, min_length)
     lw = backward_length(p.iw, pl, pr, effective_extent(p.kw, p.dil_w), p.ow, p.sw, min_length)
-    room = cap - backward_filter_bytes(p, lh, lw, isz)
+    room = cap - backward_filter_bytes(p, lh, lw, isz, factored)
     batch = max(1, min(p.mb, room // tile_bytes(p, lh, lw, isz)))
     return FftPlan(lh, lw, p.oh, p.ow, 1, 1, batch)
 
 
-def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None) -> int:
+def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None,
+                             factored: bool = False) -> int:
     """Filter (gradient) spectra plus one batch of whole-image spectra."""
     isz = itemsize or p.itemsize
-    return (backward_filter_bytes(p, plan.lh, plan.lw, isz)
+    return (backward_filter_bytes(p, plan.lh, plan.lw, isz, factored)
             + plan.batch * tile_bytes(p, plan.lh, plan.lw, isz))
 
 
 def adjoint_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                           workers: int = 1, scale: float = 1.0) -> np.ndarray:
+                           scale: float = 1.0) -> np.ndarray:
     """``scale * rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
 
     ``w_f`` is the dilated filter with tap ``(0, 0)`` at ``(-pad) mod L``, as in
     the whole-image forward path; float64, rounded once.
     """
-    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers,
-                          scale=scale)
-    return np.ascontiguousarray(np.conj(spec).transpose(0, 1, 3, 2),
-                                dtype=COMPLEX[np.dtype(dtype)])
+    return filter_spectra(w, p, plan, dtype, shift=(p.ph, p.pw), scale=scale, adjoint=True)
 
 
 def tap_positions(p: ConvProblem, plan: FftPlan) -> tuple[np.ndarray, np.ndarray]:

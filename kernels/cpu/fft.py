@@ -127,12 +127,14 @@ class FftKernel(CpuKernel):
 
     def plan(self, p: ConvProblem) -> FftPlan:
         if p.dir != "fwd":
-            return algorithm.plan_fft_backward(p, self.workspace_cap)
+            return algorithm.plan_fft_backward(p, self.workspace_cap,
+                                               factored=algorithm.tap_factored(p))
         return plan_fft(p, self.workspace_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if p.dir != "fwd":
-            return algorithm.backward_workspace_bytes(p, self.plan(p))
+            return algorithm.backward_workspace_bytes(p, self.plan(p),
+                                                      factored=algorithm.tap_factored(p))
         return algorithm.workspace_bytes(p, self.plan(p))
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
@@ -149,8 +151,7 @@ class FftKernel(CpuKernel):
         forward_workers = fft_workers(plan.batch * p.ic * plan.lh * plan.lw)
         inverse_workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
         if whole_image_path(p, plan):
-            spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw),
-                                     workers=num_threads())
+            spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw))
             bias_planes = b[:, None, None]
 
             def run_whole_images(x: np.ndarray = x) -> np.ndarray:
@@ -165,7 +166,7 @@ class FftKernel(CpuKernel):
                 return y
 
             return run_whole_images
-        spectra = filter_spectra(w, p, plan, p.dtype, workers=num_threads())
+        spectra = filter_spectra(w, p, plan, p.dtype)
         total = p.mb * plan.tiles
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw
         tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
@@ -221,14 +222,24 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
         stuffed[grid] = dy[n0:n0 + nb]
         return scipy.fft.rfft2(stuffed, workers=k_workers)
 
+    factored = algorithm.tap_factored(p)
     if p.dir == "bwd_d":
-        spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype, workers=num_threads())
         dx = aligned_empty(p.input_shape, p.dtype)
+        if factored:
+            taps = algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw))
+            weights = factored_weights(b, p)
+
+            def contract(ys: np.ndarray) -> np.ndarray:
+                return factored_data_spectra(ys, weights, taps, p)
+        else:
+            spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype)
+
+            def contract(ys: np.ndarray) -> np.ndarray:
+                return contract_channels(ys, spectra, g, plan.freqs, p.dtype)
 
         def run_data(dy: np.ndarray = a) -> np.ndarray:
             for n0, nb in batches:
-                spec = contract_channels(stuffed_spectra(dy, n0, nb), spectra, g, plan.freqs,
-                                         p.dtype)
+                spec = contract(stuffed_spectra(dy, n0, nb))
                 out = scipy.fft.irfft2(spec.reshape(nb, p.ic, lh, half), s=(lh, lw),
                                        workers=c_workers)
                 dx[n0:n0 + nb] = out[:, :, :p.ih, :p.iw]
@@ -236,9 +247,24 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
 
         return run_data
 
-    rows, cols = algorithm.tap_positions(p, plan)
     dw = aligned_empty(p.weight_shape, p.dtype)
     db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+    if factored:
+        inverse = np.conj(algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw), inverse=True))
+
+        def run_factored_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
+            dw[...] = 0
+            for n0, nb in batches:
+                xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
+                factored_weight_gradient(xs, stuffed_spectra(dy, n0, nb), inverse, p, dw)
+            if db is None:
+                return dw
+            bias_gradient(dy, db)
+            return dw, db
+
+        return run_factored_weights
+
+    rows, cols = algorithm.tap_positions(p, plan)
     cplx = COMPLEX[np.dtype(p.dtype)]
     total = np.empty((plan.freqs, g, cg, kg), dtype=cplx)
 
@@ -265,6 +291,55 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
         return dw, db
 
     return run_weights
+
+
+def factored_weights(w: np.ndarray, p: ConvProblem) -> np.ndarray:
+    """``w`` as ``(R*S, G, C/g, K/g)``: per tap and group, the matrix that maps dC to dX."""
+    kg, cg = p.oc // p.g, p.ic // p.g
+    taps = w.reshape(p.g, kg, cg, p.kh * p.kw).transpose(3, 0, 2, 1)
+    return np.ascontiguousarray(taps, dtype=p.dtype)
+
+
+def factored_data_spectra(ys: np.ndarray, weights: np.ndarray, taps: np.ndarray,
+                          p: ConvProblem) -> np.ndarray:
+    """``dX[n, c, f] = sum_rs E[f, rs] sum_k w[k, c, rs] dC[n, k, f]``, as ``(B, C, F)``.
+
+    The sum over K is a real GEMM on the interleaved real and imaginary parts
+    of ``dC``; ``E`` (complex128) is rounded to the work dtype once per call.
+    """
+    nb, g = ys.shape[0], p.g
+    kg = p.oc // g
+    planes = ys.reshape(nb, g, kg, -1).view(ys.real.dtype)      # (B, G, K/g, 2F)
+    phases = taps.astype(ys.dtype)
+    out = None
+    with np.errstate(invalid="ignore", over="ignore"):
+        for rs in range(taps.shape[1]):
+            mixed = np.matmul(weights[rs], planes).view(ys.dtype)  # (B, G, C/g, F)
+            mixed *= phases[:, rs]
+            out = mixed if out is None else np.add(out, mixed, out=out)
+    return out.reshape(nb, p.ic, -1)
+
+
+def factored_weight_gradient(xs: np.ndarray, ys: np.ndarray, inverse: np.ndarray,
+                             p: ConvProblem, dw: np.ndarray) -> None:
+    """Add ``Re sum_{n, f} X[n, c, f] conj(dC[n, k, f]) B[f, rs]`` of one batch to ``dw``.
+
+    ``inverse`` is ``conj(B)``. With ``V = dC conj(B)``, ``Re(X conj(V))`` is the
+    dot product of the interleaved real and imaginary parts: one real GEMM per
+    tap and group over the batch's images and frequencies.
+    """
+    nb, g = xs.shape[0], p.g
+    kg, cg = p.oc // g, p.ic // g
+    x_planes = xs.reshape(nb, g, cg, -1).view(xs.real.dtype)    # (B, G, C/g, 2F)
+    phases = inverse.astype(ys.dtype)
+    grads = dw.reshape(g, kg, cg, p.kh * p.kw)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for rs in range(inverse.shape[1]):
+            v = (ys.reshape(nb, p.oc, -1) * phases[:, rs]).reshape(nb, g, kg, -1).view(
+                ys.real.dtype)
+            for gi in range(g):
+                grads[gi, :, :, rs] += np.tensordot(v[:, gi], x_planes[:, gi],
+                                                    axes=([0, 2], [0, 2]))
 
 
 def bias_gradient(dy: np.ndarray, db: np.ndarray) -> None:
