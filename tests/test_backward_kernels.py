@@ -398,3 +398,13 @@ def test_fft_tap_factored_1x1_backward_keeps_no_spectra():
         stored = plan_fft_backward(p, kernel.workspace_cap, factored=False)
         assert plan.batch > stored.batch == 1  # the stored spectra alone pass the cap
         assert kernel.workspace_bytes(p) < spectra / 4
+
+
+def test_fft_tap_factored_bwd_w_stays_in_its_envelope_on_a_long_reduction():
+    """Summing over 2*N*F frequency terms in float32 left FFT's envelope 2.7x behind here."""
+    from convbench.kernels.algorithms import fft as fft_algorithm
+
+    base = ConvProblem.make(2, 16, 32, 32, 16, 3, 3, padding=1)
+    assert fft_algorithm.tap_factored(dataclasses.replace(base, dir="bwd_w"))
+    for seed in range(3):
+        check_problem(FftKernel(), base, seed=seed, directions=("bwd_w", "bwd_wb"))

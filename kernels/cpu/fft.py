@@ -252,11 +252,14 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
     if factored:
         inverse = np.conj(algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw), inverse=True))
 
+        total64 = np.empty(p.weight_shape, dtype=np.float64)
+
         def run_factored_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
-            dw[...] = 0
+            total64[...] = 0
             for n0, nb in batches:
                 xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
-                factored_weight_gradient(xs, stuffed_spectra(dy, n0, nb), inverse, p, dw)
+                factored_weight_gradient(xs, stuffed_spectra(dy, n0, nb), inverse, p, total64)
+            dw[...] = total64
             if db is None:
                 return dw
             bias_gradient(dy, db)
@@ -324,19 +327,26 @@ def factored_weight_gradient(xs: np.ndarray, ys: np.ndarray, inverse: np.ndarray
                              p: ConvProblem, dw: np.ndarray) -> None:
     """Add ``Re sum_{n, f} X[n, c, f] conj(dC[n, k, f]) B[f, rs]`` of one batch to ``dw``.
 
+    ``dw`` is a float64 ``(K, C/g, R, S)`` sum over the batches.
+
     ``inverse`` is ``conj(B)``. With ``V = dC conj(B)``, ``Re(X conj(V))`` is the
     dot product of the interleaved real and imaginary parts: one real GEMM per
     tap and group over the batch's images and frequencies.
+
+    The GEMM runs in float64. It reads ``irfft2`` at one point as a plain sum
+    over ``2 * B * F`` terms that cancel down to ``dw``, whose rounding in
+    float32 grows with that length where an inverse FFT's grows with its
+    logarithm (float32 sums measured up to 2.7x the FFT's error envelope); in
+    float64 only the spectra's own rounding remains, as in the stored path.
     """
     nb, g = xs.shape[0], p.g
     kg, cg = p.oc // g, p.ic // g
-    x_planes = xs.reshape(nb, g, cg, -1).view(xs.real.dtype)    # (B, G, C/g, 2F)
-    phases = inverse.astype(ys.dtype)
+    x_planes = xs.astype(np.complex128).reshape(nb, g, cg, -1).view(np.float64)  # (B, G, C/g, 2F)
     grads = dw.reshape(g, kg, cg, p.kh * p.kw)
     with np.errstate(invalid="ignore", over="ignore"):
         for rs in range(inverse.shape[1]):
-            v = (ys.reshape(nb, p.oc, -1) * phases[:, rs]).reshape(nb, g, kg, -1).view(
-                ys.real.dtype)
+            v = (ys.reshape(nb, p.oc, -1) * inverse[:, rs]).reshape(nb, g, kg, -1).view(
+                np.float64)
             for gi in range(g):
                 grads[gi, :, :, rs] += np.tensordot(v[:, gi], x_planes[:, gi],
                                                     axes=([0, 2], [0, 2]))
