@@ -364,8 +364,8 @@ def test_fft_backward_tap_factored_and_stored_spectra_both_match_torch(p, path, 
 
 @pytest.mark.parametrize("adjoint", [False, True])
 @pytest.mark.parametrize("p", NAMED + STRIDED + ONE_BY_ONE, ids=str)
-def test_fft_filter_spectra_are_the_rfft2_of_the_placed_filter(p, adjoint):
-    """The taps' DFT equals the FFT of the zero-padded, dilated filter rolled to -pad."""
+def test_fft_tap_spectra_are_the_filter_spectra_of_each_tap(p, adjoint):
+    """The stored spectra are the taps' DFT: sum_rs w[rs] E[f, rs], E from tap_spectra."""
     from convbench.kernels.algorithms import fft as fft_algorithm
 
     plan = plan_fft_backward(dataclasses.replace(p, dir="bwd_d"), 2**28)
@@ -376,10 +376,17 @@ def test_fft_filter_spectra_are_the_rfft2_of_the_placed_filter(p, adjoint):
             row, col = (r * p.dil_h - p.ph) % plan.lh, (s * p.dil_w - p.pw) % plan.lw
             placed[:, :, row, col] = w[:, :, r, s]
     expected = np.fft.rfft2(placed).reshape(p.g, p.oc // p.g, p.ic // p.g, plan.freqs) / 7
+    taps = fft_algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw))
+    by_taps = np.einsum("kcq,fq->kcf", w.reshape(p.oc, p.ic // p.g, -1), taps) / 7
+    np.testing.assert_allclose(by_taps.reshape(expected.shape), expected, rtol=0,
+                               atol=1e-13 * np.abs(expected).max())
     expected = (expected.transpose(3, 0, 1, 2) if adjoint
                 else np.conj(expected).transpose(3, 0, 2, 1))
-    got = fft_algorithm.filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), scale=1 / 7,
-                                       adjoint=adjoint)
+    if adjoint:
+        got = fft_algorithm.adjoint_filter_spectra(w, p, plan, np.float64, scale=1 / 7)
+    else:
+        got = fft_algorithm.filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw),
+                                           scale=1 / 7)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
 
 

@@ -158,18 +158,6 @@ def whole_image_path(p: ConvProblem, plan: FftPlan) -> bool:
     return plan.tiles == 1 and plan.lh >= p.ih + p.ph and plan.lw >= p.iw + p.pw
 
 
-def tap_phases(length: int, positions: np.ndarray, count: int | None = None,
-               sign: float = -1.0) -> np.ndarray:
-    """``exp(sign * 2 pi i * f * position / length)`` as ``(count or length, taps)``, float64.
-
-    The product is reduced modulo ``length`` before the division, so every
-    twiddle is as exact as one ``exp`` of a small angle.
-    """
-    f = np.arange(length if count is None else count)
-    turns = (f[:, None] * positions[None, :]) % length
-    return np.exp(sign * 2j * np.pi * turns / length)
-
-
 def tap_spectra(p: ConvProblem, plan: FftPlan, shift: tuple[int, int] = (0, 0),
                 inverse: bool = False) -> np.ndarray:
     """The rfft2 of a unit impulse at each filter tap, ``(F, R*S)`` complex128.
@@ -183,30 +171,32 @@ def tap_spectra(p: ConvProblem, plan: FftPlan, shift: tuple[int, int] = (0, 0),
     half spectrum holds once (``v = 0`` and, for even ``L_w``, ``v = L_w/2``) and
     2 on the others, whose mirror images it leaves out.
     """
-    half = plan.lw // 2 + 1
-    rows = (np.arange(p.kh) * p.dil_h - shift[0]) % plan.lh
-    cols = (np.arange(p.kw) * p.dil_w - shift[1]) % plan.lw
+    lh, lw, half = plan.lh, plan.lw, plan.lw // 2 + 1
+    rows = (np.arange(p.kh) * p.dil_h - shift[0]) % lh
+    cols = (np.arange(p.kw) * p.dil_w - shift[1]) % lw
+    # The phase in units of 1/(L_h L_w) turns, an exact integer reduced to
+    # [-L_h L_w / 2, L_h L_w / 2): one cos and one sin of an angle of at most pi
+    # per entry, as accurate as an FFT's twiddles.
+    u = np.arange(lh)[:, None, None, None]
+    v = np.arange(half)[None, :, None, None]
+    turns = (u * rows[None, None, :, None] * lw + v * cols[None, None, None, :] * lh) % (lh * lw)
+    turns = np.where(2 * turns >= lh * lw, turns - lh * lw, turns)
+    angle = (2.0 * np.pi / (lh * lw)) * turns
     sign = 1.0 if inverse else -1.0
-    e_cols = tap_phases(plan.lw, cols, half, sign)
+    spectra = np.cos(angle) + 1j * (sign * np.sin(angle))
     if inverse:
         weight = np.full(half, 2.0)
         weight[0] = 1.0
-        if plan.lw % 2 == 0:
+        if lw % 2 == 0:
             weight[-1] = 1.0
-        e_cols *= weight[:, None] / (plan.lh * plan.lw)
-    e_rows = tap_phases(plan.lh, rows, sign=sign)
-    return (e_rows[:, None, :, None] * e_cols[None, :, None, :]).reshape(plan.freqs, -1)
+        spectra *= weight[None, :, None, None] / (lh * lw)
+    return spectra.reshape(plan.freqs, -1)
 
 
 def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                   shift: tuple[int, int] = (0, 0), scale: float = 1.0,
-                   adjoint: bool = False) -> np.ndarray:
+                   shift: tuple[int, int] = (0, 0), workers: int = 1,
+                   scale: float = 1.0) -> np.ndarray:
     """``scale * conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: in float64, rounded once.
-
-    The transform is a DFT of the ``R x S`` taps only, one real GEMM per
-    block of frequencies, ``E (F, R*S) @ w (R*S, C/g * K/g)``, written straight
-    into the per-frequency layout: the ``L_h x L_w`` zero-padded filters are
-    never formed (for a 1x1 filter on a 56x56 image they are 99.97% zeros).
 
     Parameters
     ----------
@@ -217,30 +207,23 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
     shift : (int, int)
         Places filter tap ``(0, 0)`` at ``(-shift) mod L`` (circularly): how
         the whole-image path absorbs the input's leading padding.
+    workers : int
+        pocketfft threads.
     scale : float
         Factor folded into the spectra (``1/(L_h L_w)`` lets the inverse FFT
         skip its normalization pass).
-    adjoint : bool
-        ``scale * rfft2(dilated w)``, unconjugated, as ``(F, G, K/g, C/g)``: the
-        filter spectra of backward data, which convolves where the forward
-        correlates.
     """
     kg, cg = p.oc // p.g, p.ic // p.g
-    phases = tap_spectra(p, plan, shift) * scale
-    sign = 1.0 if adjoint else -1.0  # conj for the forward's correlation
-    taps = np.asarray(w, dtype=np.float64).reshape(p.g, kg, cg, p.kh * p.kw)
-    taps = taps.transpose(0, 3, 1, 2) if adjoint else taps.transpose(0, 3, 2, 1)
-    out = np.empty((plan.freqs, p.g) + taps.shape[2:], dtype=COMPLEX[np.dtype(dtype)])
-    # a block of frequencies per GEMM: its float64 product stays under 32 MiB
-    block = max(1, (1 << 22) // max(1, kg * cg))
-    for gi in range(p.g):
-        wg = taps[gi].reshape(p.kh * p.kw, -1)
-        for f0 in range(0, plan.freqs, block):
-            e = phases[f0:f0 + block]
-            view = out[f0:f0 + block, gi]
-            view.real = (e.real @ wg).reshape(view.shape)
-            view.imag = (sign * e.imag @ wg).reshape(view.shape)
-    return out
+    dilated = np.zeros((p.oc, cg, plan.lh, plan.lw), dtype=np.float64)
+    kh_eff, kw_eff = effective_extent(p.kh, p.dil_h), effective_extent(p.kw, p.dil_w)
+    dilated[:, :, :kh_eff:p.dil_h, :kw_eff:p.dil_w] = w
+    if shift != (0, 0):
+        dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
+    spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
+    if scale != 1.0:
+        spec *= scale
+    spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
+    return np.ascontiguousarray(spec, dtype=COMPLEX[np.dtype(dtype)])
 
 
 def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int]:
@@ -347,13 +330,16 @@ def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None
 
 
 def adjoint_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                           scale: float = 1.0) -> np.ndarray:
+                           workers: int = 1, scale: float = 1.0) -> np.ndarray:
     """``scale * rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
 
     ``w_f`` is the dilated filter with tap ``(0, 0)`` at ``(-pad) mod L``, as in
     the whole-image forward path; float64, rounded once.
     """
-    return filter_spectra(w, p, plan, dtype, shift=(p.ph, p.pw), scale=scale, adjoint=True)
+    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers,
+                          scale=scale)
+    return np.ascontiguousarray(np.conj(spec).transpose(0, 1, 3, 2),
+                                dtype=COMPLEX[np.dtype(dtype)])
 
 
 def tap_positions(p: ConvProblem, plan: FftPlan) -> tuple[np.ndarray, np.ndarray]:

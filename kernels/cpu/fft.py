@@ -151,7 +151,8 @@ class FftKernel(CpuKernel):
         forward_workers = fft_workers(plan.batch * p.ic * plan.lh * plan.lw)
         inverse_workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
         if whole_image_path(p, plan):
-            spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw))
+            spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw),
+                                     workers=num_threads())
             bias_planes = b[:, None, None]
 
             def run_whole_images(x: np.ndarray = x) -> np.ndarray:
@@ -166,7 +167,7 @@ class FftKernel(CpuKernel):
                 return y
 
             return run_whole_images
-        spectra = filter_spectra(w, p, plan, p.dtype)
+        spectra = filter_spectra(w, p, plan, p.dtype, workers=num_threads())
         total = p.mb * plan.tiles
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw
         tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
@@ -232,7 +233,8 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
             def contract(ys: np.ndarray) -> np.ndarray:
                 return factored_data_spectra(ys, weights, taps, p)
         else:
-            spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype)
+            spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype,
+                                                       workers=num_threads())
 
             def contract(ys: np.ndarray) -> np.ndarray:
                 return contract_channels(ys, spectra, g, plan.freqs, p.dtype)
