@@ -73,6 +73,7 @@ class FftPlan:
     tile_rows: int
     tile_cols: int
     batch: int  # tiles transformed together (bounded by the workspace cap)
+    factored: bool = False  # a tap-factored backward pass (see tap_factored)
 
     @property
     def freqs(self) -> int:
@@ -318,14 +319,13 @@ def plan_fft_backward(p: ConvProblem, cap: int, itemsize: int | None = None,
     lw = backward_length(p.iw, pl, pr, effective_extent(p.kw, p.dil_w), p.ow, p.sw, min_length)
     room = cap - backward_filter_bytes(p, lh, lw, isz, factored)
     batch = max(1, min(p.mb, room // tile_bytes(p, lh, lw, isz)))
-    return FftPlan(lh, lw, p.oh, p.ow, 1, 1, batch)
+    return FftPlan(lh, lw, p.oh, p.ow, 1, 1, batch, factored)
 
 
-def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None,
-                             factored: bool = False) -> int:
+def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None = None) -> int:
     """Filter (gradient) spectra plus one batch of whole-image spectra."""
     isz = itemsize or p.itemsize
-    return (backward_filter_bytes(p, plan.lh, plan.lw, isz, factored)
+    return (backward_filter_bytes(p, plan.lh, plan.lw, isz, plan.factored)
             + plan.batch * tile_bytes(p, plan.lh, plan.lw, isz))
 
 

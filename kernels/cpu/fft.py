@@ -133,8 +133,7 @@ class FftKernel(CpuKernel):
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if p.dir != "fwd":
-            return algorithm.backward_workspace_bytes(p, self.plan(p),
-                                                      factored=algorithm.tap_factored(p))
+            return algorithm.backward_workspace_bytes(p, self.plan(p))
         return algorithm.workspace_bytes(p, self.plan(p))
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
@@ -223,11 +222,11 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
         stuffed[grid] = dy[n0:n0 + nb]
         return scipy.fft.rfft2(stuffed, workers=k_workers)
 
-    factored = algorithm.tap_factored(p)
     if p.dir == "bwd_d":
         dx = aligned_empty(p.input_shape, p.dtype)
-        if factored:
-            taps = algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw))
+        if plan.factored:
+            taps = algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw)).astype(
+                COMPLEX[np.dtype(p.dtype)])
             weights = factored_weights(b, p)
 
             def contract(ys: np.ndarray) -> np.ndarray:
@@ -251,9 +250,8 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
 
     dw = aligned_empty(p.weight_shape, p.dtype)
     db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
-    if factored:
+    if plan.factored:
         inverse = np.conj(algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw), inverse=True))
-
         total64 = np.empty(p.weight_shape, dtype=np.float64)
 
         def run_factored_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
@@ -262,10 +260,7 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
                 xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
                 factored_weight_gradient(xs, stuffed_spectra(dy, n0, nb), inverse, p, total64)
             dw[...] = total64
-            if db is None:
-                return dw
-            bias_gradient(dy, db)
-            return dw, db
+            return weight_gradients(dy, dw, db)
 
         return run_factored_weights
 
@@ -290,10 +285,7 @@ def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
         spec = np.ascontiguousarray(total.transpose(1, 3, 2, 0)).reshape(p.oc, cg, lh, half)
         full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
         dw[...] = full[:, :, rows[:, None], cols[None, :]]
-        if db is None:
-            return dw
-        bias_gradient(dy, db)
-        return dw, db
+        return weight_gradients(dy, dw, db)
 
     return run_weights
 
@@ -310,17 +302,16 @@ def factored_data_spectra(ys: np.ndarray, weights: np.ndarray, taps: np.ndarray,
     """``dX[n, c, f] = sum_rs E[f, rs] sum_k w[k, c, rs] dC[n, k, f]``, as ``(B, C, F)``.
 
     The sum over K is a real GEMM on the interleaved real and imaginary parts
-    of ``dC``; ``E`` (complex128) is rounded to the work dtype once per call.
+    of ``dC``; ``taps`` is ``E`` in the spectra's complex dtype.
     """
     nb, g = ys.shape[0], p.g
     kg = p.oc // g
     planes = ys.reshape(nb, g, kg, -1).view(ys.real.dtype)      # (B, G, K/g, 2F)
-    phases = taps.astype(ys.dtype)
     out = None
     with np.errstate(invalid="ignore", over="ignore"):
         for rs in range(taps.shape[1]):
             mixed = np.matmul(weights[rs], planes).view(ys.dtype)  # (B, G, C/g, F)
-            mixed *= phases[:, rs]
+            mixed *= taps[:, rs]
             out = mixed if out is None else np.add(out, mixed, out=out)
     return out.reshape(nb, p.ic, -1)
 
@@ -352,6 +343,14 @@ def factored_weight_gradient(xs: np.ndarray, ys: np.ndarray, inverse: np.ndarray
             for gi in range(g):
                 grads[gi, :, :, rs] += np.tensordot(v[:, gi], x_planes[:, gi],
                                                     axes=([0, 2], [0, 2]))
+
+
+def weight_gradients(dy: np.ndarray, dw: np.ndarray, db: np.ndarray | None) -> object:
+    """``dw``, or ``(dw, db)`` with the bias gradient computed into ``db`` (bwd_wb)."""
+    if db is None:
+        return dw
+    bias_gradient(dy, db)
+    return dw, db
 
 
 def bias_gradient(dy: np.ndarray, db: np.ndarray) -> None:
