@@ -15,6 +15,7 @@ from typing import Any
 PACKAGES = ("cpu", "gpu", "baselines")
 #: How ``convbench list`` and the tables order the built-ins.
 LISTING_ORDER = ("direct", "im2col", "fft", "winograd", "winograd_4x4", "winograd_6x6", "onednn",
+                 "onednn_best", "onednn_cl",
                  "numpy_im2col", "cudnn", "cudnn_best", "torch_cudnn")
 
 
