@@ -44,7 +44,7 @@ from convbench.measure.cooldown import WARM_S
 from convbench.measure.disturbance import CpuWatch, disturbance, wait_for_quiet
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache
-from convbench.measure.stats import summarize
+from convbench.measure.stats import RoundVariancePool, prediction_interval, summarize
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
 from convbench.problem import ConvProblem
@@ -340,6 +340,40 @@ def combine_rounds(task: Task, rounds: list[Record]) -> Record:
     return rec
 
 
+def _variance_key(rec: Record) -> str:
+    return f"{rec.get('kernel')} {rec.get('dir', 'fwd')}"
+
+
+def pool_variance(variances: RoundVariancePool, rec: Record) -> None:
+    """Count an ``ok`` timed record's rounds towards its kernel's pool (see
+    :func:`attach_prediction`)."""
+    summary = _summary_of_time(rec)
+    if summary is not None:
+        variances.add(_variance_key(rec), summary)
+
+
+def _summary_of_time(rec: Record) -> Any:
+    t = rec.get("time") or {}
+    rounds = t.get("samples_by_round_s")
+    if rec.get("status") != "ok" or not rounds:
+        return None
+    try:
+        return summarize(rounds)
+    except ValueError:
+        return None
+
+
+def attach_prediction(rec: Record, variances: RoundVariancePool) -> None:
+    """Add ``time.pi95_s``, where a rerun's median will fall with 95% probability, with
+    ``time.pi_df`` and ``time.pi_basis`` (:func:`convbench.measure.stats.prediction_interval`,
+    the record's rounds shrunk towards its kernel's pool of this sweep's rounds)."""
+    summary = _summary_of_time(rec)
+    if summary is None:
+        return
+    pred = prediction_interval(summary, variances.get(_variance_key(rec)))
+    rec["time"].update(pi95_s=list(pred.pi95_s), pi_df=pred.df, pi_basis=pred.basis)
+
+
 def measure(task: Task, references: ReferenceCache | None = None) -> Record:
     """Every round of one task in this process, combined (tests, ``--no-isolate``)."""
     references = references or ReferenceCache()
@@ -609,12 +643,16 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
 
     written: set[tuple[str, str, str, str]] = set()
 
-    def finish(group: list[Task], rounds: dict[tuple, list[Record]]) -> None:
-        for task in group:
-            if not rounds.get(task.key) or task.key in written:
-                continue
-            written.add(task.key)
-            rec = combine_rounds(task, rounds[task.key])
+    variances = RoundVariancePool()
+
+    def finish(block: list[list[Task]], rounds: dict[tuple, list[Record]]) -> None:
+        combined = [(task.key, combine_rounds(task, rounds[task.key])) for group in block
+                    for task in group if rounds.get(task.key) and task.key not in written]
+        for _, rec in combined:
+            pool_variance(variances, rec)
+        for key, rec in combined:
+            written.add(key)
+            attach_prediction(rec, variances)
             info = (pool.threads_info if pool is not None else threads_info) or {}
             rec["threads"] = info.get("threads")
             rec["numba_threading_layer"] = info.get("numba_threading_layer")
@@ -644,12 +682,10 @@ def run_sweep(tasks: list[Task], settings: SweepSettings, writer: ResultWriter |
                 live = {i: left for i, left in live.items() if left}
                 if not live:
                     break
-            for group in block:
-                finish(group, rounds)
+            finish(block, rounds)
     except KeyboardInterrupt:
         interrupted = True
-        for group in block:
-            finish(group, rounds)
+        finish(block, rounds)
     finally:
         if pool is not None:
             pool.close(kill=interrupted)

@@ -19,7 +19,10 @@ reasonable time", 2013: repeat most at the level that varies most).
 * :func:`verdict` -- ``faster``, ``slower``, ``same`` or ``unclear`` for a
   ratio, as ``convbench compare`` reports it;
 * :func:`ranking` -- which of a layer's kernels are faster than the rest
-  with confidence, and which are tied.
+  with confidence, and which are tied;
+* :func:`prediction_interval` -- where the median of a *rerun* of the same
+  sweep on the same machine will fall (``pi95_s``), which is wider than the
+  interval of this run's median (``ci95_s``).
 
 Intervals are Student-t intervals on the log scale with ``rounds - 1``
 degrees of freedom, the between-round standard deviation as the scale, and
@@ -261,6 +264,117 @@ def total(parts: Sequence[tuple[Summary, int]]) -> Summary | None:
     half = t_quantile(df) * log_se
     return Summary(median, totals, log_se, df,
                    (median * math.exp(-half), median * math.exp(half)), within)
+
+
+# ---------------------------------------------------------- prediction intervals
+#: Weight, in degrees of freedom, that a record's prediction interval gives the sweep's
+#: pooled between-round variance of the same kernel (a record has only ``rounds - 1``).
+PREDICTION_PRIOR_DF = 4
+
+
+@dataclass
+class RoundVariancePool:
+    """Between-round variances of a sweep's records, pooled per kernel.
+
+    A record of three rounds estimates its between-round variance with two
+    degrees of freedom: by chance often far too small or too large. The
+    records of one kernel in one sweep share the machine, the library and
+    the kind of work, so their pooled variance is a far steadier estimate
+    of the same thing (a hierarchical model's prior, with
+    :data:`PREDICTION_PRIOR_DF` degrees of freedom of weight).
+    """
+
+    sums: dict[str, float] = field(default_factory=dict)
+    dfs: dict[str, float] = field(default_factory=dict)
+
+    def add(self, kernel: str, summary: Summary) -> None:
+        """Count ``summary``'s between-round variance towards ``kernel``'s pool."""
+        if summary.rounds < 2:
+            return
+        logs = [math.log(m) for m in summary.round_medians_s]
+        df = summary.rounds - 1
+        self.sums[kernel] = self.sums.get(kernel, 0.0) + statistics.variance(logs) * df
+        self.dfs[kernel] = self.dfs.get(kernel, 0.0) + df
+
+    def get(self, kernel: str) -> tuple[float, float]:
+        """``(pooled variance of log round medians, its degrees of freedom)``; ``(0, 0)``
+        for a kernel with no record of two rounds yet."""
+        df = self.dfs.get(kernel, 0.0)
+        return (self.sums[kernel] / df, df) if df else (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Where a rerun's median will fall, with 95% probability.
+
+    Attributes
+    ----------
+    pi95_s : tuple of float
+    round_log_var : float
+        The variance of one round's log median it assumed.
+    df : float
+        Its degrees of freedom.
+    basis : str
+        Where that variance came from, in words.
+    """
+
+    pi95_s: tuple[float, float]
+    round_log_var: float
+    df: float
+    basis: str
+
+
+def prediction_interval(s: Summary, pooled: tuple[float, float] = (0.0, 0.0), *,
+                        rerun_rounds: int | None = None,
+                        prior_df: float = PREDICTION_PRIOR_DF) -> Prediction:
+    """The 95% prediction interval of a rerun's median of the same record.
+
+    A rerun's median differs from this one by both runs' between-round
+    noise: rounds run in separate processes spread over the whole sweep, so
+    they see what moves a record between processes and over the minutes of
+    a sweep. On the log scale, with ``v`` the variance of one round's log
+    median and ``R``, ``R'`` the rounds of this run and of the rerun,
+    ``log m' - log m`` has variance ``v (1/R + 1/R')``; the interval is
+    ``m exp(+-t_df sqrt(v (1/R + 1/R')))``.
+
+    ``v`` is the record's own between-round variance shrunk towards the
+    sweep's pooled variance of the same kernel (``pooled``, from
+    :class:`RoundVariancePool`): ``((R-1) v_own + k v_pool) / (R-1+k)``
+    with ``k = min(prior_df, pool df)``, and ``df = R-1+k``. It is never
+    below what the rounds' own samples say (``R within_log_se^2``). What
+    it leaves out is a shift of the whole machine between two runs that no
+    round of this run saw; the committed reproducibility study measures how
+    often reruns fall outside.
+
+    Parameters
+    ----------
+    s : Summary
+    pooled : tuple of float
+        ``(variance, df)`` of the kernel's pool; ``(0, 0)``: none.
+    rerun_rounds : int, optional
+        Rounds of the rerun (default: as many as this run).
+    prior_df : float
+    """
+    r = s.rounds
+    r_new = rerun_rounds or r
+    pool_var, pool_df = pooled
+    k = min(prior_df, pool_df)
+    if r >= 2:
+        own = statistics.variance([math.log(m) for m in s.round_medians_s])
+        var = ((r - 1) * own + k * pool_var) / (r - 1 + k)
+        df = float(r - 1 + k)
+        basis = (f"this record's {r} rounds" + (f", shrunk towards {pool_df:.0f} df of this "
+                                                 "kernel's rounds in the sweep" if k else ""))
+    elif k:
+        var, df = pool_var, float(pool_df)
+        basis = f"one round: this kernel's pooled rounds in the sweep ({pool_df:.0f} df)"
+    else:
+        var, df = 0.0, math.inf
+        basis = "one round and no pool: its own samples only (a rerun will move further)"
+    var = max(var, r * s.within_log_se ** 2)
+    half = t_quantile(df) * math.sqrt(var * (1 / r + 1 / r_new))
+    m = s.median_s
+    return Prediction((m * math.exp(-half), m * math.exp(half)), var, df, basis)
 
 
 # ---------------------------------------------------------------------- ratios

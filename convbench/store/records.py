@@ -95,6 +95,13 @@ class Record(dict):
         return [[float(v) for v in t["times_s"]]] if t.get("times_s") else []
 
     @property
+    def pi95_s(self) -> tuple[float, float] | None:
+        """Where a rerun's median will fall with 95% probability (None where the record
+        has no prediction interval, such as a file written before they existed)."""
+        pi = (self.get("time") or {}).get("pi95_s")
+        return (float(pi[0]), float(pi[1])) if pi and self.ok else None
+
+    @property
     def ci95_s(self) -> tuple[float, float] | None:
         """The 95% interval of the median (None where the record has none)."""
         ci = (self.get("time") or {}).get("ci95_s")
