@@ -262,18 +262,25 @@ def test_the_comparison_reports_each_backward_direction_with_its_targets():
         p = replace(ConvProblem.parse(text + f'n"{name}"'), dir="bwd_d")
         rows.append(LayerComparison(
             "resnet50", name, str(p), repeat=2,
-            ratios={"im2col": {"onednn": 0.9}, "winograd": {"onednn": 1.2}},
-            intervals={"im2col": {"onednn": (0.8, 1.0)}, "winograd": {"onednn": (1.1, 1.3)}},
-            medians_ms={"im2col": 10.0, "winograd": 7.5, "onednn": 9.0},
-            samples_ms={"im2col": [10.0] * 5, "winograd": [7.5] * 5, "onednn": [9.0] * 5}))
+            ratios={"im2col": {"onednn_best": 0.9}, "winograd": {"onednn_best": 1.2}},
+            intervals={"im2col": {"onednn_best": (0.8, 1.0)},
+                       "winograd": {"onednn_best": (1.1, 1.3)}},
+            medians_ms={"im2col": 10.0, "winograd": 7.5, "onednn_best": 9.0},
+            samples_ms={"im2col": [10.0] * 5, "winograd": [7.2, 7.4, 7.5, 7.6, 7.8],
+                        "onednn_best": [9.0] * 5},
+            chosen={"onednn_best": {"configuration": "plain"}}))
     rows[1].ratios.pop("winograd")
     rows[1].medians_ms.pop("winograd")
     rows[1].samples_ms.pop("winograd")
-    text = vs.full_report(rows, ["direct", "im2col", "winograd"], 5, 2, None)
-    assert text.startswith("### bwd_d") and "| resnet50 | 8 | 36.0 | 35.0 | 1.03 [1.03, 1.03] |" \
-        in text
-    assert "| best-of-convbench >= 0.8x oneDNN, whole ResNet-50, bwd_d | 2 | 1.03 [1.03, 1.03] " \
+    text = vs.full_report(rows, ["direct", "im2col", "winograd"],
+                          {"pairs": 5, "threads": 2, "processes": 1})
+    # Whole network, pass by pass: onednn 2*9+2*9 = 36; best 2*winograd + 2*10.
+    assert text.startswith("### bwd_d") and \
+        "| resnet50 | 8 | 35.0 | 36.0 | 1.03 [1.01, 1.05] |" in text
+    assert "| best-of-convbench >= 0.8x oneDNN, whole ResNet-50, bwd_d | 2 | 1.03 [1.01, 1.05] " \
         "| yes |" in text
+    # 9/7.8 = 1.15 is the lower end of [min, max] over the passes: it clears 1.0.
     assert "| winograd bwd_d >= 1.0x oneDNN, 3x3 s1 C,K>=64 of ResNet-50 (geometric mean) | 1 " \
-        "| 1.20 [1.10, 1.30] | yes |" in text
-    assert "| resnet50 | res2_branch2b | 8 | 2 | 9.000 | 0.90 | 1.20 | winograd |" in text
+        "| 1.20 [1.15, 1.25] | yes |" in text
+    assert "| resnet50 | res2_branch2b | 8 | 2 | 9.000 | plain | — | — | 0.90 | 1.20 | winograd |" \
+        in text

@@ -62,7 +62,7 @@ def test_a_raising_kernel_is_left_out_and_named(vs_onednn, faulty_env):
     r = vs_onednn.measure_layer("resnet50", p, ["test_raising", "im2col"], pairs=5,
                                 sample_time=0.001, cooldown=0.0)
     assert "planted failure" in r.errors["test_raising"]
-    assert "test_raising" not in r.ratios and r.ratios["im2col"]["onednn"] > 0
+    assert "test_raising" not in r.ratios and r.ratios["im2col"]["onednn_best"] > 0
     text = vs_onednn.report([r], ["test_raising", "im2col"], pairs=5, threads=1)
     assert "Left out after an error: small mb1 test_raising: RuntimeError" in text
 
@@ -77,32 +77,33 @@ def test_a_kernel_that_caches_its_weight_transform_is_also_timed_without_the_cac
     # prepare (U = G g G^T, buffers) in every call can only add time.
     assert r.medians_ms["winograd+prepare"] > r.medians_ms["winograd"]
     text = vs_onednn.report([r], ["direct", "winograd"], pairs=5, threads=1)
-    assert "| direct x onednn | winograd x onednn | winograd+prepare x onednn | direct x " \
-        "numpy_im2col | winograd x numpy_im2col |" in text
+    assert "| onednn_best ms | configuration | onednn_best / onednn_cl | direct x onednn_best " \
+        "| winograd x onednn_best | winograd+prepare x onednn_best | direct x numpy_im2col | " \
+        "winograd x numpy_im2col |" in text
     row = next(line for line in text.splitlines() if line.startswith("| winograd+prepare:"))
     assert row.startswith("| winograd+prepare: filter transform in every call") and \
-        f"| 1 | {r.ratios['winograd+prepare']['onednn']:.2f} [" in row and \
+        f"| 1 | {r.ratios['winograd+prepare']['onednn_best']:.2f} [" in row and \
         row.endswith("| (reference) |")
-    lo, hi = r.intervals["winograd+prepare"]["onednn"]
-    assert lo <= r.ratios["winograd+prepare"]["onednn"] <= hi
+    lo, hi = r.intervals["winograd+prepare"]["onednn_best"]
+    assert lo <= r.ratios["winograd+prepare"]["onednn_best"] <= hi
 
 
 def test_ctrl_c_keeps_the_layers_measured(vs_onednn, monkeypatch, tmp_path):
     done = []
 
-    def measure(suite, p, names, pairs, sample_time, cooldown):
+    def measure(suite, p, names, pairs, sample_time, cooldown, peers, workers):
         if done:
             raise KeyboardInterrupt
         done.append(p.name)
-        return vs_onednn.LayerComparison(suite, p.name, str(p),
-                                     ratios={"im2col": {"onednn": 1.0, "numpy_im2col": 2.0}},
-                                     medians_ms={"im2col": 1.0, "onednn": 1.0,
-                                                 "numpy_im2col": 2.0})
+        return vs_onednn.LayerComparison(
+            suite, p.name, str(p), ratios={"im2col": {"onednn_best": 1.0, "numpy_im2col": 2.0}},
+            medians_ms={"im2col": 1.0, "onednn_best": 1.0, "numpy_im2col": 2.0})
 
     monkeypatch.setattr(vs_onednn, "measure_layer", measure)
     monkeypatch.setattr(vs_onednn, "gemm_gflops", lambda repeats: {"numpy_matmul": 100.0})
     monkeypatch.setattr(vs_onednn.sys, "argv", [
-        "vs_onednn.py", "--quick", "--algo", "im2col", "--threads", "1",
+        "vs_onednn.py", "--quick", "--algo", "im2col", "--threads", "1", "--processes", "1",
+        "--pairs", "5",
         "--out", str(tmp_path / "run")])
     if get_kernel("onednn").supports(ConvProblem.parse("ic1ih3oc1kh1")) is not None:
         pytest.skip("torch (oneDNN) is not installed: the script stops before measuring")
