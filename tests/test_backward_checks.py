@@ -282,5 +282,5 @@ def test_the_comparison_reports_each_backward_direction_with_its_targets():
     # 9/7.8 = 1.15 is the lower end of [min, max] over the passes: it clears 1.0.
     assert "| winograd bwd_d >= 1.0x oneDNN, 3x3 s1 C,K>=64 of ResNet-50 (geometric mean) | 1 " \
         "| 1.20 [1.15, 1.25] | yes |" in text
-    assert "| resnet50 | res2_branch2b | 8 | 2 | 9.000 | plain | — | — | 0.90 | 1.20 | winograd |" \
+    assert "| resnet50 | res2_branch2b | 8 | 2 | 9.000 | plain | — | 0.90 | 1.20 | winograd |" \
         in text
