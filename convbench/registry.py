@@ -27,8 +27,21 @@ ENTRY_POINT_GROUP = "convbench.kernels"
 #: built-ins: a quick way to try a kernel without packaging it. Worker
 #: processes inherit it.
 MODULES_ENV = "CONVBENCH_KERNEL_MODULES"
-#: The peer each backend's speedups are relative to.
-SPEEDUP_PEER = {"cpu": "onednn", "gpu": "cudnn"}
+#: The peer each backend's speedups are relative to: on the CPU, oneDNN with NCHW in and
+#: out in its fastest configuration for the layer (``onednn``, the plain call, is the
+#: peer of records from before it existed).
+SPEEDUP_PEER = {"cpu": "onednn_best", "gpu": "cudnn"}
+#: The peer that older runs measured, where a run has no record of today's.
+FORMER_PEER = {"onednn_best": "onednn"}
+
+
+def speedup_peer(backend: str, kernels: Iterable[str] = ()) -> str:
+    """The peer of ``backend``'s speedups among ``kernels`` (the kernels a run measured):
+    :data:`SPEEDUP_PEER`, or its former name where only that was measured."""
+    peer = SPEEDUP_PEER[backend]
+    names = set(kernels)
+    former = FORMER_PEER.get(peer)
+    return former if names and peer not in names and former in names else peer
 
 _registry: dict[tuple[str, str], Kernel] = {}
 _load_errors: dict[str, str] = {}

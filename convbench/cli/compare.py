@@ -42,6 +42,12 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
           f"tolerance x{args.err_tol})"
           + (f"; {apart} measured on different platforms in the two runs: their times "
              "are not compared" if apart else ""))
+    inside = [r.new.median_s is not None and r.old.pi95_s[0] <= r.new.median_s <= r.old.pi95_s[1]
+              for r in rows if r.same_platform and r.old.pi95_s is not None]
+    if inside:
+        print(f"{sum(inside)} of {len(inside)} new medians ({sum(inside) / len(inside):.0%}) lie "
+              "in the old run's 95% prediction interval for a rerun (pi95_s); for unchanged "
+              "code about 95% would.")
     noise = runs_noise(old, new)
     if noise.records:
         print(f"Run-to-run noise of unchanged records, pooled over {noise.records}: "

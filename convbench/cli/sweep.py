@@ -86,7 +86,7 @@ def layer_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure import noise, roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
-    from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
+    from convbench.registry import speedup_peer  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
 
     layers, suite, names = selected_work(args, layer_overrides(args))
@@ -119,8 +119,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         machine = noise.noise(start, noise.snapshot())
         writer.write({"type": "noise", **machine})
     ordered = shown_records(tasks, previous, outcome.records)
-    text = tables_text(ordered, SPEEDUP_PEER[args.backend], suite, settings, outcome, out,
-                       machine, warnings)
+    peer = speedup_peer(args.backend, (r["kernel"] for r in ordered))
+    text = tables_text(ordered, peer, suite, settings, outcome, out, machine, warnings)
     print(text)
     if args.table:
         Path(args.table).write_text(text + "\n")

@@ -106,9 +106,10 @@ def plans_table(outcome: Any, metric: str, budget: float, backend: str = "cpu") 
     from convbench.measure.stats import ratio  # noqa: PLC0415
     from convbench.present.format import fmt  # noqa: PLC0415
     from convbench.present.tables import Table, ratio_text  # noqa: PLC0415
-    from convbench.registry import SPEEDUP_PEER  # noqa: PLC0415
+    from convbench.registry import speedup_peer  # noqa: PLC0415
 
-    peer = SPEEDUP_PEER[backend]
+    peer = speedup_peer(backend, (k.kernel for lp in outcome.plans if lp.choice
+                                  for k in lp.choice.candidates))
 
     def over_chosen(other: Any, chosen: Any) -> str:
         if other.summary is not None and chosen.summary is not None:

@@ -377,6 +377,50 @@ def prediction_interval(s: Summary, pooled: tuple[float, float] = (0.0, 0.0), *,
     return Prediction((m * math.exp(-half), m * math.exp(half)), var, df, basis)
 
 
+# ----------------------------------------------------------------- cross-fitting
+def crossfit_fastest(rounds_by_key: dict[str, Sequence[Sequence[float]]]
+                     ) -> tuple[list[list[float]], list[str]] | None:
+    """The fastest key's samples, round by round, each round's key chosen on the others.
+
+    "Best of several" picked by the same samples it then reports is biased
+    fast: among keys of equal speed the one whose samples were luckiest wins.
+    Here round ``r`` reports the samples of the key whose median over the
+    *other* rounds is the smallest, so that no sample both chooses and is
+    reported. With one round, the round's samples are split: the even
+    samples report the key chosen on the odd ones and the odd the key chosen
+    on the even ones. Keys whose round count differs from the most common
+    one are left out.
+
+    Returns
+    -------
+    (samples_by_round, choices) or None
+        None for no key with samples.
+    """
+    keys = {k: [list(r) for r in v if len(r)] for k, v in rounds_by_key.items()}
+    keys = {k: v for k, v in keys.items() if v}
+    if not keys:
+        return None
+    counts = [len(v) for v in keys.values()]
+    n = max(set(counts), key=counts.count)
+    keys = {k: v for k, v in keys.items() if len(v) == n}
+    if n >= 2:
+        out, choices = [], []
+        for r in range(n):
+            pick = min(keys, key=lambda k: weighted_median(
+                [keys[k][i] for i in range(n) if i != r]))
+            out.append(keys[pick][r])
+            choices.append(pick)
+        return out, choices
+    halves = {k: (v[0][0::2], v[0][1::2]) for k, v in keys.items()}
+    usable = {k: h for k, h in halves.items() if h[0] and h[1]}
+    if not usable:
+        k = min(keys, key=lambda k: statistics.median(keys[k][0]))
+        return [keys[k][0]], [k]
+    on_odd = min(usable, key=lambda k: statistics.median(usable[k][1]))
+    on_even = min(usable, key=lambda k: statistics.median(usable[k][0]))
+    return [usable[on_odd][0] + usable[on_even][1]], [f"{on_odd}/{on_even}"]
+
+
 # ---------------------------------------------------------------------- ratios
 @dataclass(frozen=True)
 class Ratio:

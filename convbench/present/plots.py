@@ -15,7 +15,7 @@ from typing import Any
 
 from convbench.present.tables import group_by_layer, network_totals, platform_label
 from convbench.problem import ConvProblem
-from convbench.registry import SPEEDUP_PEER
+from convbench.registry import speedup_peer
 from convbench.store.jsonl import Run
 from convbench.store.records import Record
 
@@ -51,7 +51,7 @@ class RunView:
     label: str
     records: list[Record]
     roof: dict[str, Any] | None = None
-    baseline: str = "onednn"
+    baseline: str = "onednn_best"
     kernels: list[str] = field(default_factory=list)
 
     @classmethod
@@ -86,7 +86,7 @@ class RunView:
             roof = rec
         backend = records[0]["backend"] if records else "cpu"
         kernels = list(OrderedDict.fromkeys(r["kernel"] for r in records))
-        return cls(label, records, roof, SPEEDUP_PEER[backend], kernels)
+        return cls(label, records, roof, speedup_peer(backend, kernels), kernels)
 
     # ------------------------------------------------------------ numbers
     def layers(self) -> OrderedDict[str, list[Record]]:
