@@ -7,7 +7,12 @@ measures, from the records alone:
 * **spread** -- for each kernel, each layer's median's ``max / min - 1`` over
   the runs, reported as the median over layers and the largest;
 * **coverage** -- the share of (record, other run) pairs whose median lies in
-  the other run's 95% interval;
+  the other run's 95% interval of its median (``ci95_s``, which is not meant
+  to hold a rerun's median);
+* **prediction** -- the same share for the 95% prediction interval of a
+  rerun's median (``pi95_s``, which is), per kernel, with its median
+  half-width: it should hold about 95% of the other runs' medians (between
+  90% and 99% with this many pairs);
 * **verdicts** -- the layers whose winner (``★``) is the same in every run, or
   that at least one run marks as a tie (``≈``), with the reversed run too;
 * **compare** -- ``convbench compare`` of every pair of runs: the share of
@@ -39,6 +44,7 @@ from convbench.measure.compare import compare_runs
 from convbench.measure.stats import summary_of
 from convbench.present.tables import group_by_layer, layer_marks
 from convbench.store.jsonl import Run, load_run
+from convbench.store.provenance import markdown_block, noise_verdict, provenance
 
 DEFAULT_ALGO = "direct,im2col,fft,winograd,onednn"
 
@@ -78,6 +84,33 @@ def coverage(runs: list[Run]) -> dict[str, Any]:
                 misses.append((rec.label, key[-1], i, j))
     return {"inside": inside, "pairs": total, "share": inside / total if total else None,
             "misses": misses[:20]}
+
+
+def prediction(runs: list[Run]) -> dict[str, Any]:
+    """Per kernel and overall: the share of (record, other run) pairs whose median lies in
+    the record's ``pi95_s``, and the median half-width (``sqrt(hi / lo) - 1``)."""
+    latest = [r.latest() for r in runs]
+    per_kernel: dict[str, dict[str, list]] = {}
+    for i, j in itertools.permutations(range(len(runs)), 2):
+        for key, rec in latest[i].items():
+            other = latest[j].get(key)
+            pi = rec.pi95_s
+            if other is None or pi is None or not other.median_s:
+                continue
+            entry = per_kernel.setdefault(key[-1], {"inside": [], "half": []})
+            entry["inside"].append(pi[0] <= other.median_s <= pi[1])
+            entry["half"].append((pi[1] / pi[0]) ** 0.5 - 1)
+    out: dict[str, Any] = {
+        k: {"inside": sum(v["inside"]), "pairs": len(v["inside"]),
+            "share": sum(v["inside"]) / len(v["inside"]),
+            "median_half_width": statistics.median(v["half"])}
+        for k, v in sorted(per_kernel.items())}
+    inside = [x for v in per_kernel.values() for x in v["inside"]]
+    halves = [x for v in per_kernel.values() for x in v["half"]]
+    out["all"] = ({"inside": sum(inside), "pairs": len(inside),
+                   "share": sum(inside) / len(inside),
+                   "median_half_width": statistics.median(halves)} if inside else None)
+    return out
 
 
 def winners(run: Run) -> dict[str, tuple[str, ...]]:
@@ -122,6 +155,7 @@ def compares(paths: list[Path]) -> dict[str, Any]:
 def analyze(paths: list[Path], reversed_path: Path | None) -> dict[str, Any]:
     runs = [load_run(p) for p in paths]
     out = {"runs": [str(p) for p in paths], "spread": spreads(runs), "coverage": coverage(runs),
+           "prediction": prediction(runs),
            "verdicts": verdicts(runs), "compare": compares(paths),
            "noise": [r.noise[-1] if r.noise else None for r in runs]}
     if reversed_path is not None:
@@ -148,7 +182,20 @@ def report(summary: dict[str, Any], command: list[str], seconds: list[float]) ->
     c = summary["coverage"]
     lines += ["", "## Intervals", "",
               f"{c['inside']} of {c['pairs']} record medians ({c['share']:.1%}) lie inside the "
-              "95% interval of every other run's same record."]
+              "95% interval of the median (`ci95_s`) of every other run's same record: that "
+              "interval describes this run's median, not a rerun's."]
+    pred = summary.get("prediction") or {}
+    if pred.get("all"):
+        lines += ["", "## Prediction intervals (`pi95_s`)", "",
+                  "Share of (record, other run) pairs whose median lies in the record's 95% "
+                  "prediction interval for a rerun, and its median half-width "
+                  "(sqrt(hi / lo) - 1). The intervals come from each record's rounds, shrunk "
+                  "towards the sweep's pooled rounds of the same kernel "
+                  "(`convbench.measure.stats.prediction_interval`).", "",
+                  "| kernel | pairs | inside | median half-width |", "|---|---:|---:|---:|"]
+        for kernel, row in pred.items():
+            lines.append(f"| {kernel} | {row['pairs']} | {row['share']:.1%} | "
+                         f"{row['median_half_width']:.1%} |")
     v = summary["verdicts"]
     lines += ["", "## Verdicts", "",
               f"{v['consistent']} of {v['layers']} layers: the same winner in every run, or "
@@ -164,6 +211,15 @@ def report(summary: dict[str, Any], command: list[str], seconds: list[float]) ->
               f"Every pair of runs: {k['same']} of {k['pairs']} ok pairs ({k['share']:.1%}) are "
               f"`same`; exit codes {k['exit_codes']}."]
     return "\n".join(lines)
+
+
+def run_noise_verdict(noises: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The study's noise verdict: noisy if any run was, with each run's reasons."""
+    if not all(noises):
+        return noise_verdict(None, "some runs have no closing noise record")
+    noisy = [i for i, n in enumerate(noises) if n.get("noisy")]
+    return {"verdict": "noisy" if noisy else "quiet",
+            "reasons": [f"run {i}: {r}" for i in noisy for r in noises[i]["reasons"]]}
 
 
 def main() -> int:
@@ -206,9 +262,14 @@ def main() -> int:
             print(f"{path}: {seconds[-1]:.0f} s", flush=True)
     summary = analyze(paths, reversed_path)
     command = [*base[2:], "--algo", args.algo]
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    prov = provenance(repetitions={"runs": len(paths), "each": "convbench run's default rounds "
+                                   "and samples (see each run's header)"},
+                      noise=run_noise_verdict(summary["noise"]),
+                      command=[sys.executable, *sys.argv])
+    (out / "summary.json").write_text(json.dumps({"provenance": prov, **summary}, indent=1,
+                                                 default=str))
     text = report(summary, ["convbench", *command[1:]], seconds)
-    (out / "README.md").write_text(text + "\n")
+    (out / "README.md").write_text(markdown_block(prov) + "\n" + text + "\n")
     print(text)
     return 0
 
