@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -63,7 +64,7 @@ class PeerWorkers:
         self.processes = processes
         self.threads = threads
         self._pools: list[ProcessPoolExecutor] = []
-        self._layers = 0
+        self._calls = 0
 
     def __enter__(self) -> PeerWorkers:
         if self.processes > 1:
@@ -84,13 +85,18 @@ class PeerWorkers:
         """One layer in every worker, its passes merged (see the module docstring)."""
         if not self._pools:
             return compare_layer(suite, p, names, peers, **kwargs)
-        order = [(self._layers + i) % self.processes for i in range(self.processes)]
-        self._layers += 1
-        parts: dict[int, LayerComparison] = {}
-        for index in order:
-            parts[index] = self._pools[index].submit(_compare, suite, p, names, peers,
-                                                     kwargs).result()
-        return merge([parts[i] for i in range(self.processes)], peers)
+        return merge(self.run_each(_compare, suite, p, names, peers, kwargs), peers)
+
+    def run_each(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """``fn(*args)`` in every worker, one after another in an order rotated from call to
+        call; the results in worker order. ``fn`` must be importable by name (a module's
+        top-level function). With one process: one result, from this process."""
+        if not self._pools:
+            return [fn(*args)]
+        order = [(self._calls + i) % self.processes for i in range(self.processes)]
+        self._calls += 1
+        results = {index: self._pools[index].submit(fn, *args).result() for index in order}
+        return [results[i] for i in range(self.processes)]
 
 
 def merge(parts: list[LayerComparison], peers: tuple[str, ...]) -> LayerComparison:
