@@ -464,9 +464,39 @@ def full_report(results: list[LayerComparison], names: list[str], run: dict) -> 
     for d in dict.fromkeys(direction_of(r) for r in backward):
         parts.append(backward_report([r for r in backward if direction_of(r) == d], names, d,
                                      pairs, threads, processes))
+    parts += training_step_lines(results, names)
     if run.get("noise"):
         parts.append(noise_line(run["noise"]))
     return "\n\n".join(parts + chosen_lines(results, names) + NOTES)
+
+
+def training_step_lines(results: list[LayerComparison], names: list[str]) -> list[str]:
+    """Per suite and batch where fwd, bwd_d and bwd_w were all measured: the training
+    step's whole-network ratio (fwd + bwd_w of every layer, bwd_d of every layer but the
+    first, whose dx nothing upstream needs), pass by pass, each layer and direction's
+    best-of-convbench cross-fitted, against each oneDNN peer measured."""
+    groups: dict[tuple[str, int], list[LayerComparison]] = {}
+    for r in results:
+        groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), []).append(r)
+    lines = []
+    for (suite, mb), rs in groups.items():
+        by_dir = {d: [r for r in rs if direction_of(r) == d] for d in ("fwd", "bwd_d", "bwd_w")}
+        if not all(by_dir.values()):
+            continue
+        first = by_dir["fwd"][0].name
+        step = by_dir["fwd"] + by_dir["bwd_w"] + [r for r in by_dir["bwd_d"] if r.name != first]
+        cells = []
+        for peer in (PEER, CHANNELS_LAST, "onednn"):
+            w = whole_network(step, names, peer)
+            if w is not None:
+                cells.append(f"| {suite} | {mb} | {peer} | {w[1]:.1f} | {w[2]:.1f} | "
+                             f"{interval_text(w[0])} |")
+        if cells:
+            lines.append(f"### Training step (fwd + bwd_d + bwd_w; no bwd_d for {first})\n\n"
+                         "| suite | batch | peer | peer ms | best-of-convbench ms | "
+                         "peer / best [95% CI] |\n|---|---:|---|---:|---:|---:|\n"
+                         + "\n".join(cells))
+    return lines
 
 
 def chosen_lines(results: list[LayerComparison], names: list[str]) -> list[str]:
