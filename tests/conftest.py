@@ -64,6 +64,29 @@ def case_seed(request):
     return seed
 
 
+def documented_refusal(kernel, p):
+    """Why ``kernel`` refuses ``p`` (``None``: it runs it), asserting the reason is documented.
+
+    A refusal that matches none of the kernel's documented ones
+    (:func:`convbench.contract.documented_refusals`) is a bug that would
+    otherwise pass as a skip.
+    """
+    from convbench.contract import is_documented_refusal, refusal
+
+    reason = refusal(kernel, p)
+    assert reason is None or is_documented_refusal(kernel, reason), (
+        f"{kernel.backend} {kernel.name} refuses {p} with a reason it does not document: "
+        f"{reason!r}")
+    return reason
+
+
+def skip_if_refused(kernel, p):
+    """Skip the test where ``kernel`` refuses ``p`` for a reason it documents; fail otherwise."""
+    reason = documented_refusal(kernel, p)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def make_task(problem, kernel, *, backend="cpu", mode="accuracy", suite="test", name=None,
               min_reps=1, min_time=0.0, max_time=1.0, **settings):
     """A one-measurement Task from a descriptor or ConvProblem (quick timing by default)."""

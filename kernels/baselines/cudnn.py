@@ -39,7 +39,7 @@ from convbench.measure.timing import bench
 from convbench.problem import ConvProblem
 
 from ..gpu.base import GPU_DTYPES
-from ..gpu.runtime import default_runtime
+from ..gpu.runtime import UNAVAILABLE_REFUSALS, default_runtime
 
 INSTALL_HINT = ("the cuDNN frontend is not installed: pip install 'convbench[cudnn]' "
                 "(nvidia-cudnn-frontend 1.16 and nvidia-cudnn-cu13)")
@@ -181,6 +181,7 @@ class CudnnFrontendBaseline(KernelBase):
     dtypes = GPU_DTYPES
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     uses_tf32 = True  # tensor-core engines are admissible where fpmath allows TF32
+    documented_refusals = (*UNAVAILABLE_REFUSALS, r"^cuDNN offers no admissible plan ")
 
     def __init__(self, select: str) -> None:
         if select not in ("heuristic", "best"):

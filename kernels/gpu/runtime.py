@@ -32,6 +32,17 @@ from .sources import CudaSource, digest
 
 INSTALL_HINT = "CuPy is not installed: pip install 'convbench[gpu]' (cupy-cuda13x)"
 
+#: What the runtimes' ``unavailable_reason`` may say (regular expressions): the GPU
+#: kernels and the cuDNN baselines document these refusals (see
+#: :func:`convbench.contract.is_documented_refusal`; a missing CuPy is the contract's
+#: "is not installed").
+UNAVAILABLE_REFUSALS = (
+    r"^CuPy failed to import: ",
+    r"^no GPU present \(CUDA",
+    r"^CUPY_TF32 is set: ",
+    r"^the host emulator needs g\+\+",
+)
+
 #: Threads per block of the element-wise kernels (lowering, transforms, bias).
 ELEMENTWISE_BLOCK = 256
 #: Cap on blocks of grid-stride kernels: enough to fill any current GPU.
