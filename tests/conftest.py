@@ -107,17 +107,49 @@ def make_task(problem, kernel, *, backend="cpu", mode="accuracy", suite="test", 
 FP16_TARGET = 2e-3
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu``-marked tests, with the reason, where no CUDA device is usable."""
-    from convbench.kernels.gpu.runtime import cupy_unavailable_reason
+#: Where collection leaves the message ``gpu``-marked tests fail with (CONVBENCH_REQUIRE_GPU=1).
+_GPU_REQUIRED_FAILURE = pytest.StashKey[str]()
 
-    reason = cupy_unavailable_reason()
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu``-marked tests, with the reason, where no CUDA device is usable.
+
+    With ``CONVBENCH_REQUIRE_GPU=1`` (a device run) they are not skipped: where
+    CuPy, the driver, a device or cuDNN is missing or broken, each fails at
+    setup with one message saying what is missing (:func:`pytest_runtest_setup`).
+    """
+    from convbench.kernels.gpu import runtime
+
+    if not any("gpu" in item.keywords for item in items):
+        return
+    if runtime.gpu_required():
+        blockers = runtime.gpu_test_blockers()
+        if blockers:
+            config.stash[_GPU_REQUIRED_FAILURE] = runtime.require_gpu_message(blockers)
+        return
+    reason = runtime.cupy_unavailable_reason()
     if reason is None:
         return
     skip = pytest.mark.skip(reason=f"needs a GPU: {reason}")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say once, in the summary, why the GPU tests failed under CONVBENCH_REQUIRE_GPU=1."""
+    message = config.stash.get(_GPU_REQUIRED_FAILURE, None)
+    if message is not None:
+        terminalreporter.write_line(message, red=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Fail a ``gpu``-marked test before its fixtures where CONVBENCH_REQUIRE_GPU=1 and the
+    GPU is unusable: a device run must not pass by skipping."""
+    message = item.config.stash.get(_GPU_REQUIRED_FAILURE, None)
+    if message is not None and "gpu" in item.keywords:
+        pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

@@ -39,10 +39,8 @@ from convbench.measure.timing import bench
 from convbench.problem import ConvProblem
 
 from ..gpu.base import GPU_DTYPES
+from ..gpu.runtime import CUDNN_INSTALL_HINT as INSTALL_HINT
 from ..gpu.runtime import UNAVAILABLE_REFUSALS, default_runtime
-
-INSTALL_HINT = ("the cuDNN frontend is not installed: pip install 'convbench[cudnn]' "
-                "(nvidia-cudnn-frontend 1.16 and nvidia-cudnn-cu13)")
 
 #: Numerical notes recorded per plan (names of ``cudnn.numerical_note``).
 NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "FFT",
