@@ -82,6 +82,7 @@ def documented_refusal(kernel, p):
 
 def skip_if_refused(kernel, p):
     """Skip the test where ``kernel`` refuses ``p`` for a reason it documents; fail otherwise."""
+    __tracebackhide__ = True  # the skip is reported at the test's line, not here
     reason = documented_refusal(kernel, p)
     if reason is not None:
         pytest.skip(reason)

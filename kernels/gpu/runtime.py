@@ -120,7 +120,7 @@ def cudnn_unavailable_reason() -> str | None:
     except Exception as exc:  # noqa: BLE001 -- a broken install is "no cuDNN" too
         return f"the cuDNN frontend failed to import: {type(exc).__name__}: {exc}"
     try:
-        # Loads libcudnn: the frontend alone imports without it.
+        # Asks libcudnn itself: a frontend that imports says nothing of the library.
         cudnn.backend_version()
     except Exception as exc:  # noqa: BLE001 -- a missing or mismatched library
         return f"the cuDNN library failed to load: {type(exc).__name__}: {exc}"
