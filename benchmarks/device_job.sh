@@ -20,6 +20,14 @@
 # device call carries it) are unpacked into a temporary folder (not packed) and put on
 # PYTHONPATH before the caller's own entries, so a machine without internet gets what its
 # image lacks.
+#
+# A device run cannot pass by skipping. The job exports CONVBENCH_REQUIRE_GPU=1, with which a
+# missing or broken CuPy, driver, device or cuDNN fails the GPU tests (with one message saying
+# what is missing) instead of skipping them, and its first check, right after the environment
+# is recorded, is that same one: without a usable GPU it stops there, exit status 3. It exits
+# 1 when the GPU tests fail, time out (TESTS_S), or pass none (all skipped, none collected);
+# the later phases still run then, as their logs say more about the failure. Exit status 0:
+# the GPU tests passed.
 set -u
 cd "$(dirname "$0")/.."
 PY=${GPU_PYTHON:-python3}
@@ -44,6 +52,19 @@ pack() {
 trap pack EXIT
 start=$(date +%s)
 phase() { echo "== $1 ($(( $(date +%s) - start )) s into the job)" | tee -a "$OUT/job.log"; }
+# What went wrong in the GPU tests ($1: pytest's exit status under timeout, $2: its log), or
+# nothing. Exit status 0 with no test passed is a failure too: every test skipped.
+tests_failure() {
+  case "$1" in
+    0) grep -E ' in [0-9.]+s( \(.*\))?( =+)?$' "$2" | tail -n 1 |
+         grep -Eq '(^|[^0-9])[0-9]+ passed' ||
+         echo "no GPU test passed (all skipped, or none collected)" ;;
+    124|137) echo "the GPU tests timed out after ${TESTS_S} s" ;;
+    *) echo "the GPU tests failed (pytest exit status $1)" ;;
+  esac
+}
+fail() { echo "FAILED: $1" | tee -a "$OUT/job.log" >&2; }
+export CONVBENCH_REQUIRE_GPU=1
 
 phase environment
 {
@@ -54,12 +75,27 @@ phase environment
   "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" 2>&1
 } > "$OUT/env.txt"
 
+phase "GPU check"
+# The GPU tests' own requirement (kernels/gpu/runtime.py), asked before minutes are spent.
+missing=$("$PY" -c "
+from convbench.kernels.gpu.runtime import gpu_test_blockers, require_gpu_message
+blockers = gpu_test_blockers()
+print(require_gpu_message(blockers) if blockers else '')
+" 2>&1) || missing="the GPU check itself failed: $missing"
+if [ -n "$missing" ]; then
+  fail "$missing"
+  exit 3
+fi
+
 phase "GPU tests (${TESTS_S} s)"
 timeout "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_device.py \
   tests/test_gpu_sources.py tests/test_gpu_plans.py tests/test_gpu_gemm.py \
   tests/test_gpu_absent.py tests/test_vs_cudnn.py tests/test_gpu_backward_device.py \
   > "$OUT/gpu-tests.log" 2>&1
-echo "rc=$?" >> "$OUT/gpu-tests.log"
+tests_rc=$?
+tests_failed=$(tests_failure "$tests_rc" "$OUT/gpu-tests.log")
+echo "rc=$tests_rc" >> "$OUT/gpu-tests.log"
+[ -z "$tests_failed" ] || fail "$tests_failed"
 
 phase "vs_cudnn, ResNet-50 batch 32, fp32 fp16 tf32 (${VS_CUDNN_S} s)"
 timeout --signal=INT --kill-after=15 "$VS_CUDNN_S" "$PY" benchmarks/vs_cudnn.py \
@@ -105,3 +141,4 @@ if [ "$left" -ge 30 ]; then
   done
 fi
 phase "done"
+[ -z "$tests_failed" ] || exit 1

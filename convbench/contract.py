@@ -25,6 +25,10 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
   :data:`~convbench.problem.DIRECTIONS` the kernel computes; ``supports``
   refuses the others;
 * ``supports(p) -> None | str``: the reason it cannot run ``p``, without running;
+  a reason matches :data:`CONTRACT_REFUSALS` or one of the kernel's
+  ``documented_refusals`` (optional, default ``()``: regular expressions, see
+  :func:`is_documented_refusal`), so that a test can tell a refusal the kernel
+  documents from a bug that makes it refuse;
 * ``math_mode(p) -> str``: how it computes ``p`` (recorded with every result);
 * ``error_model(p) -> ErrorModel``: which error envelope its results are held
   to (the algorithm family, and how much its operands are rounded before they
@@ -60,6 +64,7 @@ write :meth:`KernelBase.prepare_call`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -128,6 +133,19 @@ MATH_MODE_LABELS = {
 }
 
 
+#: Refusals any kernel may give (regular expressions, matched with :func:`re.search`):
+#: a direction it does not compute (:func:`direction_refusal`), a storage dtype outside
+#: :attr:`KernelBase.dtypes`, a missing optional library (the reason says what to
+#: ``pip install``), and a problem whose workspace would exceed the kernel's cap (its
+#: ``workspace_bytes`` over its ``workspace_cap``).
+CONTRACT_REFUSALS = (
+    r"^\S+ \S+ does not compute \w+$",
+    r"^\S+ \S+ runs [\w, ]+, got \w+$",
+    r" is not installed: pip install ",
+    r"needs \d+ bytes of workspace\b.* cap of \d+ bytes",
+)
+
+
 @runtime_checkable
 class PreparedCall(Protocol):
     """The timed call of a prepared kernel, with what it chose."""
@@ -181,6 +199,33 @@ def refusal(kernel: Any, p: ConvProblem) -> str | None:
     problem it would compute as a forward one.
     """
     return direction_refusal(kernel, p) or kernel.supports(p)
+
+
+def documented_refusals(kernel: Any) -> tuple[str, ...]:
+    """The patterns of every reason ``kernel`` documents for refusing a problem.
+
+    :data:`CONTRACT_REFUSALS` and the kernel's own ``documented_refusals``
+    (``()`` where it declares none).
+    """
+    return CONTRACT_REFUSALS + tuple(getattr(kernel, "documented_refusals", ()))
+
+
+def is_documented_refusal(kernel: Any, reason: str) -> bool:
+    """Whether ``reason`` (from ``kernel.supports``) is one ``kernel`` documents.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        The kernel that refused.
+    reason : str
+        Its reason.
+
+    Returns
+    -------
+    bool
+        True where a pattern of :func:`documented_refusals` is found in ``reason``.
+    """
+    return any(re.search(pattern, reason) for pattern in documented_refusals(kernel))
 
 
 @runtime_checkable
@@ -240,6 +285,10 @@ class KernelBase:
     uses_tf32: bool = False
     #: The algorithm family whose error model applies (see :data:`FAMILIES`).
     family: str = "any"
+    #: Patterns (:func:`re.search`) of the reasons :meth:`supports` gives beyond
+    #: :data:`CONTRACT_REFUSALS`. A subclass that refuses more problems extends its
+    #: parent's tuple; a refusal that matches neither is one tests report as a bug.
+    documented_refusals: tuple[str, ...] = ()
 
     def direction_reason(self, p: ConvProblem) -> str | None:
         """Why the kernel does not compute ``p.dir`` (``None`` if it is in :attr:`directions`)."""

@@ -1,6 +1,7 @@
 """Shared fixtures and test settings."""
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,44 @@ def make_inputs():
     return random_inputs
 
 
+@pytest.fixture
+def case_seed(request):
+    """A seed of this test case that every process agrees on: ``zlib.crc32`` of its name.
+
+    ``hash()`` of a string changes from one process to the next; this does not,
+    so a failing case reruns on the same data. The seed is shown in the report
+    of a failing test (section "seed").
+    """
+    name = request.node.name
+    seed = zlib.crc32(name.encode())
+    request.node.add_report_section("call", "seed", f"seed {seed} = zlib.crc32({name!r})")
+    return seed
+
+
+def documented_refusal(kernel, p):
+    """Why ``kernel`` refuses ``p`` (``None``: it runs it), asserting the reason is documented.
+
+    A refusal that matches none of the kernel's documented ones
+    (:func:`convbench.contract.documented_refusals`) is a bug that would
+    otherwise pass as a skip.
+    """
+    from convbench.contract import is_documented_refusal, refusal
+
+    reason = refusal(kernel, p)
+    assert reason is None or is_documented_refusal(kernel, reason), (
+        f"{kernel.backend} {kernel.name} refuses {p} with a reason it does not document: "
+        f"{reason!r}")
+    return reason
+
+
+def skip_if_refused(kernel, p):
+    """Skip the test where ``kernel`` refuses ``p`` for a reason it documents; fail otherwise."""
+    __tracebackhide__ = True  # the skip is reported at the test's line, not here
+    reason = documented_refusal(kernel, p)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def make_task(problem, kernel, *, backend="cpu", mode="accuracy", suite="test", name=None,
               min_reps=1, min_time=0.0, max_time=1.0, **settings):
     """A one-measurement Task from a descriptor or ConvProblem (quick timing by default)."""
@@ -69,17 +108,49 @@ def make_task(problem, kernel, *, backend="cpu", mode="accuracy", suite="test", 
 FP16_TARGET = 2e-3
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu``-marked tests, with the reason, where no CUDA device is usable."""
-    from convbench.kernels.gpu.runtime import cupy_unavailable_reason
+#: Where collection leaves the message ``gpu``-marked tests fail with (CONVBENCH_REQUIRE_GPU=1).
+_GPU_REQUIRED_FAILURE = pytest.StashKey[str]()
 
-    reason = cupy_unavailable_reason()
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu``-marked tests, with the reason, where no CUDA device is usable.
+
+    With ``CONVBENCH_REQUIRE_GPU=1`` (a device run) they are not skipped: where
+    CuPy, the driver, a device or cuDNN is missing or broken, each fails at
+    setup with one message saying what is missing (:func:`pytest_runtest_setup`).
+    """
+    from convbench.kernels.gpu import runtime
+
+    if not any("gpu" in item.keywords for item in items):
+        return
+    if runtime.gpu_required():
+        blockers = runtime.gpu_test_blockers()
+        if blockers:
+            config.stash[_GPU_REQUIRED_FAILURE] = runtime.require_gpu_message(blockers)
+        return
+    reason = runtime.cupy_unavailable_reason()
     if reason is None:
         return
     skip = pytest.mark.skip(reason=f"needs a GPU: {reason}")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say once, in the summary, why the GPU tests failed under CONVBENCH_REQUIRE_GPU=1."""
+    message = config.stash.get(_GPU_REQUIRED_FAILURE, None)
+    if message is not None:
+        terminalreporter.write_line(message, red=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Fail a ``gpu``-marked test before its fixtures where CONVBENCH_REQUIRE_GPU=1 and the
+    GPU is unusable: a device run must not pass by skipping."""
+    message = item.config.stash.get(_GPU_REQUIRED_FAILURE, None)
+    if message is not None and "gpu" in item.keywords:
+        pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """Without a GPU (and here without CuPy): GPU code imports, lists, skips with reasons."""
 
+import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +101,69 @@ def test_tf32_is_refused_for_strict_fp32(monkeypatch):
     assert "TF32" in runtime.CupyRuntime().unavailable_reason()
     monkeypatch.setenv("CUPY_TF32", "0")
     assert runtime.CupyRuntime().unavailable_reason() is None
+
+
+# ------------------------------------------------- CONVBENCH_REQUIRE_GPU=1: fail, not skip
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def fresh_cudnn_reason():
+    runtime.cudnn_unavailable_reason.cache_clear()
+    yield
+    runtime.cudnn_unavailable_reason.cache_clear()
+
+
+def test_a_cudnn_frontend_whose_library_fails_to_load_means_no_cudnn(monkeypatch,
+                                                                      fresh_cudnn_reason):
+    def no_library():
+        raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setitem(sys.modules, "cudnn", types.SimpleNamespace(backend_version=no_library))
+    reason = runtime.cudnn_unavailable_reason()
+    assert reason.startswith("the cuDNN library failed to load") and "libcudnn" in reason
+    monkeypatch.setitem(sys.modules, "cudnn", types.SimpleNamespace(backend_version=lambda: 91900))
+    runtime.cudnn_unavailable_reason.cache_clear()
+    assert runtime.cudnn_unavailable_reason() is None
+
+
+def test_the_switch_reads_1_as_required_and_0_or_unset_as_not(monkeypatch):
+    monkeypatch.delenv(runtime.REQUIRE_GPU_ENV, raising=False)
+    assert not runtime.gpu_required()
+    monkeypatch.setenv(runtime.REQUIRE_GPU_ENV, "0")
+    assert not runtime.gpu_required()
+    monkeypatch.setenv(runtime.REQUIRE_GPU_ENV, "1")
+    assert runtime.gpu_required()
+
+
+def _run_gpu_test_file(require: str | None) -> subprocess.CompletedProcess:
+    """pytest on one GPU test file in a new process, CONVBENCH_REQUIRE_GPU set or not."""
+    env = {k: v for k, v in os.environ.items() if k != runtime.REQUIRE_GPU_ENV}
+    if require is not None:
+        env[runtime.REQUIRE_GPU_ENV] = require
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_gpu_backward_device.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_require_gpu_fails_the_gpu_tests_with_what_is_missing_instead_of_skipping():
+    blockers = runtime.gpu_test_blockers()
+    if not blockers:
+        pytest.skip("a GPU and cuDNN are present: the GPU tests run")
+    required = _run_gpu_test_file("1")
+    assert required.returncode == 1, required.stdout + required.stderr
+    message = runtime.require_gpu_message(blockers)
+    assert "CONVBENCH_REQUIRE_GPU=1 is set" in message
+    assert message in required.stdout
+    summary = required.stdout.strip().splitlines()[-1]
+    assert " error" in summary and "skipped" not in summary and "passed" not in summary
+    no_gpu_reason = runtime.cupy_unavailable_reason()
+    if no_gpu_reason is not None:
+        # Without the switch the same tests skip, with the reason, as before.
+        unset = _run_gpu_test_file(None)
+        assert unset.returncode == 0, unset.stdout + unset.stderr
+        assert f"needs a GPU: {no_gpu_reason}" in unset.stdout
+        assert message not in unset.stdout
 
 
 # ------------------------------------------------------------ cuDNN plan choice

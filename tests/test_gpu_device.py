@@ -7,7 +7,14 @@ float16 (fp32 accumulation) also within rel_l2 <= 2e-3.
 
 import numpy as np
 import pytest
-from conftest import FP16_TARGET, envelope_ratio, make_task, random_inputs, rel_l2
+from conftest import (
+    FP16_TARGET,
+    envelope_ratio,
+    make_task,
+    random_inputs,
+    rel_l2,
+    skip_if_refused,
+)
 from problem_grid import GRID
 
 from convbench import ConvProblem, ErrorModel
@@ -60,9 +67,7 @@ def test_gpu_baselines_match_reference(desc, name, dtype):
     p = ConvProblem.parse(desc.replace("_bias", "")).with_(dtype=dtype,
                                                            bias=desc.endswith("_bias"))
     kernel = get_kernel(name, "gpu")
-    reason = kernel.supports(p)
-    if reason is not None:
-        pytest.skip(reason)
+    skip_if_refused(kernel, p)
     x, w, b = _inputs(p)
     fn = kernel.prepare(p, x, w, b)
     y = to_host(fn())

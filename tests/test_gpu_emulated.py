@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import FP16_TARGET, envelope_ratio, random_inputs, rel_l2
+from conftest import FP16_TARGET, documented_refusal, envelope_ratio, random_inputs, rel_l2
 from problem_grid import GRID
 
 from convbench import ConvProblem, UnsupportedProblem
@@ -54,10 +54,10 @@ def fp16_inputs(p, seed=0):
 def test_emulated_gpu_kernel_matches_reference(shape, kwargs, algo, dtype):
     p = ConvProblem.make(*shape, dtype=dtype, **kwargs)
     kernel = emulated(algo)
-    reason = kernel.supports(p)
+    reason = documented_refusal(kernel, p)
     if reason is not None:
         # direct, im2col and FFT run every problem; Winograd says why it cannot; a kernel
-        # added later may decline what it does not handle.
+        # added later may decline what it does not handle, for a reason it documents.
         assert algo not in ("direct", "im2col", "fft"), reason
         assert algo != "winograd" or "winograd F(2x2,3x3) needs" in reason, reason
         return
@@ -323,7 +323,7 @@ def math_inputs(p):
 def test_every_kernel_runs_its_whole_pipeline_in_every_math_mode(desc, algo, math):
     p = math_problem(desc, math)
     kernel = emulated(algo)
-    if kernel.supports(p) is not None:
+    if documented_refusal(kernel, p) is not None:
         return
     x, w, b = math_inputs(p)
     call = kernel.prepare(p, x, w, b)

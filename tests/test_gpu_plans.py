@@ -1,6 +1,7 @@
 """GPU launch and tiling arithmetic on every suite layer (no GPU needed)."""
 
 import pytest
+from conftest import documented_refusal
 
 from convbench import ConvProblem
 from convbench.kernels.gpu.base import GPU_WORKSPACE_CAP_BYTES
@@ -78,7 +79,7 @@ def test_direct_refuses_a_halo_that_cannot_fit():
 def test_gpu_workspaces_stay_under_the_cap(p):
     for cls in (GpuIm2colKernel, GpuWinogradKernel):
         kernel = cls(HostRuntime())
-        if kernel.supports(p) is None:
+        if documented_refusal(kernel, p) is None:
             assert kernel.workspace_bytes(p) <= GPU_WORKSPACE_CAP_BYTES, cls.__name__
     fft = GpuFftKernel(HostRuntime())
     if fft.workspace_bytes(p) > GPU_WORKSPACE_CAP_BYTES:  # only when one tile exceeds it

@@ -7,7 +7,7 @@ prepared call must convolve whatever its input buffer holds when it runs.
 
 import numpy as np
 import pytest
-from conftest import envelope_ratio, random_inputs
+from conftest import envelope_ratio, random_inputs, skip_if_refused
 
 import convbench
 from convbench import ConvProblem, KernelBase, UnsupportedProblem
@@ -71,10 +71,9 @@ def buffer_errors(kernel, p, *, as_argument=False):
 
 
 def supported(kernel, desc):
-    """The problem ``desc``, or a skip with the reason ``kernel`` gives."""
+    """The problem ``desc``, or a skip with the (documented) reason ``kernel`` gives."""
     p = ConvProblem.parse(desc)
-    if kernel.supports(p) is not None:
-        pytest.skip(kernel.supports(p))
+    skip_if_refused(kernel, p)
     return p
 
 
@@ -114,10 +113,8 @@ def test_the_binding_check_catches_a_kernel_that_copies_its_input():
 @pytest.mark.parametrize("algo", [*CPU_KERNELS, "onednn", "numpy_im2col"])
 @pytest.mark.parametrize("desc", PROBLEMS)
 def test_plan_equals_conv2d_call_after_call(algo, desc):
-    p = ConvProblem.parse(desc)
     kernel = convbench.get_kernel(algo)
-    if kernel.supports(p) is not None:
-        pytest.skip(kernel.supports(p))
+    p = supported(kernel, desc)
     _, w, b = random_inputs(p, seed=1)
     args = dict(stride=p.stride, padding=p.padding, dilation=p.dilation, groups=p.g)
     f = convbench.plan(p.input_shape, w, b, algo=algo, **args)
@@ -190,9 +187,7 @@ def _count_calls(monkeypatch, module, name):
 @pytest.mark.parametrize("desc", [PROBLEMS[0], PROBLEMS[1]])
 def test_a_plan_transforms_its_weights_once_and_conv2d_in_every_call(
         monkeypatch, algo, module, transform, desc):
-    p = ConvProblem.parse(desc)
-    if convbench.get_kernel(algo).supports(p) is not None:
-        pytest.skip("not this kernel's problem")
+    p = supported(convbench.get_kernel(algo), desc)
     x, w, b = random_inputs(p)
     args = dict(padding=p.padding)
     calls = _count_calls(monkeypatch, module, transform)

@@ -47,6 +47,11 @@ G = np.array([[1, 0, 0],
 A_T = np.array([[1, 1, 1, 0],
                 [0, 1, -1, -1]], dtype=np.float64)
 
+#: The pattern of every reason :func:`supports_geometry`, :func:`supports_tile` and
+#: :func:`kernels.algorithms.winograd_backward.supports_backward` refuse a problem with:
+#: the Winograd kernels' documented refusals.
+GEOMETRY_REFUSAL = r"^winograd .+ needs (a 3x3 filter|stride 1|dilation 1), got "
+
 
 def supports_geometry(p: ConvProblem) -> str | None:
     """Why F(2x2,3x3) cannot compute ``p`` on any device, or ``None``."""

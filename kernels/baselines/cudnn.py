@@ -39,10 +39,8 @@ from convbench.measure.timing import bench
 from convbench.problem import ConvProblem
 
 from ..gpu.base import GPU_DTYPES
-from ..gpu.runtime import default_runtime
-
-INSTALL_HINT = ("the cuDNN frontend is not installed: pip install 'convbench[cudnn]' "
-                "(nvidia-cudnn-frontend 1.16 and nvidia-cudnn-cu13)")
+from ..gpu.runtime import CUDNN_INSTALL_HINT as INSTALL_HINT
+from ..gpu.runtime import UNAVAILABLE_REFUSALS, default_runtime
 
 #: Numerical notes recorded per plan (names of ``cudnn.numerical_note``).
 NOTES = ("TENSOR_CORE", "DOWN_CONVERT_INPUTS", "REDUCED_PRECISION_REDUCTION", "FFT",
@@ -181,6 +179,7 @@ class CudnnFrontendBaseline(KernelBase):
     dtypes = GPU_DTYPES
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     uses_tf32 = True  # tensor-core engines are admissible where fpmath allows TF32
+    documented_refusals = (*UNAVAILABLE_REFUSALS, r"^cuDNN offers no admissible plan ")
 
     def __init__(self, select: str) -> None:
         if select not in ("heuristic", "best"):

@@ -25,7 +25,7 @@ from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
 
 from ..gpu.base import GPU_DTYPES
-from ..gpu.runtime import default_runtime
+from ..gpu.runtime import UNAVAILABLE_REFUSALS, default_runtime
 from .onednn import torch_padding
 
 INSTALL_HINT = ("torch with CUDA is not installed: pip install torch (a CUDA build; "
@@ -53,6 +53,8 @@ class TorchCudnnBaseline(KernelBase):
     dtypes = GPU_DTYPES
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     uses_tf32 = True  # torch's allow_tf32 follows the problem's fpmath
+    documented_refusals = (*UNAVAILABLE_REFUSALS, r"^torch \S+ sees no CUDA device",
+                           r"^torch \S+ was built without cuDNN")
 
     def supports(self, p: ConvProblem) -> str | None:
         reason = super().supports(p)

@@ -54,6 +54,8 @@ class CpuKernel(KernelBase):
     clock = "host"
     dtypes = CPU_DTYPES
     reads_input_at_call = True
+    documented_refusals = (r"^CPU kernels run float32 and float64, got \w+ "
+                           r"\(float16 is GPU-only\)$",)
 
     def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
         self.workspace_cap = workspace_cap

@@ -233,6 +233,7 @@ class WinogradKernel(CpuKernel):
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
+    documented_refusals = (*CpuKernel.documented_refusals, algorithm.GEOMETRY_REFUSAL)
     #: The filter transform matrix ``G`` (a subclass may plant a fault here).
     filter_matrix = G
     #: Bytes of ``V`` and ``M`` a block of tiles aims at in the channels-last

@@ -218,6 +218,7 @@ class WinogradTileKernel(CpuKernel):
     directions = ("fwd", "bwd_d")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
+    documented_refusals = (*CpuKernel.documented_refusals, algorithm.GEOMETRY_REFUSAL)
     #: Output tile m of F(m x m, 3x3).
     tile = 4
     #: Bytes of ``V`` and ``M`` a block of tiles aims at (None: as many as the cap allows);

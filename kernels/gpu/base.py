@@ -21,7 +21,7 @@ import numpy as np
 from convbench.contract import MATH_MODE_LABELS, KernelBase, Prepared
 from convbench.problem import ConvProblem
 
-from .runtime import default_runtime
+from .runtime import UNAVAILABLE_REFUSALS, default_runtime
 from .sources import CudaSource, kernel_name
 
 GPU_DTYPES = ("float32", "float16", "float64")
@@ -53,6 +53,8 @@ class GpuKernel(KernelBase):
     reads_input_at_call = True
     #: The CUDA sources the kernel launches.
     sources: tuple[CudaSource, ...] = ()
+    #: A runtime that cannot run: no CuPy, no driver or device, ``CUPY_TF32``, no g++.
+    documented_refusals = UNAVAILABLE_REFUSALS
 
     def __init__(self, runtime: Any = None, workspace_cap: int = GPU_WORKSPACE_CAP_BYTES) -> None:
         self._runtime = runtime

@@ -118,6 +118,11 @@ class GpuDirectKernel(GpuKernel):
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE, backward.SOURCE)
+    #: The forward launch's limits (:func:`plan_direct`): CUDA's grid, shared memory.
+    documented_refusals = (*GpuKernel.documented_refusals,
+                           r"^direct: grid .* exceeds CUDA's limit of \d+ in y and z$",
+                           r"^direct: one input channel's halo and filters need \d+ bytes of "
+                           r"shared memory, more than \d+$")
 
     def precision(self, p: ConvProblem) -> dict[str, str]:
         acc = "float64" if p.dtype == "float64" else "float32"

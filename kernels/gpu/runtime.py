@@ -12,6 +12,13 @@ NumPy. Emulation says nothing about speed.
 
 Nothing here imports CuPy at module level: ``import kernels.gpu...`` works on
 machines without CuPy, without a driver and without a GPU.
+
+Whether a GPU is usable is decided here (:func:`cupy_unavailable_reason`); the
+tests marked ``gpu`` skip with that reason where it is not (``tests/conftest.py``).
+A device run must not pass by skipping: with ``CONVBENCH_REQUIRE_GPU=1`` in the
+environment (:data:`REQUIRE_GPU_ENV`; ``benchmarks/device_job.sh`` sets it), a
+missing or broken CuPy, driver, device or cuDNN (:func:`gpu_test_blockers`)
+makes those tests fail with :func:`require_gpu_message` instead.
 """
 
 from __future__ import annotations
@@ -31,6 +38,21 @@ from .gemm import check_matmul, emulate_operand, matmul_layout
 from .sources import CudaSource, digest
 
 INSTALL_HINT = "CuPy is not installed: pip install 'convbench[gpu]' (cupy-cuda13x)"
+CUDNN_INSTALL_HINT = ("the cuDNN frontend is not installed: pip install 'convbench[cudnn]' "
+                      "(nvidia-cudnn-frontend 1.16 and nvidia-cudnn-cu13)")
+#: Set to 1, the GPU tests fail where the GPU is unusable instead of skipping.
+REQUIRE_GPU_ENV = "CONVBENCH_REQUIRE_GPU"
+
+#: What the runtimes' ``unavailable_reason`` may say (regular expressions): the GPU
+#: kernels and the cuDNN baselines document these refusals (see
+#: :func:`convbench.contract.is_documented_refusal`; a missing CuPy is the contract's
+#: "is not installed").
+UNAVAILABLE_REFUSALS = (
+    r"^CuPy failed to import: ",
+    r"^no GPU present \(CUDA",
+    r"^CUPY_TF32 is set: ",
+    r"^the host emulator needs g\+\+",
+)
 
 #: Threads per block of the element-wise kernels (lowering, transforms, bias).
 ELEMENTWISE_BLOCK = 256
@@ -86,6 +108,46 @@ def cupy_unavailable_reason() -> str | None:
     if count == 0:
         return "no GPU present (CUDA reports 0 devices)"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def cudnn_unavailable_reason() -> str | None:
+    """``None`` when the cuDNN frontend imports and loads the cuDNN library, else why not."""
+    try:
+        import cudnn  # noqa: PLC0415 -- optional dependency (nvidia-cudnn-frontend)
+    except ImportError:
+        return CUDNN_INSTALL_HINT
+    except Exception as exc:  # noqa: BLE001 -- a broken install is "no cuDNN" too
+        return f"the cuDNN frontend failed to import: {type(exc).__name__}: {exc}"
+    try:
+        # Asks libcudnn itself: a frontend that imports says nothing of the library.
+        cudnn.backend_version()
+    except Exception as exc:  # noqa: BLE001 -- a missing or mismatched library
+        return f"the cuDNN library failed to load: {type(exc).__name__}: {exc}"
+    return None
+
+
+def gpu_required() -> bool:
+    """Whether ``CONVBENCH_REQUIRE_GPU`` asks the GPU tests to fail rather than skip."""
+    return os.environ.get(REQUIRE_GPU_ENV, "") not in ("", "0")
+
+
+def gpu_test_blockers() -> list[str]:
+    """What the GPU tests need and this machine lacks: CuPy, a driver and a device, cuDNN.
+
+    Returns
+    -------
+    list of str
+        One reason per missing piece; empty where everything is usable.
+    """
+    return [reason for reason in (cupy_unavailable_reason(), cudnn_unavailable_reason())
+            if reason is not None]
+
+
+def require_gpu_message(blockers: list[str]) -> str:
+    """The one message a GPU test fails with under ``CONVBENCH_REQUIRE_GPU=1``."""
+    return (f"{REQUIRE_GPU_ENV}=1 is set, so the GPU tests fail instead of skipping: "
+            + "; ".join(blockers))
 
 
 def _cupy_argument(a: Any) -> Any:

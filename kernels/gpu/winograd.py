@@ -54,6 +54,7 @@ class GpuWinogradKernel(GpuKernel):
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE, backward.SOURCE)
     caches_weights = True  # U = G g G^T, once per weight tensor
+    documented_refusals = (*GpuKernel.documented_refusals, algorithm.GEOMETRY_REFUSAL)
 
     def problem_reason(self, p: ConvProblem) -> str | None:
         if p.dir != "fwd":

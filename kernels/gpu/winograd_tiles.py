@@ -59,6 +59,7 @@ class GpuWinogradTileKernel(GpuKernel):
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     sources = (SOURCE,)
     caches_weights = True  # U = G g G^T, once per weight tensor
+    documented_refusals = (*GpuKernel.documented_refusals, algorithm.GEOMETRY_REFUSAL)
     uses_tf32 = False  # tf32 problems are computed strictly (see the module docstring)
     tile = 4
 
