@@ -8,7 +8,9 @@ them and then without Dask; stops the cluster; and writes the errors record by
 record, side by side, with the count of identical records (status, reason and
 every error metric equal, bit for bit). ``--before FILE`` adds the records of an
 earlier Dask run of the same sweep (say, at a commit before a fix) as a third
-column.
+column, and for each record it has apart from the local sweep's, a probe in this
+process: the kernel's output and the record's ``rel_l2`` with BLAS on one thread
+and on all cores (Numba on all cores both times).
 
     python benchmarks/dask_vs_local.py --out results/cpu/dask_vs_local
 """
@@ -130,6 +132,42 @@ def rows(local: dict, dask: dict, before: dict | None) -> list[dict[str, Any]]:
     return out
 
 
+def blas_thread_probe(keys: list[tuple]) -> list[dict[str, Any]]:
+    """Each (problem, kernel)'s output and ``rel_l2`` with BLAS on 1 thread and on all cores.
+
+    Tells a kernel whose arithmetic depends on BLAS's thread count from an error
+    metric that does (the ``rel_l2`` norm is a BLAS ``ddot``).
+    """
+    import numpy as np  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    from convbench.contract import as_prepared  # noqa: PLC0415
+    from convbench.measure import runner  # noqa: PLC0415
+    from convbench.measure.inputs import make_inputs  # noqa: PLC0415
+    from convbench.measure.threads import default_threads, pinned_threads  # noqa: PLC0415
+    from convbench.problem.suites import select_layers  # noqa: PLC0415
+    from convbench.registry import get_kernel  # noqa: PLC0415
+
+    settings = runner.SweepSettings(mode="accuracy", fill="exact", isolate=False)
+    out = []
+    for descriptor, _, backend, kernel in keys:
+        ((_, layer),) = select_layers(descriptors=[descriptor])
+        p = layer.problem
+        x, w, b = make_inputs(p, settings.seed, settings.fill)
+        outputs, errors = {}, {}
+        call = get_kernel(kernel, backend)
+        for n in sorted({1, default_threads()}):
+            with pinned_threads(None), threadpool_limits(limits=n):
+                outputs[n] = np.array(as_prepared(call.prepare(p, x, w, b))())
+                task = runner.Task(layer, kernel, settings)
+                errors[n] = runner.measure_round(task)["error"]["rel_l2"]
+        first, *others = outputs.values()
+        out.append({"problem": descriptor, "kernel": kernel,
+                    "outputs_identical": all(np.array_equal(first, o) for o in others),
+                    "rel_l2_by_blas_threads": {str(n): e for n, e in errors.items()}})
+    return out
+
+
 def _rel_l2(rec: dict[str, Any] | None) -> float | None:
     return ((rec or {}).get("error") or {}).get("rel_l2")
 
@@ -161,10 +199,20 @@ def markdown(doc: dict[str, Any], prov_block: str) -> str:
         b = doc["before"]
         lines += ["", f"Before the fix (commit {b['commit']}, the same workers and commands) "
                   f"{b['identical']} of {doc['total']} were: each Dask round got "
-                  f"{b['threads']} thread(s), the host's cores over its workers, where the "
-                  f"local sweep uses all {doc['local_threads']}; the `rel_l2` norm "
-                  "(OpenBLAS's `ddot`, one partial sum per thread) then differs in its last "
-                  "digits. The FFT outputs themselves were bit-identical."]
+                  f"{_counts(b['threads'])} thread(s), the host's cores over its workers, "
+                  f"where the local sweep uses {_counts(doc['local_threads'])} (all cores). "
+                  "The records that differed, measured again in one process with BLAS on 1 "
+                  "thread and on all cores (Numba on all cores both times):", "",
+                  "| layer | kernel | output at 1 and all BLAS threads | rel_l2 by BLAS threads |",
+                  "|---|---|---|---|"]
+        for c in b["probe"]:
+            errors = ", ".join(f"{n}: {e!r}" for n, e in c["rel_l2_by_blas_threads"].items())
+            lines.append(f"| `{c['problem']}` | {c['kernel']} | "
+                         f"{'bit-identical' if c['outputs_identical'] else 'different'} | "
+                         f"{errors} |")
+        lines += ["", "The kernel computes the same output either way; the `rel_l2` norm "
+                  "(`np.linalg.norm`, OpenBLAS's `ddot`: one partial sum per thread) is what "
+                  "differs, in its last digits."]
     lines += ["", head, rule]
     for r in table:
         cells = [r["suite"], r["layer"], r["kernel"], r["status"], _num(r["local_rel_l2"]),
@@ -173,6 +221,10 @@ def markdown(doc: dict[str, Any], prov_block: str) -> str:
             cells.append(_num(r["before_rel_l2"]) + ("" if r["before_identical"] else " **≠**"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _counts(values: list[int]) -> str:
+    return ", ".join(map(str, values)) or "?"
 
 
 def _num(value: float | None) -> str:
@@ -208,9 +260,11 @@ def main() -> int:
         "local_threads": sorted({r.get("threads") for r in local.values()} - {None}),
         "records": table}
     if before is not None:
+        apart = [key for key, rec in local.items() if not same(rec, before.get(key))]
         doc["before"] = {"file": str(args.before), "commit": header_commit(args.before),
                          "identical": sum(r["before_identical"] for r in table),
-                         "threads": sorted({r["before_threads"] for r in table} - {None})}
+                         "threads": sorted({r["before_threads"] for r in table} - {None}),
+                         "probe": blas_thread_probe(apart)}
     prov = provenance(repetitions={"sweeps": 2, "rounds_per_record": 1,
                                    "note": "one accuracy round per record in each sweep"},
                       noise=noise_verdict(None, "accuracy only: errors do not depend on "
