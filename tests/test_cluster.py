@@ -211,6 +211,30 @@ def test_a_worker_that_cannot_is_refused_with_the_command_line_that_can(tmp_path
     assert record["status"] == "ok" and record["threads"] == 2 and "worker_environ" not in record
 
 
+def test_a_round_in_a_nanny_worker_gets_a_local_rounds_threads_and_heap(monkeypatch):
+    """What a round does in a daemonic worker under a nanny, here in this process: it takes the
+    nanny's variables out, raises BLAS past their single thread and fixes the C heap."""
+    from threadpoolctl import threadpool_limits
+
+    from convbench.measure import cluster, runner
+    from convbench.measure.allocator import keep_freed_memory
+    from convbench.problem.suites import select_layers
+
+    nanny = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    for var, value in nanny.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(cluster, "_STATE", {})
+    monkeypatch.setattr(cluster, "_measures_here", lambda: True)
+    ((_, layer),) = select_layers(descriptors=[SMALL[0]])
+    task = runner.Task(layer, "direct", runner.SweepSettings(mode="accuracy", fill="exact"))
+    with threadpool_limits(limits=1):  # what the nanny's variables gave the worker's BLAS
+        rec = cluster._measure_round(task, 0)
+    assert rec["status"] == "ok" and rec["threads"] == CORES
+    assert rec["blas_threads"] and set(rec["blas_threads"]) == {CORES}
+    assert rec["worker_environ"] == nanny and not set(nanny) & set(os.environ)
+    assert rec["allocator"] == keep_freed_memory()
+
+
 def test_the_refusal_names_what_falls_short_and_how_to_start_the_worker():
     from convbench.measure import cluster
 
