@@ -8,6 +8,7 @@ platform fingerprints), and ``LocalCluster`` through ``--scheduler local:N``.
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,21 +48,35 @@ class DaskCluster:
     def __init__(self, tmp: Path, workers: list[dict], nanny: bool = False):
         self.file = tmp / "scheduler.json"
         self.procs = []
+        self.tmp = tmp
+        # The health and metrics routes listen even without a dashboard: loopback only.
         self.scheduler = self._start(tmp, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                     "--no-dashboard", "--scheduler-file", str(self.file))
+                                     "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                                     "--scheduler-file", str(self.file))
         deadline = time.time() + 120
         while not self.file.exists() and time.time() < deadline:
             time.sleep(0.2)
         self.address = json.loads(self.file.read_text())["address"]
-        self.workers = [self._start(tmp, "worker", "--scheduler-file", str(self.file),
-                                    "--nthreads", "1", "--nanny" if nanny else "--no-nanny",
-                                    "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
-                                    env=env)
-                        for i, env in enumerate(workers)]
+        self.workers = [self.start_worker(env, nanny, f"w{i}") for i, env in enumerate(workers)]
+        self.wait_for_workers(len(workers))
+
+    def start_worker(self, env: dict, nanny: bool, name: str) -> subprocess.Popen:
+        """``dask worker SCHEDULER --nthreads 1``, on loopback, with ``env`` added."""
+        return self._start(self.tmp, "worker", self.address, "--nthreads", "1",
+                           "--nanny" if nanny else "--no-nanny", "--host", "127.0.0.1",
+                           "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                           "--name", name, env=env)
+
+    def wait_for_workers(self, count: int, names: set[str] | None = None) -> None:
+        """Until ``count`` workers are up (and, given ``names``, only those: gone ones left)."""
         from distributed import Client
 
         with Client(self.address, timeout="60s") as client:
-            client.wait_for_workers(len(workers), timeout=120)
+            client.wait_for_workers(count, timeout=120)
+            deadline = time.time() + 120
+            while names is not None and time.time() < deadline and names != {
+                    w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}:
+                time.sleep(0.2)
 
     def _start(self, tmp, *args, env=None):
         log = open(tmp / f"{args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115
@@ -131,6 +146,116 @@ def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts,
     header = load_run(there).headers[0]["environment"]["cluster"]
     assert header["scheduler"] == two_hosts.address
     assert sorted(w["host"] for w in header["workers"].values()) == ["host-a", "host-b"]
+
+
+#: AlexNet's conv1 and conv3, whose FFT records' rel_l2 came out apart in the last digits when
+#: Dask gave each round one BLAS thread (the norm is OpenBLAS's ddot: a partial sum per thread).
+FFT_SUBSET = ("--suite", "alexnet", "--match", "conv[13]", "--algo", "fft",
+              "--mode", "accuracy", "--fill", "exact", "--no-progress")
+
+
+def test_workers_under_a_nanny_measure_the_errors_a_local_sweep_measures(tmp_path):
+    """Two workers on this host as Dask's docs start them (``dask worker ADDR --nthreads 1``):
+    daemonic, their nanny's single-threaded BLAS and eager heap trim in their environment."""
+    from convbench.measure.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
+    cluster = DaskCluster(tmp_path, [{}, {}], nanny=True)
+    try:
+        here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+        proc = _convbench("run", *FFT_SUBSET, "--out", str(there), "--scheduler", cluster.address)
+    finally:
+        cluster.close()
+    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["run", *FFT_SUBSET, "--out", str(here), "--no-isolate"]) == 0
+    ours, theirs = _errors(here), _errors(there)
+    assert len(ours) == 2 and ours == theirs  # the exact fill's errors, bit for bit
+    records = load_run(there).records
+    assert all(r["threads"] == CORES and set(r["blas_threads"]) == {CORES} for r in records)
+    assert all(r["worker_environ"]["OPENBLAS_NUM_THREADS"] == "1" for r in records)
+    assert all(r["allocator"]["mmap_threshold"] == MMAP_THRESHOLD
+               and r["allocator"]["trim_threshold"] == TRIM_THRESHOLD for r in records)
+
+
+@pytest.mark.skipif(CORES < 2, reason="Numba launched with one thread is all a 1-core host has")
+def test_a_worker_that_cannot_is_refused_with_the_command_line_that_can(tmp_path):
+    """Numba launched with one thread, and a heap variable glibc reads only at start: the
+    sweep is refused before its file is written, and the command line it gives works."""
+    cluster = DaskCluster(tmp_path, [{"NUMBA_NUM_THREADS": "1",
+                                      "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON":
+                                      '{"MALLOC_ARENA_MAX": 2}'}], nanny=True)
+    out = tmp_path / "refused.jsonl"
+    sweep = ("run", SMALL[0], "--algo", "direct", "--mode", "accuracy", "--threads", "2",
+             "--out", str(out), "--no-progress", "--scheduler", cluster.address)
+    try:
+        refused = _convbench(*sweep)
+        cluster.kill(cluster.workers[0])
+        assert refused.returncode == 2, refused.stderr
+        assert not out.exists()
+        assert "MALLOC_ARENA_MAX=2, which glibc reads only when a process starts" in refused.stderr
+        assert "Numba was launched with 1 thread(s) (NUMBA_NUM_THREADS) and cannot run the 2" \
+            in refused.stderr
+        unset = ('{"MALLOC_ARENA_MAX": None, "MALLOC_TRIM_THRESHOLD_": None, "MKL_NUM_THREADS": '
+                 'None, "OMP_NUM_THREADS": None, "OPENBLAS_NUM_THREADS": None}')
+        command = (f"NUMBA_NUM_THREADS=2 DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{unset}' "
+                   f"dask worker {cluster.address} --nthreads 1")
+        assert refused.stderr.rstrip().endswith(command)
+        # Started as it says (on this scheduler, with what else the test needs), it measures.
+        *assignments, _, _, _, _, _ = shlex.split(command)
+        cluster.start_worker(dict(a.split("=", 1) for a in assignments), True, "fixed")
+        cluster.wait_for_workers(1, {"fixed"})
+        accepted = _convbench(*sweep)
+    finally:
+        cluster.close()
+    assert accepted.returncode == 0, accepted.stderr
+    (record,) = load_run(out).records
+    assert record["status"] == "ok" and record["threads"] == 2 and "worker_environ" not in record
+
+
+def test_a_round_in_a_nanny_worker_gets_a_local_rounds_threads_and_heap(monkeypatch):
+    """What a round does in a daemonic worker under a nanny, here in this process: it takes the
+    nanny's variables out, raises BLAS past their single thread and fixes the C heap."""
+    from threadpoolctl import threadpool_limits
+
+    from convbench.measure import cluster, runner
+    from convbench.measure.allocator import keep_freed_memory
+    from convbench.problem.suites import select_layers
+
+    nanny = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    for var, value in nanny.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(cluster, "_STATE", {})
+    monkeypatch.setattr(cluster, "_measures_here", lambda: True)
+    ((_, layer),) = select_layers(descriptors=[SMALL[0]])
+    task = runner.Task(layer, "direct", runner.SweepSettings(mode="accuracy", fill="exact"))
+    with threadpool_limits(limits=1):  # what the nanny's variables gave the worker's BLAS
+        rec = cluster._measure_round(task, 0)
+    assert rec["status"] == "ok" and rec["threads"] == CORES
+    assert rec["blas_threads"] and set(rec["blas_threads"]) == {CORES}
+    assert rec["worker_environ"] == nanny and not set(nanny) & set(os.environ)
+    assert rec["allocator"] == keep_freed_memory()
+
+
+def test_the_refusal_names_what_falls_short_and_how_to_start_the_worker():
+    from convbench.measure import cluster
+
+    info = {"threads": 4, "numba_threads": 1,
+            "blas": [{"internal_api": "openblas", "version": "0.3.30", "num_threads": 1},
+                     {"internal_api": "openmp", "version": None, "num_threads": 4}]}
+    reasons = cluster._thread_shortfall(info, 4)
+    cores = min(4, CORES)
+    assert reasons[-1] == "its openblas 0.3.30 runs 1 thread(s), not the 4 asked for"
+    assert len(reasons) == 1 + (cores > 1)  # Numba falls short where the host has the cores
+    assert cluster._heap_shortfall({"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1",
+                                    "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}) == [
+        "its nanny started it with GLIBC_TUNABLES=glibc.malloc.tcache_count=0, which glibc "
+        "reads only when a process starts"]  # the trim threshold convbench sets again itself
+    text = cluster.refusal_message(["its Numba was launched with 1 thread(s) (NUMBA_NUM_THREADS)"
+                                    " and cannot run the 4 asked for"],
+                                   worker="tcp://127.0.0.1:2", scheduler="tcp://127.0.0.1:1",
+                                   nthreads=1, count=4, nanny={}, has_nanny=False)
+    assert text.endswith("\n    NUMBA_NUM_THREADS=4 dask worker tcp://127.0.0.1:1 --nthreads 1 "
+                         "--no-nanny")
+    assert text.startswith("worker tcp://127.0.0.1:2 cannot measure what a local sweep measures")
 
 
 def test_perf_records_of_two_hosts_keep_their_platforms_apart(two_hosts, tmp_path):

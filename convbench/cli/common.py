@@ -150,6 +150,8 @@ def cluster_for(args: argparse.Namespace, env: dict[str, Any]) -> Iterator[Any]:
     from convbench.measure.cluster import connect  # noqa: PLC0415
 
     with connect(args.scheduler) as cluster:
+        # Before the results file gets its header: a refused sweep leaves nothing behind.
+        cluster.refuse_unfit_workers(getattr(args, "threads", None))
         env["cluster"] = {"scheduler": cluster.address,
                           "workers": cluster.workers(args.backend)}
         yield cluster

@@ -33,21 +33,69 @@ worker's :func:`~convbench.store.environment.platform_fingerprint`),
 in seconds since the epoch, inside the lock). Tables, reports and ``compare``
 keep records of different fingerprints apart.
 
-In a worker process that may start processes (``LocalCluster`` here, or
-``dask worker`` with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``) each round
-runs in a convbench worker process beside it, as without Dask: a kernel that
-crashes costs one ``failed`` record, and ``--timeout`` holds. In a daemonic
-worker process it runs in the worker itself (the rounds then share it); a
-crash then kills that worker and Dask runs the round again elsewhere, until
+**A round on a worker measures what it measures without Dask.** Each round
+gets the threads the sweep asks for: ``--threads``, else every core the worker
+may run on, as a local sweep's round does, however many workers share the host
+(some errors depend on the count: the ``rel_l2`` norm is OpenBLAS's ``ddot``,
+one partial sum per thread, and it differs in the last digits between one
+thread and two). Several workers on one host then run more threads than it
+has cores, which costs an accuracy sweep time but not its errors; a timed
+sweep measures one round per host at a time anyway.
+
+How the round gets there depends on the worker. Started the way Dask's docs
+and dask-jobqueue start one (``dask worker ADDR``, under a nanny), the worker
+process is daemonic and its nanny started it with
+``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS``,
+``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` of 1 and
+``MALLOC_TRIM_THRESHOLD_=65536``. Before its first round the task takes those
+variables out of the environment (where they still have the nanny's values)
+and then, for every round:
+
+* pins the thread count in the round's own thread
+  (:func:`~convbench.measure.threads.pinned_threads`): Numba by
+  ``numba.set_num_threads``, within the pool it was launched with; BLAS and
+  OpenMP through threadpoolctl, which raises them past the nanny's 1; torch;
+* fixes the C heap's thresholds as a timed local round does
+  (:func:`~convbench.measure.allocator.keep_freed_memory`, by ``mallopt``,
+  which overrides what glibc read from the nanny's trim threshold), for every
+  round, timed or not (records carry ``allocator``, and ``worker_environ``: what
+  the nanny had set).
+
+It refuses (:class:`WorkerUnfit`; up front, before the results file gets its
+header, and again in every round) where it cannot: a Numba launched with fewer
+threads than asked (``NUMBA_NUM_THREADS``), a BLAS threadpoolctl cannot raise,
+or a heap variable of the nanny's other than the trim and mmap thresholds
+(glibc reads ``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES`` and the like only when a
+process starts). The message gives the command line that starts a worker
+which can, for example::
+
+    NUMBA_NUM_THREADS=2 DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_ARENA_MAX": None,
+    "MALLOC_TRIM_THRESHOLD_": None, "MKL_NUM_THREADS": None, "OMP_NUM_THREADS": None,
+    "OPENBLAS_NUM_THREADS": None}' dask worker tcp://HOST:8786 --nthreads 1
+
+(a variable the nanny would set is left alone where the config gives it
+``None``; one already in the shell's environment wins over the config).
+
+A worker process that may start processes (``LocalCluster`` here, ``dask
+worker`` with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``, or ``--no-nanny``)
+runs each round in a convbench worker process beside it, started without the
+nanny's variables, as without Dask: a kernel that crashes costs one ``failed``
+record, and ``--timeout`` holds. In a daemonic worker a crash kills that
+worker and Dask runs the round again elsewhere, until
 ``distributed.scheduler.allowed-failures`` is spent, and the record is
-``failed`` with Dask's ``KilledWorker``; its BLAS also keeps the single thread a
-Dask nanny's ``pre-spawn-environ`` gives it (the record's ``worker_environ``
-says so), so start such workers with ``--no-nanny``. The convbench worker
-processes start without what the nanny set. Either way a round whose worker dies
+``failed`` with Dask's ``KilledWorker``. Either way a round whose worker dies
 runs again on another worker and the record is written once. Ctrl-C cancels
 what has not finished; every record with a finished round is on disk (those
 short of their rounds marked ``incomplete``), and ``--resume`` completes the
 rest.
+
+Start workers with ``--nthreads 1`` (one round per worker process at a time
+in any case) and, on a shared or multi-homed machine, on loopback or the
+cluster's network only::
+
+    dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address 127.0.0.1:0
+    dask worker tcp://127.0.0.1:8786 --nthreads 1 --host 127.0.0.1 \\
+        --dashboard-address 127.0.0.1:0
 """
 
 from __future__ import annotations
@@ -60,7 +108,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from convbench.errors import MissingExtra
@@ -111,15 +159,22 @@ def host_name() -> str:
 # ------------------------------------------------------------------ worker side
 _ONE_AT_A_TIME = threading.Lock()
 _STATE: dict[str, Any] = {}
+#: Environment variables of the C heap that glibc reads once, when a process starts.
+#: convbench sets the two thresholds again itself (``mallopt``); nothing resets the others.
+HEAP_VARIABLES = ("MALLOC_", "GLIBC_TUNABLES")
 
 
-def round_on_worker(task: runner.Task, round_index: int,
-                    threads_by_host: dict[str, int]) -> Record:
+class WorkerUnfit(RuntimeError):
+    """A worker cannot give a round the threads or the C heap that a local sweep's gets."""
+
+
+def round_on_worker(task: runner.Task, round_index: int) -> Record:
     """One round of one task in a Dask worker: the round record, tagged with host and platform.
 
     Runs one round per worker process at a time, under the host's timing lock
-    when the sweep times. An accuracy sweep without a thread count takes this
-    host's from ``threads_by_host``.
+    when the sweep times, with the threads and the C heap a local sweep's
+    round would have (:func:`worker_refusal` says why not, and the round
+    raises :class:`WorkerUnfit` with that).
     """
     import distributed  # noqa: PLC0415 -- we run inside a Dask worker
 
@@ -127,10 +182,6 @@ def round_on_worker(task: runner.Task, round_index: int,
 
     host = host_name()
     settings = task.settings
-    if "nanny_environ" not in _STATE:
-        _STATE["nanny_environ"] = _forget_nanny_environ()
-    if settings.threads is None and not settings.timed and host in threads_by_host:
-        task = replace(task, settings=replace(settings, threads=threads_by_host[host]))
     with _ONE_AT_A_TIME:
         lock = (distributed.Lock(f"{TIMING_LOCK}:{host}") if settings.timed
                 else contextlib.nullcontext())
@@ -146,41 +197,69 @@ def round_on_worker(task: runner.Task, round_index: int,
     return rec
 
 
+def asked_threads(threads: int | None) -> int:
+    """Threads a round gets: the sweep's ``--threads``, else every core this worker may use.
+
+    That is what a local sweep's round gets (Numba's pool size in a process
+    started without ``NUMBA_NUM_THREADS``), however many workers share the
+    host: some errors depend on it (the ``rel_l2`` norm is OpenBLAS's ``ddot``,
+    one partial sum per thread).
+    """
+    return threads or _cores()
+
+
 def _measure_round(task: runner.Task, round_index: int) -> Record:
     """:func:`runner.measure_round` in this worker's convbench worker process for the round,
-    where it may start one, else here."""
+    where it may start one, else here; either way with :func:`asked_threads` threads."""
     settings = task.settings
-    isolated = settings.isolate and not multiprocessing.current_process().daemon
-    if isolated:
-        pool = _STATE.get("pool")
-        if pool is None or _STATE.get("pool_threads") != settings.threads:
-            if pool is not None:
-                pool.close()
-            pool = _STATE["pool"] = runner.WorkerPool(settings.threads)
-            _STATE["pool_threads"] = settings.threads
-        rec = pool.run(task, round_index, settings.timeout)
-        info = pool.threads_info
-    else:
+    count = asked_threads(settings.threads)
+    nanny = _prepare_worker()
+    if _measures_here():
         from convbench.measure.metrics import ReferenceCache  # noqa: PLC0415
         from convbench.measure.threads import pinned_threads  # noqa: PLC0415
 
-        if _STATE.get("pinned_for", -1) != settings.threads:
-            if "pinned" in _STATE:
-                _STATE.pop("pinned").__exit__(None, None, None)
-            context = pinned_threads(settings.threads)
-            _STATE["pinned_info"] = context.__enter__()
-            _STATE["pinned"], _STATE["pinned_for"] = context, settings.threads
-        rec = runner.measure_round(task, round_index,
-                                   _STATE.setdefault("references", ReferenceCache()))
-        info = _STATE["pinned_info"]
-    rec["threads"] = (info or {}).get("threads")
-    rec["numba_threading_layer"] = (info or {}).get("numba_threading_layer")
-    rec["blas_threads"] = [pool.get("num_threads") for pool in (info or {}).get("blas") or []
+        # Pinned for each round: Numba's thread count belongs to the calling thread,
+        # and Dask may run the next task on another thread of its pool.
+        with pinned_threads(count) as info:
+            _refuse(_heap_shortfall(nanny) + _thread_shortfall(info, count), count, nanny)
+            rec = runner.measure_round(task, round_index,
+                                       _STATE.setdefault("references", ReferenceCache()))
+        rec["allocator"] = _STATE["heap"]
+        if nanny:  # this process started with them; convbench set what it measures by again
+            rec["worker_environ"] = dict(nanny)
+    else:
+        pool = _STATE.get("pool")
+        if pool is None or _STATE.get("pool_threads") != count:
+            if pool is not None:
+                pool.close()
+            pool = _STATE["pool"] = runner.WorkerPool(count)
+            _STATE["pool_threads"] = count
+        rec = pool.run(task, round_index, settings.timeout)
+        info = pool.threads_info or {}
+        _refuse(_thread_shortfall(info, count), count, nanny)
+    rec["threads"] = info.get("threads")
+    rec["numba_threading_layer"] = info.get("numba_threading_layer")
+    rec["blas_threads"] = [pool.get("num_threads") for pool in info.get("blas") or []
                            if pool.get("internal_api") != "openmp"]
-    if not isolated and _STATE.get("nanny_environ"):
-        # This worker started with them, and its own BLAS keeps what they set.
-        rec["worker_environ"] = dict(_STATE["nanny_environ"])
     return rec
+
+
+def _measures_here() -> bool:
+    """Whether rounds run in this worker process itself (a daemonic one may start none)."""
+    return multiprocessing.current_process().daemon
+
+
+def _prepare_worker() -> dict[str, str]:
+    """Take out what the nanny set (once); where rounds run here, fix the C heap as
+    convbench's timed rounds do. Returns the nanny's variables taken out."""
+    if "nanny_environ" not in _STATE:
+        from convbench.measure.allocator import keep_freed_memory  # noqa: PLC0415
+
+        _STATE["nanny_environ"] = _forget_nanny_environ()
+        # After the nanny's trim threshold left os.environ: it is no user's choice, and
+        # mallopt overrides what glibc read from it when the process started.
+        _STATE["heap"] = keep_freed_memory() if _measures_here() else None
+    return _STATE["nanny_environ"]
 
 
 def _forget_nanny_environ() -> dict[str, str]:
@@ -197,9 +276,110 @@ def _forget_nanny_environ() -> dict[str, str]:
 
     removed = {}
     for var, value in (dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}).items():
-        if os.environ.get(var) == str(value):
+        if value is not None and os.environ.get(var) == str(value):
             removed[var] = os.environ.pop(var)
     return removed
+
+
+def _heap_shortfall(nanny: dict[str, str]) -> list[str]:
+    """Why this process's C heap is not a local sweep's: the nanny's start-only variables."""
+    from convbench.measure.allocator import USER_VARIABLES  # noqa: PLC0415
+
+    return [f"its nanny started it with {var}={value}, which glibc reads only when a "
+            f"process starts" for var, value in sorted(nanny.items())
+            if var.startswith(HEAP_VARIABLES) and var not in USER_VARIABLES]
+
+
+def _thread_shortfall(info: dict[str, Any], count: int) -> list[str]:
+    """Why the pools :func:`~convbench.measure.threads.pinned_threads` pinned (``info``) run
+    fewer threads than a local sweep's process would with ``count``.
+
+    Numba cannot grow past the pool it was launched with (``NUMBA_NUM_THREADS``);
+    a local process started without that variable gets ``min(count, cores)``.
+    """
+    reasons = []
+    numba = info.get("numba_threads")
+    if numba is not None and numba < min(count, _cores()):
+        reasons.append(f"its Numba was launched with {numba} thread(s) (NUMBA_NUM_THREADS) "
+                       f"and cannot run the {min(count, _cores())} asked for")
+    reasons += [f"its {pool.get('internal_api')} {pool.get('version')} runs "
+                f"{pool.get('num_threads')} thread(s), not the {count} asked for"
+                for pool in info.get("blas") or []
+                if (pool.get("num_threads") or count) < count]
+    return reasons
+
+
+def _refuse(reasons: list[str], count: int, nanny: dict[str, str]) -> None:
+    """Raise :class:`WorkerUnfit` where there are reasons (:func:`_refusal`); in a task."""
+    import distributed  # noqa: PLC0415 -- we run inside a Dask worker
+
+    message = _refusal(reasons, count, nanny, distributed.get_worker()) if reasons else None
+    if message is not None:
+        raise WorkerUnfit(message)
+
+
+def _refusal(reasons: list[str], count: int, nanny: dict[str, str],
+             worker: Any) -> str | None:
+    """:func:`refusal_message` for ``worker`` (this process's), or None without reasons."""
+    if not reasons:
+        return None
+    return refusal_message(reasons, worker=worker.address, scheduler=worker.scheduler.address,
+                           nthreads=worker.state.nthreads, count=count, nanny=nanny,
+                           has_nanny=worker.nanny is not None)
+
+
+def refusal_message(reasons: list[str], *, worker: str, scheduler: str, nthreads: int,
+                    count: int, nanny: dict[str, str], has_nanny: bool = True) -> str:
+    """Why ``worker`` cannot measure what a local sweep measures, and how to start it so it can.
+
+    Parameters
+    ----------
+    reasons : list of str
+        From :func:`_thread_shortfall` and :func:`_heap_shortfall`.
+    worker, scheduler : str
+        Addresses.
+    nthreads : int
+        The worker's Dask threads (kept in the command line).
+    count : int
+        Threads the sweep asks for.
+    nanny : dict
+        The variables the worker's nanny set; the command line unsets them all.
+    has_nanny : bool
+        Whether the worker runs under a nanny (else the command says ``--no-nanny``).
+    """
+    env = []
+    if any("NUMBA_NUM_THREADS" in reason for reason in reasons):  # _thread_shortfall's words
+        env.append(f"NUMBA_NUM_THREADS={count}")
+    if nanny:
+        unset = ", ".join(f'"{var}": None' for var in sorted(nanny))
+        env.append(f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{{{unset}}}'")
+    command = " ".join([*env, "dask worker", scheduler, "--nthreads", str(nthreads),
+                        *([] if has_nanny else ["--no-nanny"])])
+    return (f"worker {worker} cannot measure what a local sweep measures: "
+            f"{'; '.join(reasons)}. Start it as\n    {command}")
+
+
+def worker_refusal(threads: int | None, dask_worker: Any = None) -> str | None:
+    """Whether this worker gives a round what a local sweep's gets (``Client.run``): None,
+    else :func:`refusal_message`.
+
+    Takes out the nanny's variables and fixes the heap as a round would; where
+    rounds run here, pins ``threads`` for a moment to see what BLAS and Numba
+    give. Where they run in convbench worker processes, those start afresh
+    from this environment: only ``NUMBA_NUM_THREADS`` can hold them back.
+    ``Client.run`` passes ``dask_worker``.
+    """
+    from convbench.measure.threads import pinned_threads  # noqa: PLC0415
+
+    count = asked_threads(threads)
+    nanny = _prepare_worker()
+    if _measures_here():
+        with pinned_threads(count) as info:
+            reasons = _heap_shortfall(nanny) + _thread_shortfall(info, count)
+    else:
+        launched = int(os.environ.get("NUMBA_NUM_THREADS") or _cores())
+        reasons = _thread_shortfall({"numba_threads": min(count, launched)}, count)
+    return _refusal(reasons, count, nanny, dask_worker)
 
 
 def platform_id(backend: str) -> str:
@@ -221,28 +401,38 @@ def describe_worker(backend: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ client side
 @dataclass
 class Cluster:
-    """A connected Dask client and how to split a host's cores among its workers.
+    """A connected Dask client.
 
     Attributes
     ----------
     client : distributed.Client
     address : str
         The scheduler's address (``local:N`` clusters say so too).
-    threads_by_host : dict of str to int
-        Threads each measurement of an accuracy sweep gets on a host where
-        the command line sets none: the host's cores over its workers.
-        Timing sweeps use all cores (one measurement per host at a time).
     """
 
     client: Any
     address: str
-    threads_by_host: dict[str, int] = field(default_factory=dict)
     #: Task index -> the workers a timed sweep holds it to (see :meth:`_place`).
     _held_to: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     def workers(self, backend: str = "cpu") -> dict[str, Any]:
         """Each worker's host, CPU and platform fingerprint id (for the run's header)."""
         return self.client.run(describe_worker, backend)
+
+    def refuse_unfit_workers(self, threads: int | None) -> None:
+        """Raise where a worker cannot give rounds of ``threads`` threads (None: all its
+        cores) what a local sweep's rounds get (:func:`worker_refusal`).
+
+        Raises
+        ------
+        ValueError
+            Each such worker's reason and the ``dask worker`` command line that
+            starts one that can.
+        """
+        refusals = [message for _, message in sorted(
+            self.client.run(worker_refusal, threads).items()) if message]
+        if refusals:
+            raise ValueError("\n".join(refusals))
 
     def sweep(self, todo: list[runner.Task], writer: Any,
               on_record: Callable[[Record], None] | None = None) -> tuple[list[Record], bool]:
@@ -257,6 +447,8 @@ class Cluster:
         """
         distributed = require_distributed()
         sweep_id = uuid.uuid4().hex[:8]
+        if todo:
+            self.refuse_unfit_workers(todo[0].settings.threads)
         self._place(todo)
         pending: dict[str, tuple[Any, int, int]] = {}
         rounds: dict[int, list[Record]] = {i: [] for i in range(len(todo))}
@@ -264,8 +456,8 @@ class Cluster:
         guard = threading.Lock()
 
         def submit(i: int, r: int, workers: list[str] | None, attempt: str = "") -> Any:
-            future = self.client.submit(round_on_worker, todo[i], r, self.threads_by_host,
-                                        pure=False, key=f"convbench-{sweep_id}-{i}-{r}{attempt}",
+            future = self.client.submit(round_on_worker, todo[i], r, pure=False,
+                                        key=f"convbench-{sweep_id}-{i}-{r}{attempt}",
                                         priority=priority[i, r], workers=workers)
             pending[future.key] = (future, i, r)
             return future
@@ -441,29 +633,16 @@ def connect(scheduler: str) -> Iterator[Cluster]:
                 n_workers=int(where), threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=None))
             client = stack.enter_context(distributed.Client(local))
-            yield Cluster(client, f"local:{where} ({local.scheduler_address})",
-                          {host_name(): max(1, _cores() // int(where))})
+            yield Cluster(client, f"local:{where} ({local.scheduler_address})")
             return
         try:
             client = stack.enter_context(distributed.Client(where, timeout="30s"))
         except OSError as exc:
             raise ValueError(f"no dask scheduler answers at {where}: {exc}") from None
-        yield Cluster(client, str(where), _threads_by_host(client))
+        yield Cluster(client, str(where))
 
 
 def _cores() -> int:
     """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count() or 1
-
-
-def _host_and_cores() -> tuple[str, int]:
-    return host_name(), _cores()
-
-
-def _threads_by_host(client: Any) -> dict[str, int]:
-    """Per host, its cores over its workers (at least 1)."""
-    per_host: dict[str, list[int]] = {}
-    for host, cores in client.run(_host_and_cores).values():
-        per_host.setdefault(host, []).append(cores)
-    return {host: max(1, min(cores) // len(cores)) for host, cores in per_host.items()}
