@@ -113,6 +113,7 @@ from typing import Any
 
 from convbench.errors import MissingExtra
 from convbench.measure import runner
+from convbench.measure.stats import RoundVariancePool
 from convbench.store.records import Record
 
 CLUSTER_HINT = "sweeps on a Dask cluster need dask.distributed: pip install 'convbench[cluster]'"
@@ -463,9 +464,14 @@ class Cluster:
             return future
 
         records: list[Record] = []
+        # Each record's rerun interval borrows from the records of its kernel written
+        # before it (the pool grows as the sweep goes; see runner.attach_prediction).
+        variances = RoundVariancePool()
 
         def finish(i: int) -> None:
             rec = _combine(todo[i], rounds.pop(i))
+            runner.pool_variance(variances, rec)
+            runner.attach_prediction(rec, variances)
             if writer is not None:
                 writer.write(rec)
             records.append(rec)
