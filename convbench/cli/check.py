@@ -151,17 +151,12 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     return EXIT_OK
 
 
-#: Why a check's provenance has no noise verdict.
-ACCURACY_ONLY = "accuracy only: errors do not depend on machine noise"
-
-
 def check_provenance(command: list[str], backend: str, env: dict[str, Any]) -> dict[str, Any]:
     """The provenance of what a check measures: each error once, no noise verdict needed."""
-    from convbench.store.provenance import noise_verdict, provenance  # noqa: PLC0415
+    from convbench.store.provenance import accuracy_provenance  # noqa: PLC0415
 
-    return provenance(repetitions={"mode": "accuracy", "measurements_per_entry": 1},
-                      noise=noise_verdict(None, ACCURACY_ONLY), command=command,
-                      backend=backend, env=env)
+    return accuracy_provenance({"mode": "accuracy", "measurements_per_entry": 1},
+                               command=command, backend=backend, env=env)
 
 
 def seed(args: argparse.Namespace) -> int:

@@ -56,6 +56,8 @@ MARKDOWN_CLOSE = "-->"
 PENDING = "pending"
 #: The key of a combined record's field on which its sources differ.
 PER_SOURCE = "per_source"
+#: Why an accuracy study's provenance has no noise verdict.
+ACCURACY_ONLY = "accuracy only: errors do not depend on machine noise"
 #: CPU flags the platform record keeps: the ones compiled kernels and BLAS dispatch on.
 _VECTOR_FLAG = re.compile(r"^(sse|ssse3|avx|fma|f16c|amx|bmi)")
 
@@ -166,6 +168,17 @@ def provenance(*, repetitions: Any, noise: dict[str, Any],
     }
 
 
+def accuracy_provenance(repetitions: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`provenance` of an accuracy study: no noise verdict (:data:`ACCURACY_ONLY`).
+
+    ``repetitions`` defaults to one measurement per figure; ``kwargs`` go to
+    :func:`provenance` (``command``, ``backend``, ``env``).
+    """
+    return provenance(repetitions=repetitions or {"mode": "accuracy",
+                                                  "measurements_per_figure": 1},
+                      noise=noise_verdict(None, ACCURACY_ONLY), **kwargs)
+
+
 def sweep_repetitions(config: Mapping[str, Any]) -> dict[str, Any]:
     """``repetitions`` of a sweep from its settings (a JSONL header's ``config``).
 
@@ -219,7 +232,7 @@ def recover_from_header(header: Mapping[str, Any],
     if closing_noise is not None:
         noise = noise_verdict(dict(closing_noise))
     elif "check" in config or repetitions.get("mode") == "accuracy":
-        noise = noise_verdict(None, "accuracy only: errors do not depend on machine noise")
+        noise = noise_verdict(None, ACCURACY_ONLY)
     else:
         noise = noise_verdict(None, "the run recorded no noise: convbench took no calibration "
                                     "then")
