@@ -215,10 +215,11 @@ def recover_from_header(header: Mapping[str, Any],
     backend = config.get("backend") or (config.get("check") or {}).get("backend") or "cpu"
     recovered: dict[str, str] = {}
     fingerprint = dict(recorded_fingerprint(env, backend))
+    recovered["platform"] = "the header records the CPU's widest vector extension, not its flags"
     if not env.get("fingerprint"):
         recovered["platform"] = ("fingerprint rebuilt from the header's environment (CPU, BLAS, "
                                  "versions); the fields it did not record are null")
-    platform = {**fingerprint, "cpu_model": env.get("cpu_model"),
+    platform = {**fingerprint, "cpu_model": env.get("cpu_model"), "cpu_flags": None,
                 "cpu_count": env.get("cpu_count"),
                 "blas_threads": [p.get("num_threads") for p in env.get("blas") or []]}
     if "check" in config:
@@ -329,17 +330,27 @@ def _platform_words(p: Any) -> str:
     if p.get("backend") == "gpu" and isinstance(p.get("gpu"), dict):
         g = p["gpu"]
         return (f"{g.get('name', '?')} (CUDA {g.get('cuda_runtime', '?')}, cuDNN "
-                f"{g.get('cudnn', '?')}, fingerprint {p.get('id', '?')}) on "
-                f"{p.get('cpu_model', '?')}")
-    return (f"{p.get('cpu_model', '?')} ({p.get('cpu_count', '?')} cores, "
+                f"{g.get('cudnn', '?')}, fingerprint {p.get('id') or '?'}) on "
+                f"{p.get('cpu_model') or '?'}")
+    return (f"{p.get('cpu_model') or '?'} ({p.get('cpu_count') or '?'} cores, "
             f"{p.get('cpu_isa') or '?'}, BLAS {', '.join(p.get('blas') or []) or '?'}, "
             f"fingerprint {p.get('id') or '?'})")
+
+
+def _recovered_date(prov: Mapping[str, Any]) -> bool:
+    """Whether a record's date was inferred (a commit's date, not the run's own)."""
+    notes = prov.get("recovered") or {}
+    if prov.get("sources"):
+        return any("date" in (n or {}) for n in notes.values())
+    return "date" in notes
 
 
 def markdown_block(prov: dict[str, Any]) -> str:
     """A Markdown file's provenance: a comment block a renderer hides, plus a visible line."""
     dates = _distinct(prov.get("date"))
     when = dates[0] if len(dates) == 1 else f"{min(map(str, dates))} to {max(map(str, dates))}"
+    if _recovered_date(prov):
+        when = f"by {when}"  # the date of the commit that holds it: the run was earlier
     commits = ", ".join(f"`{c}`" for c in _distinct(prov.get("commit")))
     where = "; ".join(_distinct(prov.get("platform"), _platform_words))
     noise = ", ".join(str(v) for v in _distinct(prov.get("noise"),
