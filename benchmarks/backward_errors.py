@@ -45,6 +45,7 @@ from convbench.measure.threads import pinned_threads
 from convbench.problem import ConvProblem
 from convbench.problem.suites import load_suite
 from convbench.registry import kernels
+from convbench.store.provenance import accuracy_provenance, with_json, with_markdown
 
 DIRECTIONS = ("fwd", "bwd_d", "bwd_w")
 SUITES = ("resnet50", "vgg16")
@@ -239,12 +240,14 @@ def main() -> int:
     if args.out:
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".md").write_text(
+        # Each error is measured once: rounding errors do not depend on machine noise.
+        prov = accuracy_provenance()
+        path.with_suffix(".md").write_text(with_markdown(
             text + f"\n\nCommand: `python benchmarks/backward_errors.py {' '.join(sys.argv[1:])}`"
-            "\n")
-        path.with_suffix(".json").write_text(json.dumps(
+            "\n", prov))
+        path.with_suffix(".json").write_text(json.dumps(with_json(
             {"command": sys.argv, "batch": args.batch, "threads": pinned["threads"],
-             "layers": rows, "growth": grow, "faults": faults}, indent=1))
+             "layers": rows, "growth": grow, "faults": faults}, prov), indent=1))
     return 0
 
 

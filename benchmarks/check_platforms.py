@@ -33,6 +33,13 @@ from pathlib import Path
 from convbench.measure.compare import fault_bites, margins, widest_margins
 from convbench.measure.platforms import PLATFORMS, platform
 from convbench.store.jsonl import load_run
+from convbench.store.provenance import (
+    accuracy_provenance,
+    combined,
+    file_provenance,
+    with_json,
+    with_markdown,
+)
 from convbench.store.records import Record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,10 +169,25 @@ def main() -> int:
                         margin_table(rows), "", "every check passed and every fault was caught"
                         if ok else "**a legitimate kernel failed or a fault was missed**"])
     print("\n" + report)
-    Path(f"{out}.md").write_text(report + "\n")
-    Path(f"{out}.json").write_text(json.dumps({"platforms": summaries, "skipped": skipped,
-                                               "margins": [vars(m) for m in rows]}, indent=1))
+    prov = platforms_provenance(out, [s["platform"] for s in summaries])
+    Path(f"{out}.md").write_text(with_markdown(report + "\n", prov))
+    Path(f"{out}.json").write_text(json.dumps(with_json(
+        {"platforms": summaries, "skipped": skipped, "margins": [vars(m) for m in rows]},
+        prov), indent=1))
     return 0 if ok else 1
+
+
+def platforms_provenance(out: Path, names: list[str]) -> dict:
+    """The checks' own records, one source per platform: each legitimate check's header
+    names the platform its variables made (the fault runs ran beside it, alike)."""
+    runs = {name: file_provenance(path) for name in names
+            if (path := out / f"{name}-legit.jsonl").exists()}
+    runs = {name: {**prov, "repetitions": {"mode": "accuracy", "measurements_per_entry": 1,
+                                           "checks": 1 + len(FAULT_RUNS)}}
+            for name, prov in runs.items() if prov is not None}
+    if not runs:  # nothing checked: this process says where it ran
+        return accuracy_provenance()
+    return combined(runs)
 
 
 if __name__ == "__main__":

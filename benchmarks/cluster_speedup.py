@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from convbench.measure import noise
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
+
 CONFIGS = {"no Dask": [], "local:1": ["--scheduler", "local:1"],
            "local:2": ["--scheduler", "local:2"]}
 SWEEP = ["--suite", "alexnet,resnet50", "--algo", "direct,im2col,fft,winograd", "--batch", "1",
@@ -58,6 +61,7 @@ def main() -> int:
     spans: dict[str, list[float]] = {name: [] for name in CONFIGS}
     loads: dict[str, list[float]] = {name: [] for name in CONFIGS}
     counts = set()
+    start = noise.snapshot()
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name, extra in CONFIGS.items():
@@ -70,6 +74,7 @@ def main() -> int:
                 counts.add(count)
                 print(f"{name}: {wall:.1f} s wall" + (f", sweep {span:.1f} s" if span else "")
                       + f", load {loads[name][-1]:.1f}", file=sys.stderr)
+    machine = noise.noise(start, noise.snapshot())
     med = {k: statistics.median(v) for k, v in walls.items()}
     workers = [a / b for a, b in zip(spans["local:1"], spans["local:2"], strict=True)]
     dask = [a / b for a, b in zip(walls["no Dask"], walls["local:2"], strict=True)]
@@ -94,10 +99,13 @@ def main() -> int:
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.md").write_text(text)
-        Path(f"{args.out}.json").write_text(json.dumps(
+        prov = provenance(repetitions={"rounds": args.rounds, "configurations": list(CONFIGS),
+                                       "order": "interleaved, one sweep each per round"},
+                          noise=noise_verdict(machine))
+        Path(f"{args.out}.md").write_text(with_markdown(text, prov))
+        Path(f"{args.out}.json").write_text(json.dumps(with_json(
             {"sweep": SWEEP, "rounds": args.rounds, "cpu_count": os.cpu_count(),
-             "wall_s": walls, "sweep_s": spans, "loadavg": loads}, indent=1) + "\n")
+             "wall_s": walls, "sweep_s": spans, "loadavg": loads}, prov), indent=1) + "\n")
     return 0
 
 

@@ -31,6 +31,7 @@ from convbench.measure.inputs import random_inputs
 from convbench.measure.metrics import UNIT_ROUNDOFF, error_metrics
 from convbench.problem.reference import reference_for
 from convbench.problem.suites import load_suite
+from convbench.store.provenance import accuracy_provenance, with_json, with_markdown
 
 ALGOS = ("direct", "im2col", "fft", "winograd")
 
@@ -142,10 +143,14 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     reduction = reduction_sweep(args.max_n)
     vgg = vgg_winograd_vs_direct()
-    (out / "error_vs_n.json").write_text(json.dumps(
-        {"float32": reduction, "float16": "not run: needs the GPU backend"}, indent=1))
-    (out / "vgg16_winograd_vs_direct.json").write_text(json.dumps(vgg, indent=1))
-    (out / "vgg16_winograd_vs_direct.md").write_text(vgg_table(vgg) + "\n")
+    # Each error is measured once: rounding errors do not depend on machine noise.
+    prov = accuracy_provenance()
+    (out / "error_vs_n.json").write_text(json.dumps(with_json(
+        {"float32": reduction, "float16": "not run: needs the GPU backend"}, prov), indent=1))
+    (out / "vgg16_winograd_vs_direct.json").write_text(json.dumps(
+        with_json({"layers": vgg}, prov), indent=1))
+    (out / "vgg16_winograd_vs_direct.md").write_text(with_markdown(vgg_table(vgg) + "\n",
+                                                                   prov))
     plot_reduction(reduction, out / "error_vs_n.png")
     plot_vgg(vgg, out / "vgg16_winograd_vs_direct.png")
     print(vgg_table(vgg))

@@ -31,6 +31,7 @@ from convbench.measure.peers import relative_l2
 from convbench.problem.conv_problem import MATH_MODES
 from convbench.problem.reference import reference_for
 from convbench.problem.suites import load_suite
+from convbench.store.provenance import accuracy_provenance, with_markdown
 
 COLUMNS = ("fp32", "tf32", "fp16", "fp16 via fp32")
 
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        # The emulator runs on the host: its platform is the CPU's. Errors are measured
+        # once each; they do not depend on machine noise.
+        Path(args.out).write_text(with_markdown(text + "\n", accuracy_provenance(
+            command=[sys.executable, sys.argv[0], *(argv if argv is not None else
+                                                    sys.argv[1:])])))
     return 0
 
 

@@ -23,7 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from convbench.measure import noise
 from convbench.measure.jitcost import PROBLEMS, STEADY_CALLS, measure_in_fresh_process
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
 
 
 def table(cold: dict, warm: dict) -> str:
@@ -52,16 +54,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write OUT.md and OUT.json too")
     args = parser.parse_args()
+    start = noise.snapshot()
     with tempfile.TemporaryDirectory(prefix="convbench-numba-cache-") as cache_dir:
         cold = measure_in_fresh_process(cache_dir)
         warm = measure_in_fresh_process(cache_dir)
+    machine = noise.noise(start, noise.snapshot())
     text = table(cold, warm)
     print(text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps({"cold": cold, "warm": warm}, indent=1))
+        prov = provenance(repetitions={"processes": {"empty cache": 1, "full cache": 1},
+                                       "steady_calls": STEADY_CALLS},
+                          noise=noise_verdict(machine))
+        out.with_suffix(".md").write_text(with_markdown(text + "\n", prov))
+        out.with_suffix(".json").write_text(json.dumps(
+            with_json({"cold": cold, "warm": warm}, prov), indent=1))
     misses = any(c["misses"] for c in warm["cache"].values())
     return 1 if misses else 0
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import convbench
+from convbench.measure import noise
 from convbench.measure.clocks import make_clock
 from convbench.measure.inputs import random_inputs
 from convbench.measure.peers import geomean, time_interleaved
@@ -51,6 +52,7 @@ from convbench.plans import cache
 from convbench.problem import ConvProblem
 from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel, kernels
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
 
 PEER = "onednn"
 PLAN = "plan"
@@ -291,6 +293,7 @@ def main() -> int:
     network: dict[int, dict[str, Any]] = {}
     overhead: list[dict[str, Any]] = []
     per_layer: dict[int, list[LayerSamples]] = {}
+    start = noise.snapshot()
     with pinned_threads(args.threads) as pinned:
         for mb in batches:
             print(f"whole network, mb{mb}:", flush=True)
@@ -305,16 +308,21 @@ def main() -> int:
             for mb in batches:
                 overhead += measure_overhead([(s, p.with_(mb=mb)) for s, p in targets],
                                              args.passes, args.sample_time, args.cooldown)
+    machine = noise.noise(start, noise.snapshot())
     text = report(network, overhead, args.passes, pinned["threads"], plans)
     print("\n" + text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps(
+        prov = provenance(repetitions={"passes": args.passes, "sample_time_s": args.sample_time,
+                                       "cooldown_s": args.cooldown,
+                                       "order": "interleaved in one process"},
+                          noise=noise_verdict(machine))
+        out.with_suffix(".md").write_text(with_markdown(text + "\n", prov))
+        out.with_suffix(".json").write_text(json.dumps(with_json(
             {"threads": pinned["threads"], "passes": args.passes, "plans": str(plans),
              "network": network, "overhead": overhead,
-             "layers": {mb: [asdict(s) for s in v] for mb, v in per_layer.items()}},
+             "layers": {mb: [asdict(s) for s in v] for mb, v in per_layer.items()}}, prov),
             indent=1))
     return 0
 

@@ -50,6 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from convbench.measure import noise
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
+
 LAYER = "mb1ic64ih56oc64kh3ph1"  # ResNet-50 res2_branch2b at batch 1
 KERNELS = ("direct", "im2col", "winograd", "fft", "onednn")
 PROBES = ("processes", "threads", "spin", "order", "wake", "alignment", "hugepages",
@@ -437,6 +440,7 @@ def main() -> int:
         return 0
     wanted = args.probe.split(",")
     results: dict[str, Any] = {}
+    start = noise.snapshot()
     if "processes" in wanted or "threads" in wanted:
         results["processes"] = probe_processes(args.procs)
     for name, fn in (("spin", probe_spin), ("order", probe_order), ("wake", probe_wake),
@@ -447,13 +451,18 @@ def main() -> int:
         results["contention"] = probe_contention()
     if "drift" in wanted:
         results["drift"] = probe_drift(args.drift_s)
+    machine = noise.noise(start, noise.snapshot())
     text = report(results)
     print("\n" + text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        prov = provenance(repetitions={"probes": wanted, "processes": args.procs,
+                                       "drift_s": args.drift_s,
+                                       "per_probe": "see benchmarks/timing_probes.py"},
+                          noise=noise_verdict(machine))
+        out.with_suffix(".md").write_text(with_markdown(text + "\n", prov))
+        out.with_suffix(".json").write_text(json.dumps(with_json(results, prov), indent=1))
     return 0
 
 

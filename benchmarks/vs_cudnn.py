@@ -46,10 +46,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from convbench.measure import noise
 from convbench.measure.peers import LayerComparison, compare_layer, geomean
 from convbench.problem import ConvProblem
 from convbench.problem.conv_problem import MATH_MODES
 from convbench.problem.suites import load_suite
+from convbench.store.provenance import (
+    noise_verdict,
+    pending_noise,
+    provenance,
+    with_json,
+    with_markdown,
+)
 
 #: The directions a run may list; bwd_wb is bwd_w with the bias gradient.
 DIRECTIONS = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
@@ -268,14 +276,18 @@ def reference_of(p: ConvProblem, cache: dict[Any, Any]) -> Any:
 
 
 def save(out: str, results: list[Measured], kernels: list[str], pairs: int,
-         meta: dict[str, Any]) -> None:
-    """Write ``OUT.md`` (the report) and ``OUT.json`` (every measurement)."""
+         meta: dict[str, Any], prov: dict[str, Any] | None = None) -> None:
+    """Write ``OUT.md`` (the report) and ``OUT.json`` (every measurement), with ``prov``
+    (:mod:`convbench.store.provenance`) where given."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".md").write_text(report(results, kernels, pairs) + "\n")
-    path.with_suffix(".json").write_text(json.dumps(
-        {**meta, "pairs": pairs, "kernels": kernels, "peers": list(PEERS),
-         "layers": [asdict(m) for m in results]}, indent=1))
+    text = report(results, kernels, pairs) + "\n"
+    data = {**meta, "pairs": pairs, "kernels": kernels, "peers": list(PEERS),
+            "layers": [asdict(m) for m in results]}
+    if prov is not None:
+        text, data = with_markdown(text, prov), with_json(data, prov)
+    path.with_suffix(".md").write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     from convbench.store.environment import gpu_environment  # noqa: PLC0415
 
     meta = {"gpu": gpu_environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    # Saved after every layer: the verdict on the host's noise comes with the last save.
+    prov = provenance(repetitions={"passes": args.pairs, "sample_time_s": args.sample_time,
+                                   "order": "interleaved in one process"},
+                      noise=pending_noise(), backend="gpu",
+                      command=[sys.executable, sys.argv[0],
+                               *(argv if argv is not None else sys.argv[1:])])
+    start_machine = noise.snapshot()
     results: list[Measured] = []
     references: dict[Any, Any] = {}
     interrupted = False
@@ -341,15 +360,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n} {v:.2f}" for n in kernels if (v := _ratio(r, n)) is not None)
                 + f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
             if args.out:  # after every layer: an interrupted run keeps what it measured
-                save(args.out, results, kernels, args.pairs, meta)
+                save(args.out, results, kernels, args.pairs, meta, prov)
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: reporting the {len(results)} of {len(layers)} layers measured",
               file=sys.stderr)
     meta["seconds"] = time.perf_counter() - start
+    prov["noise"] = noise_verdict(noise.noise(start_machine, noise.snapshot()))
     print("\n" + report(results, kernels, args.pairs))
     if args.out:
-        save(args.out, results, kernels, args.pairs, meta)
+        save(args.out, results, kernels, args.pairs, meta, prov)
     return 130 if interrupted else 0
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from convbench.measure import noise
 from convbench.measure.clocks import make_clock
 from convbench.measure.cooldown import WARM_S
 from convbench.measure.peers import geomean_interval, time_interleaved
@@ -44,6 +45,7 @@ from convbench.measure.threads import pinned_threads
 from convbench.problem import ConvProblem
 from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
 
 
 def target_layers(suites: list[str], mb: int) -> list[tuple[str, int, ConvProblem]]:
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401, PLC0415 -- loaded first, so that pinned_threads pins its pool
 
     rows = []
+    start = noise.snapshot()
     with pinned_threads(args.threads) as pinned:
         for suite, repeat, p in target_layers(args.suites.split(","), args.batch):
             row = {"suite": suite, "repeat": repeat,
@@ -181,14 +184,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a} {k['ratio']:.2f}" for a, k in row["kernels"].items()), flush=True)
             rows.append(row)
         text = report(rows, algos, args.pairs, pinned["threads"], command.strip())
+    machine = noise.noise(start, noise.snapshot())
     print("\n" + text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        out.with_suffix(".json").write_text(json.dumps(
+        prov = provenance(repetitions={"passes": args.pairs, "sample_time_s": args.sample_time,
+                                       "cooldown_s": args.cooldown,
+                                       "order": "interleaved in one process"},
+                          noise=noise_verdict(machine), command=command.split())
+        out.with_suffix(".md").write_text(with_markdown(text + "\n", prov))
+        out.with_suffix(".json").write_text(json.dumps(with_json(
             {"pairs": args.pairs, "threads": pinned["threads"], "command": command.strip(),
-             "algos": algos, "layers": rows}, indent=1))
+             "algos": algos, "layers": rows}, prov), indent=1))
     return 0
 
 

@@ -30,6 +30,7 @@ from convbench.kernels.algorithms.winograd import POINT_SETS, cook_toom, winogra
 from convbench.measure.inputs import random_inputs
 from convbench.problem.reference import reference_for
 from convbench.problem.suites import load_suite
+from convbench.store.provenance import accuracy_provenance, with_json, with_markdown
 
 #: Magnitudes the search draws from.
 CANDIDATES = ("1/4", "1/3", "1/2", "2/3", "3/4", "1", "4/3", "3/2", "2", "5/2", "3", "4")
@@ -122,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    # Each set is scored once per (layer, seed): rounding errors do not depend on noise.
+    prov = accuracy_provenance(
+        {"mode": "accuracy", "search": "each set once per layer, seed 0",
+         "confirmation": f"the best {args.top} once per layer, seeds 1-3"},
+        command=[sys.executable, sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    out.with_suffix(".json").write_text(json.dumps(with_json(result, prov), indent=1))
     lines = ["# F(6x6,3x3) interpolation points scored by float32 error",
              "",
              f"`python benchmarks/winograd_points.py`: {len(seen)} point sets (every symmetric "
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                   "the standard points themselves in ascending order, which only changes the "
                   "order of the definition's sums; the best other set is "
                   f"{others[0][0] / base:.2f}x ({', '.join(others[0][1])})."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text(with_markdown("\n".join(lines) + "\n", prov))
     print("\n".join(lines))
     return 0
 

@@ -40,6 +40,7 @@ import numpy as np
 
 import convbench
 from convbench.kernels.cpu.winograd_tiles import Winograd6x6Kernel
+from convbench.measure import noise
 from convbench.measure.clocks import make_clock
 from convbench.measure.compare import envelope
 from convbench.measure.inputs import make_inputs
@@ -50,6 +51,7 @@ from convbench.measure.threads import pinned_threads
 from convbench.problem import ConvProblem
 from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel
+from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
 
 WINOGRAD = ("winograd", "winograd_4x4", "winograd_6x6", "winograd_6x6_standard")
 ALGOS = ("direct", "im2col", "fft", *WINOGRAD)
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     algos = tuple(n for n in args.algo.split(",") if n)
     batches = [int(b) for b in (args.batch or ("1" if args.quick else "1,8")).split(",")]
     start = time.perf_counter()
+    machine_start = noise.snapshot()
     rows, errors = [], {}
     with pinned_threads(args.threads) as pinned:
         for suite, p in layers(args.quick):
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{n} {t['ratio'][n]:.2f}" for n in algos if n in t["ratio"]), flush=True)
     from convbench.store.environment import cpu_isa, cpu_model  # noqa: PLC0415
 
+    machine = noise.noise(machine_start, noise.snapshot())
     meta = {"command": "python benchmarks/winograd_tiles.py " + " ".join(argv or sys.argv[1:]),
             "cpu": f"{cpu_model()} ({cpu_isa()})", "threads": pinned["threads"],
             "blas": pinned["blas"], "passes": args.passes, "cooldown": args.cooldown,
@@ -335,12 +339,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(
-            {"meta": meta, "rows": rows, "errors": errors}, indent=1, default=float))
-        for mb in batches:  # OUT.png at the first batch, OUT-mbN.png at the others
-            name = out.with_suffix(".png") if mb == batches[0] else \
-                out.with_name(f"{out.name}-mb{mb}.png")
+        # OUT.png at the first batch, OUT-mbN.png at the others; the JSON names them, so
+        # that its provenance covers them.
+        pictures = {mb: out.with_suffix(".png") if mb == batches[0] else
+                    out.with_name(f"{out.name}-mb{mb}.png") for mb in batches}
+        prov = provenance(repetitions={"passes": args.passes, "sample_time_s": args.sample_time,
+                                       "cooldown_s": args.cooldown,
+                                       "errors": "once per layer and algorithm, batch 1"},
+                          noise=noise_verdict(machine),
+                          command=[sys.executable, sys.argv[0],
+                                   *(argv if argv is not None else sys.argv[1:])])
+        out.with_suffix(".md").write_text(with_markdown(text, prov))
+        out.with_suffix(".json").write_text(json.dumps(with_json(
+            {"meta": meta, "rows": rows, "errors": errors,
+             "pictures": [p.name for p in pictures.values()]}, prov), indent=1, default=float))
+        for mb, name in pictures.items():
             picture(rows, errors, name, mb)
     return 0
 

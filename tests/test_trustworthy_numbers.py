@@ -42,8 +42,8 @@ needs_torch = pytest.mark.skipif(
 @pytest.mark.parametrize("text", ["mb2ic8ih11oc16kh3ph1", "mb1ic8ih10iw9oc8kh3sh2ph1g2",
                                   "mb1ic4ih9oc8kh3ph1dh2oh7"])
 def test_onednn_best_and_onednn_cl_compute_what_the_plain_call_computes(direction, text):
-    from convbench.measure.inputs import make_inputs
     from convbench.kernels.baselines.onednn import NCHW_CONFIGURATIONS
+    from convbench.measure.inputs import make_inputs
 
     p = dataclasses.replace(ConvProblem.parse(text), dir=direction, bias=direction == "bwd_wb")
     x, w, b = make_inputs(p)
@@ -82,8 +82,8 @@ def test_onednn_cl_returns_channels_last_and_onednn_best_returns_nchw():
 
 @needs_torch
 def test_every_nchw_configuration_is_timed_and_the_fastest_kept():
-    from convbench.measure.inputs import make_inputs
     from convbench.kernels.baselines.onednn import nchw_configurations
+    from convbench.measure.inputs import make_inputs
 
     p = ConvProblem.parse("mb1ic8ih10oc8kh3ph1")
     x, w, b = make_inputs(p)

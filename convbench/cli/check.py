@@ -110,7 +110,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         cluster = stack.enter_context(cluster_for(args, env))
         writer = stack.enter_context(ResultWriter(args.out)) if args.out else None
         if writer is not None:
-            writer.write(header_record(command, {"check": vars(args)}, env))
+            writer.write(header_record(command, {"check": vars(args)}, env,
+                                       check_provenance(command, args.backend, env)))
         outcome = sweep_with_progress(tasks, settings, writer, set(),
                                       show=False if args.no_progress else None,
                                       cluster=cluster)
@@ -121,9 +122,10 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     if args.update:
         baseline = Baseline.load(path) if path.exists() else Baseline()
         count = baseline.update(outcome.records)
+        env = env or environment(args.backend)
         baseline.meta = baseline_meta({"backend": args.backend, "fill": args.fill,
-                                       "seed": args.seed, "batch": batch, "bias": bias},
-                                      environment(args.backend))
+                                       "seed": args.seed, "batch": batch, "bias": bias}, env)
+        baseline.provenance = check_provenance(command, args.backend, env)
         baseline.save(path)
         print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all), "
               f"platform {here['id']}")
@@ -149,6 +151,14 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     return EXIT_OK
 
 
+def check_provenance(command: list[str], backend: str, env: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of what a check measures: each error once, no noise verdict needed."""
+    from convbench.store.provenance import accuracy_provenance  # noqa: PLC0415
+
+    return accuracy_provenance({"mode": "accuracy", "measurements_per_entry": 1},
+                               command=command, backend=backend, env=env)
+
+
 def seed(args: argparse.Namespace) -> int:
     """``--update --from RUN.jsonl...``: a baseline from records measured before."""
     from convbench.store.baselines import (  # noqa: PLC0415
@@ -158,6 +168,7 @@ def seed(args: argparse.Namespace) -> int:
         recorded_fingerprint,
     )
     from convbench.store.jsonl import load_run  # noqa: PLC0415
+    from convbench.store.provenance import combined, file_provenance  # noqa: PLC0415
 
     if not args.update:
         raise ValueError("--from needs --update: it writes a baseline, it checks nothing")
@@ -165,8 +176,10 @@ def seed(args: argparse.Namespace) -> int:
                                                                            args.fill)
     baseline = Baseline.load(path) if path.exists() else Baseline()
     count, env, batches, biases = 0, None, set(), set()
+    sources = {}
     for name in args.records:
         run = load_run(name)
+        sources[Path(name).name] = file_provenance(name)
         env = env or (run.headers[0].get("environment") if run.headers else None)
         ours = [r for r in run.records if r["backend"] == args.backend
                 and r.get("fill", "random") == args.fill and r.status != "failed"]
@@ -181,6 +194,10 @@ def seed(args: argparse.Namespace) -> int:
                                    "batch": batch, "bias": biases == {True},
                                    "seeded_from": [Path(n).name for n in args.records]},
                                   {**env, "fingerprint": fingerprint})
+    # The entries' errors are the seeding runs' measurements: their provenance is theirs.
+    known = {k: v for k, v in sources.items() if v is not None}
+    baseline.provenance = (next(iter(known.values())) if len(known) == 1
+                           else combined(known) if known else None)
     baseline.save(path)
     print(f"wrote {count} entries to {path} ({len(baseline.entries)} in all), "
           f"platform {fingerprint['id']} ({describe(fingerprint)})")

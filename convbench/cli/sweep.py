@@ -87,7 +87,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure import noise, roof, runner  # noqa: PLC0415 -- keep 'list' fast
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.registry import speedup_peer  # noqa: PLC0415
-    from convbench.store import environment, jsonl  # noqa: PLC0415
+    from convbench.store import environment, jsonl, provenance  # noqa: PLC0415
 
     layers, suite, names = selected_work(args, layer_overrides(args))
     settings = sweep_settings(args, mode=args.mode, fill=args.fill, flush_l2=args.flush_l2)
@@ -112,7 +112,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     start = noise.snapshot()
     env["machine_at_start"] = {k: start[k] for k in ("calibration", "loadavg", "cpu_mhz")}
     with cluster_for(args, env) as cluster, jsonl.ResultWriter(out) as writer:
-        writer.write(jsonl.header_record(command, config, env))
+        header = jsonl.header_record(command, config, env)
+        writer.write(header)
         outcome = sweep_with_progress(tasks, settings, writer, done,
                                       show=False if args.no_progress else None,
                                       cluster=cluster)
@@ -123,7 +124,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     text = tables_text(ordered, peer, suite, settings, outcome, out, machine, warnings)
     print(text)
     if args.table:
-        Path(args.table).write_text(text + "\n")
+        prov = table_provenance(header["provenance"], machine, out, reused=bool(previous))
+        Path(args.table).write_text(provenance.with_markdown(text, prov) + "\n")
     if outcome.interrupted:
         print(f"\ninterrupted: {len(outcome.records)} records kept in {out}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -133,6 +135,17 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         if args.strict:
             return EXIT_REGRESSION
     return EXIT_OK
+
+
+def table_provenance(run: dict[str, Any], machine: dict[str, Any], out: Path,
+                     reused: bool = False) -> dict[str, Any]:
+    """The provenance of the tables: this run's with its noise verdict, or, where
+    ``--resume`` reused records of earlier runs, every run of ``out`` combined."""
+    from convbench.store import provenance  # noqa: PLC0415
+
+    if reused:
+        return provenance.file_provenance(out) or run
+    return {**run, "noise": provenance.noise_verdict(machine)}
 
 
 def shown_records(tasks: list, previous: list, new: list) -> list:

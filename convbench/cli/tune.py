@@ -55,6 +55,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.plans import cache, tuning  # noqa: PLC0415
     from convbench.store import environment, jsonl  # noqa: PLC0415
+    from convbench.store.provenance import noise_verdict  # noqa: PLC0415
 
     if not args.suite and not args.descriptors:
         raise ValueError("nothing to tune: give --suite or descriptors")
@@ -79,12 +80,15 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
             return sweep_with_progress(tasks, sweep_settings, writer, done, show=show,
                                        cluster=cluster)
 
-        writer.write(jsonl.header_record(command, config, env))
+        header = jsonl.header_record(command, config, env)
+        writer.write(header)
         outcome = tuning.tune(layers, names, settings, budget=args.budget, metric=args.metric,
                               allow_vendor=args.allow_vendor, writer=writer, sweep=sweep)
         machine = noise.noise(start, noise.snapshot())
         writer.write({"type": "noise", **machine})
-    saved = tuning.save_plans(out, outcome, args.backend)
+    measured = {**header["provenance"], "noise": noise_verdict(machine)}
+    saved = tuning.save_plans(out, outcome, args.backend, provenance=measured,
+                              source=str(records_path))
     print(noise.noise_line(machine) + "".join(f"\n\n**Warning:** {w}." for w in warnings)
           + "\n")
     print(plans_table(outcome, args.metric, args.budget, args.backend))

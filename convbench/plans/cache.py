@@ -3,6 +3,7 @@
 Layout of the file::
 
     {"format": "convbench-plans", "version": 1,
+     "provenance": {...},                 # the tunes that wrote into it (store.provenance)
      "platforms": {
        "<fingerprint id>": {
          "fingerprint": {...},            # platform_fingerprint(backend)
@@ -172,19 +173,29 @@ def current_umask() -> int:
 
 
 def merge_entries(path: str | os.PathLike[str], fingerprint: Mapping[str, Any],
-                  entries: Mapping[str, Mapping[str, Any]]) -> None:
+                  entries: Mapping[str, Mapping[str, Any]],
+                  provenance: Mapping[str, Any] | None = None,
+                  source: str | None = None) -> None:
     """Add ``entries`` (key -> entry) under ``fingerprint`` to the cache at ``path``.
 
     Under the lock the file is read again, so entries another process wrote
     since are kept; an entry with the same key is replaced (the newer
     measurement wins). Creates the file and its folder if needed.
+    ``provenance``, the measuring run's record, joins the cache's top-level
+    ``provenance`` as the run ``source`` (replacing that run's earlier record),
+    so the cache names every run that wrote into it.
     """
+    from convbench.store.provenance import merged  # noqa: PLC0415
+
     path = Path(path)
     with locked(path):
         doc = read_document(path)
         platform = doc["platforms"].setdefault(fingerprint["id"], {"entries": {}})
         platform["fingerprint"] = dict(fingerprint)
         platform.setdefault("entries", {}).update({k: dict(v) for k, v in entries.items()})
+        if provenance is not None:
+            doc["provenance"] = merged(doc.get("provenance"), source or str(
+                provenance.get("date")), provenance)
         write_atomically(path, doc)
 
 

@@ -169,12 +169,15 @@ def tune(layers: list[tuple[str, SuiteLayer]], kernel_names: list[str],
     return TuneOutcome(plans, records, outcome.interrupted, outcome.threads, fingerprints)
 
 
-def save_plans(path: str | os.PathLike[str], outcome: TuneOutcome, backend: str) -> int:
+def save_plans(path: str | os.PathLike[str], outcome: TuneOutcome, backend: str,
+               provenance: dict[str, Any] | None = None, source: str | None = None) -> int:
     """Merge the outcome's choices into the plan cache at ``path``; return how many.
 
     Each choice goes under the fingerprint of the platform it was measured on
     (this one's, unless a Dask worker's records said otherwise), with the
-    thread count its records were measured with.
+    thread count its records were measured with. ``provenance`` (the tune's
+    :mod:`~convbench.store.provenance` record) joins the cache's, as the run
+    ``source`` (its records file).
     """
     threads = (outcome.threads or {}).get("threads")
     per_platform: dict[str | None, dict[str, Any]] = {}
@@ -189,5 +192,5 @@ def save_plans(path: str | os.PathLike[str], outcome: TuneOutcome, backend: str)
     for platform, entries in per_platform.items():
         fingerprint = (outcome.fingerprints.get(platform) if platform is not None else None) \
             or cache.current_fingerprint(backend)
-        cache.merge_entries(path, fingerprint, entries)
+        cache.merge_entries(path, fingerprint, entries, provenance=provenance, source=source)
     return sum(len(e) for e in per_platform.values())

@@ -3,7 +3,8 @@
 Tables are built once as data (:class:`~convbench.present.tables.Table`) and
 rendered to both Markdown and HTML, so the two pages carry the same numbers,
 and they are computed by the same :class:`~convbench.present.plots.RunView`
-methods as the figures.
+methods as the figures. README.md carries the runs'
+:mod:`~convbench.store.provenance`, which covers the pictures it names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from convbench.present.tables import (
 )
 from convbench.present.tradeoff import TradeoffView
 from convbench.store.jsonl import load_run
+from convbench.store.provenance import combined, file_provenance, with_markdown
 
 DEFAULT_ERROR_BUDGET = 1e-5
 
@@ -195,9 +197,21 @@ def write_report(paths: list[str], out_dir: str | Path, *,
                       "Sum over the suite's layers of median time x repeat count; "
                       "'partial' where a kernel did not run every layer.")
     written = [out / "README.md", out / "index.html"]
-    (out / "README.md").write_text(_markdown(title, network, blocks))
+    readme = _markdown(title, network, blocks)
+    prov = runs_provenance(paths)
+    if prov is not None:
+        readme = with_markdown(readme, prov)
+    (out / "README.md").write_text(readme)
     (out / "index.html").write_text(_html(title, network, blocks))
     return written + sorted(out.glob("*.png"))
+
+
+def runs_provenance(paths: list[str]) -> dict[str, Any] | None:
+    """The provenance of a report: its run's, or its runs' combined (None: none has one)."""
+    found = {Path(p).name: prov for p in paths if (prov := file_provenance(p)) is not None}
+    if len(found) <= 1:
+        return next(iter(found.values()), None)
+    return combined(found)
 
 
 def _environment_line(run) -> str:

@@ -2,8 +2,9 @@
 
 A baseline file holds, per (kernel, problem with dtype and direction), the measured
 ``rel_l2``, ``max_rel`` and ``bound_ratio`` on seeded inputs, one entry a line
-(so that an update reads well as a diff), and in ``meta`` the settings of
-the check that made it and the platform it ran on.
+(so that an update reads well as a diff), in ``meta`` the settings of the
+check that made it and the platform it ran on, and in ``provenance`` that
+check's :mod:`~convbench.store.provenance` record (both of the last update).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Baseline:
 
     meta: dict[str, Any] = field(default_factory=dict)
     entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Baseline:
@@ -63,7 +65,8 @@ class Baseline:
         data = json.loads(path.read_text())
         if data.get("schema") != SCHEMA:
             raise ValueError(f"{path}: unknown baseline schema {data.get('schema')!r}")
-        return cls(data.get("meta", {}), {entry_key(e): e for e in data["entries"]})
+        return cls(data.get("meta", {}), {entry_key(e): e for e in data["entries"]},
+                   data.get("provenance"))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """One entry a line, sorted, so that diffs of a baseline update read well."""
@@ -72,8 +75,10 @@ class Baseline:
         entries = [self.entries[k] for k in sorted(self.entries)]
         body = ",\n".join("    " + json.dumps(e, sort_keys=True) for e in entries)
         meta = json.dumps(self.meta, sort_keys=True)
+        prov = ("" if self.provenance is None else
+                f'  "provenance": {json.dumps(self.provenance, sort_keys=True)},\n')
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(f'{{\n  "schema": {SCHEMA},\n  "meta": {meta},\n  "entries": [\n'
+        tmp.write_text(f'{{\n  "schema": {SCHEMA},\n{prov}  "meta": {meta},\n  "entries": [\n'
                        f"{body}\n  ]\n}}\n")
         tmp.replace(path)  # atomic: an interrupted update never leaves half a baseline
 

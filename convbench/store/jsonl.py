@@ -1,11 +1,12 @@
 """The results file: JSON Lines, written record by record, read back as a :class:`Run`.
 
-A results file holds a ``header`` record (environment and command line) at
-the start of each run appended to it, then one ``result`` record per
-(problem, kernel), written and flushed as soon as it is measured, and at the
-end a ``noise`` record (how quiet the machine was during the run). A sweep
-interrupted at any point leaves a valid file; a torn last line (the process
-killed mid-write) is skipped with a warning when loading.
+A results file holds a ``header`` record (environment, command line and the
+run's :mod:`~convbench.store.provenance`) at the start of each run appended to
+it, then one ``result`` record per (problem, kernel), written and flushed as
+soon as it is measured, and at the end a ``noise`` record (how quiet the
+machine was during the run). A sweep interrupted at any point leaves a valid
+file; a torn last line (the process killed mid-write) is skipped with a
+warning when loading.
 """
 
 from __future__ import annotations
@@ -25,11 +26,32 @@ from convbench.store.records import Record
 SCHEMA_VERSION = 1
 
 
-def header_record(command: list[str], config: dict[str, Any], env: dict[str, Any]) -> dict:
-    """The record that opens a run: environment, command line and settings."""
-    return {"type": "header", "schema": SCHEMA_VERSION,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
-            "config": config, "environment": env}
+def header_record(command: list[str], config: dict[str, Any], env: dict[str, Any],
+                  provenance: dict[str, Any] | None = None) -> dict:
+    """The record that opens a run: environment, command line, settings and provenance.
+
+    Parameters
+    ----------
+    command : list of str
+    config : dict
+        The run's settings (a sweep's :class:`~convbench.measure.runner.SweepSettings`
+        and what the command adds).
+    env : dict
+        :func:`~convbench.store.environment.environment` of the run.
+    provenance : dict, optional
+        The run's :mod:`~convbench.store.provenance` record; by default one made
+        from the arguments, its repetitions from ``config`` and its noise
+        ``pending`` (the run's closing ``noise`` record holds the verdict).
+    """
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if provenance is None:
+        from convbench.store import provenance as prov  # noqa: PLC0415 -- imports numba
+
+        provenance = prov.provenance(
+            repetitions=prov.sweep_repetitions(config), noise=prov.pending_noise(),
+            command=command, backend=config.get("backend", "cpu"), date=started, env=env)
+    return {"type": "header", "schema": SCHEMA_VERSION, "started": started, "command": command,
+            "config": config, "environment": env, "provenance": provenance}
 
 
 class ResultWriter:
