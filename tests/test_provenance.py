@@ -37,12 +37,7 @@ BENCHMARKS = ROOT / "benchmarks"
 DATA_SUFFIXES = (".json", ".jsonl", ".md")
 #: Committed files whose provenance could not be recovered: timing measurements (so not
 #: rerun) that the README cites, kept until their owners rerun or drop them.
-UNRECOVERED = {
-    "results/cpu/cluster_speedup.json": "no record of the CPU it ran on ('this machine')",
-    "results/cpu/cluster_speedup.md": "no record of the CPU it ran on ('this machine')",
-    "results/cpu/timing-probes-wake.json": "no record of the CPU it ran on",
-    "results/cpu/timing-probes-wake.md": "no record of the CPU it ran on",
-}
+UNRECOVERED: dict[str, str] = {}
 
 
 def _results(*suffixes: str) -> list[Path]:
