@@ -11,9 +11,11 @@ untimed call before every sample, so each library runs in its steady state):
    kernel's prepared call. A pass's whole-network time is the sum over
    layers of that pass's sample x the layer's repeat count. Reported per
    pass and as the median over passes: oneDNN / plan, and best-of-convbench
-   / plan, where best-of-convbench takes per layer the convbench kernel that
-   was fastest in this run (median over passes) among those whose error,
-   as the cache recorded it, meets the plan's budget. The run's noise is half
+   / plan, where best-of-convbench takes per layer and pass the convbench
+   kernel that was fastest on the run's *other* passes (median; cross-fitted,
+   so the pick is not flattered by the sample it reports) among those whose
+   error, as the cache recorded it, meets the plan's budget. oneDNN is
+   ``onednn_best`` (NCHW in and out, its fastest configuration). The run's noise is half
    the range over passes of that second ratio.
 2. **Plan overhead.** FFT and Winograd called through ``plan`` against their
    prepared calls (and, for reference, with their ``prepare`` in every call,
@@ -47,6 +49,7 @@ from convbench.measure import noise
 from convbench.measure.clocks import make_clock
 from convbench.measure.inputs import random_inputs
 from convbench.measure.peers import geomean, time_interleaved
+from convbench.measure.stats import crossfit_fastest
 from convbench.measure.threads import pinned_threads
 from convbench.plans import cache
 from convbench.problem import ConvProblem
@@ -54,7 +57,8 @@ from convbench.problem.suites import load_suite
 from convbench.registry import get_kernel, kernels
 from convbench.store.provenance import noise_verdict, provenance, with_json, with_markdown
 
-PEER = "onednn"
+#: oneDNN with NCHW in and out in its fastest configuration (chosen at its prepare).
+PEER = "onednn_best"
 PLAN = "plan"
 QUICK_LAYERS = ("conv1", "res2_branch2b", "res3_branch2a", "res4_branch2b", "res5_branch2c")
 
@@ -144,19 +148,28 @@ def measure_network(layers: list[tuple[ConvProblem, int]], plans: Path, passes: 
 
 def network_summary(layers: list[LayerSamples], passes: int) -> dict[str, Any]:
     """Per-pass whole-network times and the ratios of the module docstring."""
-    def total(pick: Callable[[LayerSamples], str | None]) -> list[float] | None:
+    def total(pick: Callable[[LayerSamples], str | list[str] | None]) -> list[float] | None:
+        """Per pass, the sum over layers of ``repeat x`` the picked kernel's sample; a list
+        of kernels takes, per pass, the one fastest on the *other* passes (cross-fitted,
+        so that the pick is not flattered by the samples it reports)."""
         per_pass = [0.0] * passes
         for layer in layers:
             name = pick(layer)
-            if name is None or name not in layer.samples:
+            if isinstance(name, list):
+                fitted = crossfit_fastest({n: [[v] for v in layer.samples[n]] for n in name})
+                if fitted is None:
+                    return None
+                samples = [r[0] for r in fitted[0]]
+            elif name is None or name not in layer.samples:
                 return None
-            for r, t in enumerate(layer.samples[name]):
+            else:
+                samples = layer.samples[name]
+            for r, t in enumerate(samples):
                 per_pass[r] += t * layer.repeat
         return per_pass
 
-    def fastest(layer: LayerSamples, names: list[str]) -> str | None:
-        timed = [n for n in names if n in layer.samples]
-        return min(timed, key=lambda n: statistics.median(layer.samples[n]), default=None)
+    def fastest(layer: LayerSamples, names: list[str]) -> list[str] | None:
+        return [n for n in names if n in layer.samples] or None
 
     ours = [k.name for k in kernels("cpu", kind="kernel")]
     totals = {PLAN: total(lambda layer: PLAN), PEER: total(lambda layer: PEER),
