@@ -297,13 +297,18 @@ def channels_last_call(p: ConvProblem, a: np.ndarray, b: np.ndarray,
     return run_backward
 
 
+#: ``onednn_best`` keeps the plain call unless another configuration is faster by more.
+CHOICE_MARGIN = 0.05
+
+
 class OneDnnBest(OneDnnBaseline):
     """oneDNN with NCHW in and out in its fastest configuration for the layer.
 
     ``prepare`` times :func:`nchw_configurations` against each other (the
     median of alternating samples after cool-downs,
     :func:`convbench.kernels.cpu.base.fastest`, kept per layer and thread
-    count) and returns the fastest; its details name it (``configuration``).
+    count) and returns the fastest, keeping the plain call unless another
+    beats it by :data:`CHOICE_MARGIN`; its details name it (``configuration``).
     """
 
     name = "onednn_best"
@@ -316,7 +321,8 @@ class OneDnnBest(OneDnnBaseline):
         torch = _torch()
         calls = nchw_configurations(p, x, w, bias)
         choice = (next(iter(calls)) if len(calls) == 1 else
-                  fastest(calls, key=(self.name, str(p), p.dir, torch.get_num_threads())))
+                  fastest(calls, key=(self.name, str(p), p.dir, torch.get_num_threads()),
+                          margin=CHOICE_MARGIN))
         return Prepared(calls[choice], {"configuration": choice, "layout": self.layout,
                                         "torch_backend": _backend_of(p, x, w, bias)})
 

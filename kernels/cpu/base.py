@@ -132,7 +132,8 @@ def forget_choices() -> None:
     _CHOICES.clear()
 
 
-def fastest(candidates: dict[str, Callable[[], object]], key: Hashable = None) -> str:
+def fastest(candidates: dict[str, Callable[[], object]], key: Hashable = None,
+            margin: float = 0.0) -> str:
     """The name of the fastest of ``candidates`` (calls without arguments), timed here.
 
     With a ``key`` (what the choice is for: the kernel, the problem, its
@@ -159,6 +160,11 @@ def fastest(candidates: dict[str, Callable[[], object]], key: Hashable = None) -
     others (BLAS's threads waking, the team's many hand-offs to idle
     cores), which the untimed calls absorb in the choice as they do in the
     benchmark that reports the result.
+
+    With a ``margin``, the first candidate (the default) is kept unless
+    another's median is faster by more than that fraction: on a machine whose
+    speed flips between states, a choice between near-equals is a coin toss
+    that can land on a slower one.
     """
     names = list(candidates)
     kept = None if key is None else (key, tuple(names), numba.get_num_threads())
@@ -184,7 +190,10 @@ def fastest(candidates: dict[str, Callable[[], object]], key: Hashable = None) -
                 call()
             previous = (time.perf_counter() - t0) / batch[name]
             samples[name].append(previous)
-    choice = min(names, key=lambda name: statistics.median(samples[name]))
+    medians = {name: statistics.median(samples[name]) for name in names}
+    choice = min(names, key=medians.__getitem__)
+    if medians[names[0]] <= (1 + margin) * medians[choice]:
+        choice = names[0]  # the default stays unless another beats it by the margin
     if kept is not None:
         _CHOICES[kept] = choice
     return choice
