@@ -75,14 +75,15 @@ PEERS = (PEER, CHANNELS_LAST, "numpy_im2col")
 
 def measure_layer(suite: str, p: ConvProblem, names: list[str], pairs: int,
                   sample_time: float, cooldown: float, *, peers: tuple[str, ...] = PEERS,
-                  workers: PeerWorkers | None = None) -> LayerComparison:
+                  workers: PeerWorkers | None = None, per_call: bool = True
+                  ) -> LayerComparison:
     """One layer, every kernel against every peer, in every worker process (see the module
     docstring; without ``workers``, in this process)."""
     if workers is None:
         return compare_layer(suite, p, names, peers, passes=pairs, sample_time=sample_time,
-                             cooldown=cooldown)
+                             cooldown=cooldown, per_call=per_call)
     return workers.compare(suite, p, names, peers, passes=pairs, sample_time=sample_time,
-                           cooldown=cooldown)
+                           cooldown=cooldown, per_call=per_call)
 
 
 def met_text(g: IntervalRatio | tuple[float, float, float] | None, threshold: float,
@@ -379,6 +380,8 @@ def main() -> int:
                         help=f"comma list of peers ({','.join(PEERS)}); add onednn for the plain "
                              "NCHW call that older results were measured against")
     parser.add_argument("--match", help="regex on layer names")
+    parser.add_argument("--no-per-call", action="store_true",
+                        help="do not also time weight-caching kernels with prepare in every call")
     parser.add_argument("--out", help="write OUT.json and OUT.md too")
     parser.add_argument("--direction", default="fwd",
                         help="comma list of directions: fwd, bwd_d, bwd_w, bwd_wb (fwd)")
@@ -425,7 +428,7 @@ def main() -> int:
             for direction, suite, p in work:
                 here = [n for n in names if n != "fft" or min(p.kh, p.kw) >= args.fft_min_filter]
                 r = measure_layer(suite, p, here, args.pairs, args.sample_time, args.cooldown,
-                                  peers=peers, workers=workers)
+                                  peers=peers, workers=workers, per_call=not args.no_per_call)
                 r.repeat = repeats.get((suite, p.name), 1)
                 results.append(r)
                 print(f"{direction:6s} {suite:9s} {p.name:22s} mb{p.mb}: " + "  ".join(

@@ -91,7 +91,7 @@ def test_a_kernel_that_caches_its_weight_transform_is_also_timed_without_the_cac
 def test_ctrl_c_keeps_the_layers_measured(vs_onednn, monkeypatch, tmp_path):
     done = []
 
-    def measure(suite, p, names, pairs, sample_time, cooldown, peers, workers):
+    def measure(suite, p, names, pairs, sample_time, cooldown, peers, workers, per_call):
         if done:
             raise KeyboardInterrupt
         done.append(p.name)
