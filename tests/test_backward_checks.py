@@ -129,7 +129,7 @@ def test_run_direction_records_each_direction_and_prints_a_training_step(tmp_pat
     assert "### Whole network, bwd_d" in text and "### Training step" in text
     assert "The first line of the suite (input) is taken as the network's input layer" in text
     row = next(line for line in text.splitlines() if line.startswith("| best-of-convbench |")
-               and "parts run" not in line and line.count("|") == 9)
+               and "parts run" not in line and line.count("|") == 10)
     assert "| 8/8" in row  # 3 layers x 3 directions, less the input's bwd_d
     # --resume keys on the direction: nothing is measured again, and a new direction is.
     assert cli.main([*args, "--resume"]) == 0
@@ -219,7 +219,7 @@ def test_training_step_sums_three_directions_and_leaves_out_the_input_layers_bwd
     rows = {row[0]: row for row in table.rows}
     assert rows["im2col"][1:4] == ["2000.00", "2000.00", "6000.00"]
     assert rows["im2col"][4].startswith("10000.00") and rows["onednn"][4].startswith("20000.00")
-    assert rows["best-of-convbench"][6].startswith("2.00") and rows["im2col"][7] == "5/5"
+    assert rows["best-of-convbench"][7].startswith("2.00") and rows["im2col"][8] == "5/5"
     assert "first" in training_step_note(recs) and "input layer" in training_step_note(recs)
 
 

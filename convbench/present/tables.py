@@ -391,7 +391,7 @@ def training_step_table(records: Iterable[dict[str, Any]], peer: str = "onednn")
                          and entry["time_s"] else "—")
         rows.append([name, *cells, *row[1:]])
     return Table(["kernel", "fwd ms", "bwd_d ms", "bwd_w ms", "training step ms [95% CI]",
-                  "GFLOP/s", f"x {peer} [95% CI]", "parts run"], rows)
+                  "a rerun's 95% PI", "GFLOP/s", f"x {peer} [95% CI]", "parts run"], rows)
 
 
 def training_step_note(records: Iterable[dict[str, Any]]) -> str:
