@@ -248,4 +248,4 @@ def test_committed_results_from_before_the_layout_still_load_and_render():
     text = layer_table(run.records)
     assert text.count("\n") == 18 + 1 and "res2_branch2b" in text
     totals = {row[0]: row for row in network_table(run.records).rows}
-    assert totals["onednn"][4].startswith("3/3") and "best-of-convbench" in totals
+    assert totals["onednn"][5].startswith("3/3") and "best-of-convbench" in totals
