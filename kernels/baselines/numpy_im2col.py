@@ -15,6 +15,8 @@ import numpy as np
 from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
 
+from ..cpu.base import CappedWorkspace
+
 
 def im2col_indices(p: ConvProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Channel, row and column index arrays of shape ``(C*R*S, P*Q)`` into the padded input."""
@@ -29,8 +31,12 @@ def im2col_indices(p: ConvProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.broadcast_to(cols, (p.ic, p.kh * p.kw, p.oh * p.ow)).reshape(shape))
 
 
-class NumpyIm2colBaseline(KernelBase):
-    """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination."""
+class NumpyIm2colBaseline(CappedWorkspace, KernelBase):
+    """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination.
+
+    It does not tile (that is the point of it): a layer whose whole lowered
+    matrix is over the workspace cap is refused with the bytes it would need.
+    """
 
     name = "numpy_im2col"
     family = "direct"
@@ -38,9 +44,17 @@ class NumpyIm2colBaseline(KernelBase):
 
     dtypes = ("float32", "float64")
 
+    def supports(self, p: ConvProblem) -> str | None:
+        return super().supports(p) or self.workspace_reason(p)
+
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """The padded input and the whole lowered matrix (a call's), the int64 index
+        arrays (kept, and one image of each being built) and one ``np.dot`` product."""
         padded = p.mb * p.ic * p.padded_height * p.padded_width
-        return (padded + p.mb * p.ic * p.kh * p.kw * p.oh * p.ow) * p.itemsize
+        crs, taps, pq = p.ic * p.kh * p.kw, p.kh * p.kw, p.oh * p.ow
+        indices = 2 * (crs + taps) * pq * 8 + crs * 8
+        product = (p.oc // p.g) * pq
+        return (padded + p.mb * crs * pq + product) * p.itemsize + indices
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[[], np.ndarray]:
