@@ -106,20 +106,24 @@ def gradient_tiles(dy, u, n0, nb, tr0, n_tile_rows, n_tile_cols):
 
 
 def plan_weight_blocks(p: ConvProblem, cap: int) -> tuple[int, int, int]:
-    """(images, tile rows, tile columns) per block of bwd_w (see the algorithm's)."""
-    return algorithm.plan_weight_blocks(p, cap, p.itemsize)
+    """(images, tile rows, tile columns) per block of bwd_w (see the algorithm's), within
+    what the output transform's rows leave of ``cap``."""
+    return algorithm.plan_weight_blocks(p, cap - weights_channels_last.output_scratch_bytes(p),
+                                        p.itemsize)
 
 
 def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
     """Bytes beyond operands and result: the forward's on the transposed problem (bwd_d,
-    plus the cropped ``dy`` where there is one), or ``U``, ``V`` and ``M`` (bwd_w)."""
+    plus the rotated filter ``prepare`` holds and the cropped ``dy`` where there is one),
+    or ``U``, ``V`` and ``M`` and the output transform's float64 rows (bwd_w)."""
     if p.dir == "bwd_d":
         crop_h, crop_w = algorithm.data_crop(p)
         if crop_h >= p.oh or crop_w >= p.ow:
             return 0
         forward_problem = algorithm.data_problem(p)
         cropped = (crop_h, crop_w) != (0, 0)
-        return (kernel.workspace_bytes(forward_problem)
+        rotated = p.oc * (p.ic // p.g) * p.kh * p.kw * p.itemsize
+        return (kernel.workspace_bytes(forward_problem) + rotated
                 + (forward_problem.mb * forward_problem.ic * forward_problem.ih
                    * forward_problem.iw * p.itemsize if cropped else 0))
     if weights_channels_last.serves(p):
@@ -127,7 +131,8 @@ def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
     block = plan_weight_blocks(p, kernel.workspace_cap)
     # the block's own sums beside the running ones
     return (algorithm.weight_workspace_bytes(p, block, p.itemsize)
-            + 16 * p.oc * (p.ic // p.g) * p.itemsize)
+            + 16 * p.oc * (p.ic // p.g) * p.itemsize
+            + weights_channels_last.output_scratch_bytes(p))
 
 
 def prepare_backward(kernel: Any, p: ConvProblem, a: np.ndarray,
