@@ -154,6 +154,9 @@ def test_blocks_of_tiles_under_small_workspace_caps_are_correct(cls):
     assert cls(workspace_cap=1).supports(p).startswith(f"workspace: needs {floor} bytes")
     for cap in (default.workspace_bytes(p) // 3, 30_000, floor):
         kernel = cls(workspace_cap=cap)
+        if cap < floor:
+            assert kernel.supports(p).startswith(f"workspace: needs {floor} bytes")
+            continue
         assert kernel.plan(p) != default.plan(p) and kernel.workspace_bytes(p) <= cap
         call = kernel.prepare(p, x, w, b)
         y = call()

@@ -43,18 +43,21 @@ class NumpyIm2colBaseline(CappedWorkspace, KernelBase):
     kind = "baseline"
 
     dtypes = ("float32", "float64")
+    uses_libraries = True
 
     def supports(self, p: ConvProblem) -> str | None:
         return super().supports(p) or self.workspace_reason(p)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         """The padded input and the whole lowered matrix (a call's), the int64 index
-        arrays (kept, and one image of each being built) and one ``np.dot`` product."""
+        arrays (kept, and one image of each being built), one ``np.dot``: its product and
+        the contiguous copy it makes of its operand (the gather leaves the images'
+        matrices strided), and BLAS's allowance."""
         padded = p.mb * p.ic * p.padded_height * p.padded_width
         crs, taps, pq = p.ic * p.kh * p.kw, p.kh * p.kw, p.oh * p.ow
         indices = 2 * (crs + taps) * pq * 8 + crs * 8
-        product = (p.oc // p.g) * pq
-        return (padded + p.mb * crs * pq + product) * p.itemsize + indices
+        dot = (p.oc // p.g + crs // p.g) * pq
+        return self.with_libraries((padded + p.mb * crs * pq + dot) * p.itemsize + indices)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[[], np.ndarray]:

@@ -40,6 +40,13 @@ use_preferred_layer()
 WORKSPACE_CAP_BYTES = 256 * 2**20
 
 CPU_DTYPES = ("float32", "float64")
+#: What a kernel's libraries allocate out of its sight, allowed in its workspace: BLAS's
+#: per-thread packing buffers as a call's GEMMs reach further into them, pocketfft's plans
+#: and line buffers, NumPy's small temporaries. Measured at up to 3 MiB beside 220 MiB of
+#: counted arrays (benchmarks/workspace_peak.py): a kernel that calls BLAS or an FFT
+#: counts 1/LIBRARY_SHARE of its arrays, at most this, and plans inside the cap less it.
+LIBRARY_BYTES = 4 * 2**20
+LIBRARY_SHARE = 16
 
 
 def default_workspace_cap() -> int:
@@ -65,6 +72,9 @@ class CappedWorkspace:
     """
 
     _workspace_cap: int | None = None
+    #: Whether the kernel calls BLAS or an FFT: its workspace then includes their
+    #: allowance (:meth:`with_libraries`).
+    uses_libraries: bool = False
 
     @property
     def workspace_cap(self) -> int:
@@ -74,6 +84,20 @@ class CappedWorkspace:
     @workspace_cap.setter
     def workspace_cap(self, value: int | None) -> None:
         self._workspace_cap = None if value is None else int(value)
+
+    @property
+    def tiling_cap(self) -> int:
+        """What the kernel's own arrays may take: the cap less the libraries' allowance
+        for arrays that fill it (so :meth:`with_libraries` of them stays in the cap)."""
+        cap = self.workspace_cap
+        return cap - min(LIBRARY_BYTES, cap // LIBRARY_SHARE) if self.uses_libraries else cap
+
+    def with_libraries(self, arrays: int) -> int:
+        """``arrays`` bytes, plus the libraries' allowance where the kernel calls them:
+        1/:data:`LIBRARY_SHARE` of them, at most :data:`LIBRARY_BYTES`."""
+        if not self.uses_libraries:
+            return arrays
+        return arrays + min(LIBRARY_BYTES, arrays // LIBRARY_SHARE)
 
     def workspace_reason(self, p: ConvProblem) -> str | None:
         """The refusal of ``p`` when its workspace is over the cap (``"workspace: needs ..."``)."""

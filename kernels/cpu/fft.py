@@ -133,6 +133,7 @@ class FftKernel(CpuKernel):
 
     name = "fft"
     family = "fft"
+    uses_libraries = True  # counted in kernels.cpu.fft_workspace
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # filter spectra, once per weight tensor
@@ -141,11 +142,15 @@ class FftKernel(CpuKernel):
         """The FFT sizes and batch of ``p`` under the cap; over it, the smallest plan."""
         if p.dir != "fwd":
             return workspace.plan_backward(p, self.workspace_cap)
-        plan = plan_fft(p, self.workspace_cap)
-        if workspace.forward_workspace_bytes(p, plan, self.workspace_cap) > self.workspace_cap:
-            # The filter transform's temporaries, which plan_fft does not model, pass a
-            # tiny cap: the smallest plan (one tile of the shortest lengths) needs least.
-            return plan_fft(p, 1)
+        cap = self.workspace_cap
+        # plan_fft models the spectra and a batch of tiles; the libraries' allowance and
+        # the filter transform's temporaries come on top: a plan within that much of the
+        # cap is made again under less, and under a tiny cap the smallest plan (one
+        # tile of the shortest lengths) needs least.
+        for room in (cap, self.tiling_cap, 1):
+            plan = plan_fft(p, room)
+            if workspace.forward_workspace_bytes(p, plan, cap) <= cap:
+                break
         return plan
 
     def workspace_bytes(self, p: ConvProblem) -> int:
@@ -365,14 +370,18 @@ def _prepare_stored_weights(p: ConvProblem, plan: FftPlan, x: np.ndarray, dy: np
             for f in chunks:
                 np.add(total[f], np.matmul(xt[f], yt[f]), out=total[f])
 
+    def inverse_block(gi: int, lo: int, hi: int) -> None:
+        """``dw[lo:hi]`` (filters of group ``gi``) from the total's inverse at the taps."""
+        spec = np.ascontiguousarray(total[:, gi, :, lo - gi * kg:hi - gi * kg]
+                                    .transpose(2, 1, 0)).reshape(hi - lo, cg, lh, half)
+        full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
+        dw[lo:hi] = full[:, :, rows[:, None], cols[None, :]]
+
     def inverse_at_taps() -> None:
         """``dw`` from the total's inverse, a block of filters at a time."""
         for k0, k1 in algorithm.filter_blocks(p.oc, final):
-            for gi, lo, hi in algorithm.group_spans(k0, k1, kg):
-                spec = np.ascontiguousarray(total[:, gi, :, lo - gi * kg:hi - gi * kg]
-                                            .transpose(2, 1, 0)).reshape(hi - lo, cg, lh, half)
-                full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
-                dw[lo:hi] = full[:, :, rows[:, None], cols[None, :]]
+            for span in algorithm.group_spans(k0, k1, kg):
+                inverse_block(*span)
 
     def run_weights(x: np.ndarray = x, dy: np.ndarray = dy) -> object:
         if not batches:  # no images: nothing is summed

@@ -29,10 +29,11 @@ from convbench.problem import ConvProblem
 
 from ..algorithms import fft as algorithm
 from ..algorithms.fft import FftPlan
+from .base import LIBRARY_BYTES, LIBRARY_SHARE
 
 #: Bytes the temporaries of one block of a filter transform may take, where the
 #: cap leaves them and a batch of the call takes less (larger blocks: fewer calls).
-FILTER_BLOCK_BYTES = 32 * 2**20
+FILTER_BLOCK_BYTES = 8 * 2**20
 #: Frequency chunks of bwd_w's sum over batches: the product of a batch is added
 #: into the total a chunk at a time, so its temporary is this share of the total.
 SUM_CHUNKS = 8
@@ -64,14 +65,26 @@ def forward_budget(p: ConvProblem, plan: FftPlan, cap: int) -> int:
     """Bytes a block of the forward's filter transform may take (:func:`block_budget`)."""
     spectra = algorithm.filter_bytes(p, plan.lh, plan.lw, p.itemsize)
     batch = plan.batch * algorithm.tile_bytes(p, plan.lh, plan.lw, p.itemsize)
-    return block_budget(batch, cap - spectra)
+    return block_budget(batch, arrays_cap(cap) - spectra)
 
 
 def forward_workspace_bytes(p: ConvProblem, plan: FftPlan, cap: int) -> int:
     """Filter spectra plus the larger of a batch of tiles and the transform's temporaries."""
     spectra = algorithm.filter_bytes(p, plan.lh, plan.lw, p.itemsize)
     batch = plan.batch * algorithm.tile_bytes(p, plan.lh, plan.lw, p.itemsize)
-    return spectra + max(batch, filter_transform_peak(p, plan, forward_budget(p, plan, cap)))
+    transform = filter_transform_peak(p, plan, forward_budget(p, plan, cap))
+    return with_libraries(spectra + max(batch, transform))
+
+
+def with_libraries(arrays: int) -> int:
+    """``arrays`` and pocketfft's and BLAS's allowance (:func:`kernels.cpu.base.CappedWorkspace.
+    with_libraries`)."""
+    return arrays + min(LIBRARY_BYTES, arrays // LIBRARY_SHARE)
+
+
+def arrays_cap(cap: int) -> int:
+    """What the arrays may take under ``cap`` with the libraries' allowance beside them."""
+    return cap - min(LIBRARY_BYTES, cap // LIBRARY_SHARE)
 
 
 def _freqs_points(plan: FftPlan) -> tuple[int, int]:
@@ -164,22 +177,33 @@ def sum_chunk_bytes(p: ConvProblem, plan: FftPlan) -> int:
 
 
 def backward_budget(p: ConvProblem, plan: FftPlan, cap: int) -> int:
-    """Bytes a block of the side arrays may take (:func:`block_budget`)."""
+    """Bytes a block of the side arrays may take (:func:`block_budget`), beside the stuffed
+    ``dy`` where it is kept then (stored bwd_w)."""
     batch = plan.batch * image_bytes(p, plan) + sum_chunk_bytes(p, plan)
-    return block_budget(batch, cap - kept_bytes(p, plan))
+    beside = stuffed_bytes(p, plan) if p.dir != "bwd_d" and not plan.factored else 0
+    return block_budget(batch - beside, arrays_cap(cap) - kept_bytes(p, plan) - beside)
+
+
+def stuffed_bytes(p: ConvProblem, plan: FftPlan) -> int:
+    """The zero-stuffed ``dy`` of a batch, which a call keeps from its first batch to its end."""
+    return plan.batch * p.oc * plan.lh * plan.lw * p.itemsize
 
 
 def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, cap: int) -> int:
-    """The kept arrays, plus the larger of a batch (with its sum's chunk) and the side arrays."""
+    """The kept arrays, plus the larger of a batch (with its sum's chunk) and the side arrays
+    (stored bwd_w's inverse at the end of a call, beside the stuffed ``dy``)."""
     batch = plan.batch * image_bytes(p, plan) + sum_chunk_bytes(p, plan)
-    return kept_bytes(p, plan) + max(batch, side_bytes(p, plan, backward_budget(p, plan, cap)))
+    side = side_bytes(p, plan, backward_budget(p, plan, cap))
+    if p.dir != "bwd_d" and not plan.factored:
+        side += stuffed_bytes(p, plan)
+    return with_libraries(kept_bytes(p, plan) + max(batch, side))
 
 
 def _path_plan(p: ConvProblem, cap: int, factored: bool) -> FftPlan:
     """The whole-image lengths of ``p`` and as many images per batch as ``cap`` allows (>= 1)."""
     plan = replace(algorithm.plan_fft_backward(p, cap, factored=factored), batch=1)
     per_image = max(1, image_bytes(p, plan))
-    room = cap - kept_bytes(p, plan) - sum_chunk_bytes(p, plan)
+    room = arrays_cap(cap) - kept_bytes(p, plan) - sum_chunk_bytes(p, plan)
     return replace(plan, batch=max(1, min(p.mb, room // per_image)))
 
 

@@ -151,6 +151,7 @@ class Im2colKernel(CpuKernel):
 
     name = "im2col"
     family = "direct"
+    uses_libraries = True
     directions = DIRECTIONS
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     #: bwd_w's lowered tile, at most: each tile is written by the lowering and read
@@ -168,9 +169,9 @@ class Im2colKernel(CpuKernel):
         """
         if p.dir in ("bwd_w", "bwd_wb"):
             row = lowered_row_bytes(p, p.itemsize) + p.oc * p.ow * p.itemsize
-            room = self.workspace_cap - 2 * p.oc * p.reduction_length * p.itemsize
+            room = self.tiling_cap - 2 * p.oc * p.reduction_length * p.itemsize
             return plan_tiles(p.mb, p.oh, row, min(room, self.backward_weights_tile_bytes))
-        return plan_lowering(p, self.workspace_cap)
+        return plan_lowering(p, self.tiling_cap)
 
     def folds_batch(self, p: ConvProblem) -> bool:
         """Whether a forward 1x1 layer may run as one GEMM over the whole batch.
@@ -180,15 +181,19 @@ class Im2colKernel(CpuKernel):
         transposed copy of the input and of the output, within the cap.
         """
         return (p.dir == "fwd" and is_pointwise_gemm(p) and p.g == 1 and p.mb > 1
-                and folded_bytes(p) <= self.workspace_cap)
+                and folded_bytes(p) <= self.tiling_cap)
 
     def folds_weights(self, p: ConvProblem) -> bool:
         """Whether a 1x1 layer's bwd_w may run as one GEMM over the batch: as the forward
         (:meth:`folds_batch`), with the per-image products, timed beside it, in the cap."""
         return (self.folds_batch(p.with_(dir="fwd"))
-                and folded_bytes(p) + products_bytes(p) <= self.workspace_cap)
+                and folded_bytes(p) + products_bytes(p) <= self.tiling_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`) and the arrays."""
+        return self.with_libraries(self.arrays_bytes(p))
+
+    def arrays_bytes(self, p: ConvProblem) -> int:
         """The lowered tile (forward, bwd_d), with bwd_w's side-by-side ``dy`` and sums;
         for a 1x1 layer, the transposed copies of a folded batch and bwd_w's per-image
         products, both held while ``prepare`` times one against the other."""

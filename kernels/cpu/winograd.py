@@ -237,6 +237,7 @@ class WinogradKernel(CpuKernel):
 
     name = "winograd"
     family = "winograd"
+    uses_libraries = True
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
@@ -258,17 +259,20 @@ class WinogradKernel(CpuKernel):
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
         if channels_last.serves(p, self.layout):
-            return channels_last.plan_blocks(p, TILE_OUT, self.workspace_cap, self.block_bytes)
-        return algorithm.plan_blocks(p, self.workspace_cap - planar_scratch_bytes(p), p.itemsize)
+            return channels_last.plan_blocks(p, TILE_OUT, self.tiling_cap, self.block_bytes)
+        return algorithm.plan_blocks(p, self.tiling_cap - planar_scratch_bytes(p), p.itemsize)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         """``U`` and one block's ``V`` and ``M`` (planar), with the transforms' own arrays;
-        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`."""
+        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`; and
+        BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`)."""
         if p.dir != "fwd":
             return winograd_backward.workspace_bytes(self, p)
         if channels_last.serves(p, self.layout):
-            return channels_last.workspace_bytes(p, TILE_OUT, self.plan(p), self.workspace_cap)
-        return algorithm.workspace_bytes(p, self.plan(p), p.itemsize) + planar_scratch_bytes(p)
+            return self.with_libraries(channels_last.workspace_bytes(
+                p, TILE_OUT, self.plan(p), self.tiling_cap))
+        return self.with_libraries(algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
+                                   + planar_scratch_bytes(p))
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
@@ -282,7 +286,7 @@ class WinogradKernel(CpuKernel):
             u_gemm = channels_last.gemm_layout(filter_transform(w, g, self.filter_matrix))
             return channels_last.prepare_forward(p, TILE_OUT, A_T.astype(dtype),
                                                  B_T.astype(dtype), u_gemm, b, self.plan(p),
-                                                 details, x, self.workspace_cap)
+                                                 details, x, self.tiling_cap)
         u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)
         nb, rows, cols = self.plan(p)

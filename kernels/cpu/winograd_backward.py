@@ -127,12 +127,12 @@ def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
                 + (forward_problem.mb * forward_problem.ic * forward_problem.ih
                    * forward_problem.iw * p.itemsize if cropped else 0))
     if weights_channels_last.serves(p):
-        return weights_channels_last.workspace_bytes(p, kernel.workspace_cap)
-    block = plan_weight_blocks(p, kernel.workspace_cap)
+        return kernel.with_libraries(weights_channels_last.workspace_bytes(p, kernel.tiling_cap))
+    block = plan_weight_blocks(p, kernel.tiling_cap)
     # the block's own sums beside the running ones
-    return (algorithm.weight_workspace_bytes(p, block, p.itemsize)
-            + 16 * p.oc * (p.ic // p.g) * p.itemsize
-            + weights_channels_last.output_scratch_bytes(p))
+    return kernel.with_libraries(algorithm.weight_workspace_bytes(p, block, p.itemsize)
+                                 + 16 * p.oc * (p.ic // p.g) * p.itemsize
+                                 + weights_channels_last.output_scratch_bytes(p))
 
 
 def prepare_backward(kernel: Any, p: ConvProblem, a: np.ndarray,
@@ -187,9 +187,9 @@ def _sharing_details(fn: Callable[..., Any], forward: Any) -> Prepared:
 def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,
                      dy: np.ndarray) -> Callable[..., Any]:
     if weights_channels_last.serves(p):
-        return weights_channels_last.prepare_weights(p, x, dy, kernel.workspace_cap)
+        return weights_channels_last.prepare_weights(p, x, dy, kernel.tiling_cap)
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
-    nb, rows, cols = plan_weight_blocks(p, kernel.workspace_cap)
+    nb, rows, cols = plan_weight_blocks(p, kernel.tiling_cap)
     tile_rows, _ = algorithm.weight_tile_grid(p)
     v_flat = np.empty(16 * p.ic * nb * rows * cols, dtype=p.dtype)
     u_flat = np.empty(16 * p.oc * nb * rows * cols, dtype=p.dtype)

@@ -224,6 +224,7 @@ class WinogradTileKernel(CpuKernel):
     """
 
     family = "winograd"
+    uses_libraries = True
     #: bwd_d is this kernel's forward pass on ``dy`` with the rotated, swapped filter
     #: (:func:`kernels.cpu.winograd_backward.prepare_backward`).
     directions = ("fwd", "bwd_d")
@@ -269,22 +270,25 @@ class WinogradTileKernel(CpuKernel):
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
         if channels_last.serves(p, self.layout):
-            return channels_last.plan_blocks(p, self.tile, self.workspace_cap, self.block_bytes)
+            return channels_last.plan_blocks(p, self.tile, self.tiling_cap, self.block_bytes)
         rows_scratch, fixed_scratch = planar_scratch_bytes(p, self.tile)
-        return algorithm.plan_tile_blocks(p, self.tile, self.workspace_cap - fixed_scratch,
+        return algorithm.plan_tile_blocks(p, self.tile, self.tiling_cap - fixed_scratch,
                                           p.itemsize, self.block_bytes, rows_scratch)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         """``U`` and one block's ``V`` and ``M`` (planar), with the transforms' own arrays;
-        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`."""
+        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`; and
+        BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`)."""
         if p.dir == "bwd_d":
             return winograd_backward.workspace_bytes(self, p)
         if channels_last.serves(p, self.layout):
-            return channels_last.workspace_bytes(p, self.tile, self.plan(p), self.workspace_cap)
+            return self.with_libraries(channels_last.workspace_bytes(
+                p, self.tile, self.plan(p), self.tiling_cap))
         block = self.plan(p)
         rows_scratch, fixed_scratch = planar_scratch_bytes(p, self.tile)
-        return (algorithm.tiles_workspace_bytes(p, self.tile, block, p.itemsize)
-                + block[1] * rows_scratch + fixed_scratch)
+        return self.with_libraries(algorithm.tiles_workspace_bytes(p, self.tile, block,
+                                                                   p.itemsize)
+                                   + block[1] * rows_scratch + fixed_scratch)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
@@ -301,7 +305,7 @@ class WinogradTileKernel(CpuKernel):
             u_gemm = channels_last.gemm_layout(filter_transform(w, g, g_matrix))
             return channels_last.prepare_forward(p, m, a_t, b_t, u_gemm, bias_or_zeros(p, bias),
                                                  self.plan(p), details, x,
-                                                 self.workspace_cap)
+                                                 self.tiling_cap)
         u = filter_transform(w, g, g_matrix)
         depthwise_like = cg == 1
         if depthwise_like:
