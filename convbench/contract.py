@@ -33,7 +33,9 @@ A kernel (convbench's own) or a baseline (a peer library) is an object with
 * ``error_model(p) -> ErrorModel``: which error envelope its results are held
   to (the algorithm family, and how much its operands are rounded before they
   are multiplied; see :mod:`convbench.measure.compare`);
-* ``workspace_bytes(p) -> int``: memory it allocates beyond inputs and output;
+* ``workspace_bytes(p) -> int``: the most memory a prepared call of ``p`` holds
+  beyond its operands and its result, from ``prepare`` through a call (see
+  "The workspace" below);
 * ``prepare(p, x, w, bias) -> PreparedCall``: the once-per-layer work; returns
   the call that is timed. Raises :class:`~convbench.errors.UnsupportedProblem`
   where ``supports`` gives a reason. The call may carry ``details`` (a dict:
@@ -57,6 +59,29 @@ that the call reads the current values of its array operands (``dy`` for
 ``bwd_d``, ``x`` and ``dy`` for ``bwd_w``); ``takes_input_at_call`` that the
 call accepts ``call(dy)`` for ``bwd_d`` and ``call(x, dy)`` for
 ``bwd_w``/``bwd_wb``. Output buffers belong to the kernel, as in the forward.
+
+The workspace
+-------------
+What counts toward ``workspace_bytes`` and a kernel's cap is everything a
+prepared call holds beyond its inputs and outputs:
+
+* its **prepared state**: whatever ``prepare`` keeps for the calls -- filter
+  spectra, transformed filters (Winograd's ``U``), packed or transposed
+  weights, staging buffers, zeroed scratch kept between calls;
+* its **per-call scratch**: what a call allocates while it runs -- lowered
+  matrices, tile buffers, a batch's spectra and their copies, per-thread
+  accumulators, the temporaries its libraries make (a padded copy before an
+  FFT, a transposed operand);
+* what ``prepare`` holds at once while it chooses (candidates timed side by
+  side, a transform beside its transposed copy).
+
+The arrays given to ``prepare`` and the result buffers the call returns do not
+count. A kernel with a cap (``workspace_cap``; convbench's CPU kernels default
+to 256 MiB, ``CONVBENCH_WORKSPACE_CAP`` or ``--workspace-cap`` set another)
+keeps the figure at or under it by tiling -- fewer images per batch, smaller
+tiles, no stored spectra -- and otherwise refuses ``p`` in ``supports`` with
+:func:`workspace_refusal`'s message, which starts with
+:data:`WORKSPACE_REFUSAL` and says how many bytes it would need.
 
 :class:`KernelBase` implements the defaults and the refusal; subclasses
 write :meth:`KernelBase.prepare_call`.
@@ -83,6 +108,13 @@ FAMILIES = ("direct", "winograd", "fft", "any")
 TF32_UNIT_ROUNDOFF = 2.0**-11
 #: Unit roundoff of an fp16 operand (an fp32 value stored as fp16).
 FP16_UNIT_ROUNDOFF = 2.0**-11
+#: How every refusal for want of workspace begins (a stable prefix to match on).
+WORKSPACE_REFUSAL = "workspace: needs "
+#: Environment variable with the default workspace cap of convbench's CPU kernels,
+#: in bytes (or with a KiB, MiB or GiB suffix); worker processes inherit it.
+WORKSPACE_CAP_ENV = "CONVBENCH_WORKSPACE_CAP"
+_BYTE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+               "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
 
 @dataclass(frozen=True)
@@ -142,8 +174,39 @@ CONTRACT_REFUSALS = (
     r"^\S+ \S+ does not compute \w+$",
     r"^\S+ \S+ runs [\w, ]+, got \w+$",
     r" is not installed: pip install ",
-    r"needs \d+ bytes of workspace\b.* cap of \d+ bytes",
+    r"needs \d+ bytes\b.*\bof workspace\b.* cap of \d+ bytes",
 )
+
+
+def parse_bytes(text: str) -> int:
+    """A byte count from ``"268435456"``, ``"256MiB"``, ``"1.5 GiB"`` or ``"2GB"``.
+
+    Raises
+    ------
+    ValueError
+        Not a number with one of the units, or not positive.
+    """
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
+    try:
+        value = float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()]
+    except (AttributeError, KeyError, ValueError):
+        raise ValueError(f"a byte count is a number with an optional unit (KiB, MiB, GiB, "
+                         f"KB, MB, GB), got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"a byte count must be positive, got {text!r}")
+    return int(value)
+
+
+def workspace_refusal(needed: int, cap: int) -> str:
+    """The refusal of a problem whose workspace, ``needed`` bytes, is over ``cap``.
+
+    It begins with :data:`WORKSPACE_REFUSAL`, e.g. ``"workspace: needs 833617920
+    bytes (795.0 MiB) of workspace, over the cap of 268435456 bytes (256.0 MiB);
+    raise it with workspace_cap=, CONVBENCH_WORKSPACE_CAP or --workspace-cap"``.
+    """
+    return (f"{WORKSPACE_REFUSAL}{needed} bytes ({needed / 2**20:.1f} MiB) of workspace, "
+            f"over the cap of {cap} bytes ({cap / 2**20:.1f} MiB); raise it with "
+            f"workspace_cap=, {WORKSPACE_CAP_ENV} or --workspace-cap")
 
 
 @runtime_checkable
@@ -248,7 +311,8 @@ class Kernel(Protocol):
         """The error envelope the kernel's output on ``p`` is held to."""
 
     def workspace_bytes(self, p: ConvProblem) -> int:
-        """Extra memory the kernel allocates for ``p`` beyond inputs and output."""
+        """Most memory a prepared call of ``p`` holds beyond its operands and result:
+        prepared state plus per-call scratch (see the module docstring)."""
 
     def prepare(self, p: ConvProblem, x: Any, w: Any, bias: Any) -> PreparedCall:
         """Do the once-per-layer work; return the call that computes the output."""

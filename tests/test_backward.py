@@ -193,13 +193,21 @@ def test_im2col_backward_tiles_under_its_workspace_cap():
     rng = np.random.default_rng(0)
     for direction in ("bwd_d", "bwd_w", "bwd_wb"):
         q = replace(p, dir=direction, bias=direction == "bwd_wb", dtype="float64")
+        # bwd_w's sums come on top of its tiles: the same two rows' room above its floor.
+        floor = Im2colKernel(workspace_cap=1).workspace_bytes(q)
+        small = Im2colKernel(workspace_cap=max(small.workspace_cap, floor + 4 * 3 * 3 * 6 * 8))
+        assert small.plan(q)[0] == 1 and small.plan(q)[1] < p.oh
+        assert small.workspace_bytes(q) <= small.workspace_cap
         a, b, _ = make_inputs(q, 1)
         want = reference_for(q, a, b)
         got = small.prepare(q, a, b, None)()
         for g_, w_ in zip(got if direction == "bwd_wb" else (got,),
                           want if direction == "bwd_wb" else (want,), strict=True):
             np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=1e-12)
-        assert small.workspace_bytes(q) >= small.workspace_bytes(replace(p, dtype="float64"))
+        if direction == "bwd_d":  # the forward's lowering, tile for tile
+            assert small.workspace_bytes(q) == small.workspace_bytes(replace(p, dtype="float64"))
+        else:  # a tile and the sums of dW^T
+            assert small.workspace_bytes(q) >= q.oc * q.reduction_length * q.itemsize
     del rng
     # bwd_w keeps its lowered tile within backward_weights_tile_bytes (cache-sized) even
     # under a large cap; the forward and bwd_d tile as before.
@@ -227,7 +235,10 @@ def test_both_im2col_weight_gemms_compute_dw(monkeypatch, desc, cap):
                     dtype="float64")
         x, dy, _ = make_inputs(p, 2)
         want = reference_for(p, x, dy)
-        kernel = im2col.Im2colKernel() if cap is None else im2col.Im2colKernel(workspace_cap=cap)
+        # The cap is the lowered tiles' room above the floor (dW^T and its part, one row).
+        floor = im2col.Im2colKernel(workspace_cap=1).workspace_bytes(p)
+        kernel = (im2col.Im2colKernel() if cap is None
+                  else im2col.Im2colKernel(workspace_cap=floor + cap))
         for name in ("dY.colT", "col.dYT"):
             monkeypatch.setattr(im2col, "fastest", lambda candidates, key=None, name=name: name)
             call = kernel.prepare(p, x, dy, None)

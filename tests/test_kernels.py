@@ -88,7 +88,9 @@ def test_property_every_supporting_kernel_matches_reference(p, seed):
 
 
 def test_workspace_tiling_paths_are_exact():
-    """Tiny caps force several images per tile with a remainder, and row bands."""
+    """Tiny caps force several images per tile with a remainder, and row bands; a cap
+    below the smallest tile is refused with that tile's bytes, which then run."""
+    from convbench.contract import WORKSPACE_REFUSAL
     from convbench.kernels.cpu.fft import FftKernel
     from convbench.kernels.cpu.im2col import Im2colKernel
     from convbench.kernels.cpu.winograd import WinogradKernel
@@ -97,12 +99,19 @@ def test_workspace_tiling_paths_are_exact():
     x, w, b = random_inputs(p)
     for cls in (Im2colKernel, WinogradKernel, FftKernel):
         default = cls()
-        for cap in (default.workspace_bytes(p) // 3, 20_000, 1):
+        smallest = _smallest_tile(default, p)
+        for cap in (default.workspace_bytes(p) // 3, 20_000, 1, smallest):
             kernel = cls(workspace_cap=cap)
+            reason = kernel.supports(p)
+            if reason is not None:
+                assert cap < smallest and reason.startswith(WORKSPACE_REFUSAL), reason
+                assert f"needs {smallest} bytes" in reason and f"cap of {cap} bytes" in reason
+                with pytest.raises(UnsupportedProblem, match="^workspace: needs "):
+                    kernel.prepare(p, x, w, b)
+                continue
             y = kernel.prepare(p, x, w, b)()
             assert envelope_ratio(kernel, p, x, w, b, y) <= 1, (cls.__name__, cap)
-            if cap > 1:
-                assert kernel.workspace_bytes(p) <= max(cap, _smallest_tile(kernel, p))
+            assert kernel.workspace_bytes(p) <= cap
 
 
 def _smallest_tile(kernel, p):

@@ -87,6 +87,10 @@ def test_a_workspace_over_the_cap_is_documented_for_every_kernel():
     assert is_documented_refusal(FftKernel(), "fft: one image needs 5000 bytes of workspace, "
                                               "over its workspace cap of 4096 bytes")
     assert not is_documented_refusal(FftKernel(), "fft needs 5000 bytes of workspace")
+    # What the CPU kernels say when they refuse for want of workspace.
+    from convbench.contract import workspace_refusal
+
+    assert is_documented_refusal(FftKernel(), workspace_refusal(833617920, 268435456))
 
 
 def test_every_missing_library_is_documented_for_the_kernel_that_needs_it():

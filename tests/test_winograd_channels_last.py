@@ -125,13 +125,16 @@ def test_blocks_of_images_and_of_rows_under_small_caps_are_correct(cls):
     u_bytes = (m + 2) ** 2 * p.oc * p.ic * p.itemsize
     one_image = default.workspace_bytes(p.with_(mb=1))
     seen = set()
-    for cap in (one_image + u_bytes // 2, (one_image + u_bytes) // 2, u_bytes + 1):
+    # A block of a single tile row is the floor: below it the kernel refuses (u_bytes + 1).
+    floor = cls(workspace_cap=1, layout="channels-last").workspace_bytes(p)
+    assert cls(workspace_cap=u_bytes + 1, layout="channels-last").supports(p).startswith(
+        f"workspace: needs {floor} bytes")
+    for cap in (one_image + u_bytes // 2, (one_image + u_bytes) // 2, floor):
         kernel = cls(workspace_cap=cap, layout="channels-last")
         nb, rows, cols = kernel.plan(p)
         seen.add((nb, rows))
         assert cols == tile_cols and nb * rows < 3 * tile_rows
-        if rows > 1:  # a block of a single tile row is the floor; above it the cap holds
-            assert kernel.workspace_bytes(p) <= cap
+        assert kernel.workspace_bytes(p) <= cap
         call = kernel.prepare(p, x, w, b)
         y = call()
         planned = -(-3 // nb) * -(-tile_rows // rows)
@@ -181,7 +184,8 @@ def test_without_a_cap_or_an_input_the_call_runs_on_blas_threads():
     kernel = Winograd4x4Kernel(layout="channels-last")
     a_t, g_matrix, b_t = kernel.matrices(p.dtype)
     u = filter_transform(w, 1, g_matrix)
-    call = channels_last.prepare_forward(p, 4, a_t, b_t, u, np.zeros(16, np.float32),
+    call = channels_last.prepare_forward(p, 4, a_t, b_t, channels_last.gemm_layout(u),
+                                         np.zeros(16, np.float32),
                                          kernel.plan(p), {})
     assert call.details["schedule"] == "blas" and call.details["schedules"] == ["blas", "team"]
     assert_conv_close(call(x), x, w, None, padding=1, algo="winograd_4x4")

@@ -150,9 +150,14 @@ def test_blocks_of_tiles_under_small_workspace_caps_are_correct(cls):
     p = ConvProblem.make(3, 6, 17, 19, 8, 3, 3, padding=1, bias=True)
     x, w, b = random_inputs(p)
     default = cls()
-    for cap in (default.workspace_bytes(p) // 3, 30_000, 1):
+    floor = cls(workspace_cap=1).workspace_bytes(p)  # one tile row of one image
+    assert cls(workspace_cap=1).supports(p).startswith(f"workspace: needs {floor} bytes")
+    for cap in (default.workspace_bytes(p) // 3, 30_000, floor):
         kernel = cls(workspace_cap=cap)
-        assert kernel.plan(p) != default.plan(p)
+        if cap < floor:
+            assert kernel.supports(p).startswith(f"workspace: needs {floor} bytes")
+            continue
+        assert kernel.plan(p) != default.plan(p) and kernel.workspace_bytes(p) <= cap
         call = kernel.prepare(p, x, w, b)
         y = call()
         assert envelope_ratio(kernel, p, x, w, b, y) <= 1, cap

@@ -9,11 +9,13 @@ errors, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from convbench.cli import check, compare, layers, listing, report, roof, sweep, tune
 from convbench.cli.common import EXIT_USAGE, ArgumentParser
+from convbench.contract import WORKSPACE_CAP_ENV
 from convbench.errors import MissingExtra
 
 COMMANDS = {"list": listing, "layers": layers, "run": sweep, "roof": roof, "report": report,
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         # `convbench list suites | head`: stop quietly when the reader goes away.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
+    if getattr(args, "workspace_cap", None) is not None:
+        # Through the environment: the kernels read it at each use, and the worker
+        # processes of a sweep inherit it.
+        os.environ[WORKSPACE_CAP_ENV] = str(args.workspace_cap)
     command = sys.argv if argv is None else ["convbench", *argv]
     try:
         return COMMANDS[args.command].main(args, command)

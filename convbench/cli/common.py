@@ -131,8 +131,25 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     add_process_options(parser)
 
 
+def byte_count(text: str) -> int:
+    """``--workspace-cap 512MiB``: bytes, or a number with a KiB/MiB/GiB (KB/MB/GB) unit."""
+    from convbench.contract import parse_bytes  # noqa: PLC0415
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_process_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-isolate``, ``--no-progress`` and ``--scheduler`` (every command that sweeps)."""
+    """``--no-isolate``, ``--no-progress``, ``--scheduler`` and ``--workspace-cap`` (every
+    command that sweeps)."""
+    parser.add_argument("--workspace-cap", type=byte_count, metavar="BYTES",
+                        help="most memory a CPU kernel may hold beyond its operands (prepared "
+                             "state and per-call scratch), e.g. 1GiB; a kernel that cannot "
+                             "tile under it refuses the layer, saying how much it needs "
+                             "(default 256MiB, or CONVBENCH_WORKSPACE_CAP); worker processes "
+                             "on this machine inherit it")
     parser.add_argument("--no-isolate", action="store_true",
                         help="measure in this process instead of a worker (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

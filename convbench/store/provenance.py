@@ -5,7 +5,7 @@ come from, so that a reader can tell whether two files may be compared:
 
 * ``date`` -- when the measurement ran (ISO 8601);
 * ``commit`` -- the convbench commit that ran it (``+dirty`` when the tree had
-  uncommitted changes);
+  uncommitted changes outside ``results/``, where a rerun rewrites its own outputs);
 * ``platform`` -- the platform fingerprint (:func:`~convbench.store.environment.
   platform_fingerprint`): CPU instruction set, BLAS kernels, Numba target,
   oneDNN's instruction set, plus the CPU model, its vector flags and core count
@@ -70,8 +70,8 @@ def _commit() -> str | None:
         if not head.stdout.strip():
             return None
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=False)
+                                "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               capture_output=True, text=True, timeout=10, check=False)
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -142,7 +142,9 @@ def plan_fft(p: ConvProblem, cap: int, itemsize: int | None = None,
             if best is None or cost < best[0]:
                 batch = max(1, min(tiles, (cap - spectra) // per_tile))
                 best = (cost, FftPlan(lh, lw, th, tw, nth, ntw, batch))
-    if best is None:  # even the smallest tile exceeds the cap: take it anyway, one at a time
+    if best is None:
+        # Even the smallest tile is over the cap: its plan, one tile at a time, whose
+        # workspace_bytes the caller compares with the cap (the CPU kernel refuses it).
         lh, th, nth = _candidates(kh_eff, p.sh, p.oh, min_length)[0]
         lw, tw, ntw = _candidates(kw_eff, p.sw, p.ow, min_length)[0]
         return FftPlan(lh, lw, th, tw, nth, ntw, 1)
@@ -194,9 +196,40 @@ def tap_spectra(p: ConvProblem, plan: FftPlan, shift: tuple[int, int] = (0, 0),
     return spectra.reshape(plan.freqs, -1)
 
 
+def _conj_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan,
+                         shift: tuple[int, int], workers: int, scale: float) -> np.ndarray:
+    """``scale * conj(rfft2(dilated w))`` of some filters ``w`` (k, C/g, R, S): (k, C/g, F)
+    complex128. Each filter's spectra are computed alone, so blocks of filters give the
+    values all of them at once would."""
+    dilated = np.zeros((w.shape[0], w.shape[1], plan.lh, plan.lw), dtype=np.float64)
+    kh_eff, kw_eff = effective_extent(p.kh, p.dil_h), effective_extent(p.kw, p.dil_w)
+    dilated[:, :, :kh_eff:p.dil_h, :kw_eff:p.dil_w] = w
+    if shift != (0, 0):
+        dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
+    spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
+    if scale != 1.0:
+        spec *= scale
+    return spec.reshape(w.shape[0], w.shape[1], plan.freqs)
+
+
+def filter_transform_bytes(p: ConvProblem, plan: FftPlan, filters: int) -> int:
+    """Bytes :func:`filter_spectra` holds besides its result for a block of ``filters``.
+
+    The float64 zero-stuffed filters and their rolled copy (8 bytes a value each),
+    their complex128 spectra and the conjugate (16 bytes each).
+    """
+    return filters * (p.ic // p.g) * (16 * plan.lh * plan.lw + 32 * plan.freqs)
+
+
+def filter_blocks(count: int, block: int | None) -> list[tuple[int, int]]:
+    """``[k0, k1)`` ranges of at most ``block`` of ``count`` filters (one range for None)."""
+    step = count if block is None else max(1, block)
+    return [(k0, min(count, k0 + step)) for k0 in range(0, count, max(1, step))]
+
+
 def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
                    shift: tuple[int, int] = (0, 0), workers: int = 1,
-                   scale: float = 1.0) -> np.ndarray:
+                   scale: float = 1.0, block: int | None = None) -> np.ndarray:
     """``scale * conj(rfft2(dilated w))`` as ``(F, G, C/g, K/g)``: in float64, rounded once.
 
     Parameters
@@ -213,18 +246,23 @@ def filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype
     scale : float
         Factor folded into the spectra (``1/(L_h L_w)`` lets the inverse FFT
         skip its normalization pass).
+    block : int, optional
+        Filters transformed at once (default: all): the float64 temporaries
+        of :func:`filter_transform_bytes` are a block's, the values the same.
     """
     kg, cg = p.oc // p.g, p.ic // p.g
-    dilated = np.zeros((p.oc, cg, plan.lh, plan.lw), dtype=np.float64)
-    kh_eff, kw_eff = effective_extent(p.kh, p.dil_h), effective_extent(p.kw, p.dil_w)
-    dilated[:, :, :kh_eff:p.dil_h, :kw_eff:p.dil_w] = w
-    if shift != (0, 0):
-        dilated = np.roll(dilated, (-shift[0], -shift[1]), axis=(2, 3))
-    spec = np.conj(scipy.fft.rfft2(dilated, workers=workers))
-    if scale != 1.0:
-        spec *= scale
-    spec = spec.reshape(p.g, kg, cg, plan.freqs).transpose(3, 0, 2, 1)
-    return np.ascontiguousarray(spec, dtype=COMPLEX[np.dtype(dtype)])
+    out = np.empty((plan.freqs, p.g, cg, kg), dtype=COMPLEX[np.dtype(dtype)])
+    for k0, k1 in filter_blocks(p.oc, block):
+        spec = _conj_filter_spectra(w[k0:k1], p, plan, shift, workers, scale)
+        for gi, lo, hi in group_spans(k0, k1, kg):  # out[f, g, c, k] = spec[k, c, f]
+            out[:, gi, :, lo - gi * kg:hi - gi * kg] = spec[lo - k0:hi - k0].transpose(2, 1, 0)
+    return out
+
+
+def group_spans(k0: int, k1: int, kg: int) -> list[tuple[int, int, int]]:
+    """(group, first, end) of the filters ``[k0, k1)`` in each group of ``kg`` they cover."""
+    return [(gi, max(k0, gi * kg), min(k1, (gi + 1) * kg))
+            for gi in range(k0 // kg, -(-k1 // kg))]
 
 
 def tile_position(t: int, tile_rows: int, tile_cols: int) -> tuple[int, int, int]:
@@ -330,16 +368,22 @@ def backward_workspace_bytes(p: ConvProblem, plan: FftPlan, itemsize: int | None
 
 
 def adjoint_filter_spectra(w: np.ndarray, p: ConvProblem, plan: FftPlan, dtype: np.dtype,
-                           workers: int = 1, scale: float = 1.0) -> np.ndarray:
+                           workers: int = 1, scale: float = 1.0,
+                           block: int | None = None) -> np.ndarray:
     """``scale * rfft2(w_f)`` (unconjugated) as ``(F, G, K/g, C/g)``, for backward data.
 
     ``w_f`` is the dilated filter with tap ``(0, 0)`` at ``(-pad) mod L``, as in
-    the whole-image forward path; float64, rounded once.
+    the whole-image forward path; float64, rounded once. ``block`` filters are
+    transformed at once, as in :func:`filter_spectra`.
     """
-    spec = filter_spectra(w, p, plan, np.float64, shift=(p.ph, p.pw), workers=workers,
-                          scale=scale)
-    return np.ascontiguousarray(np.conj(spec).transpose(0, 1, 3, 2),
-                                dtype=COMPLEX[np.dtype(dtype)])
+    kg, cg = p.oc // p.g, p.ic // p.g
+    out = np.empty((plan.freqs, p.g, kg, cg), dtype=COMPLEX[np.dtype(dtype)])
+    for k0, k1 in filter_blocks(p.oc, block):
+        # conj(scale conj(z)) is scale z exactly: conjugation only flips a sign
+        spec = np.conj(_conj_filter_spectra(w[k0:k1], p, plan, (p.ph, p.pw), workers, scale))
+        for gi, lo, hi in group_spans(k0, k1, kg):  # out[f, g, k, c] = spec[k, c, f]
+            out[:, gi, lo - gi * kg:hi - gi * kg] = spec[lo - k0:hi - k0].transpose(2, 0, 1)
+    return out
 
 
 def tap_positions(p: ConvProblem, plan: FftPlan) -> tuple[np.ndarray, np.ndarray]:

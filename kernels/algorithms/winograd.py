@@ -334,7 +334,8 @@ def tiles_filter_bytes(p: ConvProblem, alpha: int, itemsize: int) -> int:
 
 
 def plan_tile_blocks(p: ConvProblem, m: int, cap: int, itemsize: int,
-                     target: int | None = None) -> tuple[int, int, int]:
+                     target: int | None = None,
+                     scratch_per_row: int = 0) -> tuple[int, int, int]:
     """(images, tile rows, tile columns) per block whose ``V`` and ``M`` fit ``cap``.
 
     ``U`` is part of the workspace: blocks are planned within what it leaves.
@@ -342,10 +343,12 @@ def plan_tile_blocks(p: ConvProblem, m: int, cap: int, itemsize: int,
     small enough that a block's ``V`` and ``M`` stay in the last-level cache
     between the phases, large enough that reading ``U`` again for every
     block costs no more than the block's own ``V`` and ``M``.
+    ``scratch_per_row`` is a backend's own bytes per tile row of a block (its
+    transforms' temporaries), planned as part of the block.
     """
     alpha = m + FILTER - 1
     tile_rows, tile_cols = tile_grid_of(p, m)
-    per_tile_row = alpha * alpha * (p.ic + p.oc) * tile_cols * itemsize
+    per_tile_row = alpha * alpha * (p.ic + p.oc) * tile_cols * itemsize + scratch_per_row
     u_bytes = tiles_filter_bytes(p, alpha, itemsize)
     budget = cap - u_bytes
     if target is not None:

@@ -15,6 +15,8 @@ import numpy as np
 from convbench.contract import KernelBase
 from convbench.problem import ConvProblem
 
+from ..cpu.base import CappedWorkspace
+
 
 def im2col_indices(p: ConvProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Channel, row and column index arrays of shape ``(C*R*S, P*Q)`` into the padded input."""
@@ -29,18 +31,33 @@ def im2col_indices(p: ConvProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.broadcast_to(cols, (p.ic, p.kh * p.kw, p.oh * p.ow)).reshape(shape))
 
 
-class NumpyIm2colBaseline(KernelBase):
-    """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination."""
+class NumpyIm2colBaseline(CappedWorkspace, KernelBase):
+    """Textbook im2col with fancy indexing and ``np.dot``; every parameter combination.
+
+    It does not tile (that is the point of it): a layer whose whole lowered
+    matrix is over the workspace cap is refused with the bytes it would need.
+    """
 
     name = "numpy_im2col"
     family = "direct"
     kind = "baseline"
 
     dtypes = ("float32", "float64")
+    uses_libraries = True
+
+    def supports(self, p: ConvProblem) -> str | None:
+        return super().supports(p) or self.workspace_reason(p)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """The padded input and the whole lowered matrix (a call's), the int64 index
+        arrays (kept, and one image of each being built), one ``np.dot``: its product and
+        the contiguous copy it makes of its operand (the gather leaves the images'
+        matrices strided), and BLAS's allowance."""
         padded = p.mb * p.ic * p.padded_height * p.padded_width
-        return (padded + p.mb * p.ic * p.kh * p.kw * p.oh * p.ow) * p.itemsize
+        crs, taps, pq = p.ic * p.kh * p.kw, p.kh * p.kw, p.oh * p.ow
+        indices = 2 * (crs + taps) * pq * 8 + crs * 8
+        dot = (p.oc // p.g + crs // p.g) * pq
+        return self.with_libraries((padded + p.mb * crs * pq + dot) * p.itemsize + indices)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[[], np.ndarray]:

@@ -1,14 +1,21 @@
 """What the Numba CPU kernels share: the base class, the workspace cap, bias, threads.
 
-Every kernel processes large problems in tiles so that the memory it
-allocates beyond input and output stays under :data:`WORKSPACE_CAP_BYTES`
-(it reports the exact figure through ``workspace_bytes``). The cap is a
-per-kernel attribute, so a user can trade memory for speed.
+Every kernel processes large problems in tiles so that what a prepared call
+holds beyond its inputs and outputs -- prepared state (spectra, transformed
+filters, packed weights) and per-call scratch (lowered matrices, tile
+buffers), see :mod:`convbench.contract` -- stays under its cap, and reports
+that figure through ``workspace_bytes``. Where even the smallest tiling is
+over the cap, ``supports`` refuses the problem with the bytes it would need
+(:func:`~convbench.contract.workspace_refusal`). The cap is
+:data:`WORKSPACE_CAP_BYTES` unless ``CONVBENCH_WORKSPACE_CAP`` (or the command
+line's ``--workspace-cap``) sets another, and a per-kernel attribute
+(``workspace_cap``), so a user can trade memory for speed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Hashable
@@ -17,7 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from convbench.contract import KernelBase
+from convbench.contract import WORKSPACE_CAP_ENV, KernelBase, parse_bytes, workspace_refusal
 from convbench.measure.cooldown import WARM_S, cool_down, warm_up
 from convbench.measure.threads import use_preferred_layer
 from convbench.problem import ConvProblem
@@ -33,9 +40,73 @@ use_preferred_layer()
 WORKSPACE_CAP_BYTES = 256 * 2**20
 
 CPU_DTYPES = ("float32", "float64")
+#: What a kernel's libraries allocate out of its sight, allowed in its workspace: BLAS's
+#: per-thread packing buffers as a call's GEMMs reach further into them, pocketfft's plans
+#: and line buffers, NumPy's small temporaries. Measured at up to 3 MiB beside 220 MiB of
+#: counted arrays (benchmarks/workspace_peak.py): a kernel that calls BLAS or an FFT
+#: counts 1/LIBRARY_SHARE of its arrays, at most this, and plans inside the cap less it.
+LIBRARY_BYTES = 4 * 2**20
+LIBRARY_SHARE = 16
 
 
-class CpuKernel(KernelBase):
+def default_workspace_cap() -> int:
+    """The cap of a kernel made without one: ``CONVBENCH_WORKSPACE_CAP``, else 256 MiB.
+
+    Read at each use, so that a command line (or a worker process, which
+    inherits the variable) may set it after the kernels were made.
+
+    Raises
+    ------
+    ValueError
+        The variable is not a byte count (:func:`~convbench.contract.parse_bytes`).
+    """
+    text = os.environ.get(WORKSPACE_CAP_ENV, "").strip()
+    return parse_bytes(text) if text else WORKSPACE_CAP_BYTES
+
+
+class CappedWorkspace:
+    """A kernel's workspace cap, and the refusal of problems whose workspace is over it.
+
+    Subclasses define ``workspace_bytes(p)``: the smallest workspace their
+    tiling reaches under :attr:`workspace_cap`, honestly counted.
+    """
+
+    _workspace_cap: int | None = None
+    #: Whether the kernel calls BLAS or an FFT: its workspace then includes their
+    #: allowance (:meth:`with_libraries`).
+    uses_libraries: bool = False
+
+    @property
+    def workspace_cap(self) -> int:
+        """Upper bound on ``workspace_bytes``; :func:`default_workspace_cap` unless set."""
+        return default_workspace_cap() if self._workspace_cap is None else self._workspace_cap
+
+    @workspace_cap.setter
+    def workspace_cap(self, value: int | None) -> None:
+        self._workspace_cap = None if value is None else int(value)
+
+    @property
+    def tiling_cap(self) -> int:
+        """What the kernel's own arrays may take: the cap less the libraries' allowance
+        for arrays that fill it (so :meth:`with_libraries` of them stays in the cap)."""
+        cap = self.workspace_cap
+        return cap - min(LIBRARY_BYTES, cap // LIBRARY_SHARE) if self.uses_libraries else cap
+
+    def with_libraries(self, arrays: int) -> int:
+        """``arrays`` bytes, plus the libraries' allowance where the kernel calls them:
+        1/:data:`LIBRARY_SHARE` of them, at most :data:`LIBRARY_BYTES`."""
+        if not self.uses_libraries:
+            return arrays
+        return arrays + min(LIBRARY_BYTES, arrays // LIBRARY_SHARE)
+
+    def workspace_reason(self, p: ConvProblem) -> str | None:
+        """The refusal of ``p`` when its workspace is over the cap (``"workspace: needs ..."``)."""
+        needed = self.workspace_bytes(p)  # type: ignore[attr-defined]
+        cap = self.workspace_cap
+        return None if needed <= cap else workspace_refusal(needed, cap)
+
+
+class CpuKernel(CappedWorkspace, KernelBase):
     """Base of convbench's CPU kernels: float32 and float64, host clock, a workspace cap.
 
     A float32 problem that allows TF32 (``fpmath="tf32"``) runs in strict
@@ -46,8 +117,9 @@ class CpuKernel(KernelBase):
 
     Parameters
     ----------
-    workspace_cap : int
-        Upper bound on the bytes the kernel allocates beyond inputs and output.
+    workspace_cap : int, optional
+        Upper bound on what a prepared call holds beyond its inputs and
+        outputs (default: :func:`default_workspace_cap`, read at each use).
     """
 
     backend = "cpu"
@@ -57,7 +129,7 @@ class CpuKernel(KernelBase):
     documented_refusals = (r"^CPU kernels run float32 and float64, got \w+ "
                            r"\(float16 is GPU-only\)$",)
 
-    def __init__(self, workspace_cap: int = WORKSPACE_CAP_BYTES) -> None:
+    def __init__(self, workspace_cap: int | None = None) -> None:
         self.workspace_cap = workspace_cap
 
     def problem_reason(self, p: ConvProblem) -> str | None:
@@ -70,7 +142,7 @@ class CpuKernel(KernelBase):
             return reason
         if p.dtype not in CPU_DTYPES:
             return f"CPU kernels run float32 and float64, got {p.dtype} (float16 is GPU-only)"
-        return self.problem_reason(p)
+        return self.problem_reason(p) or self.workspace_reason(p)
 
 
 def num_threads() -> int:

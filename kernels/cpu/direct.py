@@ -40,7 +40,7 @@ from numba import njit, prange
 from convbench.problem import DIRECTIONS, ConvProblem
 from convbench.problem.arguments import aligned_empty
 
-from .base import CpuKernel, bias_or_zeros, empty_input, empty_output, empty_weights
+from .base import CpuKernel, bias_or_zeros, empty_input, empty_output, empty_weights, num_threads
 from .direct_backward import C_BLOCK, bias_gradient, direct_backward_data, direct_backward_weights
 from .direct_backward import K_BLOCK as BWD_K_BLOCK
 
@@ -55,6 +55,8 @@ KC_BLOCK = 256
 #: Channel order pays off from this many output channels per group (its inner
 #: loop must be long enough to vectorize; measured on ResNet-50 shapes).
 CHANNEL_ORDER_MIN_K = 16
+#: Values of a channel-order work item's arrays: its accumulators and gathered inputs.
+CHANNEL_ORDER_ITEM = Q_BLOCK * KC_BLOCK + Q_BLOCK * 4
 
 
 @njit(cache=True, inline="always")
@@ -227,6 +229,11 @@ def direct_conv2d_channel_order(x, wt, bias, y, sh, sw, pt, pl, dh, dw):
                     y[n, g * kg + kk0 + k, p, q0 + i] = acc[i, k]
 
 
+def transposed_weight_bytes(p: ConvProblem) -> int:
+    """The channel order's copy of the weights, ``(G, C/g, R, S, K/g)``."""
+    return p.oc * p.reduction_length * p.itemsize
+
+
 def vectorize_over_channels(p: ConvProblem) -> bool:
     """Channel order whenever a group has enough output channels to fill its inner loop."""
     return p.oc // p.g >= CHANNEL_ORDER_MIN_K
@@ -246,15 +253,24 @@ class DirectKernel(CpuKernel):
     takes_input_at_call = True  # run(x=x): a plan passes each new input
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """Each of Numba's threads holds one work item's accumulators at a time; the
+        channel order also keeps the transposed weights."""
+        threads = num_threads()
         if p.dir == "bwd_d":
-            return C_BLOCK * p.iw * p.itemsize  # one block of dx rows per work item
+            return threads * C_BLOCK * p.iw * p.itemsize  # one block of dx rows
         if p.dir in ("bwd_w", "bwd_wb"):
-            return BWD_K_BLOCK * p.kh * p.kw * p.itemsize
-        if vectorize_over_channels(p):
-            # The transposed weights, plus one accumulator block per work item.
-            return (p.oc * p.reduction_length + Q_BLOCK * KC_BLOCK) * p.itemsize
+            # the filters' sums, and the one-element dtype carrier of the dot products
+            return threads * (BWD_K_BLOCK * p.kh * p.kw + 1) * p.itemsize
+        if self.channel_order(p):
+            return transposed_weight_bytes(p) + threads * CHANNEL_ORDER_ITEM * p.itemsize
         # One K_BLOCK x Q accumulator block per parallel work item in flight.
-        return K_BLOCK * p.ow * p.itemsize
+        return threads * K_BLOCK * p.ow * p.itemsize
+
+    def channel_order(self, p: ConvProblem) -> bool:
+        """The channel order where it serves (:func:`vectorize_over_channels`) and its
+        transposed weights fit the cap; the row order, which keeps no copy, otherwise."""
+        return (vectorize_over_channels(p) and transposed_weight_bytes(p)
+                + num_threads() * CHANNEL_ORDER_ITEM * p.itemsize <= self.workspace_cap)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., Any]:
@@ -282,7 +298,7 @@ class DirectKernel(CpuKernel):
             return run_backward_weights
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
-        if vectorize_over_channels(p):
+        if self.channel_order(p):
             kg = p.oc // p.g
             wt = np.ascontiguousarray(
                 w.reshape(p.g, kg, p.ic // p.g, p.kh, p.kw).transpose(0, 2, 3, 4, 1))

@@ -33,6 +33,7 @@ from convbench.problem.arguments import aligned_empty
 
 from ..algorithms import fft as algorithm
 from ..algorithms.fft import COMPLEX, FftPlan, filter_spectra, plan_fft, whole_image_path
+from . import fft_workspace as workspace
 from .base import CpuKernel, bias_or_zeros, empty_output, num_threads
 
 tile_position = njit(cache=True, inline="always")(algorithm.tile_position)
@@ -90,7 +91,9 @@ def correlate_spectra(spec: np.ndarray, spectra: np.ndarray, p: ConvProblem, pla
     # so NumPy's floating-point warnings would only be noise.
     with np.errstate(invalid="ignore", over="ignore"):
         yt = xt * spectra if cg == 1 else np.matmul(xt, spectra)
+    del xt  # each copy is dropped once used: the workspace counts two at a time
     ys = np.ascontiguousarray(yt.transpose(2, 1, 3, 0), dtype=COMPLEX[np.dtype(p.dtype)])
+    del yt
     return scipy.fft.irfft2(ys.reshape(nb, p.oc, plan.lh, plan.lw // 2 + 1),
                             s=(plan.lh, plan.lw), workers=workers)
 
@@ -113,28 +116,47 @@ FFT_PARALLEL_MIN_ELEMENTS = 1 << 18
 class FftKernel(CpuKernel):
     """FFT (overlap-save) convolution; every parameter combination.
 
+    Over the cap, the forward pass takes fewer tiles per batch and smaller tiles
+    (:func:`~kernels.algorithms.fft.plan_fft`), a backward pass fewer images per
+    batch, and the tap-factored path, which keeps no ``K C/g F`` spectra, where
+    the stored spectra do not fit (:mod:`kernels.cpu.fft_workspace`); where even
+    the smallest of those is over the cap, ``supports`` refuses the problem with
+    the bytes it would need.
+
     Parameters
     ----------
-    workspace_cap : int
-        Upper bound on filter spectra plus one batch of tile spectra.
+    workspace_cap : int, optional
+        Upper bound on what a prepared call holds beyond its operands: the
+        filter (or gradient, or taps') spectra it keeps, one batch of tiles or
+        images and their spectra, the filter transform's temporaries.
     """
 
     name = "fft"
     family = "fft"
+    uses_libraries = True  # counted in kernels.cpu.fft_workspace
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # filter spectra, once per weight tensor
 
     def plan(self, p: ConvProblem) -> FftPlan:
+        """The FFT sizes and batch of ``p`` under the cap; over it, the smallest plan."""
         if p.dir != "fwd":
-            return algorithm.plan_fft_backward(p, self.workspace_cap,
-                                               factored=algorithm.tap_factored(p))
-        return plan_fft(p, self.workspace_cap)
+            return workspace.plan_backward(p, self.workspace_cap)
+        cap = self.workspace_cap
+        # plan_fft models the spectra and a batch of tiles; the libraries' allowance and
+        # the filter transform's temporaries come on top: a plan within that much of the
+        # cap is made again under less, and under a tiny cap the smallest plan (one
+        # tile of the shortest lengths) needs least.
+        for room in (cap, self.tiling_cap, 1):
+            plan = plan_fft(p, room)
+            if workspace.forward_workspace_bytes(p, plan, cap) <= cap:
+                break
+        return plan
 
     def workspace_bytes(self, p: ConvProblem) -> int:
         if p.dir != "fwd":
-            return algorithm.backward_workspace_bytes(p, self.plan(p))
-        return algorithm.workspace_bytes(p, self.plan(p))
+            return workspace.backward_workspace_bytes(p, self.plan(p), self.workspace_cap)
+        return workspace.forward_workspace_bytes(p, self.plan(p), self.workspace_cap)
 
     def error_model(self, p: ConvProblem) -> ErrorModel:
         plan = self.plan(p)
@@ -142,45 +164,54 @@ class FftKernel(CpuKernel):
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
-        if p.dir != "fwd":
-            return prepare_backward(p, self.plan(p), x, w)
         plan = self.plan(p)
+        if p.dir != "fwd":
+            return prepare_backward(p, plan, x, w, self.workspace_cap)
+        # The spectra first, in blocks of filters, before any buffer of the call exists.
+        block = workspace.filter_block(p, plan, workspace.forward_budget(p, plan,
+                                                                         self.workspace_cap))
+        whole = whole_image_path(p, plan)
+        spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw) if whole else (0, 0),
+                                 workers=num_threads(), block=block)
         y = empty_output(p)
         b = bias_or_zeros(p, bias)
         forward_workers = fft_workers(plan.batch * p.ic * plan.lh * plan.lw)
         inverse_workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
-        if whole_image_path(p, plan):
-            spectra = filter_spectra(w, p, plan, p.dtype, shift=(p.ph, p.pw),
-                                     workers=num_threads())
+        if whole:
             bias_planes = b[:, None, None]
+
+            def whole_image_batch(x: np.ndarray, n0: int, nb: int) -> None:
+                """Images ``n0:n0+nb``: their spectra and products die with the call."""
+                spec = scipy.fft.rfft2(x[n0:n0 + nb], s=(plan.lh, plan.lw),
+                                       workers=forward_workers)
+                out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    np.add(out[:, :, :p.oh * p.sh:p.sh, :p.ow * p.sw:p.sw], bias_planes,
+                           out=y[n0:n0 + nb])
 
             def run_whole_images(x: np.ndarray = x) -> np.ndarray:
                 for n0 in range(0, p.mb, plan.batch):
-                    nb = min(plan.batch, p.mb - n0)
-                    spec = scipy.fft.rfft2(x[n0:n0 + nb], s=(plan.lh, plan.lw),
-                                           workers=forward_workers)
-                    out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
-                    with np.errstate(invalid="ignore", over="ignore"):
-                        np.add(out[:, :, :p.oh * p.sh:p.sh, :p.ow * p.sw:p.sw], bias_planes,
-                               out=y[n0:n0 + nb])
+                    whole_image_batch(x, n0, min(plan.batch, p.mb - n0))
                 return y
 
             return run_whole_images
-        spectra = filter_spectra(w, p, plan, p.dtype, workers=num_threads())
         total = p.mb * plan.tiles
         step_h, step_w = plan.th * p.sh, plan.tw * p.sw
         tiles_buf = np.empty((plan.batch, p.ic, plan.lh, plan.lw), dtype=p.dtype)
 
+        def tile_batch(x: np.ndarray, t0: int, nb: int) -> None:
+            """Tiles ``t0:t0+nb``: their spectra and products die with the call."""
+            tiles = tiles_buf[:nb]
+            gather_tiles(x, tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
+                         p.ph, p.pw)
+            spec = scipy.fft.rfft2(tiles, workers=forward_workers)
+            out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
+            scatter_outputs(out, b, y, t0, plan.tile_rows, plan.tile_cols, plan.th,
+                            plan.tw, p.sh, p.sw)
+
         def run(x: np.ndarray = x) -> np.ndarray:
             for t0 in range(0, total, plan.batch):
-                nb = min(plan.batch, total - t0)
-                tiles = tiles_buf[:nb]
-                gather_tiles(x, tiles, t0, plan.tile_rows, plan.tile_cols, step_h, step_w,
-                             p.ph, p.pw)
-                spec = scipy.fft.rfft2(tiles, workers=forward_workers)
-                out = correlate_spectra(spec, spectra, p, plan, inverse_workers)
-                scatter_outputs(out, b, y, t0, plan.tile_rows, plan.tile_cols, plan.th,
-                                plan.tw, p.sh, p.sw)
+                tile_batch(x, t0, min(plan.batch, total - t0))
             return y
 
         return run
@@ -201,90 +232,163 @@ def contract_channels(spec: np.ndarray, spectra: np.ndarray, groups: int, freqs:
                                 dtype=COMPLEX[np.dtype(dtype)]).reshape(nb, groups * z, freqs)
 
 
-def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray,
-                     b: np.ndarray) -> Callable[..., object]:
+class _StuffedGradient:
+    """``dy`` zero-stuffed onto the stride grid, a batch at a time, and its spectra.
+
+    The buffer is zeroed once: each batch overwrites only the grid.
+    """
+
+    def __init__(self, p: ConvProblem, plan: FftPlan) -> None:
+        self.p, self.plan = p, plan
+        self.buf = np.zeros((plan.batch, p.oc, plan.lh, plan.lw), dtype=p.dtype)
+        self.grid = (slice(None), slice(None), slice(0, p.oh * p.sh, p.sh),
+                     slice(0, p.ow * p.sw, p.sw))
+        self.workers = fft_workers(plan.batch * p.oc * plan.lh * plan.lw)
+
+    def spectra(self, dy: np.ndarray, n0: int, nb: int) -> np.ndarray:
+        """``rfft2`` of images ``n0:n0+nb`` of ``dy``, stuffed."""
+        stuffed = self.buf[:nb]
+        stuffed[self.grid] = dy[n0:n0 + nb]
+        return scipy.fft.rfft2(stuffed, workers=self.workers)
+
+
+def _batches(p: ConvProblem, plan: FftPlan) -> list[tuple[int, int]]:
+    """(first image, images) of each batch."""
+    return [(n0, min(plan.batch, p.mb - n0)) for n0 in range(0, p.mb, plan.batch)]
+
+
+def prepare_backward(p: ConvProblem, plan: FftPlan, a: np.ndarray, b: np.ndarray,
+                     cap: int) -> Callable[..., object]:
     """The backward call of ``p.dir``: ``call(dy)`` -> dx, ``call(x, dy)`` -> dw or (dw, db).
 
     ``(a, b)`` are ``(dy, w)`` for bwd_d and ``(x, dy)`` for bwd_w/bwd_wb, the
-    order of ``torch.nn.grad``'s functions. The zero-stuffed gradient lives in a
-    buffer zeroed once: each call overwrites only the stride grid.
+    order of ``torch.nn.grad``'s functions. What is kept is made before the
+    buffers of a call, and each batch's arrays die with it
+    (:mod:`kernels.cpu.fft_workspace` counts them).
+    """
+    if p.dir == "bwd_d":
+        return _prepare_data(p, plan, a, b, cap)
+    if plan.factored:
+        return _prepare_factored_weights(p, plan, a, b)
+    return _prepare_stored_weights(p, plan, a, b, cap)
+
+
+def _prepare_data(p: ConvProblem, plan: FftPlan, dy: np.ndarray, w: np.ndarray,
+                  cap: int) -> Callable[..., np.ndarray]:
+    """bwd_d: ``dX = dY W`` per frequency (or per tap), inverse, cropped to the image."""
+    lh, lw, half = plan.lh, plan.lw, plan.lw // 2 + 1
+    if plan.factored:
+        taps = algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw)).astype(
+            COMPLEX[np.dtype(p.dtype)])
+        weights = factored_weights(w, p)
+
+        def contract(ys: np.ndarray) -> np.ndarray:
+            return factored_data_spectra(ys, weights, taps, p)
+    else:
+        block = workspace.filter_block(p, plan, workspace.backward_budget(p, plan, cap))
+        spectra = algorithm.adjoint_filter_spectra(w, p, plan, p.dtype,
+                                                   workers=num_threads(), block=block)
+
+        def contract(ys: np.ndarray) -> np.ndarray:
+            return contract_channels(ys, spectra, p.g, plan.freqs, p.dtype)
+    stuffed = _StuffedGradient(p, plan)
+    c_workers = fft_workers(plan.batch * p.ic * lh * lw)
+    dx = aligned_empty(p.input_shape, p.dtype)
+    batches = _batches(p, plan)
+
+    def data_batch(dy: np.ndarray, n0: int, nb: int) -> None:
+        spec = contract(stuffed.spectra(dy, n0, nb))
+        out = scipy.fft.irfft2(spec.reshape(nb, p.ic, lh, half), s=(lh, lw), workers=c_workers)
+        dx[n0:n0 + nb] = out[:, :, :p.ih, :p.iw]
+
+    def run_data(dy: np.ndarray = dy) -> np.ndarray:
+        for n0, nb in batches:
+            data_batch(dy, n0, nb)
+        return dx
+
+    return run_data
+
+
+def _prepare_factored_weights(p: ConvProblem, plan: FftPlan, x: np.ndarray,
+                              dy: np.ndarray) -> Callable[..., object]:
+    """Tap-factored bwd_w: one real GEMM per tap over a batch's images and frequencies."""
+    lh, lw = plan.lh, plan.lw
+    inverse = np.conj(algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw), inverse=True))
+    total64 = np.empty(p.weight_shape, dtype=np.float64)
+    stuffed = _StuffedGradient(p, plan)
+    c_workers = fft_workers(plan.batch * p.ic * lh * lw)
+    dw = aligned_empty(p.weight_shape, p.dtype)
+    db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
+    batches = _batches(p, plan)
+
+    def weights_batch(x: np.ndarray, dy: np.ndarray, n0: int, nb: int) -> None:
+        xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
+        factored_weight_gradient(xs, stuffed.spectra(dy, n0, nb), inverse, p, total64)
+
+    def run_factored_weights(x: np.ndarray = x, dy: np.ndarray = dy) -> object:
+        total64[...] = 0
+        for n0, nb in batches:
+            weights_batch(x, dy, n0, nb)
+        dw[...] = total64
+        return weight_gradients(dy, dw, db)
+
+    return run_factored_weights
+
+
+def _prepare_stored_weights(p: ConvProblem, plan: FftPlan, x: np.ndarray, dy: np.ndarray,
+                            cap: int) -> Callable[..., object]:
+    """bwd_w: ``sum_n X conj(dY)`` per frequency over the batches, inverse, read at the taps.
+
+    The batches after the first add their product into the total a chunk of
+    frequencies at a time, and the inverse runs over blocks of filters: the
+    same values, with temporaries a share of the total's size.
     """
     lh, lw, half = plan.lh, plan.lw, plan.lw // 2 + 1
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
-    stuffed_buf = np.zeros((plan.batch, p.oc, lh, lw), dtype=p.dtype)
-    grid = (slice(None), slice(None), slice(0, p.oh * p.sh, p.sh), slice(0, p.ow * p.sw, p.sw))
-    k_workers = fft_workers(plan.batch * p.oc * lh * lw)
+    rows, cols = algorithm.tap_positions(p, plan)
+    total = np.empty((plan.freqs, g, cg, kg), dtype=COMPLEX[np.dtype(p.dtype)])
+    step = -(-plan.freqs // workspace.SUM_CHUNKS)
+    chunks = [slice(f0, min(plan.freqs, f0 + step)) for f0 in range(0, plan.freqs, step)]
+    final = workspace.final_block(p, plan, workspace.backward_budget(p, plan, cap))
+    stuffed = _StuffedGradient(p, plan)
     c_workers = fft_workers(plan.batch * p.ic * lh * lw)
-    batches = [(n0, min(plan.batch, p.mb - n0)) for n0 in range(0, p.mb, plan.batch)]
-
-    def stuffed_spectra(dy: np.ndarray, n0: int, nb: int) -> np.ndarray:
-        stuffed = stuffed_buf[:nb]
-        stuffed[grid] = dy[n0:n0 + nb]
-        return scipy.fft.rfft2(stuffed, workers=k_workers)
-
-    if p.dir == "bwd_d":
-        dx = aligned_empty(p.input_shape, p.dtype)
-        if plan.factored:
-            taps = algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw)).astype(
-                COMPLEX[np.dtype(p.dtype)])
-            weights = factored_weights(b, p)
-
-            def contract(ys: np.ndarray) -> np.ndarray:
-                return factored_data_spectra(ys, weights, taps, p)
-        else:
-            spectra = algorithm.adjoint_filter_spectra(b, p, plan, p.dtype,
-                                                       workers=num_threads())
-
-            def contract(ys: np.ndarray) -> np.ndarray:
-                return contract_channels(ys, spectra, g, plan.freqs, p.dtype)
-
-        def run_data(dy: np.ndarray = a) -> np.ndarray:
-            for n0, nb in batches:
-                spec = contract(stuffed_spectra(dy, n0, nb))
-                out = scipy.fft.irfft2(spec.reshape(nb, p.ic, lh, half), s=(lh, lw),
-                                       workers=c_workers)
-                dx[n0:n0 + nb] = out[:, :, :p.ih, :p.iw]
-            return dx
-
-        return run_data
-
     dw = aligned_empty(p.weight_shape, p.dtype)
     db = aligned_empty((p.oc,), p.dtype) if p.dir == "bwd_wb" else None
-    if plan.factored:
-        inverse = np.conj(algorithm.tap_spectra(p, plan, shift=(p.ph, p.pw), inverse=True))
-        total64 = np.empty(p.weight_shape, dtype=np.float64)
+    batches = _batches(p, plan)
 
-        def run_factored_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
-            total64[...] = 0
-            for n0, nb in batches:
-                xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
-                factored_weight_gradient(xs, stuffed_spectra(dy, n0, nb), inverse, p, total64)
-            dw[...] = total64
-            return weight_gradients(dy, dw, db)
+    def weights_batch(x: np.ndarray, dy: np.ndarray, n0: int, nb: int, first: bool) -> None:
+        xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
+        ys = stuffed.spectra(dy, n0, nb)
+        # (F, G, C/g, nb) @ conj (F, G, nb, K/g): the sum over images is the GEMM's
+        xt = xs.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 2, 0)
+        yt = np.conj(ys.reshape(nb, g, kg, plan.freqs).transpose(3, 1, 0, 2))
+        del ys
+        with np.errstate(invalid="ignore", over="ignore"):
+            if first:
+                np.matmul(xt, yt, out=total)
+                return
+            for f in chunks:
+                np.add(total[f], np.matmul(xt[f], yt[f]), out=total[f])
 
-        return run_factored_weights
+    def inverse_block(gi: int, lo: int, hi: int) -> None:
+        """``dw[lo:hi]`` (filters of group ``gi``) from the total's inverse at the taps."""
+        spec = np.ascontiguousarray(total[:, gi, :, lo - gi * kg:hi - gi * kg]
+                                    .transpose(2, 1, 0)).reshape(hi - lo, cg, lh, half)
+        full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
+        dw[lo:hi] = full[:, :, rows[:, None], cols[None, :]]
 
-    rows, cols = algorithm.tap_positions(p, plan)
-    cplx = COMPLEX[np.dtype(p.dtype)]
-    total = np.empty((plan.freqs, g, cg, kg), dtype=cplx)
+    def inverse_at_taps() -> None:
+        """``dw`` from the total's inverse, a block of filters at a time."""
+        for k0, k1 in algorithm.filter_blocks(p.oc, final):
+            for span in algorithm.group_spans(k0, k1, kg):
+                inverse_block(*span)
 
-    def run_weights(x: np.ndarray = a, dy: np.ndarray = b) -> object:
+    def run_weights(x: np.ndarray = x, dy: np.ndarray = dy) -> object:
         if not batches:  # no images: nothing is summed
             total[...] = 0
         for i, (n0, nb) in enumerate(batches):
-            xs = scipy.fft.rfft2(x[n0:n0 + nb], s=(lh, lw), workers=c_workers)
-            ys = stuffed_spectra(dy, n0, nb)
-            # (F, G, C/g, nb) @ conj (F, G, nb, K/g): the sum over images is the GEMM's
-            xt = xs.reshape(nb, g, cg, plan.freqs).transpose(3, 1, 2, 0)
-            yt = np.conj(ys.reshape(nb, g, kg, plan.freqs).transpose(3, 1, 0, 2))
-            with np.errstate(invalid="ignore", over="ignore"):
-                if i == 0:
-                    np.matmul(xt, yt, out=total)
-                else:
-                    np.add(total, np.matmul(xt, yt), out=total)
-        spec = np.ascontiguousarray(total.transpose(1, 3, 2, 0)).reshape(p.oc, cg, lh, half)
-        full = scipy.fft.irfft2(spec, s=(lh, lw), workers=fft_workers(spec.size * 2))
-        dw[...] = full[:, :, rows[:, None], cols[None, :]]
+            weights_batch(x, dy, n0, nb, i == 0)
+        inverse_at_taps()
         return weight_gradients(dy, dw, db)
 
     return run_weights
@@ -313,6 +417,7 @@ def factored_data_spectra(ys: np.ndarray, weights: np.ndarray, taps: np.ndarray,
             mixed = np.matmul(weights[rs], planes).view(ys.dtype)  # (B, G, C/g, F)
             mixed *= taps[:, rs]
             out = mixed if out is None else np.add(out, mixed, out=out)
+            del mixed  # before the next tap's: one product beside the sum
     return out.reshape(nb, p.ic, -1)
 
 
@@ -343,6 +448,7 @@ def factored_weight_gradient(xs: np.ndarray, ys: np.ndarray, inverse: np.ndarray
             for gi in range(g):
                 grads[gi, :, :, rs] += np.tensordot(v[:, gi], x_planes[:, gi],
                                                     axes=([0, 2], [0, 2]))
+            del v  # before the next tap's: one product at a time
 
 
 def weight_gradients(dy: np.ndarray, dw: np.ndarray, db: np.ndarray | None) -> object:

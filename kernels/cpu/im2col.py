@@ -19,8 +19,14 @@ from convbench.contract import Prepared
 from convbench.problem import DIRECTIONS, ConvProblem
 from convbench.problem.arguments import aligned_empty
 
-from ..algorithms.im2col import folded_bytes, is_pointwise_gemm, lowered_bytes, plan_lowering
-from ..algorithms.tiling import iter_tiles
+from ..algorithms.im2col import (
+    folded_bytes,
+    is_pointwise_gemm,
+    lowered_bytes,
+    lowered_row_bytes,
+    plan_lowering,
+)
+from ..algorithms.tiling import iter_tiles, plan_tiles
 from .base import CpuKernel, add_bias, empty_input, empty_output, empty_weights, fastest
 from .direct_backward import bias_gradient
 
@@ -129,6 +135,11 @@ def transpose_into(src, dst):
                     out[r] = src[g, r, c]
 
 
+def products_bytes(p: ConvProblem) -> int:
+    """A 1x1 layer's bwd_w: each image's ``dY X^T``, summed into ``dw`` afterwards."""
+    return p.mb * p.oc * p.reduction_length * p.itemsize
+
+
 class Im2colKernel(CpuKernel):
     """im2col lowering + one batched BLAS GEMM per tile; every parameter combination.
 
@@ -140,6 +151,7 @@ class Im2colKernel(CpuKernel):
 
     name = "im2col"
     family = "direct"
+    uses_libraries = True
     directions = DIRECTIONS
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     #: bwd_w's lowered tile, at most: each tile is written by the lowering and read
@@ -150,10 +162,16 @@ class Im2colKernel(CpuKernel):
     backward_weights_tile_bytes = 8 * 2**20
 
     def plan(self, p: ConvProblem) -> tuple[int, int]:
-        """Images and output rows per tile."""
+        """Images and output rows per tile.
+
+        bwd_w's tiles hold, per output row, ``dy``'s row beside the lowered one,
+        and ``dW^T`` with one tile's part beside it besides the tiles.
+        """
         if p.dir in ("bwd_w", "bwd_wb"):
-            return plan_lowering(p, min(self.workspace_cap, self.backward_weights_tile_bytes))
-        return plan_lowering(p, self.workspace_cap)
+            row = lowered_row_bytes(p, p.itemsize) + p.oc * p.ow * p.itemsize
+            room = self.tiling_cap - 2 * p.oc * p.reduction_length * p.itemsize
+            return plan_tiles(p.mb, p.oh, row, min(room, self.backward_weights_tile_bytes))
+        return plan_lowering(p, self.tiling_cap)
 
     def folds_batch(self, p: ConvProblem) -> bool:
         """Whether a forward 1x1 layer may run as one GEMM over the whole batch.
@@ -163,17 +181,27 @@ class Im2colKernel(CpuKernel):
         transposed copy of the input and of the output, within the cap.
         """
         return (p.dir == "fwd" and is_pointwise_gemm(p) and p.g == 1 and p.mb > 1
-                and folded_bytes(p) <= self.workspace_cap)
+                and folded_bytes(p) <= self.tiling_cap)
+
+    def folds_weights(self, p: ConvProblem) -> bool:
+        """Whether a 1x1 layer's bwd_w may run as one GEMM over the batch: as the forward
+        (:meth:`folds_batch`), with the per-image products, timed beside it, in the cap."""
+        return (self.folds_batch(p.with_(dir="fwd"))
+                and folded_bytes(p) + products_bytes(p) <= self.tiling_cap)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`) and the arrays."""
+        return self.with_libraries(self.arrays_bytes(p))
+
+    def arrays_bytes(self, p: ConvProblem) -> int:
+        """The lowered tile (forward, bwd_d), with bwd_w's side-by-side ``dy`` and sums;
+        for a 1x1 layer, the transposed copies of a folded batch and bwd_w's per-image
+        products, both held while ``prepare`` times one against the other."""
         if self.folds_batch(p):
             return folded_bytes(p)
-        if p.dir in ("bwd_w", "bwd_wb") and self.folds_batch(p.with_(dir="fwd")):
-            # The per-image products, or the transposed copies of x and dy.
-            return max(folded_bytes(p), p.mb * p.oc * p.reduction_length * p.itemsize)
         if p.dir in ("bwd_w", "bwd_wb"):
             if is_pointwise_gemm(p):  # each image's product, summed into dw
-                return p.mb * p.oc * p.reduction_length * p.itemsize
+                return products_bytes(p) + (folded_bytes(p) if self.folds_weights(p) else 0)
             # The lowered tile, dy's tile side by side when it has several images, and
             # dW^T with one tile's part beside it.
             nb, rows = self.plan(p)
@@ -310,7 +338,7 @@ class Im2colKernel(CpuKernel):
             np.sum(products, axis=0, out=dw_mat)
 
         gemms: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {"per-image": per_image}
-        if self.folds_batch(p.with_(dir="fwd")):
+        if self.folds_weights(p):
             x_t = np.empty((p.ic, p.mb, hw), dtype=p.dtype)
             dy_t = np.empty((p.oc, p.mb, hw), dtype=p.dtype)
 

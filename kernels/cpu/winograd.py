@@ -27,7 +27,7 @@ from ..algorithms import winograd_backward as backward_algorithm
 from ..algorithms.winograd import A_T, B_T, FILTER, TILE_IN, TILE_OUT, G
 from . import winograd_backward
 from . import winograd_channels_last as channels_last
-from .base import CpuKernel, bias_or_zeros, empty_output
+from .base import CpuKernel, bias_or_zeros, empty_output, num_threads
 
 
 def filter_transform(w: np.ndarray, groups: int, g_matrix: np.ndarray = G) -> np.ndarray:
@@ -215,6 +215,13 @@ def output_transform(m, bias, y, n0, nb, tr0, n_tile_rows, n_tile_cols):
                     out[out_w - 1] = even[full_pairs]
 
 
+def planar_scratch_bytes(p: ConvProblem) -> int:
+    """What the planar transforms allocate on Numba's threads at once: each thread's
+    padded input rows, ``B^T d`` and its even and odd columns for a row of tiles."""
+    _, cols = algorithm.tile_grid(p)
+    return num_threads() * (12 * cols + 12) * p.itemsize
+
+
 class WinogradKernel(CpuKernel):
     """Winograd F(2x2,3x3): 3x3 filters, stride 1, dilation 1; any padding and groups.
 
@@ -230,6 +237,7 @@ class WinogradKernel(CpuKernel):
 
     name = "winograd"
     family = "winograd"
+    uses_libraries = True
     directions = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
     takes_input_at_call = True  # run(x=x): a plan passes each new input
     caches_weights = True  # U = G g G^T, once per weight tensor
@@ -241,10 +249,7 @@ class WinogradKernel(CpuKernel):
     block_bytes: int | None = None
 
     def __init__(self, workspace_cap: int | None = None, layout: str = "auto") -> None:
-        if workspace_cap is None:
-            super().__init__()
-        else:
-            super().__init__(workspace_cap)
+        super().__init__(workspace_cap)
         self.layout = channels_last.checked_layout(layout)
 
     def problem_reason(self, p: ConvProblem) -> str | None:
@@ -255,29 +260,35 @@ class WinogradKernel(CpuKernel):
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
         if channels_last.serves(p, self.layout):
-            return channels_last.plan_blocks(p, TILE_OUT, self.workspace_cap, self.block_bytes)
-        return algorithm.plan_blocks(p, self.workspace_cap, p.itemsize)
+            return channels_last.plan_blocks(p, TILE_OUT, self.tiling_cap, self.block_bytes)
+        return algorithm.plan_blocks(p, self.tiling_cap - planar_scratch_bytes(p), p.itemsize)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """``U`` and one block's ``V`` and ``M`` (planar), with the transforms' own arrays;
+        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`; and
+        BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`)."""
         if p.dir != "fwd":
             return winograd_backward.workspace_bytes(self, p)
         if channels_last.serves(p, self.layout):
-            return channels_last.workspace_bytes(p, TILE_OUT, self.plan(p))
-        return algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
+            return self.with_libraries(channels_last.workspace_bytes(
+                p, TILE_OUT, self.plan(p), self.tiling_cap))
+        return self.with_libraries(algorithm.workspace_bytes(p, self.plan(p), p.itemsize)
+                                   + planar_scratch_bytes(p))
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
         if p.dir != "fwd":
             return winograd_backward.prepare_backward(self, p, x, w)
         g, cg = p.g, p.ic // p.g
-        u = filter_transform(w, g, self.filter_matrix)
         b = bias_or_zeros(p, bias)
         if channels_last.serves(p, self.layout):
             dtype = np.dtype(p.dtype)
             details = {"tile": "F(2x2,3x3)", "points": "standard"}
+            u_gemm = channels_last.gemm_layout(filter_transform(w, g, self.filter_matrix))
             return channels_last.prepare_forward(p, TILE_OUT, A_T.astype(dtype),
-                                                 B_T.astype(dtype), u, b, self.plan(p),
-                                                 details, x, self.workspace_cap)
+                                                 B_T.astype(dtype), u_gemm, b, self.plan(p),
+                                                 details, x, self.tiling_cap)
+        u = filter_transform(w, g, self.filter_matrix)
         y = empty_output(p)
         nb, rows, cols = self.plan(p)
         tile_rows, _ = algorithm.tile_grid(p)

@@ -106,28 +106,33 @@ def gradient_tiles(dy, u, n0, nb, tr0, n_tile_rows, n_tile_cols):
 
 
 def plan_weight_blocks(p: ConvProblem, cap: int) -> tuple[int, int, int]:
-    """(images, tile rows, tile columns) per block of bwd_w (see the algorithm's)."""
-    return algorithm.plan_weight_blocks(p, cap, p.itemsize)
+    """(images, tile rows, tile columns) per block of bwd_w (see the algorithm's), within
+    what the output transform's rows leave of ``cap``."""
+    return algorithm.plan_weight_blocks(p, cap - weights_channels_last.output_scratch_bytes(p),
+                                        p.itemsize)
 
 
 def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
     """Bytes beyond operands and result: the forward's on the transposed problem (bwd_d,
-    plus the cropped ``dy`` where there is one), or ``U``, ``V`` and ``M`` (bwd_w)."""
+    plus the rotated filter ``prepare`` holds and the cropped ``dy`` where there is one),
+    or ``U``, ``V`` and ``M`` and the output transform's float64 rows (bwd_w)."""
     if p.dir == "bwd_d":
         crop_h, crop_w = algorithm.data_crop(p)
         if crop_h >= p.oh or crop_w >= p.ow:
             return 0
         forward_problem = algorithm.data_problem(p)
         cropped = (crop_h, crop_w) != (0, 0)
-        return (kernel.workspace_bytes(forward_problem)
+        rotated = p.oc * (p.ic // p.g) * p.kh * p.kw * p.itemsize
+        return (kernel.workspace_bytes(forward_problem) + rotated
                 + (forward_problem.mb * forward_problem.ic * forward_problem.ih
                    * forward_problem.iw * p.itemsize if cropped else 0))
     if weights_channels_last.serves(p):
-        return weights_channels_last.workspace_bytes(p, kernel.workspace_cap)
-    block = plan_weight_blocks(p, kernel.workspace_cap)
+        return kernel.with_libraries(weights_channels_last.workspace_bytes(p, kernel.tiling_cap))
+    block = plan_weight_blocks(p, kernel.tiling_cap)
     # the block's own sums beside the running ones
-    return (algorithm.weight_workspace_bytes(p, block, p.itemsize)
-            + 16 * p.oc * (p.ic // p.g) * p.itemsize)
+    return kernel.with_libraries(algorithm.weight_workspace_bytes(p, block, p.itemsize)
+                                 + 16 * p.oc * (p.ic // p.g) * p.itemsize
+                                 + weights_channels_last.output_scratch_bytes(p))
 
 
 def prepare_backward(kernel: Any, p: ConvProblem, a: np.ndarray,
@@ -182,9 +187,9 @@ def _sharing_details(fn: Callable[..., Any], forward: Any) -> Prepared:
 def _prepare_weights(kernel: Any, p: ConvProblem, x: np.ndarray,
                      dy: np.ndarray) -> Callable[..., Any]:
     if weights_channels_last.serves(p):
-        return weights_channels_last.prepare_weights(p, x, dy, kernel.workspace_cap)
+        return weights_channels_last.prepare_weights(p, x, dy, kernel.tiling_cap)
     g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
-    nb, rows, cols = plan_weight_blocks(p, kernel.workspace_cap)
+    nb, rows, cols = plan_weight_blocks(p, kernel.tiling_cap)
     tile_rows, _ = algorithm.weight_tile_grid(p)
     v_flat = np.empty(16 * p.ic * nb * rows * cols, dtype=p.dtype)
     u_flat = np.empty(16 * p.oc * nb * rows * cols, dtype=p.dtype)

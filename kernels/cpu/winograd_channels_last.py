@@ -358,11 +358,20 @@ class _Buffers:
                 self.mm[:a2 * tiles * self.oc].reshape(a2, tiles, self.oc))
 
 
+def gemm_layout(u: np.ndarray) -> np.ndarray:
+    """``U`` (alpha^2, G, K/g, C/g) as the GEMMs read it here: (alpha^2, G, C/g, K/g).
+
+    A copy: the argument, a temporary at the call site, is then freed, so that
+    ``prepare`` does not hold ``U`` twice while it chooses a schedule.
+    """
+    return np.ascontiguousarray(u.transpose(0, 1, 3, 2))
+
+
 def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
-                    u: np.ndarray, bias: np.ndarray, block: tuple[int, int, int],
+                    u_gemm: np.ndarray, bias: np.ndarray, block: tuple[int, int, int],
                     details: dict, x: np.ndarray | None = None,
                     cap: int | None = None) -> Prepared:
-    """The forward call of F(m x m, 3x3) for ``p`` with ``U`` (alpha^2, G, K/g, C/g).
+    """The forward call of F(m x m, 3x3) for ``p`` with ``U`` in :func:`gemm_layout`.
 
     A call runs one of three schedules:
 
@@ -377,7 +386,9 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
 
     Which is fastest depends on the shape and on the BLAS build, so with an
     input ``x`` each schedule's whole call is timed here and the fastest
-    kept (:func:`choose_schedule`), as cuDNN's benchmark mode does.
+    kept (:func:`choose_schedule`), as cuDNN's benchmark mode does. The
+    shared block's buffers and the threads' own are never held at once: a
+    schedule drops the other's before it makes its own.
 
     Parameters
     ----------
@@ -387,8 +398,8 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
         The output tile.
     a_t, b_t : numpy.ndarray
         ``A^T`` and ``B^T`` in the problem's dtype.
-    u : numpy.ndarray
-        The transformed filters, ``(alpha^2, G, K/g, C/g)``.
+    u_gemm : numpy.ndarray
+        The transformed filters, ``(alpha^2, G, C/g, K/g)`` (:func:`gemm_layout`).
     bias : numpy.ndarray
         ``K`` values added to every output (zeros for none).
     block : tuple of int
@@ -411,7 +422,6 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
     """
     alpha = m + 2
     a2 = alpha * alpha
-    u_gemm = np.ascontiguousarray(u.transpose(0, 1, 3, 2))  # (alpha^2, G, C/g, K/g)
     (pt, _), (pl, _) = p.padding
     y = np.empty((p.mb, p.oc, p.oh, p.ow), dtype=p.dtype)
     cols = block[2]
@@ -447,6 +457,7 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
         def run(x: np.ndarray) -> dict:
             t_in = t_gemm = t_out = 0.0
             if shared.get("buffers") is None:
+                shared["thread_buffers"] = None
                 shared["buffers"] = _Buffers(p, m, block)
             bufs = shared["buffers"]
             for n0, count, tr0, n_rows in blocks:
@@ -466,39 +477,36 @@ def prepare_forward(p: ConvProblem, m: int, a_t: np.ndarray, b_t: np.ndarray,
 
     schedules: dict[str, Callable[..., dict]] = {"blas": by_phases(gemm_blas),
                                                   "team": by_phases(gemm_team)}
-    thread_blocks: list[tuple[int, ...]] = []
-    if cap is not None and team.n > 1:
-        u_bytes = u.nbytes
-        small = plan_blocks(p, m, u_bytes + max(0, cap - u_bytes) // team.n,
-                            THREAD_BLOCK_BYTES.get(m, 1 << 20))
-        thread_blocks = _blocks_of(p, m, small)
-        if len(thread_blocks) >= 2 * team.n:
-            seconds = np.zeros((team.n, 3))
+    small = None if cap is None else thread_block(p, m, cap, team.n)
+    thread_blocks = [] if small is None else _blocks_of(p, m, small)
+    if small is not None:
+        seconds = np.zeros((team.n, 3))
 
-            def own_blocks(x: np.ndarray, lo: int, hi: int) -> None:
-                for tid in range(lo, hi):
-                    bufs = shared["thread_buffers"][tid]
-                    for n0, count, tr0, n_rows in thread_blocks[tid::team.n]:
-                        t0 = clock()
-                        v, mm = phases_in(x, bufs, n0, count, tr0, n_rows, serial)
-                        t1 = clock()
-                        gemm_stage(v, u_gemm, mm)
-                        t2 = clock()
-                        transform_out(mm, a_t, bias, y, n0, count, tr0, n_rows, cols, 0,
-                                         count * n_rows)
-                        seconds[tid] += (t1 - t0, t2 - t1, clock() - t2)
+        def own_blocks(x: np.ndarray, lo: int, hi: int) -> None:
+            for tid in range(lo, hi):
+                bufs = shared["thread_buffers"][tid]
+                for n0, count, tr0, n_rows in thread_blocks[tid::team.n]:
+                    t0 = clock()
+                    v, mm = phases_in(x, bufs, n0, count, tr0, n_rows, serial)
+                    t1 = clock()
+                    gemm_stage(v, u_gemm, mm)
+                    t2 = clock()
+                    transform_out(mm, a_t, bias, y, n0, count, tr0, n_rows, cols, 0,
+                                  count * n_rows)
+                    seconds[tid] += (t1 - t0, t2 - t1, clock() - t2)
 
-            def by_blocks(x: np.ndarray) -> dict:
-                seconds[:] = 0
-                if shared.get("thread_buffers") is None:
-                    shared["thread_buffers"] = [_Buffers(p, m, small) for _ in range(team.n)]
-                with single_threaded_blas():
-                    team.split(own_blocks, team.n, x)
-                t_in, t_gemm, t_out = seconds.mean(axis=0)
-                return {"input_transform": float(t_in), "gemm": float(t_gemm),
-                        "output_transform": float(t_out)}
+        def by_blocks(x: np.ndarray) -> dict:
+            seconds[:] = 0
+            if shared.get("thread_buffers") is None:
+                shared["buffers"] = None
+                shared["thread_buffers"] = [_Buffers(p, m, small) for _ in range(team.n)]
+            with single_threaded_blas():
+                team.split(own_blocks, team.n, x)
+            t_in, t_gemm, t_out = seconds.mean(axis=0)
+            return {"input_transform": float(t_in), "gemm": float(t_gemm),
+                    "output_transform": float(t_out)}
 
-            schedules["blocks"] = by_blocks
+        schedules["blocks"] = by_blocks
 
     details = {**details, "layout": "channels-last", "blocks": len(blocks),
                "schedule": "blas", "schedules": list(schedules),
@@ -580,18 +588,51 @@ def _block_bytes(p: ConvProblem, m: int) -> tuple[int, int, int]:
     return per_row, halo, algorithm.tiles_filter_bytes(p, alpha, p.itemsize)
 
 
-def plan_blocks(p: ConvProblem, m: int, cap: int,
-                target: int | None = None) -> tuple[int, int, int]:
+def transform_scratch_bytes(p: ConvProblem, m: int) -> int:
+    """What one thread's transform allocates for a row of tiles: the input rows' ``B^T d``
+    (alpha x padded row), or the output's ``A^T M`` and its band of output rows."""
+    alpha = m + 2
+    _, cols = algorithm.tile_grid_of(p, m)
+    span = (cols * m + alpha - m) * p.ic
+    return max(alpha * span, (alpha * m + m * cols * m) * p.oc) * p.itemsize
+
+
+def scratch_bytes(p: ConvProblem, m: int, n: int | None = None) -> int:
+    """The transforms' allocations of the team's ``n`` threads at once (default: its size)."""
+    n = team_of(num_threads()).n if n is None else n
+    return n * transform_scratch_bytes(p, m)
+
+
+def thread_block(p: ConvProblem, m: int, cap: int, n: int) -> tuple[int, int, int] | None:
+    """A thread's block in the ``"blocks"`` schedule of ``n`` threads under ``cap``, or None
+    where that schedule does not run: one thread, fewer than two blocks a thread, or the
+    threads' buffers over the cap."""
+    if n < 2:
+        return None
+    u_bytes = algorithm.tiles_filter_bytes(p, m + 2, p.itemsize)
+    scratch = scratch_bytes(p, m, n)
+    small = plan_blocks(p, m, u_bytes + max(0, cap - u_bytes) // n,
+                        THREAD_BLOCK_BYTES.get(m, 1 << 20), scratch=scratch // n)
+    per_row, halo, _ = _block_bytes(p, m)
+    threads = n * small[0] * (small[1] * per_row + halo)
+    if len(_blocks_of(p, m, small)) < 2 * n or u_bytes + threads + scratch > cap:
+        return None
+    return small
+
+
+def plan_blocks(p: ConvProblem, m: int, cap: int, target: int | None = None,
+                scratch: int | None = None) -> tuple[int, int, int]:
     """(images, tile rows, tile columns) per block whose workspace fits ``cap``.
 
     A block's workspace is its ``V``, ``M`` and zero-padded input rows, and
-    ``U`` is shared by all blocks. With a ``target``, blocks are kept to
-    about ``max(target, bytes of U)`` (see
+    ``U`` is shared by all blocks, as are the transforms' allocations
+    (``scratch``, default :func:`scratch_bytes`). With a ``target``, blocks are
+    kept to about ``max(target, bytes of U)`` (see
     :func:`kernels.algorithms.winograd.plan_tile_blocks`).
     """
     tile_rows, tile_cols = algorithm.tile_grid_of(p, m)
     per_row, halo, u_bytes = _block_bytes(p, m)
-    budget = cap - u_bytes
+    budget = cap - u_bytes - (scratch_bytes(p, m) if scratch is None else scratch)
     if target is not None:
         budget = min(budget, max(target, u_bytes))
     per_image = tile_rows * per_row + halo
@@ -600,11 +641,19 @@ def plan_blocks(p: ConvProblem, m: int, cap: int,
     return 1, max(1, min(tile_rows, (budget - halo) // per_row)), tile_cols
 
 
-def workspace_bytes(p: ConvProblem, m: int, block: tuple[int, int, int]) -> int:
-    """``U``, and one block's ``V``, ``M`` and zero-padded input rows."""
+def workspace_bytes(p: ConvProblem, m: int, block: tuple[int, int, int],
+                    cap: int | None = None) -> int:
+    """``U``, and one block's ``V``, ``M`` and zero-padded input rows (or, where the
+    ``"blocks"`` schedule may run under ``cap`` and takes more, every thread's own), and
+    the transforms' allocations; in ``prepare``, ``U`` beside its untransposed original."""
     nb, rows, _ = block
     per_row, halo, u_bytes = _block_bytes(p, m)
-    return u_bytes + nb * (rows * per_row + halo)
+    buffers = nb * (rows * per_row + halo)
+    n = team_of(num_threads()).n
+    small = None if cap is None else thread_block(p, m, cap, n)
+    if small is not None:
+        buffers = max(buffers, n * small[0] * (small[1] * per_row + halo))
+    return u_bytes + max(u_bytes, buffers + scratch_bytes(p, m, n))
 
 
 class Team:

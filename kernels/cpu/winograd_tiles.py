@@ -35,7 +35,7 @@ from convbench.problem import ConvProblem
 from ..algorithms import winograd as algorithm
 from . import winograd_backward
 from . import winograd_channels_last as channels_last
-from .base import CpuKernel, bias_or_zeros, empty_output
+from .base import CpuKernel, bias_or_zeros, empty_output, num_threads
 from .winograd import load_padded_row
 
 
@@ -194,6 +194,17 @@ def output_transform(mm, a_t, bias, y, n0, nb, tr0, n_tile_rows, n_tile_cols):
                         dst[tj] = src[tj]
 
 
+def planar_scratch_bytes(p: ConvProblem, m: int) -> tuple[int, int]:
+    """What the planar transforms allocate on Numba's threads at once: per tile row of a
+    block (each thread's input tiles gathered, ``d`` and ``B^T d``, or the output's ``A^T M``
+    and its tiles, over the block's tiles of an image), and besides (a padded input row)."""
+    alpha = m + 2
+    _, cols = algorithm.tile_grid_of(p, m)
+    threads = num_threads()
+    per_row = threads * max(alpha * alpha + alpha, alpha + m) * cols * p.itemsize
+    return per_row, threads * (cols * m + alpha) * p.itemsize
+
+
 class WinogradTileKernel(CpuKernel):
     """Winograd F(m x m, 3x3) from interpolation points: 3x3 filters, stride 1, dilation 1.
 
@@ -213,6 +224,7 @@ class WinogradTileKernel(CpuKernel):
     """
 
     family = "winograd"
+    uses_libraries = True
     #: bwd_d is this kernel's forward pass on ``dy`` with the rotated, swapped filter
     #: (:func:`kernels.cpu.winograd_backward.prepare_backward`).
     directions = ("fwd", "bwd_d")
@@ -227,10 +239,7 @@ class WinogradTileKernel(CpuKernel):
 
     def __init__(self, workspace_cap: int | None = None, points: str | None = None,
                  layout: str = "auto") -> None:
-        if workspace_cap is None:
-            super().__init__()
-        else:
-            super().__init__(workspace_cap)
+        super().__init__(workspace_cap)
         self.transforms = algorithm.tile_transforms(self.tile, points)
         self.layout = channels_last.checked_layout(layout)
 
@@ -262,16 +271,25 @@ class WinogradTileKernel(CpuKernel):
     def plan(self, p: ConvProblem) -> tuple[int, int, int]:
         """(images, tile rows, tile columns) per block of tiles."""
         if channels_last.serves(p, self.layout):
-            return channels_last.plan_blocks(p, self.tile, self.workspace_cap, self.block_bytes)
-        return algorithm.plan_tile_blocks(p, self.tile, self.workspace_cap, p.itemsize,
-                                          self.block_bytes)
+            return channels_last.plan_blocks(p, self.tile, self.tiling_cap, self.block_bytes)
+        rows_scratch, fixed_scratch = planar_scratch_bytes(p, self.tile)
+        return algorithm.plan_tile_blocks(p, self.tile, self.tiling_cap - fixed_scratch,
+                                          p.itemsize, self.block_bytes, rows_scratch)
 
     def workspace_bytes(self, p: ConvProblem) -> int:
+        """``U`` and one block's ``V`` and ``M`` (planar), with the transforms' own arrays;
+        channels-last: :func:`kernels.cpu.winograd_channels_last.workspace_bytes`; and
+        BLAS's allowance (:data:`~kernels.cpu.base.LIBRARY_BYTES`)."""
         if p.dir == "bwd_d":
             return winograd_backward.workspace_bytes(self, p)
         if channels_last.serves(p, self.layout):
-            return channels_last.workspace_bytes(p, self.tile, self.plan(p))
-        return algorithm.tiles_workspace_bytes(p, self.tile, self.plan(p), p.itemsize)
+            return self.with_libraries(channels_last.workspace_bytes(
+                p, self.tile, self.plan(p), self.tiling_cap))
+        block = self.plan(p)
+        rows_scratch, fixed_scratch = planar_scratch_bytes(p, self.tile)
+        return self.with_libraries(algorithm.tiles_workspace_bytes(p, self.tile, block,
+                                                                   p.itemsize)
+                                   + block[1] * rows_scratch + fixed_scratch)
 
     def prepare_call(self, p: ConvProblem, x: np.ndarray, w: np.ndarray,
                      bias: np.ndarray | None) -> Callable[..., np.ndarray]:
@@ -282,13 +300,14 @@ class WinogradTileKernel(CpuKernel):
         alpha = b_t.shape[0]
         a2 = alpha * alpha
         g, cg, kg = p.g, p.ic // p.g, p.oc // p.g
-        u = filter_transform(w, g, g_matrix)
         details = {"tile": self.label, "points": self.transforms.name,
                    "points_values": [str(a) for a in self.transforms.points]}
         if channels_last.serves(p, self.layout):
-            return channels_last.prepare_forward(p, m, a_t, b_t, u, bias_or_zeros(p, bias),
+            u_gemm = channels_last.gemm_layout(filter_transform(w, g, g_matrix))
+            return channels_last.prepare_forward(p, m, a_t, b_t, u_gemm, bias_or_zeros(p, bias),
                                                  self.plan(p), details, x,
-                                                 self.workspace_cap)
+                                                 self.tiling_cap)
+        u = filter_transform(w, g, g_matrix)
         depthwise_like = cg == 1
         if depthwise_like:
             u = np.ascontiguousarray(u.reshape(a2, g, kg, 1))

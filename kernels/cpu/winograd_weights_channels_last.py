@@ -150,6 +150,16 @@ def weight_output_rows(m, a_t, dw, lo, hi):
                     out[c, r, s] = acc[r * 3 + s, c]
 
 
+def output_scratch_bytes(p: ConvProblem) -> int:
+    """The output transform's float64 rows (9 x C/g) on every thread at once."""
+    return num_threads() * 9 * (p.ic // p.g) * 8
+
+
+def input_scratch_bytes(p: ConvProblem, cols: int) -> int:
+    """A thread's ``B^T d`` of a padded row of tiles (4 x (2 cols + 2) x C) in the transform."""
+    return 4 * (2 * cols + 2) * p.ic * p.itemsize
+
+
 def _row_bytes(p: ConvProblem, cols: int) -> int:
     """Bytes per tile row of a block: ``V``, ``U``, and two staged rows of ``x`` and ``dy``."""
     wp = 2 * cols + 2
@@ -161,15 +171,23 @@ def _sums_bytes(p: ConvProblem) -> int:
     return 2 * TILE_VALUES * p.oc * (p.ic // p.g) * p.itemsize
 
 
+def scratch_bytes(p: ConvProblem, n: int | None = None) -> int:
+    """What the transforms of ``n`` threads (default: the team's) allocate at once."""
+    n = channels_last.team_of(num_threads()).n if n is None else n
+    _, tile_cols = algorithm.weight_tile_grid(p)
+    return max(n * input_scratch_bytes(p, tile_cols), output_scratch_bytes(p))
+
+
 def plan_blocks(p: ConvProblem, cap: int, target: int | None = None) -> tuple[int, int, int]:
-    """(images, tile rows, tile columns) per block whose buffers fit ``cap`` beside ``M``.
+    """(images, tile rows, tile columns) per block whose buffers fit ``cap`` beside ``M``
+    and the transforms' own arrays (:func:`scratch_bytes`).
 
     Each image's block also stages two halo rows of ``x``, counted here as
     one more tile row.
     """
     tile_rows, tile_cols = algorithm.weight_tile_grid(p)
     per_row = _row_bytes(p, tile_cols)
-    budget = cap - _sums_bytes(p)
+    budget = cap - _sums_bytes(p) - scratch_bytes(p)
     if target is not None:
         budget = min(budget, max(target, _sums_bytes(p)))
     nb, rows = plan_tiles(p.mb, tile_rows + 1, per_row, budget)
@@ -180,11 +198,14 @@ def plan_blocks(p: ConvProblem, cap: int, target: int | None = None) -> tuple[in
 
 def workspace_bytes(p: ConvProblem, cap: int) -> int:
     """One block's ``V``, ``U`` and staged rows, and ``M`` twice; or, where the
-    ``"blocks"`` schedule may run and takes more, every thread's own of those."""
+    ``"blocks"`` schedule may run and takes more, every thread's own of those (a
+    schedule drops the other's buffers before it makes its own); and the
+    transforms' own arrays."""
     shared = _Buffers.bytes_of(p, plan_blocks(p, cap, BLOCK_BYTES))
     n = channels_last.team_of(num_threads()).n
     small = thread_block(p, cap, n)
-    return shared if small is None else max(shared, n * _Buffers.bytes_of(p, small))
+    buffers = shared if small is None else max(shared, n * _Buffers.bytes_of(p, small))
+    return buffers + scratch_bytes(p, n)
 
 
 def thread_block(p: ConvProblem, cap: int, n: int) -> tuple[int, int, int] | None:
@@ -194,7 +215,8 @@ def thread_block(p: ConvProblem, cap: int, n: int) -> tuple[int, int, int] | Non
     if n < 2:
         return None
     small = plan_blocks(p, cap // n, THREAD_BLOCK_BYTES)
-    if len(_blocks_of(p, small)) < 2 * n or n * _Buffers.bytes_of(p, small) > cap:
+    if len(_blocks_of(p, small)) < 2 * n or \
+            n * _Buffers.bytes_of(p, small) + scratch_bytes(p, n) > cap:
         return None
     return small
 
@@ -332,6 +354,7 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
     def by_phases(x: np.ndarray, dy: np.ndarray,
                   gemm: Callable[..., None] = gemms) -> tuple[np.ndarray, dict]:
         if shared["buffers"] is None:
+            shared["thread_buffers"] = None  # never both schedules' buffers at once
             shared["buffers"] = _Buffers(p, block)
         bufs = shared["buffers"]
         t_in, t_gemm = sums_of(x, dy, bufs, blocks, team.split, gemm)
@@ -356,6 +379,7 @@ def prepare_weights(p: ConvProblem, x: np.ndarray, dy: np.ndarray, cap: int) -> 
 
         def by_blocks(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
             if shared["thread_buffers"] is None:
+                shared["buffers"] = None
                 shared["thread_buffers"] = [_Buffers(p, small) for _ in range(team.n)]
             with channels_last.single_threaded_blas():
                 team.split(own_blocks, team.n, x, dy)
