@@ -37,8 +37,9 @@ from convbench.measure.memory import CHILD_ENVIRONMENT
 
 DIRECTIONS = ("fwd", "bwd_d", "bwd_w", "bwd_wb")
 #: Registered CPU kernels this cannot measure, and why.
-OUT_OF_SCOPE = {"onednn": "oneDNN inside torch: its scratchpad and torch's caching allocator "
-                          "are neither Numba's heap nor separable from torch's own memory"}
+_INSIDE_TORCH = ("oneDNN inside torch: its scratchpad and torch's caching allocator are "
+                 "neither Numba's heap nor separable from torch's own memory")
+OUT_OF_SCOPE = {name: _INSIDE_TORCH for name in ("onednn", "onednn_best", "onednn_cl")}
 MIB = 2**20
 
 
