@@ -363,14 +363,19 @@ def markdown_block(prov: dict[str, Any]) -> str:
             f"{visible}\n")
 
 
+def _block_span(text: str) -> tuple[int, int] | None:
+    """Where a Markdown file's provenance block opens, and where its closing line starts."""
+    start = text.find(MARKDOWN_OPEN)
+    end = -1 if start < 0 else text.find(MARKDOWN_CLOSE, start + len(MARKDOWN_OPEN))
+    return None if end < 0 else (start, end)
+
+
 def markdown_body(text: str) -> str:
     """``text`` without its provenance block and the visible line after it."""
-    start = text.find(MARKDOWN_OPEN)
-    if start < 0:
+    span = _block_span(text)
+    if span is None:
         return text
-    end = text.find(MARKDOWN_CLOSE, start + len(MARKDOWN_OPEN))
-    if end < 0:
-        return text
+    start, end = span
     rest = text[end + len(MARKDOWN_CLOSE):].lstrip("\n")
     first, _, after = rest.partition("\n")
     if first.startswith("*Measured ") and first.endswith("*"):
@@ -467,12 +472,10 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             return None
         return data.get("provenance") if isinstance(data, dict) else None
     if path.suffix == ".md":
-        start = text.find(MARKDOWN_OPEN)
-        if start < 0:
+        span = _block_span(text)
+        if span is None:
             return None
-        end = text.find(MARKDOWN_CLOSE, start + len(MARKDOWN_OPEN))
-        if end < 0:
-            return None
+        start, end = span
         try:
             return json.loads(text[start + len(MARKDOWN_OPEN):end])
         except json.JSONDecodeError:
