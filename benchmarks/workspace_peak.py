@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -61,18 +61,45 @@ def layers_of(suites: Iterable[str], directions: Iterable[str],
 
 
 def quick_choices() -> None:
-    """Time each candidate of a ``prepare``'s choice (``kernels.cpu.base.fastest``) in one round.
+    """Make every ``prepare``'s timed choice (``kernels.cpu.base.fastest``) :func:`once_each`.
 
-    The candidates allocate what they allocate whatever the rounds; one round
-    without pauses keeps a sweep of every layer short. The choice is then
-    noisier, which changes which buffers a call keeps, not the largest.
+    The candidates allocate what they allocate however often they are timed;
+    the choice is then noisier, which changes which buffers a call keeps after
+    ``prepare``, not the largest it held.
     """
-    from convbench.kernels.cpu import base  # noqa: PLC0415
+    from convbench.kernels.cpu import base, im2col  # noqa: PLC0415
+    from convbench.kernels.cpu import winograd_channels_last as channels_last  # noqa: PLC0415
 
-    base.FASTEST_ROUNDS = 1
-    base.FASTEST_SAMPLE_S = 0.0
-    base.FASTEST_COOL_DOWN_S = 0.0
-    base.WARM_S = 0.0
+    for module in (base, im2col, channels_last):
+        module.fastest = once_each
+
+
+def on_team_threads(fn: Callable[[], None]) -> None:
+    """``fn`` on each thread of the CPU kernels' team, with BLAS single-threaded there, as
+    the Winograd schedules call it."""
+    from convbench.kernels.cpu.base import num_threads  # noqa: PLC0415
+    from convbench.kernels.cpu.winograd_channels_last import (  # noqa: PLC0415
+        single_threaded_blas,
+        team_of,
+    )
+
+    team = team_of(num_threads())
+    with single_threaded_blas():
+        team.split(lambda lo, hi: [fn() for _ in range(lo, hi)], team.n)
+
+
+def once_each(candidates: dict[str, Callable[[], object]], key: Any = None) -> str:
+    """``kernels.cpu.base.fastest`` reduced to one call of each candidate, the fastest kept.
+
+    Each candidate is called, so it allocates what it allocates, as in the timed
+    choice; one call each instead of a dozen keeps a sweep of every layer short.
+    """
+    seconds = {}
+    for name, call in candidates.items():
+        t0 = time.perf_counter()
+        call()
+        seconds[name] = time.perf_counter() - t0
+    return min(seconds, key=seconds.__getitem__)
 
 
 def measure_task(kernel_name: str, problems: list[tuple[str, str, str]],
@@ -85,7 +112,7 @@ def measure_task(kernel_name: str, problems: list[tuple[str, str, str]],
     )
 
     RAW_HEAP.install()  # before any Numba array exists
-    warm_libraries()
+    warm_libraries(on_team_threads)
     from convbench.contract import WORKSPACE_REFUSAL, refusal  # noqa: PLC0415
     from convbench.kernels.cpu.base import forget_choices  # noqa: PLC0415
     from convbench.problem import ConvProblem  # noqa: PLC0415

@@ -167,8 +167,8 @@ MEASURE = textwrap.dedent('''
     sys.path.insert(0, "benchmarks")
     from convbench.measure.memory import RAW_HEAP, measure_prepared_call, warm_libraries
     RAW_HEAP.install()
-    warm_libraries()
     import workspace_peak
+    warm_libraries(workspace_peak.on_team_threads)
     workspace_peak.quick_choices()
     from convbench import ConvProblem, get_kernel
     from convbench.kernels.cpu.base import forget_choices

@@ -291,22 +291,30 @@ def result_bytes(p: Any) -> int:
     return count * p.itemsize
 
 
-def warm_libraries() -> None:
-    """Touch the buffers BLAS keeps for the process, so that no measurement pays for them.
-
-    OpenBLAS packs GEMM operands into per-thread buffers it allocates once and
-    touches as far as the largest GEMM so far reached: the first large GEMM of
-    a process would otherwise grow the resident set by megabytes that no later
-    call gives back or needs again. One GEMM per dtype, as deep and wide as a
-    packed panel (a second or so in all on two cores); what a kernel's own
-    larger GEMMs reach beyond that is part of its libraries' allowance.
-    """
+def warm_gemms() -> None:
+    """GEMMs of every dtype that reach into BLAS's packing buffers as far as a layer's do:
+    one as deep and wide as a packed panel, and tall, thin ones (Winograd's and FFT's)."""
     import numpy as np  # noqa: PLC0415
 
     for dtype in (np.float32, np.float64, np.complex64, np.complex128):
-        a = np.ones((512, 512), dtype=dtype)
-        b = np.ones((512, 8192), dtype=dtype)
-        np.matmul(a, b)
+        for m, k, n in ((512, 512, 8192), (40000, 64, 64), (40000, 64, 3)):
+            np.matmul(np.ones((m, k), dtype=dtype), np.ones((k, n), dtype=dtype))
+
+
+def warm_libraries(on_threads: Callable[[Callable[[], None]], None] | None = None) -> None:
+    """Touch the buffers BLAS keeps for the process, so that no measurement pays for them.
+
+    OpenBLAS packs GEMM operands into per-thread buffers it allocates once and
+    touches as far as the largest GEMM of that shape so far reached: the first
+    such GEMM of a process would otherwise grow the resident set by up to 7 MiB
+    that no later call gives back or needs again. :func:`warm_gemms` here (a
+    second or so on two cores), and on other threads that call BLAS themselves
+    through ``on_threads(fn)`` (a kernel's own thread team); what a kernel's
+    GEMMs reach beyond that is part of its libraries' allowance.
+    """
+    warm_gemms()
+    if on_threads is not None:
+        on_threads(warm_gemms)
     trim_heap()
 
 

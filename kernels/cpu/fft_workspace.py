@@ -170,9 +170,12 @@ def side_bytes(p: ConvProblem, plan: FftPlan, budget: int) -> int:
 
 
 def sum_chunk_bytes(p: ConvProblem, plan: FftPlan) -> int:
-    """Stored bwd_w: a batch's product, added into the total a frequency chunk at a time."""
-    if plan.factored or p.dir == "bwd_d":
+    """What a batch adds into bwd_w's sum at once: stored, the batch's product a frequency
+    chunk at a time; tap-factored, one tap's and group's float64 ``K/g x C/g`` GEMM."""
+    if p.dir == "bwd_d":
         return 0
+    if plan.factored:
+        return (p.oc // p.g) * (p.ic // p.g) * 8
     return -(-algorithm.filter_bytes(p, plan.lh, plan.lw, p.itemsize) // SUM_CHUNKS)
 
 

@@ -21,6 +21,7 @@ The math is :mod:`kernels.algorithms.winograd_backward`'s.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -112,20 +113,35 @@ def plan_weight_blocks(p: ConvProblem, cap: int) -> tuple[int, int, int]:
                                         p.itemsize)
 
 
+def data_extra_bytes(p: ConvProblem) -> int:
+    """What bwd_d holds beside the forward kernel's workspace: the rotated filter (in
+    ``prepare``) and, where the padding is over 2, the cropped ``dy``."""
+    forward_problem = algorithm.data_problem(p)
+    cropped = algorithm.data_crop(p) != (0, 0)
+    rotated = p.oc * (p.ic // p.g) * p.kh * p.kw * p.itemsize
+    return rotated + (forward_problem.mb * forward_problem.ic * forward_problem.ih
+                      * forward_problem.iw * p.itemsize if cropped else 0)
+
+
+def data_kernel(kernel: Any, p: ConvProblem) -> Any:
+    """The forward kernel that computes ``p``'s ``dx``: ``kernel`` under its cap less
+    :func:`data_extra_bytes`, so that bwd_d as a whole stays in the cap."""
+    shadow = copy.copy(kernel)
+    shadow.workspace_cap = max(1, kernel.workspace_cap - data_extra_bytes(p))
+    return shadow
+
+
 def workspace_bytes(kernel: Any, p: ConvProblem) -> int:
     """Bytes beyond operands and result: the forward's on the transposed problem (bwd_d,
-    plus the rotated filter ``prepare`` holds and the cropped ``dy`` where there is one),
-    or ``U``, ``V`` and ``M`` and the output transform's float64 rows (bwd_w)."""
+    plus :func:`data_extra_bytes`), or ``U``, ``V`` and ``M`` and the output transform's
+    float64 rows (bwd_w)."""
     if p.dir == "bwd_d":
         crop_h, crop_w = algorithm.data_crop(p)
         if crop_h >= p.oh or crop_w >= p.ow:
             return 0
         forward_problem = algorithm.data_problem(p)
-        cropped = (crop_h, crop_w) != (0, 0)
-        rotated = p.oc * (p.ic // p.g) * p.kh * p.kw * p.itemsize
-        return (kernel.workspace_bytes(forward_problem) + rotated
-                + (forward_problem.mb * forward_problem.ic * forward_problem.ih
-                   * forward_problem.iw * p.itemsize if cropped else 0))
+        return (data_kernel(kernel, p).workspace_bytes(forward_problem)
+                + data_extra_bytes(p))
     if weights_channels_last.serves(p):
         return kernel.with_libraries(weights_channels_last.workspace_bytes(p, kernel.tiling_cap))
     block = plan_weight_blocks(p, kernel.tiling_cap)
@@ -157,12 +173,13 @@ def _prepare_data(kernel: Any, p: ConvProblem, dy: np.ndarray,
         return lambda dy=dy: dx
     forward_problem = algorithm.data_problem(p)
     rotated = algorithm.rotated_filter(w, p.g)
+    forward_kernel = data_kernel(kernel, p)
     if (crop_h, crop_w) == (0, 0):
-        forward = kernel.prepare_call(forward_problem, dy, rotated, None)
+        forward = forward_kernel.prepare_call(forward_problem, dy, rotated, None)
         return _sharing_details(lambda dy=dy: forward(dy), forward)
     cropped = aligned_empty(forward_problem.input_shape, p.dtype)
     np.copyto(cropped, dy[:, :, crop_h:, crop_w:])
-    forward = kernel.prepare_call(forward_problem, cropped, rotated, None)
+    forward = forward_kernel.prepare_call(forward_problem, cropped, rotated, None)
 
     def run_cropped(dy: np.ndarray = dy) -> np.ndarray:
         np.copyto(cropped, dy[:, :, crop_h:, crop_w:])
