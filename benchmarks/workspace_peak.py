@@ -300,9 +300,9 @@ def write(out: Path, data: dict[str, Any]) -> None:
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
 
 
-def resummarize(source: Path, out: Path) -> int:
+def resummarize(source: Path, out: Path, note: str | None = None) -> int:
     """The summary and Markdown of ``source``'s records again, its provenance kept; the
-    scope says which commit summarized them."""
+    scope says which commit summarized them, and ``note`` what else a reader should know."""
     from convbench.store.provenance import provenance  # noqa: PLC0415
 
     data = json.loads(source.read_text())
@@ -313,6 +313,8 @@ def resummarize(source: Path, out: Path) -> int:
     data["scope_text"] = (scope.split(" Summarized again")[0]
                           + f" Summarized again from these records at commit `{now['commit']}` "
                           f"({now['date']}).")
+    if note:
+        data["scope_text"] += f" {note}"
     write(out, data)
     print(markdown(data["summary"], data["provenance"], data["wall_s"], data["scope_text"]))
     return 1 if data["summary"]["over_cap"] or data["summary"]["failed"] else 0
@@ -330,9 +332,10 @@ def main() -> int:
     parser.add_argument("--summarize", metavar="JSON",
                         help="measure nothing: summarize the records of an earlier OUT.json "
                              "again (with its provenance) into OUT.json and OUT.md")
+    parser.add_argument("--note", help="with --summarize: a sentence added to the scope")
     args = parser.parse_args()
     if args.summarize:
-        return resummarize(Path(args.summarize), Path(args.out or args.summarize))
+        return resummarize(Path(args.summarize), Path(args.out or args.summarize), args.note)
     # Before anything imports Numba here, and for the workers from their start.
     os.environ.update(CHILD_ENVIRONMENT)
     from convbench.measure.memory import can_reset_high_water  # noqa: PLC0415
