@@ -297,7 +297,11 @@ def write(out: Path, data: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(markdown(data["summary"], data["provenance"],
                                                data["wall_s"], data["scope_text"]))
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    head = {k: v for k, v in data.items() if k != "records"}
+    text = json.dumps(head, indent=1)
+    # One record a line: three thousand of them stay readable and diffable.
+    records = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in data["records"])
+    out.with_suffix(".json").write_text(f'{text[:-2]},\n "records": [\n{records}\n ]\n}}\n')
 
 
 def resummarize(source: Path, out: Path, note: str | None = None) -> int:
