@@ -41,6 +41,12 @@ _INSIDE_TORCH = ("oneDNN inside torch: its scratchpad and torch's caching alloca
                  "neither Numba's heap nor separable from torch's own memory")
 OUT_OF_SCOPE = {name: _INSIDE_TORCH for name in ("onednn", "onednn_best", "onednn_cl")}
 MIB = 2**20
+#: What Numba's heap, as counted, holds besides a kernel's arrays: CPython's large objects
+#: and NRT's headers (a few KiB).
+NRT_ALLOWANCE = 64 * 1024
+#: What the resident set moves by besides a kernel's arrays and its libraries' allowance:
+#: thread stacks, Python's heap, pages a library touches once per process.
+RSS_ALLOWANCE = MIB
 
 
 def layers_of(suites: Iterable[str], directions: Iterable[str],
@@ -208,14 +214,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     over = [_where(r) for r in measured
             if r.get("cap") is not None
             and max(r["nrt_peak_bytes"], r["rss_growth_bytes"]) > r["cap"]]
-    under_claimed = [_where(r) for r in measured if r["nrt_peak_bytes"] > r["workspace_bytes"]]
+    nrt_above = [_where(r) for r in measured
+                 if r["nrt_peak_bytes"] > r["workspace_bytes"] + NRT_ALLOWANCE]
+    rss_above = [_where(r) for r in measured
+                 if r["rss_growth_bytes"] > r["workspace_bytes"] + RSS_ALLOWANCE]
     largest = max(measured, key=lambda r: max(r["nrt_peak_bytes"], r["rss_growth_bytes"]),
                   default=None)
     refusals = [{k: r[k] for k in ("kernel", "suite", "layer", "dir", "problem",
                                    "workspace_bytes", "cap", "reason")}
                 for r in records if r.get("status") == "refused"]
     return {"by_kernel_direction": table, "refusals": refusals, "largest": _where(largest),
-            "over_cap": over, "nrt_above_workspace_bytes": under_claimed,
+            "over_cap": over, "nrt_above_workspace_bytes": nrt_above,
+            "rss_above_workspace_bytes": rss_above,
             "failed": [r for r in records if r.get("status") == "failed"]}
 
 
@@ -251,12 +261,14 @@ def markdown(summary: dict[str, Any], prov: dict[str, Any], wall_s: float, scope
                       f"{_mib(big['nrt_peak_bytes'])} MiB, RSS {_mib(big['rss_growth_bytes'])} "
                       f"MiB, claimed {_mib(big['workspace_bytes'])} MiB, cap "
                       f"{_mib(big['cap'])} MiB."]
-    above = len(summary["nrt_above_workspace_bytes"])
-    lines += ["", f"Measured figures over the cap: {len(summary['over_cap'])}. NRT peaks above "
-                  f"the kernel's own `workspace_bytes`: {above}. Failed: "
+    nrt, rss = summary["nrt_above_workspace_bytes"], summary["rss_above_workspace_bytes"]
+    lines += ["", f"Measured figures over the cap: {len(summary['over_cap'])}. Above the "
+                  f"kernel's own `workspace_bytes`: NRT {len(nrt)} (by more than "
+                  f"{NRT_ALLOWANCE // 1024} KiB of CPython objects and NRT headers), RSS "
+                  f"{len(rss)} (by more than {RSS_ALLOWANCE / MIB:.0f} MiB). Failed: "
                   f"{len(summary['failed'])}."]
     for label, rows in (("Over the cap", summary["over_cap"]),
-                        ("NRT above workspace_bytes", summary["nrt_above_workspace_bytes"])):
+                        ("NRT above workspace_bytes", nrt), ("RSS above workspace_bytes", rss)):
         for r in rows:
             lines.append(f"- {label}: {r['kernel']} {r['dir']} {r['suite']} {r['layer']}: NRT "
                          f"{_mib(r['nrt_peak_bytes'])}, RSS {_mib(r['rss_growth_bytes'])}, "
@@ -273,6 +285,46 @@ def markdown(summary: dict[str, Any], prov: dict[str, Any], wall_s: float, scope
     return "\n".join(lines) + "\n"
 
 
+def describe_scope(suites: list[str], kernels: list[str], directions: list[str],
+                   batch: int | None) -> str:
+    """What was measured, in a sentence."""
+    where = f"batch {batch}" if batch else "each suite's batch"
+    return (f"Suites {', '.join(suites)} at {where}; directions {', '.join(directions)}; "
+            f"kernels {', '.join(kernels)}.")
+
+
+def write(out: Path, data: dict[str, Any]) -> None:
+    """OUT.json (provenance, scope, summary, records) and OUT.md."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown(data["summary"], data["provenance"],
+                                               data["wall_s"], data["scope_text"]))
+    head = {k: v for k, v in data.items() if k != "records"}
+    text = json.dumps(head, indent=1)
+    # One record a line: three thousand of them stay readable and diffable.
+    records = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in data["records"])
+    out.with_suffix(".json").write_text(f'{text[:-2]},\n "records": [\n{records}\n ]\n}}\n')
+
+
+def resummarize(source: Path, out: Path, note: str | None = None) -> int:
+    """The summary and Markdown of ``source``'s records again, its provenance kept; the
+    scope says which commit summarized them, and ``note`` what else a reader should know."""
+    from convbench.store.provenance import provenance  # noqa: PLC0415
+
+    data = json.loads(source.read_text())
+    data["summary"] = summarize(data["records"])
+    now = provenance(repetitions=None, noise={})
+    scope = data.get("scope_text") or describe_scope(**{
+        k: data["scope"][k] for k in ("suites", "kernels", "directions", "batch")})
+    data["scope_text"] = (scope.split(" Summarized again")[0]
+                          + f" Summarized again from these records at commit `{now['commit']}` "
+                          f"({now['date']}).")
+    if note:
+        data["scope_text"] += f" {note}"
+    write(out, data)
+    print(markdown(data["summary"], data["provenance"], data["wall_s"], data["scope_text"]))
+    return 1 if data["summary"]["over_cap"] or data["summary"]["failed"] else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", help="comma list of suites (default: every shipped one)")
@@ -282,7 +334,13 @@ def main() -> int:
                         help="comma list of directions (default: all four)")
     parser.add_argument("--batch", type=int, help="batch of every layer (default: the suite's)")
     parser.add_argument("--out", help="write OUT.json and OUT.md")
+    parser.add_argument("--summarize", metavar="JSON",
+                        help="measure nothing: summarize the records of an earlier OUT.json "
+                             "again (with its provenance) into OUT.json and OUT.md")
+    parser.add_argument("--note", help="with --summarize: a sentence added to the scope")
     args = parser.parse_args()
+    if args.summarize:
+        return resummarize(Path(args.summarize), Path(args.out or args.summarize), args.note)
     # Before anything imports Numba here, and for the workers from their start.
     os.environ.update(CHILD_ENVIRONMENT)
     from convbench.measure.memory import can_reset_high_water  # noqa: PLC0415
@@ -301,24 +359,19 @@ def main() -> int:
     records = run_all(tasks, hwm)
     wall_s = time.perf_counter() - t0
     summary = summarize(records)
-    batch = f"batch {args.batch}" if args.batch else "each suite's batch"
-    scope = (f"Suites {', '.join(suites)} at {batch}; directions {', '.join(directions)}; "
-             f"kernels {', '.join(names)}.")
+    scope = describe_scope(suites, names, directions, args.batch)
     prov = provenance(
         repetitions={"measurements": "one prepare and one call per (kernel, problem), after "
                                      "one at batch 1; timed choices in prepare: one round"},
         noise=noise_verdict(None, "memory only: bytes, not times"))
     print(markdown(summary, prov, wall_s, scope))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(markdown(summary, prov, wall_s, scope))
-        out.with_suffix(".json").write_text(json.dumps(
-            {"provenance": prov, "scope": {"suites": suites, "kernels": names,
-                                           "directions": directions, "batch": args.batch,
-                                           "out_of_scope": OUT_OF_SCOPE},
-             "wall_s": round(wall_s, 1), "hwm_resettable": hwm, "summary": summary,
-             "records": records}, indent=1) + "\n")
+        write(Path(args.out), {
+            "provenance": prov, "scope": {"suites": suites, "kernels": names,
+                                          "directions": directions, "batch": args.batch,
+                                          "out_of_scope": OUT_OF_SCOPE},
+            "scope_text": scope, "wall_s": round(wall_s, 1), "hwm_resettable": hwm,
+            "summary": summary, "records": records})
     return 1 if summary["over_cap"] or summary["failed"] else 0
 
 
