@@ -44,7 +44,12 @@ from convbench.measure.cooldown import WARM_S
 from convbench.measure.disturbance import CpuWatch, disturbance, wait_for_quiet
 from convbench.measure.inputs import make_inputs
 from convbench.measure.metrics import ReferenceCache
-from convbench.measure.stats import RoundVariancePool, prediction_interval, summarize
+from convbench.measure.stats import (
+    RoundVariancePool,
+    prediction_interval,
+    summarize,
+    summary_of,
+)
 from convbench.measure.threads import pinned_threads
 from convbench.measure.timing import Timing, bench
 from convbench.problem import ConvProblem
@@ -347,27 +352,16 @@ def _variance_key(rec: Record) -> str:
 def pool_variance(variances: RoundVariancePool, rec: Record) -> None:
     """Count an ``ok`` timed record's rounds towards its kernel's pool (see
     :func:`attach_prediction`)."""
-    summary = _summary_of_time(rec)
+    summary = summary_of(rec)
     if summary is not None:
         variances.add(_variance_key(rec), summary)
-
-
-def _summary_of_time(rec: Record) -> Any:
-    t = rec.get("time") or {}
-    rounds = t.get("samples_by_round_s")
-    if rec.get("status") != "ok" or not rounds:
-        return None
-    try:
-        return summarize(rounds)
-    except ValueError:
-        return None
 
 
 def attach_prediction(rec: Record, variances: RoundVariancePool) -> None:
     """Add ``time.pi95_s``, where a rerun's median will fall with 95% probability, with
     ``time.pi_df`` and ``time.pi_basis`` (:func:`convbench.measure.stats.prediction_interval`,
     the record's rounds shrunk towards its kernel's pool of this sweep's rounds)."""
-    summary = _summary_of_time(rec)
+    summary = summary_of(rec)
     if summary is None:
         return
     pred = prediction_interval(summary, variances.get(_variance_key(rec)))
