@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make bench   -- create .venv, install, run the default sweep, print the table
 #   make test    -- create .venv, install with test extras, run the tests
+# and one builds the documentation (docs/_build/html):
+#   make docs    -- create .venv if need be, install the docs extra, build, check, open
 # Both create their own virtual environment; nothing relies on what is installed by hand.
 
 PYTHON ?= python3
@@ -113,6 +115,33 @@ vs-cudnn:
 lint: $(STAMP)
 	$(BIN)/ruff check convbench kernels tests benchmarks
 
+# The documentation. The docs extra gets a stamp of its own, so that make test never installs
+# Sphinx and make docs never reinstalls the test extras; a make test after make docs (or the
+# other way round) adds its extra to the same .venv.
+DOCS_STAMP = $(VENV)/.docs-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DOCS_OUT  ?= docs/_build/html
+
+.PHONY: docs docs-venv
+
+docs-venv: $(DOCS_STAMP)
+
+$(DOCS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	rm -f $(VENV)/.docs-installed-*
+	touch $@
+
+# Warnings are errors (-W; --keep-going lists them all first, -n: every cross-reference
+# resolves), then the built pages' own links, the results extension's tests, and the front
+# page and a results page in headless Chromium.
+docs: $(DOCS_STAMP) browser
+	rm -rf $(DOCS_OUT) docs/_build/doctrees
+	$(BIN)/python -m sphinx -W --keep-going -n -q -b html -d docs/_build/doctrees docs $(DOCS_OUT)
+	$(BIN)/python docs/check_links.py $(DOCS_OUT)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs_results.py
+	$(BIN)/python docs/open_in_browser.py $(DOCS_OUT)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .pytest_cache .benchmarks docs/_build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,4 +1,4 @@
-"""Where a kernel's time moves between runs: the probes behind README's "How it measures".
+"""Where a kernel's time moves between runs: the probes behind docs/method/noise.md.
 
 Each probe isolates one suspect and prints what it saw (``--out`` also writes
 ``OUT.md`` and ``OUT.json``):

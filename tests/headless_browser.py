@@ -46,6 +46,8 @@ class PageReport:
     images: list[dict[str, Any]] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     title: str = ""
+    #: What each of the caller's ``evaluate`` expressions gave, by name.
+    values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def broken_images(self) -> list[str]:
@@ -140,8 +142,13 @@ IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => ({src: i.getAt
              " complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})))")
 
 
-def load_page(binary: str, page: Path, settle: float = 0.5) -> PageReport:
-    """Open ``page`` (a local file), wait for its load event, and report what went wrong."""
+def load_page(binary: str, page: Path, settle: float = 0.5,
+              evaluate: dict[str, str] | None = None) -> PageReport:
+    """Open ``page`` (a local file), wait for its load event, and report what went wrong.
+
+    ``evaluate`` maps names to JavaScript expressions whose JSON-able values the report keeps
+    in ``values`` (what a reader sees: ``document.querySelectorAll('table').length``).
+    """
     browser = DevTools(binary)
     try:
         target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -158,6 +165,10 @@ def load_page(binary: str, page: Path, settle: float = 0.5) -> PageReport:
                                                   "returnByValue": True}, session=session)
         report = PageReport(json.loads(images["result"]["value"]),
                             title=title["result"]["value"])
+        for name, expression in (evaluate or {}).items():
+            value = browser.send("Runtime.evaluate", {"expression": expression,
+                                                      "returnByValue": True}, session=session)
+            report.values[name] = value.get("result", {}).get("value")
         for event in browser.events:
             report.console_errors += _errors_of(event)
         return report

@@ -282,7 +282,7 @@ def fake_gpu_kernels():
 def test_out_of_device_memory_is_a_skip_and_details_are_recorded(fake_gpu_kernels):
     oom = measure(make_task(SMALL, "fake_oom", backend="gpu"))
     assert oom["status"] == "skipped" and oom["reason"].startswith(OUT_OF_GPU_MEMORY)
-    assert OUT_OF_GPU_MEMORY == "out of GPU memory"  # what README and the device test say
+    assert OUT_OF_GPU_MEMORY == "out of GPU memory"  # as the GPU guide and the device test say
     ok = measure(make_task(SMALL, "fake_ok", backend="gpu"))
     assert ok["status"] == "ok" and ok["details"] == {"engine": "fake"}
     assert ok["math_mode"] == "fp32 strict (no TF32)" and ok["error"]["rel_l2"] < 1e-6

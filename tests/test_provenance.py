@@ -36,7 +36,7 @@ RESULTS = ROOT / "results"
 BENCHMARKS = ROOT / "benchmarks"
 DATA_SUFFIXES = (".json", ".jsonl", ".md")
 #: Committed files whose provenance could not be recovered: timing measurements (so not
-#: rerun) that the README cites, kept until their owners rerun or drop them.
+#: rerun) that the documentation cites, kept until their owners rerun or drop them.
 UNRECOVERED: dict[str, str] = {}
 
 

@@ -49,7 +49,7 @@ from .direct_backward import K_BLOCK as BWD_K_BLOCK
 K_BLOCK = 8
 #: Channel order: output pixels x output channels of one accumulator block
 #: (8 x 256 float32 = 8 KiB, in L1 with the four weight rows it streams;
-#: the block size that measured fastest over ResNet-50, README "direct").
+#: the block size that measured fastest over ResNet-50; results/cpu/NOTES.md).
 Q_BLOCK = 8
 KC_BLOCK = 256
 #: Channel order pays off from this many output channels per group (its inner
