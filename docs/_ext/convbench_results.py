@@ -132,19 +132,23 @@ def _values(value: Any) -> list[Any]:
     return out
 
 
+def _known(value: Any) -> str:
+    return str(value) if value not in (None, "", [], "?") else "not recorded"
+
+
 def _machine(platform: Any) -> str:
     if not isinstance(platform, dict):
         return str(platform)
     if platform.get("backend") == "gpu" and isinstance(platform.get("gpu"), dict):
         gpu = platform["gpu"]
-        return (f"{gpu.get('name', '?')}, CUDA {gpu.get('cuda_runtime', '?')}, cuDNN "
-                f"{gpu.get('cudnn', '?')}; host {platform.get('cpu_model') or '?'}; "
-                f"fingerprint {platform.get('id') or 'not recorded'}")
-    blas = ", ".join(platform.get("blas") or []) or "?"
-    return (f"{platform.get('cpu_model') or '?'}, {platform.get('cpu_count') or '?'} cores, "
-            f"{platform.get('cpu_isa') or '?'}, BLAS {blas}, Numba target "
-            f"{platform.get('numba_cpu') or '?'}, oneDNN {platform.get('onednn_isa') or '?'}; "
-            f"fingerprint {platform.get('id') or 'not recorded'}")
+        return (f"{_known(gpu.get('name'))}, CUDA {_known(gpu.get('cuda_runtime'))}, cuDNN "
+                f"{_known(gpu.get('cudnn'))}; host {_known(platform.get('cpu_model'))}; "
+                f"fingerprint {_known(platform.get('id'))}")
+    blas = ", ".join(platform.get("blas") or []) or None
+    return (f"{_known(platform.get('cpu_model'))}, {_known(platform.get('cpu_count'))} cores, "
+            f"{_known(platform.get('cpu_isa'))}, BLAS {_known(blas)}, Numba target "
+            f"{_known(platform.get('numba_cpu'))}, oneDNN {_known(platform.get('onednn_isa'))}; "
+            f"fingerprint {_known(platform.get('id'))}")
 
 
 def _command(command: Any) -> str:
@@ -500,7 +504,8 @@ def _row(cells: Sequence[str]) -> nodes.row:
     row = nodes.row()
     for cell in cells:
         entry = nodes.entry()
-        entry += nodes.paragraph(text=str(cell).replace("**", ""))
+        # Cells come as Markdown from convbench's own tables: show their text, not the markup.
+        entry += nodes.paragraph(text=str(cell).replace("**", "").replace("`", ""))
         row += entry
     return row
 
