@@ -43,13 +43,17 @@ from convbench.measure.peers import (  # noqa: E402
 from convbench.problem import ConvProblem  # noqa: E402
 from convbench.store.provenance import combined, markdown_block, read_provenance  # noqa: E402
 
-#: (earlier file, rerun file): each pair measured the same command's layers.
+#: (earlier file, rerun files): the rerun files together measured the earlier file's
+#: layers again, or some of them. Layers from separate rerun files are paired pass by pass
+#: as if they had run in the same processes, which widens no interval and narrows none by
+#: much: each file's passes are over 3 worker processes.
 _CPU = "results/cpu/"
+_RERUN_MB8 = _CPU + "vs_onednn_resnet50_mb8-best.json"
 PAIRS = [
-    (_CPU + "vs_onednn_resnet50_mb8-epyc.json", _CPU + "vs_onednn_resnet50_mb8-best.json"),
-    (_CPU + "vs_onednn_resnet50_mb8.json", _CPU + "vs_onednn_resnet50_mb8-best.json"),
-    (_CPU + "vs_onednn.json", _CPU + "vs_onednn_winograd_3x3-best.json"),
-    (_CPU + "vs_onednn.json", _CPU + "vs_onednn_resnet50_mb8-best.json"),
+    (_CPU + "vs_onednn_resnet50_mb8-epyc.json", [_RERUN_MB8]),
+    (_CPU + "vs_onednn_resnet50_mb8.json", [_RERUN_MB8]),
+    (_CPU + "vs_onednn.json", [_RERUN_MB8, _CPU + "vs_onednn_resnet50_mb1-best.json",
+                               _CPU + "vs_onednn_vgg16_3x3-best.json"]),
 ]
 
 #: The peers a rerun reports, the first being the peer of every figure and verdict.
@@ -64,6 +68,7 @@ class Figure:
     label: str
     compute: Callable[[list[LayerComparison], list[str], str], IntervalRatio | None]
     threshold: float | None = None
+    per_network: bool = False
 
 
 def load(path: str) -> tuple[list[LayerComparison], list[str], dict]:
@@ -136,8 +141,9 @@ def figures() -> list[Figure]:
                                and vs_onednn._is_winograd_target(p), "bwd_w")))
     for direction, threshold in (("fwd", None), ("bwd_d", 0.8), ("bwd_w", 0.8)):
         out.append(Figure(f"best-of-convbench, whole network, {direction}",
-                          _network(direction), threshold))
-    out.append(Figure("best-of-convbench, training step (fwd + bwd_d + bwd_w)", _network(None)))
+                          _network(direction), threshold, per_network=True))
+    out.append(Figure("best-of-convbench, training step (fwd + bwd_d + bwd_w)", _network(None),
+                      per_network=True))
     return out
 
 
@@ -164,31 +170,48 @@ def machine(prov: dict | None) -> str:
     return f"{model}, {platform.get('cpu_isa') or '?'}{ident}"
 
 
-def compare(old_path: str, new_path: str) -> list[dict]:
-    """Every figure both files can give, on the layers both hold."""
+def compare(old_path: str, new_paths: list[str]) -> list[dict]:
+    """Every figure the earlier file and the rerun files can give, on the layers both hold;
+    whole-network figures per suite and batch."""
     old_layers, old_names, _ = load(old_path)
-    new_layers, new_names, _ = load(new_path)
+    new_layers, new_names = [], []
+    for path in new_paths:
+        layers, names, _ = load(path)
+        new_layers += layers
+        new_names += [n for n in names if n not in new_names]
     shared = {key(r) for r in old_layers} & {key(r) for r in new_layers}
     old_layers = [r for r in old_layers if key(r) in shared]
     new_layers = [r for r in new_layers if key(r) in shared]
     names = [n for n in new_names if n in old_names]
+    groups: dict[tuple[str, int], tuple[list, list]] = {}
+    for side, layers in enumerate((old_layers, new_layers)):
+        for r in layers:
+            groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), ([], []))[side].append(r)
     rows = []
     for fig in figures():
-        old = fig.compute(old_layers, names, OLD_PEER)
-        new = {peer: fig.compute(new_layers, names, peer) for peer in NEW_PEERS}
-        if old is None or new[NEW_PEERS[0]] is None:
-            continue
-        best = new[NEW_PEERS[0]]
-        rows.append({
-            "figure": fig.label, "old_file": old_path, "new_file": new_path,
-            "layers": len({key(r)[:2] + (ConvProblem.parse(r.problem).mb,)
-                           for r in new_layers}),
+        scopes = [(f"{fig.label}: {suite}, batch {mb}", old, new)
+                  for (suite, mb), (old, new) in groups.items()] if fig.per_network \
+            else [(fig.label, old_layers, new_layers)]
+        for label, old_rs, new_rs in scopes:
+            row = _row(fig, label, old_rs, new_rs, names)
+            if row is not None:
+                rows.append({**row, "old_file": old_path, "new_files": new_paths})
+    return rows
+
+
+def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
+         new_rs: list[LayerComparison], names: list[str]) -> dict | None:
+    old = fig.compute(old_rs, names, OLD_PEER)
+    new = {peer: fig.compute(new_rs, names, peer) for peer in NEW_PEERS}
+    best = new[NEW_PEERS[0]]
+    if old is None or best is None:
+        return None
+    return {"figure": label,
             "old": [old.value, old.lo, old.hi], "old_interval": old.label,
             "new": {p: None if g is None else [g.value, g.lo, g.hi] for p, g in new.items()},
             "new_interval": best.label, "threshold": fig.threshold,
             "met": None if fig.threshold is None else vs_onednn.met_text(best, fig.threshold),
-            "verdict": verdict(old, best)})
-    return rows
+            "verdict": verdict(old, best)}
 
 
 def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
@@ -202,20 +225,20 @@ def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
         "earlier point lies inside the new interval; `falls`: the new interval lies below "
         "it; `rises`: above it. A target is met only when the lower end of its interval "
         "clears it.\n",
-        "| figure | shared layers | earlier file (machine) | earlier x onednn | new x onednn_best "
+        "| figure | earlier file (machine) | earlier x onednn | new x onednn_best "
         "| new x onednn | new x onednn_cl | target | met (new) | verdict |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
+        "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         new = {p: None if v is None else IntervalRatio(v[0], v[1], v[2], "", 0.95, "")
                for p, v in row["new"].items()}
         old = IntervalRatio(*row["old"], "", 0.95, "")
         lines.append(
-            f"| {row['figure']} | {row['layers']} | `{Path(row['old_file']).name}` "
+            f"| {row['figure']} | `{Path(row['old_file']).name}` "
             f"({machine(provs.get(row['old_file']))}) | {text(old)} | "
             f"{text(new['onednn_best'])} | {text(new['onednn'])} | {text(new['onednn_cl'])} | "
             f"{'—' if row['threshold'] is None else row['threshold']} | {row['met'] or '—'} | "
             f"{row['verdict']} |")
-    reruns = sorted({row["new_file"] for row in rows})
+    reruns = sorted({f for row in rows for f in row["new_files"]})
     lines.append("\nNew figures from " + ", ".join(
         f"`{Path(f).name}` ({machine(provs.get(f))})" for f in reruns) + ".")
     return "\n".join(lines)
@@ -227,13 +250,15 @@ def main() -> int:
                     help="write OUT.json and OUT.md")
     args = ap.parse_args()
     rows, used = [], []
-    for old, new in PAIRS:
-        missing = [f for f in (old, new) if not Path(f).exists()]
+    for old, news in PAIRS:
+        missing = [f for f in (old, *news) if not Path(f).exists()]
         if missing:
-            print(f"skipped {old} -> {new}: missing {', '.join(missing)}", file=sys.stderr)
+            print(f"left out: {', '.join(missing)} (not there)", file=sys.stderr)
+        news = [f for f in news if Path(f).exists()]
+        if not Path(old).exists() or not news:
             continue
-        rows += compare(old, new)
-        used += [old, new]
+        rows += compare(old, news)
+        used += [old, *news]
     provs = {f: read_provenance(f) for f in dict.fromkeys(used)}
     prov = combined({f: p for f, p in provs.items() if p is not None})
     prov["derived_by"] = [sys.executable, *sys.argv]

@@ -45,7 +45,7 @@ def test_a_figure_that_the_rerun_no_longer_reaches_falls(reruns, tmp_path):
     new = _file(tmp_path, "new.json",
                 {"onednn_best": passes, "onednn": [10.0] * 6, "onednn_cl": passes},
                 [10.0, 10.1, 9.9, 10.0, 10.05, 9.95], [0, 0, 1, 1, 2, 2])
-    rows = {r["figure"]: r for r in reruns.compare(old, new)}
+    rows = {r["figure"]: r for r in reruns.compare(old, [new])}
     row = rows["winograd >= 0.9x oneDNN, 3x3 s1 C,K>=64 (ResNet-50, VGG-16)"]
     assert row["old"][0] == pytest.approx(1.25)
     assert row["new"]["onednn_best"][0] == pytest.approx(0.8, rel=0.02)
@@ -62,7 +62,7 @@ def test_a_layer_only_one_file_holds_is_left_out_of_both(reruns, tmp_path):
                             samples_ms={"onednn_best": [1.0] * 4, "winograd": [1.0] * 4})
     new_path.write_text(json.dumps({"kernels": ["winograd"],
                                     "layers": [dataclasses.asdict(layer)]}))
-    assert reruns.compare(old, str(new_path)) == []
+    assert reruns.compare(old, [str(new_path)]) == []
 
 
 @pytest.mark.parametrize("new, expected", [((1.0, 0.9, 1.1), "holds"),
