@@ -1,0 +1,276 @@
+"""Earlier "x oneDNN" figures beside the same figures rerun against ``onednn_best``.
+
+The earlier results were measured against ``onednn``, the plain NCHW call, in one process
+per run, some on other machines. The reruns measure the same kernels and layers against
+``onednn_best`` (and ``onednn_cl`` and the plain ``onednn`` in the same interleaved run),
+over several worker processes. This script reads both kinds of file (``benchmarks/
+vs_onednn.py``'s ``OUT.json``), computes every figure the same way from each, on the layers
+both hold, and writes one table: the earlier figure and its interval, the new figure against
+each peer with its interval, and a verdict.
+
+Verdicts, for the new figure against ``onednn_best``:
+
+* a target with a threshold: ``met`` / ``not shown`` / ``no`` as ``vs_onednn.py`` says them
+  (met only when the interval's lower end clears the threshold);
+* every figure: ``holds`` when the earlier point lies inside the new interval, ``falls`` when
+  the new interval lies wholly below it (convbench is slower relative to the peer than was
+  claimed), ``rises`` when wholly above.
+
+Usage::
+
+    python benchmarks/onednn_best_reruns.py --out results/cpu/onednn_best_reruns
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import vs_onednn  # noqa: E402  (a sibling script, not a package)
+
+from convbench.measure.peers import (  # noqa: E402
+    IntervalRatio,
+    LayerComparison,
+    geomean_over_passes,
+    whole_network,
+)
+from convbench.problem import ConvProblem  # noqa: E402
+from convbench.store.provenance import combined, markdown_block, read_provenance  # noqa: E402
+
+#: (earlier file, rerun files): the rerun files together measured the earlier file's
+#: layers again, or some of them. Layers from separate rerun files are paired pass by pass
+#: as if they had run in the same processes, which widens no interval and narrows none by
+#: much: each file's passes are over 3 worker processes.
+_CPU = "results/cpu/"
+_RERUN_MB8 = _CPU + "vs_onednn_resnet50_mb8-best.json"
+PAIRS = [
+    (_CPU + "vs_onednn_resnet50_mb8-epyc.json", [_RERUN_MB8]),
+    (_CPU + "vs_onednn_resnet50_mb8.json", [_RERUN_MB8]),
+    (_CPU + "vs_onednn.json", [_RERUN_MB8, _CPU + "vs_onednn_resnet50_mb1-best.json",
+                               _CPU + "vs_onednn_vgg16_3x3-best.json"]),
+]
+
+#: The peers a rerun reports, the first being the peer of every figure and verdict.
+NEW_PEERS = ("onednn_best", "onednn", "onednn_cl")
+OLD_PEER = "onednn"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure: a label, how to compute it from a file's layers for a peer, a threshold."""
+
+    label: str
+    compute: Callable[[list[LayerComparison], list[str], str], IntervalRatio | None]
+    threshold: float | None = None
+    per_network: bool = False
+
+
+def load(path: str) -> tuple[list[LayerComparison], list[str], dict]:
+    """A ``vs_onednn.py`` JSON file's layers (as :class:`LayerComparison`), kernels, data."""
+    data = json.loads(Path(path).read_text())
+    known = {f.name for f in fields(LayerComparison)}
+    layers = [LayerComparison(**{k: v for k, v in rec.items() if k in known})
+              for rec in data["layers"]]
+    return layers, list(data["kernels"]), data
+
+
+def key(r: LayerComparison) -> tuple[str, str, str]:
+    """A layer's identity across runs: suite, name and problem text (batch and direction)."""
+    return r.suite, r.name, str(ConvProblem.parse(r.problem))
+
+
+def _geomean(kernel: str | list[str], keep: Callable[[LayerComparison, ConvProblem], bool],
+             direction: str = "fwd"):
+    def compute(layers: list[LayerComparison], names: list[str], peer: str):
+        chosen = [r for r in layers if ConvProblem.parse(r.problem).dir == direction
+                  and keep(r, ConvProblem.parse(r.problem))]
+        k = [n for n in kernel if n in names] if isinstance(kernel, list) else kernel
+        if not k or (isinstance(k, str) and k not in names):
+            return None
+        return geomean_over_passes(chosen, k, peer)
+    return compute
+
+
+def _network(direction: str | None):
+    """Best-of-convbench over a whole network in one direction, or the training step."""
+    def compute(layers: list[LayerComparison], names: list[str], peer: str):
+        groups: dict[tuple[str, int], list[LayerComparison]] = {}
+        for r in layers:
+            groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), []).append(r)
+        if len(groups) != 1:
+            return None
+        rs = next(iter(groups.values()))
+        if direction is not None:
+            rs = [r for r in rs if ConvProblem.parse(r.problem).dir == direction]
+        else:
+            by = {d: [r for r in rs if ConvProblem.parse(r.problem).dir == d]
+                  for d in ("fwd", "bwd_d", "bwd_w")}
+            if not all(by.values()):
+                return None
+            first = by["fwd"][0].name
+            rs = by["fwd"] + by["bwd_w"] + [r for r in by["bwd_d"] if r.name != first]
+        w = whole_network(rs, names, peer) if rs else None
+        return None if w is None else w[0]
+    return compute
+
+
+def figures() -> list[Figure]:
+    """Every figure: ``vs_onednn.py``'s forward and backward targets, the whole-network
+    best-of-convbench per direction, the training step, and the Winograd tiles."""
+    out = [Figure(label, _geomean(kernel, keep), threshold)
+           for label, kernel, _peer, keep, threshold in vs_onednn.TARGETS
+           if "+prepare" not in str(kernel)]
+    out += [Figure(f"{name} fwd, 3x3 s1 C,K>=64 (geometric mean)",
+                   _geomean(name, lambda r, p: vs_onednn._is_winograd_target(p)))
+            for name in ("winograd_4x4", "winograd_6x6")]
+    for label, direction, kernel, suite, keep, threshold in vs_onednn.BACKWARD_TARGETS:
+        if kernel == "best":
+            continue
+
+        def keep_in(r, p, suite=suite, keep=keep):
+            return r.suite == suite and keep(p)
+        out.append(Figure(label, _geomean(kernel, keep_in, direction), threshold))
+    out.append(Figure("winograd bwd_w, 3x3 s1 C,K>=64 of ResNet-50 (geometric mean)",
+                      _geomean("winograd", lambda r, p: r.suite == "resnet50"
+                               and vs_onednn._is_winograd_target(p), "bwd_w")))
+    for direction, threshold in (("fwd", None), ("bwd_d", 0.8), ("bwd_w", 0.8)):
+        out.append(Figure(f"best-of-convbench, whole network, {direction}",
+                          _network(direction), threshold, per_network=True))
+    out.append(Figure("best-of-convbench, training step (fwd + bwd_d + bwd_w)", _network(None),
+                      per_network=True))
+    return out
+
+
+def verdict(old: IntervalRatio, new: IntervalRatio) -> str:
+    """``holds`` / ``falls`` / ``rises``: where the earlier point lies against the new
+    interval."""
+    if new.hi < old.value:
+        return "falls"
+    if new.lo > old.value:
+        return "rises"
+    return "holds"
+
+
+def text(g: IntervalRatio | None) -> str:
+    return "—" if g is None else f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+
+
+def machine(prov: dict | None) -> str:
+    platform = (prov or {}).get("platform") or {}
+    if "per_source" in platform:
+        platform = next(iter(platform["per_source"].values()))
+    model = platform.get("cpu_model") or "?"
+    ident = f", {platform['id']}" if platform.get("id") else ""
+    return f"{model}, {platform.get('cpu_isa') or '?'}{ident}"
+
+
+def compare(old_path: str, new_paths: list[str]) -> list[dict]:
+    """Every figure the earlier file and the rerun files can give, on the layers both hold;
+    whole-network figures per suite and batch."""
+    old_layers, old_names, _ = load(old_path)
+    new_layers, new_names = [], []
+    for path in new_paths:
+        layers, names, _ = load(path)
+        new_layers += layers
+        new_names += [n for n in names if n not in new_names]
+    shared = {key(r) for r in old_layers} & {key(r) for r in new_layers}
+    old_layers = [r for r in old_layers if key(r) in shared]
+    new_layers = [r for r in new_layers if key(r) in shared]
+    names = [n for n in new_names if n in old_names]
+    groups: dict[tuple[str, int], tuple[list, list]] = {}
+    for side, layers in enumerate((old_layers, new_layers)):
+        for r in layers:
+            groups.setdefault((r.suite, ConvProblem.parse(r.problem).mb), ([], []))[side].append(r)
+    rows = []
+    for fig in figures():
+        scopes = [(f"{fig.label}: {suite}, batch {mb}", old, new)
+                  for (suite, mb), (old, new) in groups.items()] if fig.per_network \
+            else [(fig.label, old_layers, new_layers)]
+        for label, old_rs, new_rs in scopes:
+            row = _row(fig, label, old_rs, new_rs, names)
+            if row is not None:
+                rows.append({**row, "old_file": old_path, "new_files": new_paths})
+    return rows
+
+
+def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
+         new_rs: list[LayerComparison], names: list[str]) -> dict | None:
+    old = fig.compute(old_rs, names, OLD_PEER)
+    new = {peer: fig.compute(new_rs, names, peer) for peer in NEW_PEERS}
+    best = new[NEW_PEERS[0]]
+    if old is None or best is None:
+        return None
+    return {"figure": label,
+            "old": [old.value, old.lo, old.hi], "old_interval": old.label,
+            "new": {p: None if g is None else [g.value, g.lo, g.hi] for p, g in new.items()},
+            "new_interval": best.label, "threshold": fig.threshold,
+            "met": None if fig.threshold is None else vs_onednn.met_text(best, fig.threshold),
+            "verdict": verdict(old, best)}
+
+
+def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
+    lines = [
+        "## Earlier figures against `onednn`, rerun against `onednn_best`\n",
+        "Each figure is computed the same way from both files, on the layers both hold "
+        "(`benchmarks/onednn_best_reruns.py`). Earlier: against the plain NCHW call, "
+        "intervals over the passes of one process, on the machine named. New: against "
+        "`onednn_best`, with the plain `onednn` and channels-last `onednn_cl` from the same "
+        "interleaved run beside it, intervals over the worker processes. `holds`: the "
+        "earlier point lies inside the new interval; `falls`: the new interval lies below "
+        "it; `rises`: above it. A target is met only when the lower end of its interval "
+        "clears it.\n",
+        "| figure | earlier file (machine) | earlier x onednn | new x onednn_best "
+        "| new x onednn | new x onednn_cl | target | met (new) | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for row in rows:
+        new = {p: None if v is None else IntervalRatio(v[0], v[1], v[2], "", 0.95, "")
+               for p, v in row["new"].items()}
+        old = IntervalRatio(*row["old"], "", 0.95, "")
+        lines.append(
+            f"| {row['figure']} | `{Path(row['old_file']).name}` "
+            f"({machine(provs.get(row['old_file']))}) | {text(old)} | "
+            f"{text(new['onednn_best'])} | {text(new['onednn'])} | {text(new['onednn_cl'])} | "
+            f"{'—' if row['threshold'] is None else row['threshold']} | {row['met'] or '—'} | "
+            f"{row['verdict']} |")
+    reruns = sorted({f for row in rows for f in row["new_files"]})
+    lines.append("\nNew figures from " + ", ".join(
+        f"`{Path(f).name}` ({machine(provs.get(f))})" for f in reruns) + ".")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/cpu/onednn_best_reruns",
+                    help="write OUT.json and OUT.md")
+    args = ap.parse_args()
+    rows, used = [], []
+    for old, news in PAIRS:
+        missing = [f for f in (old, *news) if not Path(f).exists()]
+        if missing:
+            print(f"left out: {', '.join(missing)} (not there)", file=sys.stderr)
+        news = [f for f in news if Path(f).exists()]
+        if not Path(old).exists() or not news:
+            continue
+        rows += compare(old, news)
+        used += [old, *news]
+    provs = {f: read_provenance(f) for f in dict.fromkeys(used)}
+    prov = combined({f: p for f, p in provs.items() if p is not None})
+    prov["derived_by"] = [sys.executable, *sys.argv]
+    text_ = report(rows, provs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown_block(prov) + "\n" + text_ + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"provenance": prov, "rows": rows},
+                                                   indent=1, default=str))
+    print(text_)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
