@@ -23,6 +23,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "convbench_results",
+    "convbench_reference",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

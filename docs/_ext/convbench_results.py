@@ -24,15 +24,10 @@ Directives
     One result record of a JSONL file, as JSON (``:kernel:``, ``:layer:``).
 ``results-files``
     Every committed JSON and JSONL file under ``results/`` with its provenance.
-``convbench-cli``
-    The reference of every ``convbench`` subcommand, from the argument parser.
-``convbench-kernels``
-    The registered kernels and baselines with the directions each computes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -619,85 +614,10 @@ class ResultsFiles(Directive):
         return [table_node(["file", "date", "commit", "machine", "command"], rows)]
 
 
-# ----------------------------------------------------------------------------- reference
-def _expanded_help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
-    if not action.help or action.help == argparse.SUPPRESS:
-        return ""
-    try:
-        return parser._get_formatter()._expand_help(action)  # noqa: SLF001 -- argparse's own
-    except (KeyError, TypeError, ValueError):
-        return action.help
-
-
-def cli_commands() -> list[tuple[str, argparse.ArgumentParser]]:
-    """``(name, parser)`` of every ``convbench`` subcommand, from :func:`build_parser`."""
-    from convbench.cli import build_parser  # noqa: PLC0415
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions  # noqa: SLF001
-               if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-    return list(sub.choices.items())
-
-
-def cli_options(parser: argparse.ArgumentParser) -> list[list[str]]:
-    """``[option, help]`` rows of a parser's arguments (positional ones first)."""
-    rows = []
-    for action in parser._actions:  # noqa: SLF001
-        if isinstance(action, argparse._HelpAction):  # noqa: SLF001
-            continue
-        name = ", ".join(action.option_strings) or action.metavar or action.dest
-        if action.option_strings and action.nargs != 0:
-            metavar = action.metavar or (action.dest.upper() if not action.choices else
-                                         "{" + ",".join(map(str, action.choices)) + "}")
-            name += f" {metavar if isinstance(metavar, str) else ' '.join(metavar)}"
-        rows.append([name, _expanded_help(parser, action)])
-    return rows
-
-
-class ConvbenchCli(Directive):
-    """``convbench-cli``: a section per subcommand, with its usage and its options."""
-
-    def run(self) -> list[nodes.Node]:
-        out: list[nodes.Node] = []
-        for name, parser in cli_commands():
-            section = nodes.section(ids=[f"convbench-{name}"], names=[f"convbench {name}"])
-            section += nodes.title(text=f"convbench {name}")
-            if parser.description:
-                section += nodes.paragraph(text=parser.description)
-            usage = parser.format_usage().strip()
-            section += nodes.literal_block(usage, usage)
-            section += table_node(["argument", "meaning"], cli_options(parser))
-            self.state.document.note_implicit_target(section)
-            out.append(section)
-        return out
-
-
-def kernel_rows(backend: str) -> list[list[str]]:
-    """``[name, kind, directions, status]`` of every kernel registered for ``backend``."""
-    from convbench import registry  # noqa: PLC0415
-
-    rows = []
-    for k in registry.kernels(backend):
-        directions = ", ".join(getattr(k, "directions", ("fwd",)))
-        rows.append([k.name, k.kind, directions])
-    return rows
-
-
-class ConvbenchKernels(Directive):
-    """``convbench-kernels BACKEND``: the kernels registered for a backend."""
-
-    required_arguments = 1
-
-    def run(self) -> list[nodes.Node]:
-        return [table_node(["name", "kind", "directions"], kernel_rows(self.arguments[0]))]
-
-
 def setup(app: Any) -> dict[str, Any]:
     """Register the directives and the ``convbench_results_root`` setting."""
     app.add_config_value("convbench_results_root", "", "env")
     app.add_directive("results-table", ResultsTable)
     app.add_directive("results-record", ResultsRecord)
     app.add_directive("results-files", ResultsFiles)
-    app.add_directive("convbench-cli", ConvbenchCli)
-    app.add_directive("convbench-kernels", ConvbenchKernels)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
