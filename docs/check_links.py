@@ -44,6 +44,11 @@ def parse(path: Path) -> _Page:
     return page
 
 
+def _pages(site: Path) -> list[Path]:
+    """The site's pages: every HTML file outside the theme's own assets (``_static``)."""
+    return [p for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts]
+
+
 def broken_links(site: Path) -> list[str]:
     """``"page: link (why)"`` for every local link of the built site that does not resolve.
 
@@ -55,7 +60,7 @@ def broken_links(site: Path) -> list[str]:
     site = site.resolve()
     if not (site / "index.html").is_file():
         raise FileNotFoundError(f"{site} holds no index.html: build the site first (make docs)")
-    pages = {p.resolve(): parse(p) for p in site.rglob("*.html")}
+    pages = {p.resolve(): parse(p) for p in _pages(site)}
     broken = []
     for path, page in pages.items():
         for tag, link in page.links:
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"check_links: {exc}", file=sys.stderr)
         return 2
-    pages = sum(1 for _ in args.site.rglob("*.html"))
+    pages = len(_pages(args.site))
     if broken:
         print(f"{len(broken)} broken local link(s) in {pages} pages:")
         print("\n".join(f"  {b}" for b in broken))

@@ -64,7 +64,7 @@ class ConvbenchCli(Directive):
             if parser.description:
                 section += nodes.paragraph(text=parser.description)
             usage = parser.format_usage().strip()
-            section += nodes.literal_block(usage, usage)
+            section += nodes.literal_block(usage, usage, language="text")
             section += table_node(["argument", "meaning"], cli_options(parser))
             self.state.document.note_implicit_target(section)
             out.append(section)

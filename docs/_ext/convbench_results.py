@@ -517,7 +517,9 @@ def provenance_node(record: Mapping[str, Any], relpath: str) -> nodes.Element:
         field = nodes.field()
         field += nodes.field_name(text=label)
         body = nodes.field_body()
-        body += nodes.paragraph(text=text)
+        para = nodes.paragraph()
+        para += nodes.literal(text=text) if label == "command" else nodes.Text(text)
+        body += para
         field += body
         fields += field
     box += fields
