@@ -49,7 +49,7 @@ def _coverage_table() -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+@pytest.mark.parametrize("backend", ["cpu", "gpu"], ids=["cpu-column", "gpu-column"])
 def test_the_coverage_table_lists_every_registered_kernel_with_its_directions(backend):
     table = _coverage_table()
     registered = {k.name: ", ".join(getattr(k, "directions", ("fwd",)))
