@@ -88,6 +88,34 @@ def test_pages_read_only_results(tmp_path):
         ext.build_tables(tmp_path, "results/cpu/cmp.json", "pie")
 
 
+def test_a_pattern_takes_every_committed_file_it_matches(tmp_path):
+    write_comparison(tmp_path, "cmp-b.json")
+    write_comparison(tmp_path, "cmp-a.json")
+    (tmp_path / "cmp-c.json").write_text("{}")  # outside results/: never a source
+    assert ext.expand(tmp_path, "results/cpu/cmp-*.json") == ["results/cpu/cmp-a.json",
+                                                             "results/cpu/cmp-b.json"]
+    assert ext.expand(tmp_path, "*.json") == []
+    assert ext.expand(tmp_path, "results/cpu/none-*.json") == []
+    assert ext.expand(tmp_path, "results/cpu/gone.json") == ["results/cpu/gone.json"]
+
+
+def test_rows_show_the_named_fields_of_each_record(tmp_path):
+    path = tmp_path / "results" / "figures.json"
+    path.parent.mkdir()
+    figures = [{"figure": "whole network", "ratio": 0.8125, "ci": [0.75, 0.875]},
+               {"figure": "winograd", "ratio": 1.0625}]
+    path.write_text(json.dumps(with_json({"figures": figures}, provenance())))
+    _, tables = ext.build_tables(tmp_path, "results/figures.json", "rows", key="figures",
+                                 columns=["figure", "ratio", "ci"])
+    (_, (header, rows)), = tables
+    assert header == ["figure", "ratio", "ci"]
+    assert rows == [["whole network", "0.812", "[0.75, 0.875]"], ["winograd", "1.06", "—"]]
+    with pytest.raises(ValueError, match="needs :key: and :columns:"):
+        ext.build_tables(tmp_path, "results/figures.json", "rows")
+    with pytest.raises(ext.ResultsUnavailable, match="holds no list 'rows'"):
+        ext.build_tables(tmp_path, "results/figures.json", "rows", key="rows", columns=["a"])
+
+
 def build(repo: Path, out: Path, *flags: str) -> tuple[int, str]:
     """Build a one-page site asking for ``results/cpu/cmp.json``: exit status and page text."""
     from sphinx.cmd.build import build_main

@@ -19,7 +19,9 @@ Directives
 ``results-table PATH``
     ``:kind:`` one of :data:`KINDS`; ``:match:`` a regular expression on layer names;
     ``:peer:`` the baseline of the ratios (default: the peer the file measured);
-    ``:caption:`` a line above the table.
+    ``:key:`` and ``:columns:`` for ``rows``; ``:caption:`` a line above the table. A PATH
+    with ``*`` renders every committed file it matches (none: a warning, as for a missing
+    file), so that a page picks up files committed after it was written.
 ``results-record PATH``
     One result record of a JSONL file, as JSON (``:kernel:``, ``:layer:``).
 ``results-files``
@@ -47,6 +49,8 @@ KINDS = {
     "peers-summary": "the same: geometric mean of the per-layer ratios per kernel",
     "jit-cost": "benchmarks/jit_cost.py's JSON: compile and cache-load time per kernel",
     "margins": "benchmarks/check_platforms.py's JSON: legitimate errors against planted faults",
+    "rows": "any results JSON holding a list of flat records: :key: names the list, "
+            ":columns: the fields shown",
 }
 #: Where a page may read from: only committed results, never a scratch file.
 RESULTS_DIR = "results"
@@ -75,6 +79,18 @@ def resolve(root: Path, relpath: str) -> Path:
     if not path.is_file():
         raise ResultsUnavailable(f"{relpath} is not in this checkout")
     return path
+
+
+def expand(root: Path, pattern: str) -> list[str]:
+    """The paths (relative to ``root``) a page's argument names: itself, or, where it holds
+    ``*``, ``?`` or ``[``, every committed file under ``results/`` that matches, sorted.
+
+    A plain path is returned whether or not it exists, so that :func:`resolve` reports it.
+    """
+    if not any(ch in pattern for ch in "*?["):
+        return [pattern]
+    return sorted(str(p.relative_to(root)) for p in root.glob(pattern)
+                  if p.is_file() and (root / RESULTS_DIR).resolve() in p.resolve().parents)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -404,6 +420,31 @@ def margins_table(path: Path, peer: str | None = None, match: str | None = None
     return [("Margins over every platform the run emulated", (header, rows))]
 
 
+def rows_table(path: Path, key: str, columns: Sequence[str]) -> list[tuple[str, Table]]:
+    """The records of the list ``key`` of a results JSON, one row each, ``columns`` shown."""
+    data = read_json(path)
+    records = data.get(key)
+    if not isinstance(records, list) or not records:
+        raise ResultsUnavailable(f"{path.name} holds no list {key!r}")
+    rows = []
+    for rec in records:
+        if not isinstance(rec, Mapping):
+            raise ResultsUnavailable(f"{path.name}'s {key!r} holds a {type(rec).__name__}, "
+                                     f"expected records")
+        rows.append([_cell(rec.get(c)) for c in columns])
+    return [(f"{key} ({len(rows)} records)", (list(columns), rows))]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v):
+        return f"[{v[0]:.3g}, {v[1]:.3g}]"
+    return str(v)
+
+
 def _num(v: Any) -> str:
     return "—" if not isinstance(v, (int, float)) else f"{v:.3g}"
 
@@ -420,7 +461,8 @@ BUILDERS: dict[str, Callable[..., list[tuple[str, Table]]]] = {
 
 
 def build_tables(root: Path, relpath: str, kind: str, *, peer: str | None = None,
-                 match: str | None = None
+                 match: str | None = None, key: str | None = None,
+                 columns: Sequence[str] = ()
                  ) -> tuple[dict[str, Any], list[tuple[str, Table]]]:
     """The provenance of ``relpath`` and the tables of ``kind`` made from it.
 
@@ -431,10 +473,14 @@ def build_tables(root: Path, relpath: str, kind: str, *, peer: str | None = None
     ResultsUnavailable
         If the file is missing, has no provenance, or holds no such table.
     """
-    if kind not in BUILDERS:
+    if kind not in KINDS:
         raise ValueError(f"results-table :kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "rows" and not (key and columns):
+        raise ValueError("results-table :kind: rows needs :key: and :columns:")
     path = resolve(root, relpath)
     record = file_provenance(path)
+    if kind == "rows":
+        return record, rows_table(path, key or "", columns)
     return record, BUILDERS[kind](path, peer=peer, match=match)
 
 
@@ -552,16 +598,29 @@ class ResultsTable(Directive):
 
     required_arguments = 1
     option_spec = {"kind": directives.unchanged_required, "match": directives.unchanged,
-                   "peer": directives.unchanged, "caption": directives.unchanged}
+                   "peer": directives.unchanged, "caption": directives.unchanged,
+                   "key": directives.unchanged, "columns": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
-        relpath = self.arguments[0]
+        pattern = self.arguments[0]
+        env = self.state.document.settings.env
+        paths = expand(_root(self), pattern)
+        if not paths:
+            why = f"no committed file matches {pattern}"
+            _logger().warning(f"results-table {pattern}: {why}; the table is dropped",
+                              location=(env.docname, self.lineno))
+            return [unavailable_node(pattern, why)]
+        return [node for relpath in paths for node in self._one(relpath)]
+
+    def _one(self, relpath: str) -> list[nodes.Node]:
         env = self.state.document.settings.env
         env.note_dependency(str(_root(self) / relpath))
+        columns = [c.strip() for c in self.options.get("columns", "").split(",") if c.strip()]
         try:
             record, tables = build_tables(_root(self), relpath, self.options.get("kind", ""),
                                           peer=self.options.get("peer"),
-                                          match=self.options.get("match"))
+                                          match=self.options.get("match"),
+                                          key=self.options.get("key"), columns=columns)
         except ResultsUnavailable as exc:
             _logger().warning(f"results-table {relpath}: {exc}; the table is dropped",
                               location=(env.docname, self.lineno))
