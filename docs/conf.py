@@ -22,6 +22,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax from the built site, not a CDN: the pages render their maths offline.
+    "sphinx-mathjax-offline",
     "convbench_results",
     "convbench_reference",
 ]

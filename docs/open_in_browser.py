@@ -4,7 +4,7 @@
 
 Each page must load with every image drawn, no console error, its title, and what it is for:
 the front page its table of contents, the results page at least one generated table with
-its provenance and no dropped-table message. Exit status 0 when both pass, 1 when one does
+its provenance and no dropped-table message, an algorithm page its formulas typeset. Exit status 0 when both pass, 1 when one does
 not, and 0 with a message naming the install command where there is no Chromium (as the
 report's browser test skips), unless ``CONVBENCH_REQUIRE_BROWSER=1`` makes that a failure.
 """
@@ -30,6 +30,10 @@ PAGES = {
                                                     "'table.results').length",
                                           "provenance": "document.querySelectorAll("
                                                         "'.results-provenance').length"}},
+    # MathJax is served from the site: its formulas must render with no network.
+    "algorithms/fft.html": {"title": "FFT",
+                            "checks": {"formulas": "document.querySelectorAll("
+                                                   "'mjx-container').length"}},
 }
 DROPPED = "document.body.innerText.includes('Table dropped')"
 
