@@ -1,12 +1,13 @@
-"""Open the built site's front page and a results page in headless Chromium, as a reader would.
+"""Open the built site's front page, a results page and an algorithm page in headless Chromium.
 
     python docs/open_in_browser.py docs/_build/html
 
 Each page must load with every image drawn, no console error, its title, and what it is for:
 the front page its table of contents, the results page at least one generated table with
-its provenance and no dropped-table message, an algorithm page its formulas typeset. Exit status 0 when both pass, 1 when one does
-not, and 0 with a message naming the install command where there is no Chromium (as the
-report's browser test skips), unless ``CONVBENCH_REQUIRE_BROWSER=1`` makes that a failure.
+its provenance and no dropped-table message, an algorithm page its formulas typeset. Exit
+status 0 when every page passes, 1 when one does not, and 0 with a message naming the
+install command where there is no Chromium (as the report's browser test skips), unless
+``CONVBENCH_REQUIRE_BROWSER=1`` makes that a failure.
 """
 
 from __future__ import annotations
