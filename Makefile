@@ -134,7 +134,7 @@ $(DOCS_STAMP): pyproject.toml
 
 # Warnings are errors (-W; --keep-going lists them all first, -n: every cross-reference
 # resolves), then the built pages' own links, the results extension's tests, and the front
-# page and a results page in headless Chromium. The extension's tests run without the tests'
+# page, a results page and an algorithm page in headless Chromium. The extension's tests run without the tests'
 # conftest, which needs the test extras that make docs does not install.
 docs: $(DOCS_STAMP) browser
 	rm -rf $(DOCS_OUT) docs/_build/doctrees
