@@ -134,8 +134,8 @@ $(DOCS_STAMP): pyproject.toml
 
 # Warnings are errors (-W; --keep-going lists them all first, -n: every cross-reference
 # resolves), then the built pages' own links, the results extension's tests, and the front
-# page, a results page and an algorithm page in headless Chromium. The extension's tests run without the tests'
-# conftest, which needs the test extras that make docs does not install.
+# page, a results page and an algorithm page in headless Chromium. The extension's tests run
+# without the tests' conftest, which needs the test extras that make docs does not install.
 docs: $(DOCS_STAMP) browser
 	rm -rf $(DOCS_OUT) docs/_build/doctrees
 	$(BIN)/python -m sphinx -W --keep-going -n -q -b html -d docs/_build/doctrees docs $(DOCS_OUT)
