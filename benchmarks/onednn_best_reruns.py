@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -37,6 +38,7 @@ import vs_onednn  # noqa: E402  (a sibling script, not a package)
 from convbench.measure.peers import (  # noqa: E402
     IntervalRatio,
     LayerComparison,
+    geomean,
     geomean_over_passes,
     whole_network,
 )
@@ -91,10 +93,31 @@ def _geomean(kernel: str | list[str], keep: Callable[[LayerComparison, ConvProbl
         chosen = [r for r in layers if ConvProblem.parse(r.problem).dir == direction
                   and keep(r, ConvProblem.parse(r.problem))]
         k = [n for n in kernel if n in names] if isinstance(kernel, list) else kernel
-        if not k or (isinstance(k, str) and k not in names):
+        if not k or (isinstance(k, str) and k not in names) or \
+                (isinstance(k, list) and len(k) < 2):  # a "fastest of" one kernel is that kernel
             return None
+        if chosen and not any(r.samples_ms for r in chosen):
+            return point_geomean(chosen, k, peer)
         return geomean_over_passes(chosen, k, peer)
     return compute
+
+
+def point_geomean(layers: list[LayerComparison], kernel: str | list[str], peer: str
+                  ) -> IntervalRatio | None:
+    """The geometric mean of the layers' median ratios, for files that kept no per-pass
+    samples: a point with no interval (for a list of kernels, each layer's fastest, as
+    such files reported it)."""
+    ratios = []
+    for r in layers:
+        mine = [r.ratios.get(n, {}).get(peer) for n in
+                (kernel if isinstance(kernel, list) else [kernel])]
+        mine = [v for v in mine if v]
+        if mine:
+            ratios.append(max(mine))
+    value = geomean(ratios)
+    return None if value is None else IntervalRatio(
+        value, math.nan, math.nan, "point", math.nan,
+        f"geometric mean of {len(ratios)} layers' medians; the file kept no per-pass samples")
 
 
 def _network(direction: str | None):
@@ -158,7 +181,11 @@ def verdict(old: IntervalRatio, new: IntervalRatio) -> str:
 
 
 def text(g: IntervalRatio | None) -> str:
-    return "—" if g is None else f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+    if g is None:
+        return "—"
+    if math.isnan(g.lo):
+        return f"{g.value:.2f} (point)"
+    return f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
 
 
 def machine(prov: dict | None) -> str:
@@ -207,7 +234,8 @@ def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
     if old is None or best is None:
         return None
     return {"figure": label,
-            "old": [old.value, old.lo, old.hi], "old_interval": old.label,
+            "old": [None if math.isnan(v) else v for v in (old.value, old.lo, old.hi)],
+            "old_interval": old.label,
             "new": {p: None if g is None else [g.value, g.lo, g.hi] for p, g in new.items()},
             "new_interval": best.label, "threshold": fig.threshold,
             "met": None if fig.threshold is None else vs_onednn.met_text(best, fig.threshold),
@@ -231,7 +259,7 @@ def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
     for row in rows:
         new = {p: None if v is None else IntervalRatio(v[0], v[1], v[2], "", 0.95, "")
                for p, v in row["new"].items()}
-        old = IntervalRatio(*row["old"], "", 0.95, "")
+        old = IntervalRatio(*[math.nan if v is None else v for v in row["old"]], "", 0.95, "")
         lines.append(
             f"| {row['figure']} | `{Path(row['old_file']).name}` "
             f"({machine(provs.get(row['old_file']))}) | {text(old)} | "
