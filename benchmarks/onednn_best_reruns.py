@@ -58,6 +58,9 @@ PAIRS = [
                                _CPU + "vs_onednn_vgg16_3x3-best.json"]),
 ]
 
+#: (earlier, rerun) of ``benchmarks/winograd_tiles.py``: the tiles through ``convbench.plan``.
+TILE_PAIRS = [(_CPU + "winograd_tiles-xeon.json", _CPU + "winograd_tiles.json")]
+
 #: The peers a rerun reports, the first being the peer of every figure and verdict.
 NEW_PEERS = ("onednn_best", "onednn", "onednn_cl")
 OLD_PEER = "onednn"
@@ -242,6 +245,31 @@ def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
             "verdict": verdict(old, best)}
 
 
+def compare_tiles(old_path: str, new_path: str) -> list[dict]:
+    """``winograd_tiles.py``'s speed targets from both files (its own summary), side by side;
+    the rerun has ``onednn_best`` as its only peer."""
+    import winograd_tiles  # noqa: PLC0415  (a sibling script)
+
+    old = {what.replace(" (not cross-fitted: no samples kept)", ""): (v, t) for what, v, t in
+           winograd_tiles.summary(json.loads(Path(old_path).read_text())["rows"])}
+    rows = []
+    for what, value, target in winograd_tiles.summary(
+            json.loads(Path(new_path).read_text())["rows"]):
+        if what not in old or old[what][0] is None or value is None:
+            continue
+        before = IntervalRatio(*old[what][0], "", 0.95, "")
+        now = IntervalRatio(*value, "", 0.95, "")
+        rows.append({"figure": f"{what} (through plan)", "old": list(old[what][0]),
+                     "old_interval": "median over passes, order-statistic interval",
+                     "new": {"onednn_best": list(value), "onednn": None, "onednn_cl": None},
+                     "new_interval": "median over passes, order-statistic interval",
+                     "threshold": target,
+                     "met": None if target is None else winograd_tiles.holds(value, target),
+                     "verdict": verdict(before, now), "old_file": old_path,
+                     "new_files": [new_path]})
+    return rows
+
+
 def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
     lines = [
         "## Earlier figures against `onednn`, rerun against `onednn_best`\n",
@@ -287,6 +315,12 @@ def main() -> int:
             continue
         rows += compare(old, news)
         used += [old, *news]
+    for old, new in TILE_PAIRS:
+        if Path(old).exists() and Path(new).exists():
+            rows += compare_tiles(old, new)
+            used += [old, new]
+        else:
+            print(f"left out: {old} -> {new} (not there)", file=sys.stderr)
     provs = {f: read_provenance(f) for f in dict.fromkeys(used)}
     prov = combined({f: p for f, p in provs.items() if p is not None})
     prov["derived_by"] = [sys.executable, *sys.argv]
