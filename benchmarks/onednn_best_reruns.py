@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -37,6 +38,7 @@ import vs_onednn  # noqa: E402  (a sibling script, not a package)
 from convbench.measure.peers import (  # noqa: E402
     IntervalRatio,
     LayerComparison,
+    geomean,
     geomean_over_passes,
     whole_network,
 )
@@ -55,6 +57,9 @@ PAIRS = [
     (_CPU + "vs_onednn.json", [_RERUN_MB8, _CPU + "vs_onednn_resnet50_mb1-best.json",
                                _CPU + "vs_onednn_vgg16_3x3-best.json"]),
 ]
+
+#: (earlier, rerun) of ``benchmarks/winograd_tiles.py``: the tiles through ``convbench.plan``.
+TILE_PAIRS = [(_CPU + "winograd_tiles-xeon.json", _CPU + "winograd_tiles.json")]
 
 #: The peers a rerun reports, the first being the peer of every figure and verdict.
 NEW_PEERS = ("onednn_best", "onednn", "onednn_cl")
@@ -91,10 +96,31 @@ def _geomean(kernel: str | list[str], keep: Callable[[LayerComparison, ConvProbl
         chosen = [r for r in layers if ConvProblem.parse(r.problem).dir == direction
                   and keep(r, ConvProblem.parse(r.problem))]
         k = [n for n in kernel if n in names] if isinstance(kernel, list) else kernel
-        if not k or (isinstance(k, str) and k not in names):
+        if not k or (isinstance(k, str) and k not in names) or \
+                (isinstance(k, list) and len(k) < 2):  # a "fastest of" one kernel is that kernel
             return None
+        if chosen and not any(r.samples_ms for r in chosen):
+            return point_geomean(chosen, k, peer)
         return geomean_over_passes(chosen, k, peer)
     return compute
+
+
+def point_geomean(layers: list[LayerComparison], kernel: str | list[str], peer: str
+                  ) -> IntervalRatio | None:
+    """The geometric mean of the layers' median ratios, for files that kept no per-pass
+    samples: a point with no interval (for a list of kernels, each layer's fastest, as
+    such files reported it)."""
+    ratios = []
+    for r in layers:
+        mine = [r.ratios.get(n, {}).get(peer) for n in
+                (kernel if isinstance(kernel, list) else [kernel])]
+        mine = [v for v in mine if v]
+        if mine:
+            ratios.append(max(mine))
+    value = geomean(ratios)
+    return None if value is None else IntervalRatio(
+        value, math.nan, math.nan, "point", math.nan,
+        f"geometric mean of {len(ratios)} layers' medians; the file kept no per-pass samples")
 
 
 def _network(direction: str | None):
@@ -158,7 +184,11 @@ def verdict(old: IntervalRatio, new: IntervalRatio) -> str:
 
 
 def text(g: IntervalRatio | None) -> str:
-    return "—" if g is None else f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+    if g is None:
+        return "—"
+    if math.isnan(g.lo):
+        return f"{g.value:.2f} (point)"
+    return f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
 
 
 def machine(prov: dict | None) -> str:
@@ -207,11 +237,37 @@ def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
     if old is None or best is None:
         return None
     return {"figure": label,
-            "old": [old.value, old.lo, old.hi], "old_interval": old.label,
+            "old": [None if math.isnan(v) else v for v in (old.value, old.lo, old.hi)],
+            "old_interval": old.label,
             "new": {p: None if g is None else [g.value, g.lo, g.hi] for p, g in new.items()},
             "new_interval": best.label, "threshold": fig.threshold,
             "met": None if fig.threshold is None else vs_onednn.met_text(best, fig.threshold),
             "verdict": verdict(old, best)}
+
+
+def compare_tiles(old_path: str, new_path: str) -> list[dict]:
+    """``winograd_tiles.py``'s speed targets from both files (its own summary), side by side;
+    the rerun has ``onednn_best`` as its only peer."""
+    import winograd_tiles  # noqa: PLC0415  (a sibling script)
+
+    old = {what.replace(" (not cross-fitted: no samples kept)", ""): (v, t) for what, v, t in
+           winograd_tiles.summary(json.loads(Path(old_path).read_text())["rows"])}
+    rows = []
+    for what, value, target in winograd_tiles.summary(
+            json.loads(Path(new_path).read_text())["rows"]):
+        if what not in old or old[what][0] is None or value is None:
+            continue
+        before = IntervalRatio(*old[what][0], "", 0.95, "")
+        now = IntervalRatio(*value, "", 0.95, "")
+        rows.append({"figure": f"{what} (through plan)", "old": list(old[what][0]),
+                     "old_interval": "median over passes, order-statistic interval",
+                     "new": {"onednn_best": list(value), "onednn": None, "onednn_cl": None},
+                     "new_interval": "median over passes, order-statistic interval",
+                     "threshold": target,
+                     "met": None if target is None else winograd_tiles.holds(value, target),
+                     "verdict": verdict(before, now), "old_file": old_path,
+                     "new_files": [new_path]})
+    return rows
 
 
 def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
@@ -231,7 +287,7 @@ def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
     for row in rows:
         new = {p: None if v is None else IntervalRatio(v[0], v[1], v[2], "", 0.95, "")
                for p, v in row["new"].items()}
-        old = IntervalRatio(*row["old"], "", 0.95, "")
+        old = IntervalRatio(*[math.nan if v is None else v for v in row["old"]], "", 0.95, "")
         lines.append(
             f"| {row['figure']} | `{Path(row['old_file']).name}` "
             f"({machine(provs.get(row['old_file']))}) | {text(old)} | "
@@ -259,6 +315,12 @@ def main() -> int:
             continue
         rows += compare(old, news)
         used += [old, *news]
+    for old, new in TILE_PAIRS:
+        if Path(old).exists() and Path(new).exists():
+            rows += compare_tiles(old, new)
+            used += [old, new]
+        else:
+            print(f"left out: {old} -> {new} (not there)", file=sys.stderr)
     provs = {f: read_provenance(f) for f in dict.fromkeys(used)}
     prov = combined({f: p for f, p in provs.items() if p is not None})
     prov["derived_by"] = [sys.executable, *sys.argv]
