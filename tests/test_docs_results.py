@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 import convbench_results as ext  # noqa: E402 -- docs/_ext on the path first
 
-from convbench.store.provenance import missing_fields, with_json  # noqa: E402
+from convbench.store.provenance import combined, missing_fields, with_json  # noqa: E402
 
 #: Ratios no committed file holds, so that finding them in a page proves where they came from.
 RATIOS = {"res2": {"im2col": 0.8125, "winograd": 1.4375}, "res3": {"im2col": 1.1875,
@@ -64,6 +64,14 @@ def test_a_summary_is_computed_from_the_file(tmp_path):
     assert dict(ext.provenance_lines(record))["machine"].startswith("Test CPU, 2 cores")
 
 
+def test_a_file_of_several_runs_names_the_run_of_each_value():
+    one, two = provenance(), {**provenance(), "commit": "fedcba9876"}
+    lines = dict(ext.provenance_lines(combined({"a.json": one, "b.json": two})))
+    assert lines["commit"] == f"{COMMIT} (a.json); fedcba9876 (b.json)"
+    assert lines["date"] == one["date"]  # the same in both: said once
+    assert lines["runs"] == "2"
+
+
 def test_a_missing_file_gives_no_table(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(ext.ResultsUnavailable, match="results/cpu/cmp.json is not in this"):
@@ -102,14 +110,16 @@ def test_a_pattern_takes_every_committed_file_it_matches(tmp_path):
 def test_rows_show_the_named_fields_of_each_record(tmp_path):
     path = tmp_path / "results" / "figures.json"
     path.parent.mkdir()
-    figures = [{"figure": "whole network", "ratio": 0.8125, "ci": [0.75, 0.875]},
-               {"figure": "winograd", "ratio": 1.0625}]
+    figures = [{"figure": "whole network", "ratio": 0.8125, "ci": [0.75, 0.875],
+                "new": {"onednn_best": [0.8125, 0.75, 0.875]}},
+               {"figure": "winograd", "ratio": 1.0625, "new": {}}]
     path.write_text(json.dumps(with_json({"figures": figures}, provenance())))
     _, tables = ext.build_tables(tmp_path, "results/figures.json", "rows", key="figures",
-                                 columns=["figure", "ratio", "ci"])
+                                 columns=["figure", "ratio", "ci", "new.onednn_best"])
     (_, (header, rows)), = tables
-    assert header == ["figure", "ratio", "ci"]
-    assert rows == [["whole network", "0.812", "[0.75, 0.875]"], ["winograd", "1.06", "—"]]
+    assert header == ["figure", "ratio", "ci", "new.onednn_best"]
+    assert rows == [["whole network", "0.812", "[0.75, 0.875]", "0.812 [0.75, 0.875]"],
+                    ["winograd", "1.06", "—", "—"]]
     with pytest.raises(ValueError, match="needs :key: and :columns:"):
         ext.build_tables(tmp_path, "results/figures.json", "rows")
     with pytest.raises(ext.ResultsUnavailable, match="holds no list 'rows'"):

@@ -130,16 +130,21 @@ def file_provenance(path: Path) -> dict[str, Any]:
     return record
 
 
-def _values(value: Any) -> list[Any]:
-    """The distinct values of a provenance field (per source where runs differ)."""
+def _values(value: Any) -> list[tuple[Any, list[str]]]:
+    """The distinct values of a provenance field, each with the runs that have it (none named
+    where the field is not per run)."""
     from convbench.store.provenance import PER_SOURCE  # noqa: PLC0415
 
-    found = list(value[PER_SOURCE].values()) if isinstance(value, dict) and \
-        PER_SOURCE in value else [value]
-    out: list[Any] = []
-    for v in found:
-        if v not in out:
-            out.append(v)
+    if not (isinstance(value, dict) and PER_SOURCE in value):
+        return [(value, [])]
+    out: list[tuple[Any, list[str]]] = []
+    for source, v in value[PER_SOURCE].items():
+        for seen, sources in out:
+            if seen == v:
+                sources.append(source)
+                break
+        else:
+            out.append((v, [source]))
     return out
 
 
@@ -191,8 +196,10 @@ def provenance_lines(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     lines = []
     for label, show in shown:
         key = {"machine": "platform", "machine noise": "noise"}.get(label, label)
-        texts = [show(v) for v in _values(record.get(key))]
-        lines.append((label, " | ".join(texts)))
+        values = _values(record.get(key))
+        texts = [show(v) + (f" ({', '.join(sources)})" if len(values) > 1 else "")
+                 for v, sources in values]
+        lines.append((label, "; ".join(texts)))
     if record.get("recovered"):
         fields = sorted({f for note in _recovered(record) for f in note})
         lines.append(("recovered", "inferred after the run, not recorded by it: "
@@ -431,17 +438,32 @@ def rows_table(path: Path, key: str, columns: Sequence[str]) -> list[tuple[str, 
         if not isinstance(rec, Mapping):
             raise ResultsUnavailable(f"{path.name}'s {key!r} holds a {type(rec).__name__}, "
                                      f"expected records")
-        rows.append([_cell(rec.get(c)) for c in columns])
+        rows.append([_cell(_field(rec, c)) for c in columns])
     return [(f"{key} ({len(rows)} records)", (list(columns), rows))]
 
 
+def _field(rec: Mapping[str, Any], column: str) -> Any:
+    """``rec[column]``, where ``a.b`` reads ``rec["a"]["b"]``."""
+    value: Any = rec
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def _cell(v: Any) -> str:
+    """A value as a table shows it: ``[lo, hi]`` an interval, ``[x, lo, hi]`` a point in its
+    interval, lists of names joined."""
     if v is None:
         return "—"
     if isinstance(v, float):
         return f"{v:.3g}"
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v):
-        return f"[{v[0]:.3g}, {v[1]:.3g}]"
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+        if len(v) == 2:
+            return f"[{v[0]:.3g}, {v[1]:.3g}]"
+        if len(v) == 3:
+            return f"{v[0]:.3g} [{v[1]:.3g}, {v[2]:.3g}]"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
     return str(v)
 
 
