@@ -78,6 +78,20 @@ def test_a_missing_file_gives_no_table(tmp_path):
         ext.build_tables(tmp_path, "results/cpu/cmp.json", "peers-summary")
 
 
+def test_a_file_computed_from_a_missing_file_gives_no_table(tmp_path):
+    source = write_comparison(tmp_path, "earlier.json")
+    derived = tmp_path / "results" / "cpu" / "derived.json"
+    record = combined({"results/cpu/earlier.json": provenance(), "a run": provenance()})
+    derived.write_text(json.dumps(with_json({"rows": [{"figure": "x", "old": 1.5}]}, record)))
+    ext.build_tables(tmp_path, "results/cpu/derived.json", "rows", key="rows",
+                     columns=["figure", "old"])
+    source.unlink()
+    with pytest.raises(ext.ResultsUnavailable,
+                       match="computed from results/cpu/earlier.json, which is not in"):
+        ext.build_tables(tmp_path, "results/cpu/derived.json", "rows", key="rows",
+                         columns=["figure", "old"])
+
+
 def test_a_file_without_provenance_gives_no_table(tmp_path):
     path = write_comparison(tmp_path)
     data = json.loads(path.read_text())

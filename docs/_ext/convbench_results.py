@@ -130,6 +130,22 @@ def file_provenance(path: Path) -> dict[str, Any]:
     return record
 
 
+def check_sources(root: Path, record: Mapping[str, Any], relpath: str) -> None:
+    """Refuse a file computed from other results files (its provenance's ``sources``) when
+    one of them is no longer in this checkout: its figures would outlive their data.
+
+    Raises
+    ------
+    ResultsUnavailable
+        Naming the first source that is missing.
+    """
+    for source in record.get("sources") or []:
+        name = str(source)
+        if name.startswith(f"{RESULTS_DIR}/") and not (root / name).is_file():
+            raise ResultsUnavailable(f"{relpath} was computed from {name}, which is not in "
+                                     f"this checkout")
+
+
 def _values(value: Any) -> list[tuple[Any, list[str]]]:
     """The distinct values of a provenance field, each with the runs that have it (none named
     where the field is not per run)."""
@@ -501,6 +517,7 @@ def build_tables(root: Path, relpath: str, kind: str, *, peer: str | None = None
         raise ValueError("results-table :kind: rows needs :key: and :columns:")
     path = resolve(root, relpath)
     record = file_provenance(path)
+    check_sources(root, record, relpath)
     if kind == "rows":
         return record, rows_table(path, key or "", columns)
     return record, BUILDERS[kind](path, peer=peer, match=match)
@@ -514,6 +531,7 @@ def result_record(root: Path, relpath: str, kernel: str | None = None,
     if path.suffix != ".jsonl":
         raise ValueError(f"results-record reads a JSONL file, got {relpath!r}")
     record = file_provenance(path)
+    check_sources(root, record, relpath)
     from convbench.store.jsonl import iter_jsonl  # noqa: PLC0415
 
     for rec in iter_jsonl(path):
