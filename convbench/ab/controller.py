@@ -21,7 +21,7 @@ from typing import Any
 
 from convbench.ab import instructions
 from convbench.ab.accuracy import side_outcome, write_inputs
-from convbench.ab.schedule import AbTask, PairingSettings, WorkerSide, run_pairs
+from convbench.ab.schedule import AbTask, PairingSettings, Side, WorkerSide, run_pairs
 from convbench.ab.sides import WorkerProcess, thread_environment
 from convbench.ab.thresholds import Thresholds
 from convbench.ab.verdict import judge
@@ -106,9 +106,14 @@ def _inputs(work: Path, seed: int) -> Callable[[AbTask], Path]:
 
 
 def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbSettings,
-                  thresholds: Thresholds, progress: Callable[[str], None] | None = None
-                  ) -> Outcome:
-    """Run ``tasks`` on BASE and HEAD paired (timed or counted); one record per task."""
+                  thresholds: Thresholds, progress: Callable[[str], None] | None = None,
+                  start_pair: Callable[[int], tuple[Side, Side]] | None = None,
+                  clock: Callable[[], float] = time.perf_counter) -> Outcome:
+    """Run ``tasks`` on BASE and HEAD paired (timed or counted); one record per task.
+
+    ``start_pair`` and ``clock`` replace the worker processes and the wall
+    clock (the tests' fake sides); the trees are then only labels.
+    """
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convbench-ab-") as tmp:
         work = Path(tmp)
@@ -125,12 +130,12 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
         if settings.count == "time":
             env = thread_environment(settings.threads)
 
-            def start_pair(i: int) -> tuple[WorkerSide, WorkerSide]:
+            def start_workers(i: int) -> tuple[Side, Side]:
                 return start("BASE", base, env), start("HEAD", head, env)
 
-            found = run_pairs(tasks, start_pair, settings.pairing, inputs,
+            found = run_pairs(tasks, start_pair or start_workers, settings.pairing, inputs,
                               lambda t, side: output_path(work, t, side), accuracy.admit,
-                              progress=progress)
+                              clock=clock, progress=progress)
             measured = {k: _timed_figures(v) for k, v in found.items()}
         else:
             measured = _count(base, head, tasks, settings, work, inputs, accuracy, start,

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from convbench.ab.verdict import resampled_medians
+
 #: Family-wise chance, per kernel, that one of its layers crosses the threshold in A/A.
 ALPHA = 0.05
 #: Simulated medians behind each quantile.
@@ -86,7 +88,7 @@ def calibrate_kernel(clusters_by_layer: Sequence[Sequence[Sequence[float]]], *,
     pairs = round(float(np.median([len(layer) for layer in layers])))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(pool), size=(simulations, pairs))
-    medians = np.abs([np.median(np.concatenate([pool[i] for i in row])) for row in picks])
+    medians = np.abs(resampled_medians(pool, picks))
     quantile = 1.0 - alpha / len(layers)
     q = float(np.quantile(medians, quantile))
     return KernelThreshold(t=max(MIN_THRESHOLD, math.expm1(q)), layers=len(layers),

@@ -66,11 +66,19 @@ def bootstrap_interval(clusters: Sequence[Sequence[float]], seed: int = 0,
         raise ValueError("no process pair has a block ratio")
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(clusters), size=(resamples, len(clusters)))
-    medians = np.array([np.median(np.concatenate([clusters[i] for i in row]))
-                        for row in picks])
+    medians = resampled_medians(clusters, picks)
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(medians, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def resampled_medians(clusters: Sequence[Sequence[float]], picks: np.ndarray) -> np.ndarray:
+    """For each row of ``picks`` (cluster indices), the median of those clusters' pooled values."""
+    if len({len(c) for c in clusters}) == 1:  # the usual case: one array operation
+        values = np.asarray(clusters, dtype=float)[picks]
+        return np.median(values.reshape(len(picks), -1), axis=1)
+    arrays = [np.asarray(c, dtype=float) for c in clusters]
+    return np.array([np.median(np.concatenate([arrays[i] for i in row])) for row in picks])
 
 
 def verdict(ratio: float, ci95: tuple[float, float], threshold: float) -> str:

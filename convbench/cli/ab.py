@@ -80,15 +80,26 @@ def add_parser(sub: Any, name: str) -> None:
     ab.add_argument("--table", help="also write the printed Markdown to this file")
 
 
-@contextlib.contextmanager
-def _trees(args: argparse.Namespace) -> Iterator[list[Path]]:
-    from convbench.ab.trees import check_tree, checked_out  # noqa: PLC0415
+def _check_trees(args: argparse.Namespace) -> tuple[str, ...]:
+    """The trees' labels; the trees themselves checked first where they are folders."""
+    from convbench.ab.trees import check_tree  # noqa: PLC0415
 
     wanted = 1 if args.calibrate else 2
     if len(args.trees) != wanted:
         takes = "--calibrate takes BASE alone" if args.calibrate else "ab takes BASE and HEAD"
         raise ValueError(f"{takes}: got {len(args.trees)} tree(s) ({' '.join(args.trees)})")
     labels = ("BASE", "HEAD")[:wanted]
+    if not args.repo:
+        for tree, label in zip(args.trees, labels, strict=True):
+            check_tree(tree, label)
+    return labels
+
+
+@contextlib.contextmanager
+def _trees(args: argparse.Namespace) -> Iterator[list[Path]]:
+    from convbench.ab.trees import check_tree, checked_out  # noqa: PLC0415
+
+    labels = _check_trees(args)
     if args.repo:
         with checked_out(args.repo, args.trees) as paths:
             yield [check_tree(p, label) for p, label in zip(paths, labels, strict=True)]
@@ -133,6 +144,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.measure.threads import default_threads  # noqa: PLC0415
     from convbench.store.environment import platform_fingerprint  # noqa: PLC0415
 
+    _check_trees(args)
     counting = args.count == "instructions"
     if counting and args.calibrate:
         raise ValueError("--calibrate measures the noise of time; instruction counts have none")
