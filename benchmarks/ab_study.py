@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ab_args in plan[study]:
             summary = run_ab(name, ab_args, args.out)
             counting = study.startswith("instructions")
-            reps = ({"count": "instructions", "process_pairs": 1, "calls": 2} if counting
+            reps = ({"count": "instructions", "process_pairs": 1, "calls": 1} if counting
                     else {"count": "time", "process_pairs": 5, "blocks": 2, "window_s": 0.08})
             write_summary(args.out, name, summary, argv, reps, counting)
     return 0

@@ -99,3 +99,6 @@ class FakeSide:
 
     def close(self) -> None:
         self.closed = True
+
+    def settle(self, limit: float) -> None:
+        self.clock.now += 0.005

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class AbSettings:
     threads: int = 1
     count: str = "time"  # or "instructions"
     cpu: str = instructions.DEFAULT_CPU
-    calls: int = 2
+    calls: int = 1
     timeout: float | None = 600.0
     seed: int = 0
 
@@ -72,18 +73,25 @@ def exit_status(records: Sequence[dict[str, Any]]) -> int:
 class _Accuracy:
     """Holds each side's first output to its envelope, and remembers the outcome."""
 
-    def __init__(self, seed: int, work: Path) -> None:
+    def __init__(self, seed: int, work: Path, tasks: Sequence[AbTask]) -> None:
         self.seed = seed
         self.work = work
-        self.references = ReferenceCache()
+        # A reference per layer, kept until its last kernel is checked: the first
+        # pair meets the layers in random order.
+        self.left = Counter(t.descriptor for t in tasks)
+        self.references: dict[str, ReferenceCache] = {}
         self.outcomes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def admit(self, task: AbTask, base: dict[str, Any], head: dict[str, Any]) -> bool:
         p = ConvProblem.parse(task.descriptor)
+        references = self.references.setdefault(task.descriptor, ReferenceCache())
         out_base = side_outcome(p, base, output_path(self.work, task, "base"), self.seed,
-                                self.references)
+                                references)
         out_head = side_outcome(p, head, output_path(self.work, task, "head"), self.seed,
-                                self.references)
+                                references)
+        self.left[task.descriptor] -= 1
+        if self.left[task.descriptor] <= 0:
+            self.references.pop(task.descriptor, None)
         self.outcomes[task.key] = (out_base, out_head)
         return out_base["status"] == "ok" and out_head["status"] == "ok"
 
@@ -117,7 +125,7 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convbench-ab-") as tmp:
         work = Path(tmp)
-        accuracy = _Accuracy(settings.seed, work)
+        accuracy = _Accuracy(settings.seed, work, tasks)
         inputs = _inputs(work, settings.seed)
         workers: dict[str, str] = {}
 
@@ -146,6 +154,8 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
 
 
 def _timed_figures(times: Any) -> dict[str, Any] | None:
+    if times.later_failure is not None:
+        return {"later_failure": times.later_failure}
     if not times.clusters:
         return None
     return {"clusters": times.clusters,
@@ -163,14 +173,20 @@ def _count(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbSettings
     env = instructions.count_environment(settings.cpu)
     admitted = []
     native = (start("BASE", base, env), start("HEAD", head, env))
+
+    def run_once(side: WorkerSide, name: str, task: AbTask) -> dict[str, Any]:
+        try:
+            return side.prepare(task, inputs(task), output_path(work, task, name))
+        finally:
+            side.release(task)
+
     try:
-        for task in tasks:
-            replies = [side.prepare(task, inputs(task), output_path(work, task, name))
-                       for side, name in zip(native, ("base", "head"), strict=True)]
-            for side in native:
-                side.release(task)
-            if accuracy.admit(task, *replies):
-                admitted.append(task)
+        with ThreadPoolExecutor(2) as pool:
+            for task in tasks:
+                inputs(task)  # written once, before both sides read it
+                replies = list(pool.map(run_once, native, ("base", "head"), (task, task)))
+                if accuracy.admit(task, *replies):
+                    admitted.append(task)
     finally:
         for side in native:
             side.close()
@@ -229,7 +245,14 @@ def _record(task: AbTask, accuracy: tuple[dict[str, Any], dict[str, Any]] | None
         rec["reason"] = f"ok in BASE, {head['status']} in HEAD: {head.get('reason')}"
     elif measured is None:
         rec["verdict"] = HEAD_FAILS
-        rec["reason"] = "ran in the first process pair, failed in a later one"
+        rec["reason"] = "ran in the first process pair, was not measured in a later one"
+    elif "later_failure" in measured:
+        later_base, later_head = measured["later_failure"]
+        failed, reply = (("BASE", later_base) if later_base.get("status") != "ok"
+                         else ("HEAD", later_head))
+        rec["verdict"] = BASE_FAILS if failed == "BASE" else HEAD_FAILS
+        rec["reason"] = (f"ran in the first process pair; in a later one {failed} "
+                         f"{reply.get('status')}: {reply.get('reason')}")
     else:
         result = judge(measured["clusters"], threshold, settings.seed)
         rec.update(ratio=result.ratio, ci95=list(result.ci95), verdict=result.verdict,

@@ -4,7 +4,9 @@ For each of ``pairs`` process pairs (two fresh workers, one per side, alive
 at once), every kernel x layer is prepared on both sides, in an order shuffled
 anew for each pair, and timed in ``blocks`` blocks. A block is four windows,
 ABBA or BAAB (drawn at random), each window being the worker's cool-down, its
-warm calls and ``window_s`` seconds of timed calls; one block lasts about
+warm calls and ``window_s`` seconds of timed calls -- and, where the side
+changes, first a wait until the other side's threads are idle (its BLAS
+threads spin on after its window); one block lasts about
 four times ``cooldown_s + warm_s + window_s``, under a second with the
 defaults, far shorter than the drifts of a shared machine (tens of seconds).
 The block's paired ratio is :func:`convbench.ab.verdict.block_ratio` of its
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from convbench.ab.sides import wait_until_idle
 from convbench.ab.verdict import block_ratio
 from convbench.measure.cooldown import WARM_S
 
@@ -81,6 +84,10 @@ class Side(Protocol):
     def release(self, task: AbTask) -> None:
         """Drop ``task``'s prepared call."""
 
+    def settle(self, limit: float) -> None:
+        """Wait, at most ``limit`` s, until this side's threads are idle (before the other
+        side's window)."""
+
     def close(self) -> None:
         """End the worker."""
 
@@ -94,6 +101,8 @@ class TaskTimes:
     head_windows_s: list[float] = field(default_factory=list)
     block_s: list[float] = field(default_factory=list)  # each block's wall time
     replies: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    #: Both sides' replies where a later pair failed what the first pair ran.
+    later_failure: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 #: Called with a task and both sides' first-pair replies; True where it is to be timed.
@@ -167,12 +176,19 @@ def _one_task(task: AbTask, pair: int, base: Side, head: Side, settings: Pairing
             return
         if not first and not all(r.get("status") == "ok" for r in replies.values()):
             admitted[task.key] = False  # ran in the first pair, not in this one: say so
+            times.later_failure = (replies["A"], replies["B"])
             return
         ratios = []
+        previous = None
         for _ in range(settings.blocks):
             order = rng.choice(["ABBA", "BAAB"])
             t0 = clock()
-            medians = [statistics.median(sides[s].time(task, settings)) for s in order]
+            medians = []
+            for s in order:
+                if previous is not None and previous != s:
+                    sides[previous].settle(settings.cooldown_s)
+                medians.append(statistics.median(sides[s].time(task, settings)))
+                previous = s
             times.block_s.append(clock() - t0)
             ratios.append(block_ratio(order, medians))
             times.base_windows_s += [m for s, m in zip(order, medians, strict=True) if s == "A"]
@@ -209,6 +225,9 @@ class WorkerSide:
 
     def release(self, task: AbTask) -> None:
         self.process.request("release", self.timeout, key=task.key)
+
+    def settle(self, limit: float) -> None:
+        wait_until_idle(self.process.pid, limit)
 
     def close(self) -> None:
         self.process.close()

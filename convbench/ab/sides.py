@@ -15,6 +15,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,50 @@ from typing import Any
 WORKER_FILE = Path(__file__).resolve().parent / "worker.py"
 #: Seconds a worker may take to import its tree and say it is ready.
 START_TIMEOUT_S = 300.0
+
+
+def process_cpu_ns(pid: int) -> int | None:
+    """CPU time of every thread of process ``pid`` (ns, ``/proc``), or None."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return None
+    total = 0
+    for tid in names:
+        try:
+            total += int((tasks / tid / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def wait_until_idle(pid: int, limit: float) -> float:
+    """Sleep until process ``pid`` uses (almost) no CPU, at most ``limit`` s; seconds slept.
+
+    :func:`convbench.measure.cooldown.cool_down`'s rule (two consecutive idle
+    slices) applied to another process: a worker's own cool-down sees only
+    its own threads, and the other side's BLAS threads may still spin for
+    about 100 ms after its window ended.
+    """
+    from convbench.measure.cooldown import IDLE_SHARE, IDLE_SLICES, SLICE_S  # noqa: PLC0415
+
+    started = time.perf_counter()
+    last = process_cpu_ns(pid)
+    idle = 0
+    while last is not None and idle < IDLE_SLICES:
+        left = limit - (time.perf_counter() - started)
+        if left <= 0:
+            break
+        t0 = time.perf_counter()
+        time.sleep(min(SLICE_S, left))
+        now = process_cpu_ns(pid)
+        if now is None:
+            break
+        elapsed = time.perf_counter() - t0
+        idle = idle + 1 if (now - last) / 1e9 / elapsed < IDLE_SHARE else 0
+        last = now
+    return time.perf_counter() - started
 
 
 class WorkerError(RuntimeError):

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,9 @@ def add_parser(sub: Any, name: str) -> None:
     ab.add_argument("--cpu", default="haswell",
                     help="--count instructions: the AVX2 target both sides compile and "
                          "dispatch for (default haswell)")
-    ab.add_argument("--calls", type=positive_int, default=2,
-                    help="--count instructions: calls counted per figure (default 2)")
+    ab.add_argument("--calls", type=positive_int, default=1,
+                    help="--count instructions: calls counted per figure, after prepare's "
+                         "first call (default 1: the count is the same every time)")
     ab.add_argument("--threshold", type=positive_float,
                     help="t for every kernel (a ratio >= 1 + t may be 'slower'); default: "
                          "this machine's calibration, else 0.10")
@@ -171,7 +173,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
                  "base_commit": commit_of(base), "head_commit": commit_of(head),
                  "threads": threads, "count": args.count, "cpu": args.cpu if counting else None,
                  "calls": args.calls if counting else None, "calibrate": args.calibrate,
-                 "pairing": vars(pairing) if not counting else None,
+                 "pairing": asdict(pairing) if not counting else None,
                  "algo": kernels, "match": args.match, "batch": args.batch,
                  "direction": args.direction}
         print(f"convbench ab: {len(tasks)} kernel x layer, BASE {base}, HEAD {head}",
