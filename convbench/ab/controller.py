@@ -129,25 +129,35 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
         inputs = _inputs(work, settings.seed)
         workers: dict[str, str] = {}
 
-        def start(label: str, tree: Path, env: dict[str, str], prefix: Sequence[str] = ()
-                  ) -> WorkerSide:
-            process = WorkerProcess(tree, env, prefix, label=label)
-            workers[label] = process.convbench_file
-            return WorkerSide(process, settings.timeout)
+        def start(env: dict[str, str], prefix: Sequence[str] = ()
+                  ) -> tuple[WorkerSide, WorkerSide]:
+            """BASE's and HEAD's workers, importing their trees at once."""
+            processes = []
+            try:
+                for label, tree in (("BASE", base), ("HEAD", head)):
+                    processes.append(WorkerProcess(tree, env, prefix, label=label, wait=False))
+                for process in processes:
+                    process.wait_ready()
+                    workers[process.label] = process.convbench_file
+            except BaseException:
+                for process in processes:
+                    process.kill()
+                raise
+            return (WorkerSide(processes[0], settings.timeout),
+                    WorkerSide(processes[1], settings.timeout))
 
         if settings.count == "time":
             env = thread_environment(settings.threads)
 
             def start_workers(i: int) -> tuple[Side, Side]:
-                return start("BASE", base, env), start("HEAD", head, env)
+                return start(env)
 
             found = run_pairs(tasks, start_pair or start_workers, settings.pairing, inputs,
                               lambda t, side: output_path(work, t, side), accuracy.admit,
                               clock=clock, progress=progress)
             measured = {k: _timed_figures(v) for k, v in found.items()}
         else:
-            measured = _count(base, head, tasks, settings, work, inputs, accuracy, start,
-                              progress)
+            measured = _count(tasks, settings, work, inputs, accuracy, start, progress)
         records = [_record(t, accuracy.outcomes.get(t.key), measured.get(t.key),
                            thresholds.of(t.kernel), settings) for t in tasks]
     return Outcome(records, workers, time.perf_counter() - started)
@@ -164,15 +174,15 @@ def _timed_figures(times: Any) -> dict[str, Any] | None:
             "block_s_max": max(times.block_s)}
 
 
-def _count(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbSettings,
-           work: Path, inputs: Callable[[AbTask], Path], accuracy: _Accuracy,
-           start: Callable[..., WorkerSide], progress: Callable[[str], None] | None
-           ) -> dict[str, dict[str, Any]]:
+def _count(tasks: Sequence[AbTask], settings: AbSettings, work: Path,
+           inputs: Callable[[AbTask], Path], accuracy: _Accuracy,
+           start: Callable[..., tuple[WorkerSide, WorkerSide]],
+           progress: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
     """Instruction counts: a native pass (Numba cache, outputs), then both under callgrind."""
     shim = instructions.build_shim()
     env = instructions.count_environment(settings.cpu)
     admitted = []
-    native = (start("BASE", base, env), start("HEAD", head, env))
+    native = start(env)
 
     def run_once(side: WorkerSide, name: str, task: AbTask) -> dict[str, Any]:
         try:
@@ -197,7 +207,7 @@ def _count(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbSettings
     dumps.mkdir()
     prefix = instructions.valgrind_prefix(dumps)
     counted: dict[str, dict[str, Any]] = {}
-    sides = (start("BASE", base, env, prefix), start("HEAD", head, env, prefix))
+    sides = start(env, prefix)
 
     def count_one(side: WorkerSide, task: AbTask) -> int:
         reply = side.prepare(task, inputs(task), None)

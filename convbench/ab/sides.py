@@ -71,7 +71,14 @@ def wait_until_idle(pid: int, limit: float) -> float:
 
 
 class WorkerError(RuntimeError):
-    """A worker that did not start, died, or answered a request with an error."""
+    """A worker that did not start, died, or answered a request with an error.
+
+    ``label`` says whose: ``"BASE"`` or ``"HEAD"``.
+    """
+
+    def __init__(self, message: str, label: str = "") -> None:
+        super().__init__(message)
+        self.label = label
 
 
 def thread_environment(threads: int) -> dict[str, str]:
@@ -94,10 +101,14 @@ class WorkerProcess:
         Command words before the interpreter (``valgrind ...`` to count instructions).
     label : str
         What errors call this side (``"BASE"``, ``"HEAD"``).
+    wait : bool
+        Wait for the worker to say it is ready (else call :meth:`wait_ready`, so
+        that several workers import their trees at once).
     """
 
     def __init__(self, tree: Path, env: Mapping[str, str], prefix: Sequence[str] = (),
-                 label: str = "worker", timeout: float = START_TIMEOUT_S) -> None:
+                 label: str = "worker", timeout: float = START_TIMEOUT_S,
+                 wait: bool = True) -> None:
         self.tree = Path(tree)
         self.label = label
         full_env = {**os.environ, **env}
@@ -109,11 +120,19 @@ class WorkerProcess:
         self._stderr: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._drain, daemon=True).start()
-        hello = self._receive(timeout)
+        self.timeout = timeout
+        self.convbench_file = ""
+        self.pid = self.proc.pid
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's first line; raise :class:`WorkerError` unless it is ready."""
+        hello = self._receive(self.timeout)
         if not hello.get("ready"):
             self.close()
-            raise WorkerError(f"{label} worker for {self.tree} did not start: "
-                              f"{hello.get('error', 'no reason given')}")
+            raise WorkerError(f"{self.label} worker for {self.tree} did not start: "
+                              f"{hello.get('error', 'no reason given')}", self.label)
         self.convbench_file = hello["convbench_file"]
         self.pid = int(hello["pid"])
 
@@ -134,12 +153,13 @@ class WorkerProcess:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             self.kill()
-            raise WorkerError(f"{self.label} worker gave no answer in {timeout:.0f} s") from None
+            raise WorkerError(f"{self.label} worker gave no answer in {timeout:.0f} s",
+                              self.label) from None
         if line is None:
             self.proc.wait(timeout=10)
             tail = "".join(self._stderr[-15:]).rstrip()
             raise WorkerError(f"{self.label} worker for {self.tree} exited "
-                              f"({self.proc.returncode}); its last words:\n{tail}")
+                              f"({self.proc.returncode}); its last words:\n{tail}", self.label)
         return json.loads(line)
 
     def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -161,7 +181,7 @@ class WorkerProcess:
         reply = self._receive(timeout)
         if "error" in reply:
             raise WorkerError(f"{self.label} worker failed on {op}: {reply['error']}\n"
-                              f"{reply.get('traceback', '')}")
+                              f"{reply.get('traceback', '')}", self.label)
         return reply
 
     def kill(self) -> None:

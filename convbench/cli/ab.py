@@ -16,6 +16,8 @@ from typing import Any
 
 from convbench.cli.common import (
     EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
     add_direction_option,
     non_negative_float,
     positive_float,
@@ -141,6 +143,7 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     from convbench.ab import instructions  # noqa: PLC0415
     from convbench.ab.controller import AbSettings, compare_trees, exit_status  # noqa: PLC0415
     from convbench.ab.schedule import PairingSettings  # noqa: PLC0415
+    from convbench.ab.sides import WorkerError  # noqa: PLC0415
     from convbench.ab.thresholds import thresholds_for  # noqa: PLC0415
     from convbench.ab.trees import commit_of  # noqa: PLC0415
     from convbench.measure.threads import default_threads  # noqa: PLC0415
@@ -181,8 +184,14 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         from convbench.measure import noise  # noqa: PLC0415
 
         start = None if counting else noise.snapshot()
-        outcome = compare_trees(base, head, tasks, settings, thresholds,
-                                progress=lambda line: print(line, file=sys.stderr))
+        try:
+            outcome = compare_trees(base, head, tasks, settings, thresholds,
+                                    progress=lambda line: print(line, file=sys.stderr))
+        except WorkerError as exc:
+            # A HEAD whose worker dies fails the comparison; BASE's cannot be judged.
+            print(f"convbench ab: error: {exc}", file=sys.stderr)
+            return EXIT_REGRESSION if exc.label == "HEAD" and not args.calibrate \
+                else EXIT_USAGE
         machine = None if counting else noise.noise(start, noise.snapshot())
     about["workers"] = outcome.workers
     about["seconds"] = round(outcome.seconds, 1)
