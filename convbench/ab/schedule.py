@@ -100,7 +100,6 @@ class TaskTimes:
     base_windows_s: list[float] = field(default_factory=list)  # window medians, BASE
     head_windows_s: list[float] = field(default_factory=list)
     block_s: list[float] = field(default_factory=list)  # each block's wall time
-    replies: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     #: Both sides' replies where a later pair failed what the first pair ran.
     later_failure: tuple[dict[str, Any], dict[str, Any]] | None = None
 
@@ -166,10 +165,10 @@ def _one_task(task: AbTask, pair: int, base: Side, head: Side, settings: Pairing
     sides = {"A": base, "B": head}
     replies = {}
     # Which side prepares first is drawn too: a prepare may leave the machine warm.
-    for label in rng.sample(["A", "B"], 2):
+    prepare_order = rng.sample(["A", "B"], 2)
+    for label in prepare_order:
         where = outputs(task, "base" if label == "A" else "head") if first else None
         replies[label] = sides[label].prepare(task, inputs(task), where)
-    times.replies.append((replies["A"], replies["B"]))
     try:
         if first and not admit(task, replies["A"], replies["B"]):
             admitted[task.key] = False
@@ -179,7 +178,7 @@ def _one_task(task: AbTask, pair: int, base: Side, head: Side, settings: Pairing
             times.later_failure = (replies["A"], replies["B"])
             return
         ratios = []
-        previous = None
+        previous = prepare_order[-1]  # its threads may still spin from the first call
         for _ in range(settings.blocks):
             order = rng.choice(["ABBA", "BAAB"])
             t0 = clock()
