@@ -245,3 +245,35 @@ def test_compare_points_to_ab(tmp_path, capsys):
     note = separate_runs_note(0.21)
     assert "cannot resolve changes below the noise printed above (+-21%)" in note
     assert "convbench ab BASE HEAD" in note
+
+
+# ---------------------------------------------------------------- the planted slowdown
+def _slowdown_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ab_slowdown.py"
+    spec = importlib.util.spec_from_file_location("ab_slowdown", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_planted_slowdown_redoes_an_eighth_of_every_gemm_with_the_same_result():
+    import numpy as np
+
+    slowdown = _slowdown_module()
+    source = (Path(__file__).resolve().parents[1] / "kernels" / "cpu" / "im2col.py").read_text()
+    patched = slowdown.patch_im2col(source)
+    assert patched.count("_matmul_an_eighth_twice(") == source.count("np.matmul(") + 1
+    compile(patched, "im2col.py", "exec")
+    with pytest.raises(ValueError, match="patched already"):
+        slowdown.patch_im2col(patched)
+    with pytest.raises(ValueError, match="no np.matmul"):
+        slowdown.patch_im2col("import numpy as np\n")
+    space: dict = {"np": np}
+    exec(slowdown.HELPER, space)  # noqa: S102 -- the helper the patch appends
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 16, 9)), rng.standard_normal((3, 2, 9, 5))
+    out = np.empty((3, 2, 16, 5))
+    assert space["_matmul_an_eighth_twice"](a, b, out=out) is out
+    np.testing.assert_array_equal(out, np.matmul(a, b))
