@@ -4,9 +4,10 @@
 detached git worktree of ``REV`` (of this repository, or ``--repo``) and
 patches its ``kernels/cpu/im2col.py``: every ``np.matmul`` of the kernel is
 followed by the same GEMM again over the first eighth of its output rows
-(:data:`HELPER`). The result is unchanged -- those rows are computed twice,
-identically -- and each call does 12.5% more GEMM work, about 12% more work
-in all where the GEMM dominates the lowering. ``--aa DEST2`` also makes a
+(:data:`HELPER`). The result stays within rounding of the plain one -- those
+rows are computed twice, the second time by a GEMM of fewer rows, which BLAS
+may block differently -- and each call does 12.5% more GEMM work, about 12%
+more work in all where the GEMM dominates the lowering. ``--aa DEST2`` also makes a
 plain worktree of the same commit, for an A/A comparison.
 
 The patch is left uncommitted: the worktree's commit then reads ``+dirty``

@@ -276,4 +276,4 @@ def test_the_planted_slowdown_redoes_an_eighth_of_every_gemm_with_the_same_resul
     a, b = rng.standard_normal((2, 16, 9)), rng.standard_normal((3, 2, 9, 5))
     out = np.empty((3, 2, 16, 5))
     assert space["_matmul_an_eighth_twice"](a, b, out=out) is out
-    np.testing.assert_array_equal(out, np.matmul(a, b))
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-12, atol=1e-12)
