@@ -75,4 +75,9 @@ def text(records: Sequence[Mapping[str, Any]], about: Mapping[str, Any],
     share = f" ({same / compared:.0%} same)" if compared else ""
     tail = (f"{len(records)} kernel x layer: {summary}{share}; "
             f"exit {exit_code}" + (" (a regression)" if exit_code else "") + ".")
+    blocks = [r["block_s_max"] for r in records if r.get("block_s_max") is not None]
+    if blocks:
+        tail += f" Longest ABBA block: {max(blocks):.2f} s."
+    if about.get("seconds") is not None:
+        tail += f" The run took {about['seconds']} s."
     return "\n".join(head) + "\n\n" + table(records) + "\n\n" + tail
