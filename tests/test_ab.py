@@ -139,10 +139,10 @@ def test_a_speedup_is_faster_and_exits_0():
 
 
 def test_processes_that_differ_more_than_the_threshold_are_unclear():
+    # Fresh processes 25% apart: five pairs cannot place a ratio within +-2t of 1.
     records = fake_run(process_sigma=0.25)
-    assert "unclear" in {r["verdict"] for r in records}
-    assert "slower" not in {r["verdict"] for r in records}
     wide = [r for r in records if r["verdict"] == "unclear"]
+    assert len(wide) >= len(records) / 2
     assert all(r["ci95"][0] < 0.9 or r["ci95"][1] > 1.1 for r in wide)
 
 
