@@ -69,7 +69,7 @@ def verdicts(records, kernel):
 @pytest.mark.parametrize(("ratio", "ci", "expected"), [
     (1.12, (1.06, 1.18), "slower"),
     (1.12, (0.99, 1.18), "unclear"),   # beyond 1 + t but the interval reaches 1, and 1 + 2t
-    (1.06, (1.02, 1.09), "same"),      # significant but below 1 + t
+    (1.04, (1.02, 1.06), "same"),      # significant but below 1 + t
     (0.90, (0.86, 0.94), "faster"),
     (1 / 1.05, (0.93, 0.99), "faster"),  # exactly 1/(1 + t)
     (1.0, (0.85, 1.02), "unclear"),    # reaches below 1 - 2t
@@ -128,7 +128,7 @@ def test_a_12_percent_slowdown_of_one_kernel_is_slower_on_it_alone_and_exits_1()
         assert "slower" not in verdicts(records, kernel)
     assert exit_status(records) == 1
     ratios = [r["ratio"] for r in records if r["kernel"] == "im2col"]
-    assert all(1.08 < x < 1.16 for x in ratios)
+    assert all(1.05 < x < 1.25 for x in ratios)  # 1.12 times the five pairs' process luck
 
 
 def test_a_speedup_is_faster_and_exits_0():
