@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_ab(name, ab_args, args.out)
             counting = study.startswith("instructions")
             reps = ({"count": "instructions", "process_pairs": 1, "calls": 1} if counting
-                    else {"count": "time", "process_pairs": 5, "blocks": 2, "window_s": 0.08})
+                    else {"count": "time", "process_pairs": 5, "blocks": 2, "window_s": 0.07,
+                          "cooldown_s": 0.08})
             write_summary(args.out, name, summary, argv, reps, counting)
     return 0
 

@@ -57,8 +57,8 @@ class PairingSettings:
 
     pairs: int = MIN_PAIRS
     blocks: int = 2
-    window_s: float = 0.08
-    cooldown_s: float = 0.1
+    window_s: float = 0.07
+    cooldown_s: float = 0.08
     warm_s: float = WARM_S
     seed: int = 0
 

@@ -72,10 +72,11 @@ def add_parser(sub: Any, name: str) -> None:
                     help="fresh process pairs, at least 5 (default 5)")
     ab.add_argument("--blocks", type=positive_int, default=2,
                     help="ABBA blocks per process pair and kernel x layer (default 2)")
-    ab.add_argument("--window", type=positive_float, default=0.08,
-                    help="timed seconds of each window of a block (default 0.08)")
-    ab.add_argument("--cooldown", type=non_negative_float, default=0.1,
-                    help="longest pause before each window's warm calls (default 0.1)")
+    ab.add_argument("--window", type=positive_float, default=0.07,
+                    help="timed seconds of each window of a block (default 0.07)")
+    ab.add_argument("--cooldown", type=non_negative_float, default=0.08,
+                    help="longest pause before each window's warm calls, and longest wait "
+                         "for the other side's threads to go idle (default 0.08)")
     ab.add_argument("--seed", type=int, default=0,
                     help="seed of the inputs, the orders and the bootstrap (default 0)")
     ab.add_argument("--timeout", type=positive_float, default=600.0,
