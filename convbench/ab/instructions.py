@@ -2,12 +2,18 @@
 
 Time on a shared 2-core VM cannot resolve a few percent; an instruction count
 can, since it is the same on every run. Each side's worker runs under
-``valgrind --tool=callgrind --collect-atstart=no``: nothing is counted until a
-tiny C shim (:data:`SHIM_SOURCE`, compiled here with ``gcc`` and loaded by the
-worker with :mod:`ctypes`) issues callgrind's client requests around the
-calls -- zero the counters, toggle collection on, the calls, toggle it off,
-dump -- so Python's start, the imports, the JIT and ``prepare`` do not count.
+``valgrind --tool=callgrind --instr-atstart=no``: nothing is instrumented, let
+alone counted, until a tiny C shim (:data:`SHIM_SOURCE`, compiled here with
+``gcc`` and loaded by the worker with :mod:`ctypes`) issues callgrind's client
+requests around the calls -- start instrumenting, zero the counters, the
+calls, dump, stop instrumenting -- so Python's start, the imports, the JIT and
+``prepare`` do not count (and run at Valgrind's uninstrumented speed).
 Natively those requests are no-ops.
+
+Instrumentation, not callgrind's collection toggle, brackets the calls: the
+toggle is per thread, and a Numba kernel's parallel loop runs in the threads
+of Numba's pool (one, here), not in the thread that calls it. Counts are the
+sum over every thread of the process.
 
 Both sides run with one thread and the same code paths (:func:`count_environment`):
 ``NUMBA_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``, ``NUMBA_CPU_NAME`` an AVX2
@@ -46,13 +52,13 @@ SHIM_SOURCE = r"""
 int cb_on_valgrind(void) { return RUNNING_ON_VALGRIND; }
 
 void cb_start(void) {
+    CALLGRIND_START_INSTRUMENTATION;
     CALLGRIND_ZERO_STATS;
-    CALLGRIND_TOGGLE_COLLECT;
 }
 
 void cb_stop(const char *label) {
-    CALLGRIND_TOGGLE_COLLECT;
     CALLGRIND_DUMP_STATS_AT(label);
+    CALLGRIND_STOP_INSTRUMENTATION;
 }
 """
 
@@ -102,7 +108,7 @@ def count_environment(cpu: str = DEFAULT_CPU) -> dict[str, str]:
 
 def valgrind_prefix(out_dir: Path) -> list[str]:
     """The command words that run a worker under callgrind, its files in ``out_dir``."""
-    return ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={out_dir}/callgrind.%p",
             f"--log-file={out_dir}/valgrind.%p.log"]
 
