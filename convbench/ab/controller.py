@@ -125,6 +125,7 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convbench-ab-") as tmp:
         work = Path(tmp)
+        base, head = aliases(work, base, head)
         accuracy = _Accuracy(settings.seed, work, tasks)
         inputs = _inputs(work, settings.seed)
         workers: dict[str, str] = {}
@@ -161,6 +162,24 @@ def compare_trees(base: Path, head: Path, tasks: Sequence[AbTask], settings: AbS
         records = [_record(t, accuracy.outcomes.get(t.key), measured.get(t.key),
                            thresholds.of(t.kernel), settings) for t in tasks]
     return Outcome(records, workers, time.perf_counter() - started)
+
+
+def aliases(work: Path, base: Path, head: Path) -> tuple[Path, Path]:
+    """Links to the two trees under names of one length, for the workers to import from.
+
+    A tree's path is in every module's ``__file__``, in ``sys.path`` and in the
+    strings a worker builds from them; paths of different lengths leave the
+    two processes' heaps laid out differently, and with them the alignment of
+    the arrays a kernel allocates -- which changes how many iterations a
+    vectorized loop peels. Two worktrees of one commit then counted a few
+    hundred instructions apart per layer; through links of equal length they
+    count the same.
+    """
+    links = work / "trees"
+    links.mkdir()
+    (links / "base").symlink_to(Path(base).resolve(), target_is_directory=True)
+    (links / "head").symlink_to(Path(head).resolve(), target_is_directory=True)
+    return links / "base", links / "head"
 
 
 def _timed_figures(times: Any) -> dict[str, Any] | None:

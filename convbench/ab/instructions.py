@@ -19,7 +19,18 @@ Both sides run with one thread and the same code paths (:func:`count_environment
 ``NUMBA_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``, ``NUMBA_CPU_NAME`` an AVX2
 target (``haswell`` by default; Valgrind has no AVX-512) with
 ``NUMBA_CPU_FEATURES`` empty (the target's own features, not this CPU's),
-``OPENBLAS_CORETYPE=Haswell`` and ``PYTHONHASHSEED=0``. Numba compiling under
+``OPENBLAS_CORETYPE=Haswell`` and ``PYTHONHASHSEED=0``. Two more settings make
+the count repeatable: ``NUMBA_THREADING_LAYER=omp``, whose team of one runs a
+parallel loop in the calling thread (the workqueue layer hands it to a pool
+thread and waits, a hand-off whose cost varies from run to run); and a fixed
+``MALLOC_MMAP_THRESHOLD_`` (:data:`MMAP_THRESHOLD`), so that every large array
+sits on its own pages at the same offset in both processes, whatever each
+allocated before (glibc's threshold otherwise moves, and with it the
+alignment that decides how many iterations a vectorized loop peels).
+
+What remains differs with the process's addresses: Python's dict probing and
+small allocations. One tree against itself counts exactly alike; two
+worktrees of one commit differ by tens to hundreds of instructions per call. Numba compiling under
 Valgrind is slow, so each side first runs natively with that environment,
 which fills the tree's Numba cache for that target and gives the outputs the
 accuracy check needs; under Valgrind the kernels then load from the cache.
@@ -45,6 +56,8 @@ OPENBLAS_CORES = {"haswell": "Haswell", "skylake": "Haswell", "broadwell": "Hasw
 #: What to run where Valgrind is missing (Debian's package, as ``make valgrind`` does).
 INSTALL_HINT = "apt-get install valgrind (as root; or make valgrind)"
 CALLGRIND_HEADER = Path("/usr/include/valgrind/callgrind.h")
+#: Bytes from which glibc's malloc maps each block on its own pages (a fixed threshold).
+MMAP_THRESHOLD = 16384
 
 SHIM_SOURCE = r"""
 #include <valgrind/callgrind.h>
@@ -103,7 +116,8 @@ def count_environment(cpu: str = DEFAULT_CPU) -> dict[str, str]:
                          f"{', '.join(OPENBLAS_CORES)}, got {cpu!r}")
     return {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "",
-            "OPENBLAS_CORETYPE": OPENBLAS_CORES[cpu], "PYTHONHASHSEED": "0"}
+            "OPENBLAS_CORETYPE": OPENBLAS_CORES[cpu], "PYTHONHASHSEED": "0",
+            "NUMBA_THREADING_LAYER": "omp", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
 
 
 def valgrind_prefix(out_dir: Path) -> list[str]:

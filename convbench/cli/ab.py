@@ -251,6 +251,7 @@ def _write(args: argparse.Namespace, command: list[str], records: list[dict[str,
 
     prov = _provenance(command, about, machine)
     if args.out:
+        Path(args.out).unlink(missing_ok=True)  # a run's file holds that run alone
         header = header_record(command, {"ab": about, "backend": args.backend},
                                environment(args.backend), prov)
         tail = [{"type": "noise", **machine}] if machine is not None else []
