@@ -13,7 +13,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn vs-cudnn jit-cost winograd-tiles winograd-points tune browser gpu gpu-wheels lint venv clean
+.PHONY: test bench vs-onednn vs-cudnn jit-cost winograd-tiles winograd-points tune browser valgrind gpu gpu-wheels lint venv clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # float32 and float64, random and exact fills, against results/accuracy/.
 CHECK_SUBSET = --suite lenet5,alexnet --algo direct,im2col,fft,winograd --no-progress
 
-test: $(STAMP) browser
+test: $(STAMP) browser valgrind
 	$(BIN)/python -m pytest -q
 	$(BIN)/convbench check $(CHECK_SUBSET)
 	$(BIN)/convbench check $(CHECK_SUBSET) --fill exact
@@ -53,6 +53,21 @@ browser:
 		|| echo "could not install chromium: the browser test will skip"; \
 	else \
 		echo "no chromium: the browser test will skip (as root: apt-get install chromium)"; \
+	fi
+
+# Valgrind (callgrind and its client-request header) for `convbench ab --count instructions`
+# and its tests, installed as the browser is: Debian's package as root, else the tests skip.
+valgrind:
+	@if command -v valgrind >/dev/null 2>&1 && [ -f /usr/include/valgrind/callgrind.h ]; \
+	then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's valgrind for convbench ab --count instructions"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			valgrind >/dev/null; } \
+		|| echo "could not install valgrind: the instruction-count tests will skip"; \
+	else \
+		echo "no valgrind: the instruction-count tests will skip (as root: apt-get install valgrind)"; \
 	fi
 
 # Plans for $(SUITE) at batch 1 and 8 within rel_l2 <= $(BUDGET) on this machine, their

@@ -1,7 +1,7 @@
 """The ``convbench`` command: it parses the command line and calls the library.
 
 Each subcommand lives in its own module of this package (``list``, ``layers``, ``run``,
-``check``, ``compare``, ``roof``, ``report``) with an ``add_parser`` and a
+``check``, ``compare``, ``ab``, ``roof``, ``report``, ``tune``) with an ``add_parser`` and a
 ``main``; exit status 0 on success, 1 on regressions or findings, 2 on usage
 errors, 130 when interrupted.
 """
@@ -13,13 +13,13 @@ import os
 import signal
 import sys
 
-from convbench.cli import check, compare, layers, listing, report, roof, sweep, tune
+from convbench.cli import ab, check, compare, layers, listing, report, roof, sweep, tune
 from convbench.cli.common import EXIT_USAGE, ArgumentParser
 from convbench.contract import WORKSPACE_CAP_ENV
 from convbench.errors import MissingExtra
 
 COMMANDS = {"list": listing, "layers": layers, "run": sweep, "roof": roof, "report": report,
-            "check": check, "compare": compare, "tune": tune}
+            "check": check, "compare": compare, "ab": ab, "tune": tune}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,9 @@
 """``convbench compare OLD NEW``: verdicts on the times and errors of two runs; exit 1 on
-regressions (a significant slowdown beyond the tolerance, an error regression, a new failure)."""
+regressions (a significant slowdown beyond the tolerance, an error regression, a new failure).
+
+Two runs made apart in time differ by the machine's drift as well as by the
+code; the printout says how much, and points to ``convbench ab``, which times
+two revisions paired."""
 
 from __future__ import annotations
 
@@ -52,4 +56,15 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     if noise.records:
         print(f"Run-to-run noise of unchanged records, pooled over {noise.records}: "
               f"+-{noise.spread:.0%} (one standard deviation); no interval is narrower.")
+    print(separate_runs_note(noise.spread if noise.records else None))
     return EXIT_REGRESSION if flagged else EXIT_OK
+
+
+def separate_runs_note(spread: float | None) -> str:
+    """What two separate runs cannot tell, and what can: ``convbench ab``."""
+    below = (f"below the noise printed above (+-{spread:.0%})" if spread is not None
+             else "below their run-to-run noise")
+    return (f"Separate runs on a shared machine cannot resolve changes {below}: a slower "
+            "kernel within it reads as 'same', and noise beyond it can read as a change. "
+            "To test a change, time both revisions paired on one machine: "
+            "convbench ab BASE HEAD (see 'convbench ab --help').")
