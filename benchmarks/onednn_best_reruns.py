@@ -61,6 +61,15 @@ PAIRS = [
 #: (earlier, rerun) of ``benchmarks/winograd_tiles.py``: the tiles through ``convbench.plan``.
 TILE_PAIRS = [(_CPU + "winograd_tiles-xeon.json", _CPU + "winograd_tiles.json")]
 
+#: (earlier tiles study, rerun files of ``vs_onednn.py`` that hold the same target layers):
+#: the tiles' targets from the prepared kernels' interleaved reruns.
+TILE_RERUNS = [(_CPU + "winograd_tiles-xeon.json",
+                [_RERUN_MB8, _CPU + "vs_onednn_resnet50_mb1-best.json",
+                 _CPU + "vs_onednn_vgg16_3x3-best.json"])]
+
+#: The Winograd tiles whose fastest a figure takes.
+TILES = ("winograd", "winograd_4x4", "winograd_6x6")
+
 #: The peers a rerun reports, the first being the peer of every figure and verdict.
 NEW_PEERS = ("onednn_best", "onednn", "onednn_cl")
 OLD_PEER = "onednn"
@@ -270,6 +279,62 @@ def compare_tiles(old_path: str, new_path: str) -> list[dict]:
     return rows
 
 
+def tiles_from_reruns(old_path: str, new_paths: list[str]) -> list[dict]:
+    """``winograd_tiles.py``'s speed targets, earlier from its own file, new from
+    ``vs_onednn.py`` reruns of the same target layers (prepared kernels rather than plan
+    callables; every figure with its between-process interval, the fastest tile
+    cross-fitted)."""
+    import winograd_tiles  # noqa: PLC0415  (a sibling script)
+
+    old = {what.replace(" (not cross-fitted: no samples kept)", ""): (v, t) for what, v, t in
+           winograd_tiles.summary(json.loads(Path(old_path).read_text())["rows"])}
+    layers = []
+    for path in new_paths:
+        layers += [r for r in load(path)[0] if r.suite in ("resnet50", "vgg16")
+                   and ConvProblem.parse(r.problem).dir == "fwd"
+                   and vs_onednn._is_winograd_target(ConvProblem.parse(r.problem))]
+    rows = []
+    for batch in (1, 8, None):
+        group = [r for r in layers if batch is None or ConvProblem.parse(r.problem).mb == batch]
+        where = f"batch {batch}" if batch else "batch 1 and 8"
+        figures: list[tuple[str, Callable[[str], IntervalRatio | None], float | None]] = [
+            (f"{name} x oneDNN, geomean, {where}",
+             lambda peer, name=name, group=group: geomean_over_passes(group, name, peer), target)
+            for name, target in (("winograd_6x6", None), ("winograd_4x4", 1.2),
+                                 ("winograd", 1.0))]
+        figures.append((f"fastest Winograd per layer x oneDNN, geomean, {where}",
+                        lambda peer, g=group: geomean_over_passes(g, list(TILES), peer),
+                        1.3))
+        figures += [(f"{name} slowest layer x oneDNN, {where}",
+                     lambda peer, name=name, group=group: _slowest(group, name, peer), 0.7)
+                    for name in winograd_tiles.TILES]
+        for what, compute, target in figures:
+            before = old.get(what, (None,))[0]
+            new = {peer: compute(peer) for peer in NEW_PEERS}
+            best = new[NEW_PEERS[0]]
+            if before is None or best is None:
+                continue
+            rows.append({
+                "figure": f"{what} (tiles study; rerun by vs_onednn.py)",
+                "old": list(before), "old_interval": "median over passes, order statistics",
+                "new": {p: None if g is None else [g.value, g.lo, g.hi] for p, g in new.items()},
+                "new_interval": best.label, "threshold": target,
+                "met": None if target is None else vs_onednn.met_text(best, target),
+                "verdict": verdict(IntervalRatio(*before, "", 0.95, ""), best),
+                "old_file": old_path, "new_files": new_paths})
+    return rows
+
+
+def _slowest(layers: list[LayerComparison], name: str, peer: str) -> IntervalRatio | None:
+    """The layer where ``name`` is slowest against ``peer``: its median ratio and interval."""
+    ran = [r for r in layers if peer in r.ratios.get(name, {})]
+    if not ran:
+        return None
+    worst = min(ran, key=lambda r: r.ratios[name][peer])
+    lo, hi = worst.intervals[name][peer]
+    return IntervalRatio(worst.ratios[name][peer], lo, hi, "", 0.95, worst.name)
+
+
 def report(rows: list[dict], provs: dict[str, dict | None]) -> str:
     lines = [
         "## Earlier figures against `onednn`, rerun against `onednn_best`\n",
@@ -315,6 +380,11 @@ def main() -> int:
             continue
         rows += compare(old, news)
         used += [old, *news]
+    for old, news in TILE_RERUNS:
+        news = [f for f in news if Path(f).exists()]
+        if Path(old).exists() and news:
+            rows += tiles_from_reruns(old, news)
+            used += [old, *news]
     for old, new in TILE_PAIRS:
         if Path(old).exists() and Path(new).exists():
             rows += compare_tiles(old, new)
