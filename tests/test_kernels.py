@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from conftest import documented_refusal, envelope_ratio, random_inputs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from problem_grid import GRID
+from problem_grid import FAST_GRID, GRID, axes
 
 import convbench
 from convbench import ConvProblem, UnsupportedProblem, registry
@@ -40,16 +40,18 @@ def _torch_args(p, kwargs):
 
 
 def test_grid_covers_what_the_issue_names():
-    kwargs = [k for _, k in (c.values for c in GRID)]
-    shapes = [s for s, _ in (c.values for c in GRID)]
-    assert {k.get("stride", 1) for k in kwargs} >= {1, 2, 3}
-    assert {k.get("padding", 0) for k in kwargs if not isinstance(k.get("padding"), tuple)} \
-        >= {0, 1, 2, 3, "same", "valid"}
-    assert {k.get("dilation", 1) for k in kwargs} >= {1, 2, 3}
-    assert {(s[-2], s[-1]) for s in shapes} >= {(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1),
-                                                (11, 11)}
-    assert {s[0] for s in shapes} >= {1, 2, 3}
-    assert any(k.get("groups", 1) == s[1] > 1 for s, k in zip(shapes, kwargs, strict=True))
+    covered = axes(GRID)
+    assert covered["stride"] >= {1, 2, 3}
+    assert covered["padding"] >= {0, 1, 2, 3, "same", "valid"}
+    assert covered["dilation"] >= {1, 2, 3}
+    assert covered["filter"] >= {(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1), (11, 11)}
+    assert covered["batch"] >= {1, 2, 3}
+    assert covered["depthwise"] and covered["asymmetric padding"]
+
+
+def test_the_fast_grid_keeps_every_value_of_every_axis():
+    assert axes(FAST_GRID) == axes(GRID)
+    assert len(FAST_GRID) < len(GRID) / 2
 
 
 @st.composite
@@ -73,8 +75,7 @@ def problems(draw):
                             dtype=draw(st.sampled_from(["float32", "float64"])))
 
 
-@given(problems(), st.integers(0, 2**32 - 1))
-def test_property_every_supporting_kernel_matches_reference(p, seed):
+def every_supporting_kernel_matches_reference(p, seed):
     x, w, b = random_inputs(p, seed)
     ran = 0
     for kernel in registry.kernels("cpu", kind="kernel"):
@@ -85,6 +86,22 @@ def test_property_every_supporting_kernel_matches_reference(p, seed):
         assert ratio <= 1, f"{kernel.name} {p}: {ratio:.3g} of its error envelope"
         ran += 1
     assert ran >= 3  # direct, im2col and fft run everything
+
+
+#: Examples of the fuzz in the fast tier; the slow tier draws Hypothesis's default (100).
+FAST_EXAMPLES = 10
+
+
+@settings(max_examples=FAST_EXAMPLES)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_property_every_supporting_kernel_matches_reference(p, seed):
+    every_supporting_kernel_matches_reference(p, seed)
+
+
+@pytest.mark.slow
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_property_every_supporting_kernel_matches_reference_at_full_size(p, seed):
+    every_supporting_kernel_matches_reference(p, seed)
 
 
 def test_workspace_tiling_paths_are_exact():
