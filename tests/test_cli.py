@@ -30,6 +30,7 @@ def _quick(*extra):
     return ("--min-reps", "2", "--min-time", "0", "--no-progress", *extra)
 
 
+@pytest.mark.slow
 def test_failing_and_crashing_kernels_become_records_and_the_sweep_completes(
         faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
@@ -68,6 +69,7 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
@@ -102,6 +104,7 @@ def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     assert "### Per layer" in stdout  # the table of what was finished is still printed
 
 
+@pytest.mark.slow
 def test_resume_does_not_repeat_finished_work(faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
     args = ("run", "--suite", "lenet5", "--batch", "1", "--algo", "im2col,test_raising",

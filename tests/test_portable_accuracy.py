@@ -40,6 +40,7 @@ def _caught(rec):
     return rec.get("status") == "failed" or float(error.get("envelope_ratio", 0)) > 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sse", "haswell"])
 def test_check_passes_and_catches_faults_on_another_platform(name, tmp_path):
     emulated = platform(name)
