@@ -1,9 +1,4 @@
-"""The problem grid every kernel is checked on (CPU, emulated GPU and GPU).
-
-The whole grid runs in ``make test-all``. The fast tier (``make test``) keeps the cases
-marked ``fast`` below, which still take every value of every axis the grid covers
-(:func:`axes`) and every special path; the others carry the ``slow`` marker.
-"""
+"""The problem grid every kernel is checked on (CPU, emulated GPU and GPU)."""
 
 import pytest
 
@@ -12,69 +7,39 @@ def _grid():
     """(id, ConvProblem.make kwargs) covering each axis the issue names."""
     cases = []
 
-    def add(n=2, c=4, hw=(7, 9), k=6, rs=(3, 3), fast=False, **kw):
+    def add(n=2, c=4, hw=(7, 9), k=6, rs=(3, 3), **kw):
         kw.setdefault("bias", True)
         label = f"n{n}c{c}hw{hw[0]}x{hw[1]}k{k}rs{rs[0]}x{rs[1]}-" + "-".join(
             f"{a}{b}" for a, b in sorted(kw.items()))
-        marks = () if fast else (pytest.mark.slow,)
-        cases.append(pytest.param((n, c, *hw, k, *rs), kw, id=label, marks=marks))
+        cases.append(pytest.param((n, c, *hw, k, *rs), kw, id=label))
 
-    # The fast tier's stride x padding pairs: each stride and each padding once.
-    fast_pairs = {(1, 1), (2, 0), (2, "valid"), (3, 3)}
     for stride in (1, 2, 3):  # stride x padding on an odd, non-square image
         for padding in (0, 1, 2, 3, "valid") + (("same",) if stride == 1 else ()):
-            add(stride=stride, padding=padding, fast=(stride, padding) in fast_pairs)
+            add(stride=stride, padding=padding)
     for dilation in (2, 3):
         for padding in (0, 2, "same"):
-            add(hw=(13, 15), dilation=dilation, padding=padding,
-                fast=(dilation, padding) == (2, "same"))
-        add(hw=(13, 15), rs=(5, 5), dilation=dilation, padding=1, fast=dilation == 3)
-    fast_groups = {(2, 6, False), (6, 6, True), (6, 12, False)}  # (groups, k, bias)
+            add(hw=(13, 15), dilation=dilation, padding=padding)
+        add(hw=(13, 15), rs=(5, 5), dilation=dilation, padding=1)
     for groups, c, k in ((1, 4, 6), (2, 4, 6), (6, 6, 6), (6, 6, 12)):  # dense, 2, depthwise(x2)
         for bias in (False, True):
-            add(n=3, c=c, k=k, hw=(13, 5), groups=groups, padding=1, bias=bias,
-                fast=(groups, k, bias) in fast_groups)
-        add(n=1, c=c, k=k, hw=(13, 5), groups=groups, stride=2, padding="valid",
-            fast=(groups, k) == (6, 12))
+            add(n=3, c=c, k=k, hw=(13, 5), groups=groups, padding=1, bias=bias)
+        add(n=1, c=c, k=k, hw=(13, 5), groups=groups, stride=2, padding="valid")
     for rs in ((1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1)):
-        add(n=1, hw=(13, 9), rs=rs, padding="same", fast=rs in ((1, 1), (7, 7), (1, 7)))
-        add(n=3, hw=(13, 9), rs=rs, padding=0, bias=False, fast=rs in ((5, 5), (7, 1)))
-    add(n=1, c=3, k=8, hw=(31, 35), rs=(11, 11), stride=4, padding=2, fast=True)
-    add(n=2, c=8, k=8, hw=(5, 6), rs=(1, 1), stride=2, fast=True)
-    add(n=1, c=4, k=4, hw=(6, 6), rs=(2, 4), padding="same", dilation=(1, 2), fast=True)
-    add(n=2, c=4, k=6, hw=(9, 8), rs=(3, 3), padding=((0, 2), (3, 1)), fast=True)
+        add(n=1, hw=(13, 9), rs=rs, padding="same")
+        add(n=3, hw=(13, 9), rs=rs, padding=0, bias=False)
+    add(n=1, c=3, k=8, hw=(31, 35), rs=(11, 11), stride=4, padding=2)
+    add(n=2, c=8, k=8, hw=(5, 6), rs=(1, 1), stride=2)
+    add(n=1, c=4, k=4, hw=(6, 6), rs=(2, 4), padding="same", dilation=(1, 2))
+    add(n=2, c=4, k=6, hw=(9, 8), rs=(3, 3), padding=((0, 2), (3, 1)))
     # Many output channels per group on narrow images: direct's channel-order path,
     # with partial channel (K/g = 300 > 256) and pixel (Q = 21 > 8, odd) blocks,
     # and C/g = 6 (four channels at once, then two one at a time).
-    add(n=2, c=8, k=32, hw=(9, 11), rs=(3, 3), padding=1, fast=True)
+    add(n=2, c=8, k=32, hw=(9, 11), rs=(3, 3), padding=1)
     add(n=1, c=6, k=40, hw=(13, 7), rs=(5, 3), stride=2, padding=((2, 1), (0, 2)),
-        dilation=(1, 2), fast=True)
-    add(n=2, c=8, k=64, hw=(7, 9), rs=(1, 1), groups=2, fast=True)
-    add(n=1, c=6, k=300, hw=(5, 21), rs=(3, 3), padding="same", fast=True)
+        dilation=(1, 2))
+    add(n=2, c=8, k=64, hw=(7, 9), rs=(1, 1), groups=2)
+    add(n=1, c=6, k=300, hw=(5, 21), rs=(3, 3), padding="same")
     return cases
 
 
 GRID = _grid()
-#: The cases the fast tier runs.
-FAST_GRID = [case for case in GRID if not any(m.name == "slow" for m in case.marks)]
-
-
-def axes(cases):
-    """The values each axis takes over ``cases``: what a subset must keep of the grid."""
-    kwargs = [k for _, k in (c.values for c in cases)]
-    shapes = [s for s, _ in (c.values for c in cases)]
-    return {
-        "stride": {k.get("stride", 1) for k in kwargs},
-        "padding": {k.get("padding", 0) for k in kwargs
-                    if not isinstance(k.get("padding"), tuple)},
-        "asymmetric padding": any(isinstance(k.get("padding"), tuple) for k in kwargs),
-        "dilation": {k.get("dilation", 1) for k in kwargs},
-        "filter": {(s[-2], s[-1]) for s in shapes},
-        "batch": {s[0] for s in shapes},
-        "groups": {k.get("groups", 1) for k in kwargs},
-        "depthwise": any(k.get("groups", 1) == s[1] > 1
-                         for s, k in zip(shapes, kwargs, strict=True)),
-        "depthwise multiplier": any(k.get("groups", 1) == s[1] > 1 and s[4] > s[1]
-                                    for s, k in zip(shapes, kwargs, strict=True)),
-        "bias": {k.get("bias") for k in kwargs},
-    }
