@@ -96,6 +96,7 @@ def _fingerprint(code_before: str, env: dict | None = None) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_the_platform_fingerprint_is_the_platform_not_the_import_order():
     plain = _fingerprint("")
     assert plain == _fingerprint("import torch, scipy.fft")  # torch loads an OpenMP runtime
