@@ -1,9 +1,9 @@
-# Two commands do all the set-up on a fresh machine:
-#   make bench   -- create .venv, install, run the default sweep, print the table
-#   make test    -- create .venv, install with test extras, run the tests
-# and one builds the documentation (docs/_build/html):
-#   make docs    -- create .venv if need be, install the docs extra, build, check, open
-# Both create their own virtual environment; nothing relies on what is installed by hand.
+# These commands do all the set-up on a fresh machine:
+#   make bench     -- create .venv, install, run the default sweep, print the table
+#   make test      -- create .venv, install with test extras, run the fast tier of the tests
+#   make test-all  -- the same with every test (CI runs this one, then make docs)
+#   make docs      -- create .venv if need be, install the docs extra, build, check, open
+# Each creates its own virtual environment; nothing relies on what is installed by hand.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +13,7 @@ SUITE  ?= resnet50
 BATCH  ?= 1
 OUT    ?= results/cpu/$(SUITE)-mb$(BATCH).jsonl
 
-.PHONY: test bench vs-onednn vs-cudnn jit-cost winograd-tiles winograd-points tune browser valgrind gpu gpu-wheels lint venv clean
+.PHONY: test test-all bench vs-onednn vs-cudnn jit-cost winograd-tiles winograd-points tune browser valgrind gpu gpu-wheels lint venv clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,23 @@ $(STAMP): pyproject.toml
 # float32 and float64, random and exact fills, against results/accuracy/.
 CHECK_SUBSET = --suite lenet5,alexnet --algo direct,im2col,fft,winograd --no-progress
 
+# The fast tier deselects the tests marked slow (exhaustive grids, full-size fuzz, studies,
+# runs of many processes) and keeps every kernel x direction x rank x backend against the
+# float64 reference, every subcommand once and the bad-input refusals
+# (tests/test_kernel_matrix.py and tests/test_cli_subcommands.py hold the first two).
+FAST_TIER = -m "not slow"
+
+# One Numba cache for the test processes and convbench check (tests/conftest.py says why).
+NUMBA_CACHE ?= $(CURDIR)/.numba-cache
+test test-all: export NUMBA_CACHE_DIR = $(NUMBA_CACHE)
+
 test: $(STAMP) browser valgrind
+	$(BIN)/python -m pytest -q $(FAST_TIER)
+	$(BIN)/convbench check $(CHECK_SUBSET)
+	$(BIN)/convbench check $(CHECK_SUBSET) --fill exact
+	$(BIN)/ruff check convbench kernels tests benchmarks
+
+test-all: $(STAMP) browser valgrind
 	$(BIN)/python -m pytest -q
 	$(BIN)/convbench check $(CHECK_SUBSET)
 	$(BIN)/convbench check $(CHECK_SUBSET) --fill exact
@@ -159,5 +175,5 @@ docs: $(DOCS_STAMP) browser
 	$(BIN)/python docs/open_in_browser.py $(DOCS_OUT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks docs/_build
+	rm -rf $(VENV) .pytest_cache .benchmarks docs/_build .numba-cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

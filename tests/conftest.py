@@ -4,9 +4,17 @@ import os
 import zlib
 from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import settings
+#: One Numba cache folder, ``.numba-cache`` at the top of the checkout, for this process and
+#: every process a test starts (they inherit the variable); ``make test`` gives ``convbench
+#: check`` the same one. Numba's default, beside each kernel's source, is shared too but
+#: needs a writable source tree, and one folder is one thing to delete or keep between CI
+#: runs. Set before anything imports Numba, which reads it then; a caller's choice stays.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent
+                                             / ".numba-cache"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 # CI runs derandomized property tests so a red CI is reproducible; locally they
 # explore new examples each run.

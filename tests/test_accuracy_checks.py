@@ -211,6 +211,7 @@ SUBSET = ("--suite", "resnet50,lenet5", "--match", "res3_branch2b|res4a_branch1|
     ("planted_faults", "direct,im2col,fft,winograd,winograd_4x4,winograd_6x6"),
     ("planted_bias_fault", "im2col"),
 ])
+@pytest.mark.slow
 def test_convbench_check_cli_flags_planted_faults_against_committed_baseline(modules, algos):
     committed = ROOT / "results" / "accuracy" / "cpu-random.json"
     assert committed.exists(), "the committed accuracy baseline is missing"

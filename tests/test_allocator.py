@@ -43,6 +43,7 @@ def faults_per_call(kernel: str, settle: bool) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @glibc_only
 def test_every_measurement_sets_both_thresholds_and_the_record_says_so():
     code = ("import json; from convbench.measure.timing import bench;"
@@ -69,6 +70,7 @@ def test_a_users_malloc_variables_win():
     assert "MALLOC_TRIM_THRESHOLD_" in state["left"] and "mmap_threshold" not in state
 
 
+@pytest.mark.slow
 @glibc_only
 def test_onednn_through_torch_is_timed_without_page_faults():
     """torch allocates in every convolution; on glibc 2.36 with torch 2.13 a fresh process
@@ -79,6 +81,7 @@ def test_onednn_through_torch_is_timed_without_page_faults():
                          f"the heap (fresh process: {faults_per_call('onednn', False):.0f})"
 
 
+@pytest.mark.slow
 @glibc_only
 def test_convbench_kernels_do_not_fault_in_steady_state_either():
     for kernel in ("im2col", "direct", "fft"):

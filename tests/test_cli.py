@@ -30,6 +30,7 @@ def _quick(*extra):
     return ("--min-reps", "2", "--min-time", "0", "--no-progress", *extra)
 
 
+@pytest.mark.slow
 def test_failing_and_crashing_kernels_become_records_and_the_sweep_completes(
         faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
@@ -68,6 +69,7 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
@@ -102,6 +104,7 @@ def test_sigint_mid_sweep_leaves_a_valid_file(faulty_env, tmp_path):
     assert "### Per layer" in stdout  # the table of what was finished is still printed
 
 
+@pytest.mark.slow
 def test_resume_does_not_repeat_finished_work(faulty_env, tmp_path):
     out = tmp_path / "run.jsonl"
     args = ("run", "--suite", "lenet5", "--batch", "1", "--algo", "im2col,test_raising",
@@ -120,6 +123,7 @@ def test_resume_does_not_repeat_finished_work(faulty_env, tmp_path):
     assert proc.stdout.count("im2col") >= 3  # reused records still appear in the table
 
 
+@pytest.mark.slow
 def test_run_descriptor_batch_match_and_table(tmp_path):
     out, table = tmp_path / "run.jsonl", tmp_path / "table.md"
     proc = _convbench("run", "--suite", "resnet50", "--match", "res5_branch2[ab]",
@@ -214,6 +218,7 @@ def test_gpu_backend_without_gpu_says_so(tmp_path):
     assert "no GPU present" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_suite_file_runs_what_it_can_and_skips_3d_lines(tmp_path):
     suite, out = tmp_path / "mixed.txt", tmp_path / "run.jsonl"
     suite.write_text('mb1ic4ih8oc4kh3n"two_d"\nmb1ic4id6ih6oc4kd3kh3n"three_d"\n')

@@ -128,6 +128,7 @@ def _errors(path):
     return {r.key: (r["status"], r.get("reason"), r.get("error")) for r in load_run(path).records}
 
 
+@pytest.mark.slow
 def test_an_accuracy_sweep_on_the_cluster_equals_the_sweep_without_it(two_hosts, tmp_path):
     here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
     assert cli.main(["run", *ACCURACY, "--out", str(here), "--no-isolate"]) == 0
@@ -154,6 +155,7 @@ FFT_SUBSET = ("--suite", "alexnet", "--match", "conv[13]", "--algo", "fft",
               "--mode", "accuracy", "--fill", "exact", "--no-progress")
 
 
+@pytest.mark.slow
 def test_workers_under_a_nanny_measure_the_errors_a_local_sweep_measures(tmp_path):
     """Two workers on this host as Dask's docs start them (``dask worker ADDR --nthreads 1``):
     daemonic, their nanny's single-threaded BLAS and eager heap trim in their environment."""
@@ -176,6 +178,7 @@ def test_workers_under_a_nanny_measure_the_errors_a_local_sweep_measures(tmp_pat
                and r["allocator"]["trim_threshold"] == TRIM_THRESHOLD for r in records)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CORES < 2, reason="Numba launched with one thread is all a 1-core host has")
 def test_a_worker_that_cannot_is_refused_with_the_command_line_that_can(tmp_path):
     """Numba launched with one thread, and a heap variable glibc reads only at start: the
@@ -258,6 +261,7 @@ def test_the_refusal_names_what_falls_short_and_how_to_start_the_worker():
     assert text.startswith("worker tcp://127.0.0.1:2 cannot measure what a local sweep measures")
 
 
+@pytest.mark.slow
 def test_perf_records_of_two_hosts_keep_their_platforms_apart(two_hosts, tmp_path):
     out = tmp_path / "perf.jsonl"
     proc = _convbench("run", *SMALL, "--algo", "direct,im2col,onednn", "--mode", "perf",
@@ -315,6 +319,7 @@ def test_records_of_other_platforms_get_no_time_ratio(tmp_path):
     assert layer_table(mixed).count("**platform ") == 2
 
 
+@pytest.mark.slow
 def test_one_timing_measurement_at_a_time_per_host(one_host, tmp_path):
     out = tmp_path / "timed.jsonl"
     proc = _convbench("run", *SMALL, "--algo", "direct,im2col,test_sleeping", "--mode", "perf",
@@ -330,6 +335,7 @@ def test_one_timing_measurement_at_a_time_per_host(one_host, tmp_path):
         assert end <= start, "two timing measurements overlapped on one host"
 
 
+@pytest.mark.slow
 def test_accuracy_work_uses_every_worker_at_once(one_host, tmp_path):
     out = tmp_path / "accuracy.jsonl"
     proc = _convbench("run", "--suite", "resnet50", "--match", "res[45]", "--algo",
@@ -340,6 +346,7 @@ def test_accuracy_work_uses_every_worker_at_once(one_host, tmp_path):
     assert any(end > start for (_, end), (start, _) in itertools.pairwise(spans))
 
 
+@pytest.mark.slow
 def test_a_crashing_kernel_costs_one_record_on_the_cluster(two_hosts, tmp_path):
     out = tmp_path / "crash.jsonl"
     proc = _convbench("run", *SMALL[:2], "--algo", "test_crashing,direct", "--mode", "accuracy",
@@ -375,6 +382,7 @@ SLEEPY = ("run", "--suite", "resnet50", "--match", "res[345]", "--batch", "1", "
 SLEEPY_COUNT = 15
 
 
+@pytest.mark.slow
 def test_killing_a_worker_mid_sweep_loses_and_duplicates_nothing(tmp_path):
     """Host A's worker dies mid-measurement. Being its platform's only worker, the layers
     held to it (a timed sweep keeps a layer on one platform) go to host B."""
@@ -433,6 +441,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_result_lost_with_its_worker_is_measured_again(tmp_path):
     """The worker holding a finished round dies before the client gathers it. The round is
     held to that worker's platform, which has no worker left, so it must go elsewhere."""
@@ -459,6 +468,7 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_every_finished_record_and_resume_completes(one_host, tmp_path):
     """Interrupted on a LocalCluster (local:2), resumed on the running one_host cluster."""
     out = tmp_path / "interrupted.jsonl"
@@ -488,6 +498,7 @@ def test_ctrl_c_keeps_every_finished_record_and_resume_completes(one_host, tmp_p
     assert f"{len(complete)} measurements reused" in proc.stdout
 
 
+@pytest.mark.slow
 def test_check_and_tune_run_on_the_cluster(two_hosts, tmp_path):
     proc = _convbench("check", "--suite", "lenet5", "--algo", "direct,im2col", "--dtype", "f32",
                       "--no-progress", "--scheduler", two_hosts.address,

@@ -146,6 +146,7 @@ def _run_gpu_test_file(require: str | None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_require_gpu_fails_the_gpu_tests_with_what_is_missing_instead_of_skipping():
     blockers = runtime.gpu_test_blockers()
     if not blockers:

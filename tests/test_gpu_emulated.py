@@ -278,6 +278,7 @@ def emulated_kernels():
         unregister(name, "gpu")
 
 
+@pytest.mark.slow
 def test_gpu_sweep_records_on_the_emulator(emulated_kernels, tmp_path):
     """The runner's GPU path end to end: device clock, L2-flush flag, math mode, errors."""
     from convbench.measure.runner import SweepSettings, plan_tasks, run_sweep

@@ -1,5 +1,7 @@
 """Compiled kernels are cached on disk: a new process loads them and does not recompile."""
 
+import pytest
+
 from convbench.measure.jitcost import ALGORITHMS, measure_in_fresh_process
 
 
@@ -16,6 +18,7 @@ def test_a_new_process_loads_every_kernel_without_compiling():
     assert all(c["hits"] > 0 for c in warm["cache"].values())
 
 
+@pytest.mark.slow
 def test_an_empty_cache_compiles_then_loads(tmp_path):
     # The counters can tell a compile from a load: a fresh NUMBA_CACHE_DIR misses.
     cold = measure_in_fresh_process(str(tmp_path), algorithms=("im2col",))

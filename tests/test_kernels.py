@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import documented_refusal, envelope_ratio, random_inputs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from problem_grid import GRID
 
@@ -73,8 +73,7 @@ def problems(draw):
                             dtype=draw(st.sampled_from(["float32", "float64"])))
 
 
-@given(problems(), st.integers(0, 2**32 - 1))
-def test_property_every_supporting_kernel_matches_reference(p, seed):
+def every_supporting_kernel_matches_reference(p, seed):
     x, w, b = random_inputs(p, seed)
     ran = 0
     for kernel in registry.kernels("cpu", kind="kernel"):
@@ -85,6 +84,22 @@ def test_property_every_supporting_kernel_matches_reference(p, seed):
         assert ratio <= 1, f"{kernel.name} {p}: {ratio:.3g} of its error envelope"
         ran += 1
     assert ran >= 3  # direct, im2col and fft run everything
+
+
+#: Examples of the fuzz in the fast tier; the slow tier draws Hypothesis's default (100).
+FAST_EXAMPLES = 10
+
+
+@settings(max_examples=FAST_EXAMPLES)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_property_every_supporting_kernel_matches_reference(p, seed):
+    every_supporting_kernel_matches_reference(p, seed)
+
+
+@pytest.mark.slow
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_property_every_supporting_kernel_matches_reference_at_full_size(p, seed):
+    every_supporting_kernel_matches_reference(p, seed)
 
 
 def test_workspace_tiling_paths_are_exact():

@@ -191,6 +191,7 @@ def _tune(out, *descriptors, budget="1e-5", extra=()):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent)
 
 
+@pytest.mark.slow
 def test_two_tune_commands_on_one_file_both_land(plans_file):
     a = _tune(plans_file, 'mb1ic8ih10oc8kh3ph1n"first"', extra=("--records", "a.jsonl"))
     b = _tune(plans_file, 'mb1ic8ih10oc16kh1n"second"', 'mb2ic4ih6oc4kh3n"third"',
@@ -210,6 +211,7 @@ def test_two_tune_commands_on_one_file_both_land(plans_file):
         assert {c["kernel"] for c in entry["candidates"]} == {"direct", "im2col"}
 
 
+@pytest.mark.slow
 def test_tune_names_the_closest_kernel_when_no_kernel_meets_the_budget(plans_file):
     proc = _tune(plans_file, 'mb1ic8ih10oc8kh3ph1n"tight"', budget="1e-12")
     out, err = proc.communicate(timeout=600)

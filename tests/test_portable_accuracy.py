@@ -40,6 +40,7 @@ def _caught(rec):
     return rec.get("status") == "failed" or float(error.get("envelope_ratio", 0)) > 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sse", "haswell"])
 def test_check_passes_and_catches_faults_on_another_platform(name, tmp_path):
     emulated = platform(name)
@@ -95,6 +96,7 @@ def _fingerprint(code_before: str, env: dict | None = None) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_the_platform_fingerprint_is_the_platform_not_the_import_order():
     plain = _fingerprint("")
     assert plain == _fingerprint("import torch, scipy.fft")  # torch loads an OpenMP runtime

@@ -26,6 +26,7 @@ def counter(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_each_round_runs_in_its_own_process_and_the_record_keeps_every_round(
         faulty_env, counter):
     outcome = sweep(["test_steady", "test_alternating_processes"], rounds=3)
@@ -52,6 +53,7 @@ def test_kernels_take_their_turns_in_a_new_order_every_round():
     assert runner.round_order(tasks, 0, 0, 1) == runner.round_order(tasks, 0, 0, 1)
 
 
+@pytest.mark.slow
 def test_planted_instabilities_are_marked_and_never_win_cleanly(faulty_env, counter):
     outcome = sweep(["test_steady", "test_alternating", "test_alternating_processes"],
                     rounds=3)
@@ -86,6 +88,7 @@ def test_a_layer_cut_short_is_written_incomplete_and_measured_again_on_resume(fa
     assert runner.existing_keys([full]) == {task.key}
 
 
+@pytest.mark.slow
 def test_a_failing_round_makes_the_record_and_stops_its_rounds(faulty_env):
     outcome = sweep(["test_raising", "test_steady"], rounds=2)
     recs = {r["kernel"]: r for r in outcome.records}

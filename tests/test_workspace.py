@@ -199,6 +199,7 @@ def _measure(pairs: list[tuple[str, str]]) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_workspace_bytes_cover_what_each_kernel_allocates():
     """NRT's peak (and the resident set's) from prepare through one call, in a fresh process."""
     # oneDNN's memory is torch's: out of the measurement's scope (workspace_peak.OUT_OF_SCOPE).
@@ -217,6 +218,7 @@ def test_workspace_bytes_cover_what_each_kernel_allocates():
     assert all(r["nrt_peak_bytes"] > 0 for r in direct)
 
 
+@pytest.mark.slow
 def test_the_benchmark_measures_tiny_layers_within_the_cap(tmp_path):
     suite = tmp_path / "tiny.txt"
     suite.write_text('mb2ic3ih12oc4kh3ph1n"a"\nmb1ic4ih9oc6kh5n"b"\n')
