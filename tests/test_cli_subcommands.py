@@ -57,10 +57,23 @@ def _list(tmp: Path) -> list[str]:
     return ["list", "kernels"]
 
 
+def _ab(tmp: Path) -> list[str]:
+    # Two stand-in trees (tests/test_ab_worker.py's): the real controller, workers and
+    # verdicts, without compiling convbench's kernels in ten fresh processes.
+    from test_ab_worker import fake_tree
+
+    suite = tmp / "tiny.txt"
+    suite.write_text('ic8ih6oc8kh1n"pw1"\n')
+    return ["ab", str(fake_tree(tmp / "base")), str(fake_tree(tmp / "head")),
+            "--suite", str(suite), "--batch", "1", "--algo", "im2col", "--threads", "1",
+            "--window", "0.002", "--cooldown", "0", "--blocks", "1", "--threshold", "10",
+            "--out", str(tmp / "ab.jsonl")]
+
+
 #: One command line per subcommand (built in a test's temporary folder), and what it
 #: leaves behind to look at.
 RUNS = {"list": _list, "layers": _layers, "run": _run, "roof": _roof, "report": _report,
-        "check": _check, "compare": _compare, "tune": _tune}
+        "check": _check, "compare": _compare, "tune": _tune, "ab": _ab}
 
 
 def subcommands() -> set[str]:
@@ -92,3 +105,5 @@ def test_subcommand_runs(name, tmp_path, monkeypatch, capsys):
         assert "kh3" in (tmp_path / "toy.txt").read_text()
     if name == "tune":
         assert (tmp_path / "plans.json").exists()
+    if name == "ab":
+        assert '"verdict": "same"' in (tmp_path / "ab.jsonl").read_text()
