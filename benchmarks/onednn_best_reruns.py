@@ -24,26 +24,38 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import vs_onednn  # noqa: E402  (a sibling script, not a package)
-
-from convbench.measure.peers import (  # noqa: E402
+from convbench.measure.peers import (
     IntervalRatio,
     LayerComparison,
     geomean,
     geomean_over_passes,
     whole_network,
 )
-from convbench.problem import ConvProblem  # noqa: E402
-from convbench.store.provenance import combined, markdown_block, read_provenance  # noqa: E402
+from convbench.problem import ConvProblem
+from convbench.store.provenance import combined, markdown_block, read_provenance
+
+
+def _sibling(name: str) -> ModuleType:
+    """A sibling script as a module, loaded from its file: putting ``benchmarks/`` on
+    ``sys.path`` would let its ``conftest.py`` shadow the tests' in processes spawned later."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+vs_onednn = _sibling("vs_onednn")
 
 #: (earlier file, rerun files): the rerun files together measured the earlier file's
 #: layers again, or some of them. Layers from separate rerun files are paired pass by pass
@@ -257,7 +269,7 @@ def _row(fig: Figure, label: str, old_rs: list[LayerComparison],
 def compare_tiles(old_path: str, new_path: str) -> list[dict]:
     """``winograd_tiles.py``'s speed targets from both files (its own summary), side by side;
     the rerun has ``onednn_best`` as its only peer."""
-    import winograd_tiles  # noqa: PLC0415  (a sibling script)
+    winograd_tiles = _sibling("winograd_tiles")
 
     old = {what.replace(" (not cross-fitted: no samples kept)", ""): (v, t) for what, v, t in
            winograd_tiles.summary(json.loads(Path(old_path).read_text())["rows"])}
@@ -284,7 +296,7 @@ def tiles_from_reruns(old_path: str, new_paths: list[str]) -> list[dict]:
     ``vs_onednn.py`` reruns of the same target layers (prepared kernels rather than plan
     callables; every figure with its between-process interval, the fastest tile
     cross-fitted)."""
-    import winograd_tiles  # noqa: PLC0415  (a sibling script)
+    winograd_tiles = _sibling("winograd_tiles")
 
     old = {what.replace(" (not cross-fitted: no samples kept)", ""): (v, t) for what, v, t in
            winograd_tiles.summary(json.loads(Path(old_path).read_text())["rows"])}
