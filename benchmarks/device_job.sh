@@ -91,6 +91,7 @@ phase "GPU tests (${TESTS_S} s)"
 timeout "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_device.py \
   tests/test_gpu_sources.py tests/test_gpu_plans.py tests/test_gpu_gemm.py \
   tests/test_gpu_absent.py tests/test_vs_cudnn.py tests/test_gpu_backward_device.py \
+  tests/test_kernel_matrix.py \
   > "$OUT/gpu-tests.log" 2>&1
 tests_rc=$?
 tests_failed=$(tests_failure "$tests_rc" "$OUT/gpu-tests.log")
