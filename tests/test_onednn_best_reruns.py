@@ -1,26 +1,18 @@
 """benchmarks/onednn_best_reruns.py: earlier figures against reruns, on recorded samples."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import loaded_script
 
 from convbench.measure.peers import IntervalRatio, LayerComparison
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "onednn_best_reruns.py"
 
 
 @pytest.fixture(scope="module")
 def reruns():
-    spec = importlib.util.spec_from_file_location("onednn_best_reruns", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["onednn_best_reruns"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["onednn_best_reruns"]
+    with loaded_script("onednn_best_reruns") as module:
+        yield module
 
 
 #: A 3x3 stride-1 layer with C, K >= 64: a Winograd target layer.

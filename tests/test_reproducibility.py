@@ -1,12 +1,11 @@
 """benchmarks/reproducibility.py: spread, interval coverage, verdicts and compare over runs,
 on runs made up here and on two sweeps recorded on this project's machine."""
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import loaded_script
 
 from convbench.measure.compare import compare_runs, runs_noise
 from convbench.measure.stats import RUN_NOISE_MIN_RECORDS, summarize
@@ -14,18 +13,13 @@ from convbench.store.jsonl import Run, load_run, write_records
 from convbench.store.records import Record
 
 ROOT = Path(__file__).parents[1]
-SCRIPT = ROOT / "benchmarks" / "reproducibility.py"
 RECORDED = ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="module")
 def repro():
-    spec = importlib.util.spec_from_file_location("reproducibility", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproducibility"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["reproducibility"]
+    with loaded_script("reproducibility") as module:
+        yield module
 
 
 def rec(layer, kernel, medians, kind="kernel"):

@@ -1,26 +1,18 @@
 """benchmarks/vs_onednn.py: what it reports, and that a run keeps what it measured."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import loaded_script
 
 from convbench.problem import ConvProblem
 from convbench.registry import get_kernel
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "vs_onednn.py"
-
 
 @pytest.fixture(scope="module")
 def vs_onednn():
-    spec = importlib.util.spec_from_file_location("vs_onednn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vs_onednn"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["vs_onednn"]
+    with loaded_script("vs_onednn") as module:
+        yield module
 
 
 def _layer(vs_onednn, name, descriptor, medians_ms, ratios):

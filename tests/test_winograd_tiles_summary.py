@@ -1,24 +1,16 @@
 """benchmarks/winograd_tiles.py's summary: the fastest tile is cross-fitted and a target
 holds only by its interval, on recorded samples."""
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "winograd_tiles.py"
+from benchmark_scripts import loaded_script
 
 
 @pytest.fixture(scope="module")
 def tiles():
-    spec = importlib.util.spec_from_file_location("winograd_tiles_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["winograd_tiles_study"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["winograd_tiles_study"]
+    with loaded_script("winograd_tiles", "winograd_tiles_study") as module:
+        yield module
 
 
 def _row(tiles, rng, passes=9):
